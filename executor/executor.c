@@ -1,0 +1,99 @@
+/* The executor interface: argument checks and dispatch, cf_fail, and the
+ * task-running step every pool shares. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "executor/executor_internal.h"
+#include "futures/future_internal.h"
+
+/* ---- cf_fail ------------------------------------------------------------- */
+
+static _Thread_local char *fail_message;
+
+int cf_fail(int code, const char *fmt, ...) {
+  free(fail_message);
+  fail_message = NULL;
+  if (fmt) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&fail_message, fmt, ap) < 0)
+      fail_message = NULL;
+    va_end(ap);
+  }
+  return code;
+}
+
+char *cf__fail_take_message(void) {
+  char *m = fail_message;
+  fail_message = NULL;
+  return m;
+}
+
+void cf__fail_clear(void) {
+  free(fail_message);
+  fail_message = NULL;
+}
+
+void cf__run_task(cf_future *f, cf_fn fn, void *arg, cf_destroy_fn destroy) {
+  void *out = NULL;
+  if (fail_message)
+    cf__fail_clear();
+  int rc = fn(arg, &out);
+  if (rc == 0) {
+    cf__future_complete(f, 0, out, destroy, NULL);
+    return;
+  }
+  /* A failed task's partial result, if any, is the task's to clean up; we
+   * do not guess at it. */
+  char *msg = fail_message ? cf__fail_take_message() : NULL;
+  if (cf__future_complete(f, rc, NULL, NULL, msg) != 0)
+    free(msg);
+}
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+int cf_submit_with(cf_executor *ex, cf_fn fn, void *arg,
+                   cf_destroy_fn result_destroy, cf_future **out) {
+  if (out)
+    *out = NULL;
+  if (!ex || !fn || !out)
+    return CF_EINVAL;
+  return ex->vt->submit(ex, fn, arg, result_destroy, out);
+}
+
+int cf_submit(cf_executor *ex, cf_fn fn, void *arg, cf_future **out) {
+  return cf_submit_with(ex, fn, arg, NULL, out);
+}
+
+int cf__submit_batch_each(cf_executor *ex, cf_fn fn, const void *items,
+                          size_t count, size_t item_size, cf_destroy_fn destroy,
+                          cf_future **outs) {
+  for (size_t i = 0; i < count; i++) {
+    void *item = (char *)items + i * item_size;
+    int rc = ex->vt->submit(ex, fn, item, destroy, &outs[i]);
+    if (rc != 0) {
+      /* All or nothing: cancel what already went in. */
+      for (size_t j = 0; j < i; j++) {
+        cf_future_cancel(outs[j]);
+        cf_future_unref(outs[j]);
+        outs[j] = NULL;
+      }
+      return rc;
+    }
+  }
+  return 0;
+}
+
+int cf_executor_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
+  if (!ex)
+    return CF_EINVAL;
+  return ex->vt->shutdown(ex, wait, cancel_futures);
+}
+
+void cf_executor_free(cf_executor *ex) {
+  if (!ex)
+    return;
+  ex->vt->shutdown(ex, true, false);
+  ex->vt->destroy(ex);
+}

@@ -1,0 +1,248 @@
+/* cf_map_array / cf_map_iter: map over an executor, results in input order.
+ *
+ * A map keeps a ring of futures in flight, oldest first. cf_map_next waits
+ * on the oldest, hands out its outcome and tops the ring up from the input,
+ * so a lazy input never has more than `window` tasks outstanding. */
+#include <stdlib.h>
+
+#include "executor/executor_internal.h"
+#include "futures/future_internal.h"
+
+struct cf_map {
+  cf_executor *ex;
+  cf_fn fn;
+  cf_destroy_fn destroy;
+  /* input: an array ... */
+  char *items;
+  size_t n, item_size, next_index;
+  /* ... or an iterator */
+  cf_next_fn next;
+  void *state;
+  bool input_done;
+  int input_rc; /* reported once the ring drains: 0 or the input's error */
+  size_t chunk;
+  cf_deadline deadline;
+  bool timed_out;
+  /* futures in flight */
+  cf_future **ring;
+  size_t cap, head, count;
+  /* the item last handed out */
+  cf_future *last;
+  int last_rc;
+};
+
+static void ring_push(cf_map *m, cf_future *f) {
+  m->ring[(m->head + m->count) % m->cap] = f;
+  m->count++;
+}
+
+static cf_future *ring_pop(cf_map *m) {
+  cf_future *f = m->ring[m->head];
+  m->head = (m->head + 1) % m->cap;
+  m->count--;
+  return f;
+}
+
+static void stop_input(cf_map *m, int rc) {
+  m->input_done = true;
+  if (m->input_rc == 0 && rc != CF_EDONE)
+    m->input_rc = rc;
+}
+
+/* Tops the ring up. Errors end the input and surface after earlier items. */
+static void refill(cf_map *m) {
+  while (!m->input_done && m->count < m->cap) {
+    size_t room = m->cap - m->count;
+    if (!m->next) {
+      size_t left = m->n - m->next_index;
+      if (left == 0) {
+        stop_input(m, CF_EDONE);
+        break;
+      }
+      size_t k = m->chunk < left ? m->chunk : left;
+      if (k > room)
+        k = room;
+      cf_future *batch[64];
+      cf_future **outs = k <= 64 ? batch : malloc(k * sizeof *outs);
+      if (!outs) {
+        stop_input(m, CF_ENOMEM);
+        break;
+      }
+      int rc = m->ex->vt->submit_batch(
+          m->ex, m->fn, m->items + m->next_index * m->item_size, k,
+          m->item_size, m->destroy, outs);
+      if (rc == 0) {
+        for (size_t i = 0; i < k; i++)
+          ring_push(m, outs[i]);
+        m->next_index += k;
+      } else {
+        stop_input(m, rc);
+      }
+      if (outs != batch)
+        free(outs);
+    } else {
+      void *item = NULL;
+      int rc = m->next(m->state, &item);
+      if (rc != 0) {
+        stop_input(m, rc);
+        break;
+      }
+      cf_future *f = NULL;
+      rc = m->ex->vt->submit(m->ex, m->fn, item, m->destroy, &f);
+      if (rc != 0) {
+        stop_input(m, rc);
+        break;
+      }
+      ring_push(m, f);
+    }
+  }
+}
+
+static int map_new(cf_executor *ex, cf_fn fn, const cf_map_opts *opts,
+                   size_t cap, cf_map **out, cf_map **mp) {
+  if (!out)
+    return CF_EINVAL;
+  *out = NULL;
+  if (!ex || !fn)
+    return CF_EINVAL;
+  cf_map_opts o = opts ? *opts : (cf_map_opts){0};
+  cf_deadline d;
+  if (cf__deadline_from_timeout(o.use_timeout ? o.timeout_s : CF_FOREVER, &d))
+    return CF_EINVAL;
+  cf_map *m = calloc(1, sizeof *m);
+  if (!m)
+    return CF_ENOMEM;
+  m->ex = ex;
+  m->fn = fn;
+  m->destroy = o.result_destroy;
+  m->deadline = d;
+  m->chunk = o.chunksize ? o.chunksize : 1;
+  if (o.window)
+    cap = o.window;
+  if (cap == 0)
+    cap = 1;
+  if (m->chunk > cap)
+    cap = m->chunk;
+  m->cap = cap;
+  m->ring = malloc(cap * sizeof *m->ring);
+  if (!m->ring) {
+    free(m);
+    return CF_ENOMEM;
+  }
+  *mp = m;
+  return 0;
+}
+
+/* First fill: an error before any task went in fails the call itself. */
+static int map_start(cf_map *m, cf_map **out) {
+  refill(m);
+  if (m->count == 0 && m->input_rc != 0 && m->input_rc != CF_EDONE &&
+      !m->next) {
+    int rc = m->input_rc;
+    cf_map_free(m);
+    return rc;
+  }
+  *out = m;
+  return 0;
+}
+
+static size_t default_window(cf_executor *ex) {
+  size_t w = ex->vt->default_window ? ex->vt->default_window(ex) : 16;
+  return w < 16 ? 16 : w;
+}
+
+int cf_map_array(cf_executor *ex, cf_fn fn, void *items, size_t n,
+                 size_t item_size, const cf_map_opts *opts, cf_map **out) {
+  if ((!items && n > 0) || item_size == 0) {
+    if (out)
+      *out = NULL;
+    return CF_EINVAL;
+  }
+  cf_map *m = NULL;
+  int rc = map_new(ex, fn, opts, n, out, &m);
+  if (rc != 0)
+    return rc;
+  m->items = items;
+  m->n = n;
+  m->item_size = item_size;
+  return map_start(m, out);
+}
+
+int cf_map_iter(cf_executor *ex, cf_fn fn, cf_next_fn next, void *state,
+                const cf_map_opts *opts, cf_map **out) {
+  if (!next) {
+    if (out)
+      *out = NULL;
+    return CF_EINVAL;
+  }
+  cf_map *m = NULL;
+  int rc = map_new(ex, fn, opts, ex ? default_window(ex) : 0, out, &m);
+  if (rc != 0)
+    return rc;
+  m->next = next;
+  m->state = state;
+  m->chunk = 1; /* lazy items are pointers: one task each */
+  return map_start(m, out);
+}
+
+static void cancel_ring(cf_map *m) {
+  for (size_t i = 0; i < m->count; i++)
+    cf_future_cancel(m->ring[(m->head + i) % m->cap]);
+}
+
+int cf_map_next(cf_map *m, void **out) {
+  if (!m || !out)
+    return CF_EINVAL;
+  *out = NULL;
+  if (m->timed_out)
+    return CF_ETIMEDOUT;
+  if (m->count == 0)
+    refill(m);
+  if (m->count == 0) {
+    int rc = m->input_rc ? m->input_rc : CF_EDONE;
+    m->input_rc = 0; /* an input error is reported once, then the end */
+    return rc;
+  }
+  int rc = cf__future_wait(m->ring[m->head], &m->deadline);
+  if (rc == CF_ETIMEDOUT) {
+    /* The map is over: cancel what has not started. */
+    m->timed_out = true;
+    cancel_ring(m);
+    return rc;
+  }
+  if (rc != 0)
+    return rc;
+  cf_future_unref(m->last);
+  m->last = ring_pop(m);
+  m->last_rc = cf__future_outcome(m->last, out);
+  refill(m);
+  return m->last_rc;
+}
+
+int cf_map_error(const cf_map *m, cf_error *err) {
+  if (!m || !err)
+    return CF_EINVAL;
+  if (!m->last)
+    return CF_EINVALSTATE;
+  err->code = 0;
+  err->message = NULL;
+  if (m->last_rc == 0)
+    return 0;
+  if (m->last_rc == CF_ECANCELLED) {
+    err->code = CF_ECANCELLED;
+    err->message = cf_strerror(CF_ECANCELLED);
+    return 0;
+  }
+  return cf_future_exception(m->last, 0, err);
+}
+
+void cf_map_free(cf_map *m) {
+  if (!m)
+    return;
+  cancel_ring(m);
+  while (m->count)
+    cf_future_unref(ring_pop(m));
+  cf_future_unref(m->last);
+  free(m->ring);
+  free(m);
+}

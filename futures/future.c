@@ -1,0 +1,375 @@
+/* Futures: the state machine, completion, listeners and single-future
+ * waits. See future_internal.h for the locking protocol. */
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ck_pr.h>
+
+#include "core/alloc.h"
+#include "core/report.h"
+#include "futures/future_internal.h"
+
+/* ---- the state lock ------------------------------------------------------ */
+
+/* Takes LOCK and returns the state (without LOCK) it was taken in. */
+static uint32_t lock_state(cf_future *f) {
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
+  for (unsigned spins = 0;; spins++) {
+    if (!(s & CF__LOCK)) {
+      /* acquire: pairs with the release store in unlock_state, so the
+       * previous holder's writes (fields, list) are visible. */
+      if (atomic_compare_exchange_weak_explicit(&f->state, &s, s | CF__LOCK,
+                                                memory_order_acquire,
+                                                memory_order_relaxed))
+        return s;
+      continue;
+    }
+    if (spins < 64)
+      ck_pr_stall();
+    else
+      sched_yield(); /* the holder was preempted */
+    s = atomic_load_explicit(&f->state, memory_order_relaxed);
+  }
+}
+
+static void unlock_state(cf_future *f, uint32_t state) {
+  /* release: publishes the fields and list written under LOCK; pairs with
+   * the acquire in lock_state and in cf__future_state. */
+  atomic_store_explicit(&f->state, state, memory_order_release);
+}
+
+/* ---- lifetime ------------------------------------------------------------ */
+
+void cf__future_init(cf_future *f, void (*dealloc)(cf_future *f)) {
+  atomic_init(&f->state, CF_PENDING);
+  atomic_init(&f->refs, 1);
+  f->code = 0;
+  f->pool_tag = 0;
+  f->value = NULL;
+  f->destroy = NULL;
+  f->message = NULL;
+  f->listeners = NULL;
+  f->dealloc = dealloc;
+}
+
+cf_future *cf_future_new(void) {
+  cf_future *f = cf__alloc(sizeof *f);
+  if (f)
+    cf__future_init(f, NULL);
+  return f;
+}
+
+cf_future *cf_future_ref(cf_future *f) {
+  if (f)
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+  return f;
+}
+
+void cf_future_unref(cf_future *f) {
+  if (!f)
+    return;
+  /* acq_rel: the last dropper must see every other holder's writes. */
+  if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
+  if ((s & CF__STATE_MASK) == CF_FINISHED && f->code == 0 && f->destroy)
+    f->destroy(f->value);
+  free(f->message);
+  if (f->dealloc)
+    f->dealloc(f);
+  else
+    cf__free(f, sizeof *f);
+}
+
+/* ---- listeners ----------------------------------------------------------- */
+
+bool cf__future_listen(cf_future *f, cf__listener *l) {
+  uint32_t s = lock_state(f);
+  if (cf__state_done(s)) {
+    unlock_state(f, s);
+    return false;
+  }
+  l->next = f->listeners;
+  f->listeners = l;
+  unlock_state(f, s);
+  return true;
+}
+
+bool cf__future_unlisten(cf_future *f, cf__listener *l) {
+  uint32_t s = lock_state(f);
+  bool found = false;
+  /* Holds LOCK: unlink l if the list still has it. */
+  for (cf__listener **p = &f->listeners; *p; p = &(*p)->next) {
+    if (*p == l) {
+      *p = l->next;
+      found = true;
+      break;
+    }
+  }
+  unlock_state(f, s);
+  return found;
+}
+
+/* Runs a detached list (newest first) in registration order. */
+static void fire_listeners(cf_future *f, cf__listener *list) {
+  cf__listener *rev = NULL;
+  while (list) {
+    cf__listener *next = list->next;
+    list->next = rev;
+    rev = list;
+    list = next;
+  }
+  while (rev) {
+    cf__listener *next = rev->next; /* notify may free rev */
+    rev->notify(rev, f);
+    rev = next;
+  }
+}
+
+/* Moves f from one of `from_mask`'s states to `to`, writing the result
+ * fields, and runs the listeners. Returns 0 or CF_EINVALSTATE. */
+static int transition(cf_future *f, unsigned from_mask, uint32_t to, int code,
+                      void *value, cf_destroy_fn destroy, char *message) {
+  uint32_t s = lock_state(f);
+  if (!((1u << s) & from_mask)) {
+    unlock_state(f, s);
+    return CF_EINVALSTATE;
+  }
+  f->code = code;
+  f->value = value;
+  f->destroy = destroy;
+  f->message = message;
+  cf__listener *list = f->listeners;
+  f->listeners = NULL;
+  unlock_state(f, to);
+  fire_listeners(f, list);
+  return 0;
+}
+
+int cf__future_complete(cf_future *f, int code, void *value,
+                        cf_destroy_fn destroy, char *message) {
+  return transition(f, 1u << CF_PENDING | 1u << CF_RUNNING, CF_FINISHED, code,
+                    value, destroy, message);
+}
+
+bool cf__future_cancel(cf_future *f) {
+  return transition(f, 1u << CF_PENDING | 1u << CF_RUNNING, CF_CANCELLED, 0,
+                    NULL, NULL, NULL) == 0;
+}
+
+/* ---- producer side ------------------------------------------------------- */
+
+int cf_future_set_running_or_notify_cancel(cf_future *f) {
+  if (!f)
+    return CF_EINVAL;
+  uint32_t s = lock_state(f);
+  if (s == CF_PENDING) {
+    unlock_state(f, CF_RUNNING);
+    return 0;
+  }
+  unlock_state(f, s);
+  return s == CF_CANCELLED ? CF_ECANCELLED : CF_EINVALSTATE;
+}
+
+int cf_future_set_result(cf_future *f, void *value, cf_destroy_fn destroy) {
+  if (!f)
+    return CF_EINVAL;
+  return cf__future_complete(f, 0, value, destroy, NULL);
+}
+
+int cf_future_set_exception(cf_future *f, int code, const char *fmt, ...) {
+  if (!f || code == 0)
+    return CF_EINVAL;
+  char *msg = NULL;
+  int rc = 0;
+  if (fmt) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&msg, fmt, ap) < 0) {
+      msg = NULL;
+      rc = CF_ENOMEM;
+    }
+    va_end(ap);
+  }
+  int st = cf__future_complete(f, code, NULL, NULL, msg);
+  if (st != 0) {
+    free(msg);
+    return st;
+  }
+  return rc;
+}
+
+/* ---- queries ------------------------------------------------------------- */
+
+cf_future_state cf_future_state_of(const cf_future *f) {
+  return f ? (cf_future_state)cf__future_state(f) : CF_PENDING;
+}
+
+bool cf_future_cancelled(const cf_future *f) {
+  return f && cf__future_state(f) == CF_CANCELLED;
+}
+
+bool cf_future_running(const cf_future *f) {
+  return f && cf__future_state(f) == CF_RUNNING;
+}
+
+bool cf_future_done(const cf_future *f) {
+  return f && cf__state_done(cf__future_state(f));
+}
+
+bool cf_future_cancel(cf_future *f) {
+  if (!f)
+    return false;
+  if (transition(f, 1u << CF_PENDING, CF_CANCELLED, 0, NULL, NULL, NULL) == 0)
+    return true;
+  return cf__future_state(f) == CF_CANCELLED;
+}
+
+/* ---- done-callbacks ------------------------------------------------------ */
+
+typedef struct callback_node {
+  cf__listener l;
+  cf_done_fn fn;
+  void *arg;
+} callback_node;
+
+static void run_callback(cf_done_fn fn, cf_future *f, void *arg) {
+  int rc = fn(f, arg);
+  if (rc != 0)
+    cf__report("done-callback", rc);
+}
+
+static void callback_notify(cf__listener *l, cf_future *f) {
+  callback_node *n = (callback_node *)l;
+  cf_done_fn fn = n->fn;
+  void *arg = n->arg;
+  cf__free(n, sizeof *n);
+  run_callback(fn, f, arg);
+}
+
+int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg) {
+  if (!f || !fn)
+    return CF_EINVAL;
+  if (cf_future_done(f)) {
+    run_callback(fn, f, arg);
+    return 0;
+  }
+  callback_node *n = cf__alloc(sizeof *n);
+  if (!n)
+    return CF_ENOMEM;
+  n->l.notify = callback_notify;
+  n->fn = fn;
+  n->arg = arg;
+  if (!cf__future_listen(f, &n->l)) {
+    cf__free(n, sizeof *n);
+    run_callback(fn, f, arg);
+  }
+  return 0;
+}
+
+/* ---- waiting ------------------------------------------------------------- */
+
+static void wake_notify(cf__listener *l, cf_future *f) {
+  (void)f;
+  cf__wake_node *n = (cf__wake_node *)l;
+  cf__waiter_wake(n->w);
+  cf__node_fire(&n->fired);
+}
+
+void cf__wake_node_init(cf__wake_node *n, cf__waiter *w) {
+  n->l.next = NULL;
+  n->l.notify = wake_notify;
+  n->w = w;
+  atomic_init(&n->fired, 0);
+}
+
+void cf__node_fire(_Atomic uint32_t *fired) {
+  /* release: the completer's last touch of the node; pairs with the acquire
+   * in cf__node_settle, after which the node's memory may be reused. */
+  atomic_store_explicit(fired, 1, memory_order_release);
+}
+
+void cf__node_settle(cf_future *f, cf__listener *l, _Atomic uint32_t *fired) {
+  if (cf__future_unlisten(f, l))
+    return;
+  /* The completer detached the list and is notifying: a few instructions. */
+  for (unsigned spins = 0;
+       !atomic_load_explicit(fired, memory_order_acquire); spins++) {
+    if (spins < 64)
+      ck_pr_stall();
+    else
+      sched_yield();
+  }
+}
+
+int cf__wait_until(bool (*cond)(void *ctx), void *ctx, cf_future *hint,
+                   const cf_deadline *d, cf__waiter *w) {
+  for (;;) {
+    uint32_t seen = cf__waiter_seq(w);
+    if (cond(ctx))
+      return 0;
+    if (w->helper && w->helper->help(w->helper, hint))
+      continue;
+    if (cf__waiter_sleep(w, seen, d) == CF_ETIMEDOUT)
+      return cond(ctx) ? 0 : CF_ETIMEDOUT;
+  }
+}
+
+static bool future_is_done(void *f) { return cf_future_done(f); }
+
+int cf__future_wait(cf_future *f, const cf_deadline *d) {
+  if (cf_future_done(f))
+    return 0;
+  if (!d->forever && cf__deadline_passed(d))
+    return CF_ETIMEDOUT;
+  cf__waiter *w = cf__waiter_self();
+  if (!w)
+    return CF_ENOMEM;
+  cf__wake_node node;
+  cf__wake_node_init(&node, w);
+  if (!cf__future_listen(f, &node.l))
+    return 0;
+  int rc = cf__wait_until(future_is_done, f, f, d, w);
+  cf__node_settle(f, &node.l, &node.fired);
+  return rc;
+}
+
+int cf__future_outcome(cf_future *f, void **out) {
+  uint32_t s = cf__future_state(f);
+  if (s == CF_CANCELLED)
+    return CF_ECANCELLED;
+  if (f->code != 0)
+    return f->code == CF_EBROKEN ? CF_EBROKEN : CF_EFAILED;
+  if (out)
+    *out = f->value;
+  return 0;
+}
+
+int cf_future_result(cf_future *f, double timeout_s, void **out) {
+  cf_deadline d;
+  if (!f || cf__deadline_from_timeout(timeout_s, &d) != 0)
+    return CF_EINVAL;
+  int rc = cf__future_wait(f, &d);
+  if (rc != 0)
+    return rc;
+  return cf__future_outcome(f, out);
+}
+
+int cf_future_exception(cf_future *f, double timeout_s, cf_error *err) {
+  cf_deadline d;
+  if (!f || !err || cf__deadline_from_timeout(timeout_s, &d) != 0)
+    return CF_EINVAL;
+  int rc = cf__future_wait(f, &d);
+  if (rc != 0)
+    return rc;
+  if (cf__future_state(f) == CF_CANCELLED)
+    return CF_ECANCELLED;
+  err->code = f->code;
+  err->message = f->code == 0 ? NULL
+                 : f->message ? f->message
+                              : cf_strerror(f->code);
+  return 0;
+}

@@ -1,0 +1,104 @@
+/* Private: the future's layout and the hooks pools and waits build on.
+ *
+ * State word: bits 0-1 hold the cf_future_state, bit 2 (LOCK) is a tiny
+ * spinlock that guards the listener list and the completion fields while a
+ * state change is in progress. It is held for a handful of instructions
+ * only, never across a callback or a syscall.
+ *
+ * Completion protocol: take LOCK (CAS, acquire), check the state, write
+ * code/value/destroy/message, store the final state with LOCK clear
+ * (release: publishes those fields), detach the listener list, then run the
+ * listeners without any lock. Readers that see a final state with an
+ * acquire load see the fields.
+ */
+#ifndef CF_FUTURE_INTERNAL_H
+#define CF_FUTURE_INTERNAL_H
+
+#include <cfutures/future.h>
+#include <stdatomic.h>
+
+#include "core/time.h"
+#include "core/waiter.h"
+
+#define CF__STATE_MASK 3u
+#define CF__LOCK 4u
+
+/* Something to run when a future becomes done. Listeners are run in the
+ * order they were added; `notify` may free the listener. */
+typedef struct cf__listener {
+  struct cf__listener *next;
+  void (*notify)(struct cf__listener *l, cf_future *f);
+} cf__listener;
+
+struct cf_future {
+  _Atomic uint32_t state;  /* see above */
+  _Atomic uint32_t refs;
+  int32_t code;            /* 0: value is the result; else failure code */
+  uint32_t pool_tag;       /* free for the owning pool's use */
+  void *value;             /* written under LOCK, read after FINISHED */
+  cf_destroy_fn destroy;   /* ditto */
+  char *message;           /* ditto; NULL: cf_strerror(code) */
+  cf__listener *listeners; /* guarded by LOCK; newest first */
+  /* Frees the memory of this future (pools embed futures in their tasks);
+   * NULL: a plain future from cf_future_new. */
+  void (*dealloc)(cf_future *f);
+};
+
+/* Initialises an embedded future: PENDING, one reference. */
+void cf__future_init(cf_future *f, void (*dealloc)(cf_future *f));
+
+/* Completes f with code (0: value) and message (owned: freed with free()).
+ * Returns 0 or CF_EINVALSTATE (then value and message stay the caller's). */
+int cf__future_complete(cf_future *f, int code, void *value,
+                        cf_destroy_fn destroy, char *message);
+
+/* Cancels a PENDING or (if `running_too`) RUNNING future. Pools use the
+ * latter to fail futures whose tasks will never run. */
+bool cf__future_cancel(cf_future *f);
+
+static inline uint32_t cf__future_state(const cf_future *f) {
+  /* acquire: pairs with the release store that published a final state. */
+  return atomic_load_explicit(&((cf_future *)f)->state, memory_order_acquire) &
+         CF__STATE_MASK;
+}
+
+static inline bool cf__state_done(uint32_t s) {
+  return s == CF_CANCELLED || s == CF_FINISHED;
+}
+
+/* Adds `l` to f's listeners and returns true, or returns false (and does
+ * nothing) if f is already done. */
+bool cf__future_listen(cf_future *f, cf__listener *l);
+
+/* Removes `l` if still registered and returns true; returns false if f
+ * completed meanwhile and its completer owns (is running or ran) `l`. */
+bool cf__future_unlisten(cf_future *f, cf__listener *l);
+
+/* A listener that wakes a waiter, for stack-allocated use: after a failed
+ * unlisten, cf__wake_node_settle waits until the completer is done with it. */
+typedef struct cf__wake_node {
+  cf__listener l;
+  cf__waiter *w;
+  _Atomic uint32_t fired;
+} cf__wake_node;
+
+void cf__wake_node_init(cf__wake_node *n, cf__waiter *w);
+/* Marks a node's notification complete; the completer's last touch. */
+void cf__node_fire(_Atomic uint32_t *fired);
+/* Unregisters a node from f, or waits until its notification finished. */
+void cf__node_settle(cf_future *f, cf__listener *l, _Atomic uint32_t *fired);
+
+/* Waits, on waiter w, until cond(ctx) holds or the deadline passes. On a
+ * pool worker, runs other tasks (preferring those leading to `hint`)
+ * instead of sleeping. Wakes come from listeners that wake w. Returns 0 or
+ * CF_ETIMEDOUT. */
+int cf__wait_until(bool (*cond)(void *ctx), void *ctx, cf_future *hint,
+                   const cf_deadline *d, cf__waiter *w);
+
+/* Waits until f is done or the deadline; 0, CF_ETIMEDOUT or CF_ENOMEM. */
+int cf__future_wait(cf_future *f, const cf_deadline *d);
+
+/* The outcome of a done future as cf_future_result reports it. */
+int cf__future_outcome(cf_future *f, void **out);
+
+#endif

@@ -1,0 +1,296 @@
+/* cf_wait and cf_as_completed: waiting on many futures at once.
+ *
+ * Both register one listener node per future. A node's notification counts
+ * the completion (cf_wait) or pushes the node on a lock-free ready stack
+ * (as_completed), then wakes the waiting thread. Nodes live in an array
+ * owned by the wait; before it is freed every node is settled: unlinked
+ * from its future, or, if the future's completer already detached it,
+ * waited for until the completer has finished touching it. */
+#include <stdlib.h>
+
+#include "futures/future_internal.h"
+
+typedef struct multi_node multi_node;
+
+/* What several nodes report to: a cf_wait call or an as_completed iterator. */
+typedef struct multi {
+  cf_future *const *fs;
+  size_t n;
+  multi_node *nodes;
+  /* The thread to wake; immortal waiter, so a stale value only wakes
+   * spuriously. seq_cst: see as_completed_next. */
+  _Atomic(cf__waiter *) w;
+  _Atomic size_t ndone;   /* notifications seen */
+  _Atomic size_t nfailed; /* of which failed */
+  _Atomic(multi_node *) ready; /* as_completed: completed, newest first */
+} multi;
+
+struct multi_node {
+  cf__listener l;
+  multi *m;
+  size_t index;
+  multi_node *ready_next;
+  bool registered;
+  _Atomic uint32_t fired;
+};
+
+static bool failed(const cf_future *f) {
+  return cf__future_state(f) == CF_FINISHED && f->code != 0;
+}
+
+static void multi_notify(cf__listener *l, cf_future *f) {
+  multi_node *n = (multi_node *)l;
+  multi *m = n->m;
+  if (failed(f))
+    atomic_fetch_add_explicit(&m->nfailed, 1, memory_order_relaxed);
+  /* release: pairs with the acquire loads in the wait conditions. */
+  atomic_fetch_add_explicit(&m->ndone, 1, memory_order_release);
+  multi_node *head = atomic_load_explicit(&m->ready, memory_order_relaxed);
+  do {
+    n->ready_next = head;
+    /* seq_cst: publishes the node, and orders it before the load of m->w
+     * below (Dekker with the store of m->w in as_completed_next). */
+  } while (!atomic_compare_exchange_weak_explicit(
+      &m->ready, &head, n, memory_order_seq_cst, memory_order_relaxed));
+  cf__waiter *w = atomic_load_explicit(&m->w, memory_order_seq_cst);
+  if (w)
+    cf__waiter_wake(w);
+  cf__node_fire(&n->fired);
+}
+
+/* Checks arguments shared by cf_wait and cf_as_completed_new: no NULL
+ * entries, no duplicates. Sorting a copy keeps it O(n log n). */
+static int cmp_ptr(const void *a, const void *b) {
+  uintptr_t x = (uintptr_t) * (cf_future *const *)a;
+  uintptr_t y = (uintptr_t) * (cf_future *const *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int check_futures(cf_future *const *fs, size_t n) {
+  if (!fs || n == 0)
+    return CF_EINVAL;
+  for (size_t i = 0; i < n; i++)
+    if (!fs[i])
+      return CF_EINVAL;
+  if (n == 1)
+    return 0;
+  cf_future **copy = malloc(n * sizeof *copy);
+  if (!copy)
+    return CF_ENOMEM;
+  for (size_t i = 0; i < n; i++)
+    copy[i] = fs[i];
+  qsort(copy, n, sizeof *copy, cmp_ptr);
+  int rc = 0;
+  for (size_t i = 1; i < n && rc == 0; i++)
+    if (copy[i] == copy[i - 1])
+      rc = CF_EINVAL;
+  free(copy);
+  return rc;
+}
+
+/* Registers a node on every future. Futures already done are counted
+ * (and, when `ready_list` is set, chained there in index order). */
+static int multi_start(multi *m, cf_future *const *fs, size_t n, cf__waiter *w,
+                       multi_node **already_done) {
+  m->fs = fs;
+  m->n = n;
+  m->nodes = calloc(n, sizeof *m->nodes);
+  if (!m->nodes)
+    return CF_ENOMEM;
+  atomic_init(&m->w, w);
+  atomic_init(&m->ndone, 0);
+  atomic_init(&m->nfailed, 0);
+  atomic_init(&m->ready, NULL);
+  multi_node **tail = already_done;
+  for (size_t i = 0; i < n; i++) {
+    multi_node *node = &m->nodes[i];
+    node->l.notify = multi_notify;
+    node->m = m;
+    node->index = i;
+    atomic_init(&node->fired, 0);
+    node->registered = cf__future_listen(fs[i], &node->l);
+    if (!node->registered) {
+      if (failed(fs[i]))
+        atomic_fetch_add_explicit(&m->nfailed, 1, memory_order_relaxed);
+      atomic_fetch_add_explicit(&m->ndone, 1, memory_order_relaxed);
+      if (tail) {
+        *tail = node;
+        tail = &node->ready_next;
+      }
+    }
+  }
+  if (tail)
+    *tail = NULL;
+  return 0;
+}
+
+static void multi_finish(multi *m) {
+  for (size_t i = 0; i < m->n; i++)
+    if (m->nodes[i].registered)
+      cf__node_settle(m->fs[i], &m->nodes[i].l, &m->nodes[i].fired);
+  free(m->nodes);
+  m->nodes = NULL;
+}
+
+/* ---- cf_wait ------------------------------------------------------------- */
+
+typedef struct wait_ctx {
+  multi m;
+  cf_return_when when;
+} wait_ctx;
+
+static bool wait_cond(void *p) {
+  wait_ctx *c = p;
+  size_t done = atomic_load_explicit(&c->m.ndone, memory_order_acquire);
+  switch (c->when) {
+  case CF_FIRST_COMPLETED:
+    return done > 0;
+  case CF_FIRST_EXCEPTION:
+    return done == c->m.n ||
+           atomic_load_explicit(&c->m.nfailed, memory_order_acquire) > 0;
+  default:
+    return done == c->m.n;
+  }
+}
+
+int cf_wait(cf_future *const *fs, size_t n, double timeout_s,
+            cf_return_when when, bool *done) {
+  cf_deadline d;
+  if (when != CF_FIRST_COMPLETED && when != CF_FIRST_EXCEPTION &&
+      when != CF_ALL_COMPLETED)
+    return CF_EINVAL;
+  if (cf__deadline_from_timeout(timeout_s, &d) != 0)
+    return CF_EINVAL;
+  int rc = check_futures(fs, n);
+  if (rc != 0)
+    return rc;
+  cf__waiter *w = cf__waiter_self();
+  if (!w)
+    return CF_ENOMEM;
+  wait_ctx c = {.when = when};
+  rc = multi_start(&c.m, fs, n, w, NULL);
+  if (rc != 0)
+    return rc;
+  /* Help with the first future still pending, if any. */
+  cf_future *hint = NULL;
+  for (size_t i = 0; i < n && !hint; i++)
+    if (!cf_future_done(fs[i]))
+      hint = fs[i];
+  rc = cf__wait_until(wait_cond, &c, hint, &d, w);
+  multi_finish(&c.m);
+  if (done)
+    for (size_t i = 0; i < n; i++)
+      done[i] = cf_future_done(fs[i]);
+  return rc;
+}
+
+/* ---- as_completed -------------------------------------------------------- */
+
+struct cf_as_completed {
+  multi m;
+  cf_future **fs;     /* our references */
+  multi_node *queue;  /* completed, not yet yielded, oldest first */
+  size_t yielded;
+  cf_deadline deadline;
+  bool timed_out; /* sticky: every call after a timeout reports it */
+};
+
+int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout_s,
+                        cf_as_completed **out) {
+  cf_deadline d;
+  if (!out)
+    return CF_EINVAL;
+  *out = NULL;
+  if (cf__deadline_from_timeout(timeout_s, &d) != 0)
+    return CF_EINVAL;
+  int rc = check_futures(fs, n);
+  if (rc != 0)
+    return rc;
+  cf_as_completed *it = calloc(1, sizeof *it);
+  if (!it)
+    return CF_ENOMEM;
+  it->fs = malloc(n * sizeof *it->fs);
+  if (!it->fs) {
+    free(it);
+    return CF_ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++)
+    it->fs[i] = cf_future_ref(fs[i]);
+  it->deadline = d;
+  rc = multi_start(&it->m, it->fs, n, cf__waiter_self(), &it->queue);
+  if (rc != 0) {
+    for (size_t i = 0; i < n; i++)
+      cf_future_unref(it->fs[i]);
+    free(it->fs);
+    free(it);
+    return rc;
+  }
+  *out = it;
+  return 0;
+}
+
+/* Moves newly completed nodes to the queue's tail, oldest first. */
+static void drain_ready(cf_as_completed *it) {
+  /* acquire: pairs with the push in multi_notify. */
+  multi_node *list = atomic_exchange_explicit(&it->m.ready, NULL,
+                                              memory_order_acquire);
+  multi_node *rev = NULL;
+  while (list) {
+    multi_node *next = list->ready_next;
+    list->ready_next = rev;
+    rev = list;
+    list = next;
+  }
+  multi_node **tail = &it->queue;
+  while (*tail)
+    tail = &(*tail)->ready_next;
+  *tail = rev;
+}
+
+static bool ready_cond(void *p) {
+  cf_as_completed *it = p;
+  return atomic_load_explicit(&it->m.ready, memory_order_seq_cst) != NULL;
+}
+
+int cf_as_completed_next(cf_as_completed *it, cf_future **out) {
+  if (!it || !out)
+    return CF_EINVAL;
+  *out = NULL;
+  if (it->yielded == it->m.n)
+    return CF_EDONE;
+  if (it->timed_out)
+    return CF_ETIMEDOUT;
+  if (!it->queue) {
+    cf__waiter *w = cf__waiter_self();
+    if (!w)
+      return CF_ENOMEM;
+    /* seq_cst: Dekker with multi_notify (push ready, then load w): either
+     * the notifier sees this waiter or ready_cond sees its push. */
+    atomic_store_explicit(&it->m.w, w, memory_order_seq_cst);
+    cf_future *hint = NULL;
+    for (size_t i = 0; i < it->m.n && !hint; i++)
+      if (!cf_future_done(it->fs[i]))
+        hint = it->fs[i];
+    int rc = cf__wait_until(ready_cond, it, hint, &it->deadline, w);
+    if (rc != 0) {
+      it->timed_out = rc == CF_ETIMEDOUT;
+      return rc;
+    }
+    drain_ready(it);
+  }
+  multi_node *node = it->queue;
+  it->queue = node->ready_next;
+  it->yielded++;
+  *out = it->fs[node->index];
+  return 0;
+}
+
+void cf_as_completed_free(cf_as_completed *it) {
+  if (!it)
+    return;
+  multi_finish(&it->m);
+  for (size_t i = 0; i < it->m.n; i++)
+    cf_future_unref(it->fs[i]);
+  free(it->fs);
+  free(it);
+}

@@ -1,0 +1,11 @@
+/* cfutures — the umbrella header: futures, executors and the sync toolbox.
+ * Link with `pkg-config --cflags --libs cfutures`. */
+#ifndef CFUTURES_H
+#define CFUTURES_H
+
+#include <cfutures/common.h>
+#include <cfutures/future.h>
+#include <cfutures/executor.h>
+#include <cfutures/thread_pool.h>
+
+#endif
