@@ -33,6 +33,9 @@ typedef struct cf__helper {
   /* Runs at most one task, preferring ones that lead to `awaited` (may be
    * NULL) finishing. Returns true if it ran a task. */
   bool (*help)(struct cf__helper *h, cf_future *awaited);
+  /* Sleeps like cf__waiter_sleep, registered with the pool so that new
+   * work wakes the worker too. */
+  int (*park)(struct cf__helper *h, uint32_t seen, const cf_deadline *d);
 } cf__helper;
 
 typedef struct cf__waiter {

@@ -311,9 +311,15 @@ int cf__wait_until(bool (*cond)(void *ctx), void *ctx, cf_future *hint,
     uint32_t seen = cf__waiter_seq(w);
     if (cond(ctx))
       return 0;
-    if (w->helper && w->helper->help(w->helper, hint))
-      continue;
-    if (cf__waiter_sleep(w, seen, d) == CF_ETIMEDOUT)
+    int rc;
+    if (w->helper) {
+      if (w->helper->help(w->helper, hint))
+        continue;
+      rc = w->helper->park(w->helper, seen, d);
+    } else {
+      rc = cf__waiter_sleep(w, seen, d);
+    }
+    if (rc == CF_ETIMEDOUT)
       return cond(ctx) ? 0 : CF_ETIMEDOUT;
   }
 }
