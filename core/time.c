@@ -16,9 +16,11 @@ int cf__deadline_from_timeout(double timeout_s, cf_deadline *d) {
   if (isnan(timeout_s))
     return CF_EINVAL;
   d->forever = timeout_s < 0 || timeout_s > CF_MAX_TIMEOUT_S;
-  clock_gettime(CLOCK_MONOTONIC, &d->at);
+  d->at.tv_sec = 0;
+  d->at.tv_nsec = 0; /* forever: unused; zero: already passed */
   if (d->forever || timeout_s == 0)
     return 0;
+  clock_gettime(CLOCK_MONOTONIC, &d->at);
   double whole = floor(timeout_s);
   d->at.tv_sec += (time_t)whole;
   d->at.tv_nsec += (long)((timeout_s - whole) * 1e9);

@@ -85,10 +85,11 @@ struct pool {
   _Alignas(CF__CACHE_LINE) _Atomic uint32_t nsleeping;
   _Atomic uint32_t nsearching;
   _Alignas(CF__CACHE_LINE) _Atomic uint64_t submitters;
-  _Atomic bool shutdown;   /* set once the submitters drained */
+  /* read-mostly flags, on a line of their own (workers read them per task) */
+  _Alignas(CF__CACHE_LINE) _Atomic bool shutdown; /* submitters drained */
   _Atomic bool cancelling; /* cancel_futures: drop queued tasks */
   _Atomic bool broken;     /* an initializer failed */
-  _Atomic uint32_t started; /* workers that have their waiter */
+  _Alignas(CF__CACHE_LINE) _Atomic uint32_t started; /* workers with a waiter */
   cf__waiter *creator;      /* woken as workers start */
   int (*initializer)(void *);
   void *initarg;
@@ -321,10 +322,15 @@ static void *worker_main(void *arg) {
     /* Search for a while before parking. */
     atomic_fetch_add_explicit(&p->nsearching, 1, memory_order_relaxed);
     uint64_t start = cf__now_ns();
-    for (unsigned i = 1; !t; i++) {
-      ck_pr_stall();
+    for (unsigned i = 1, pause = 1; !t; i++) {
+      /* Exponential backoff keeps searchers from hammering the lines
+       * that submitters write. */
+      for (unsigned k = 0; k < pause; k++)
+        ck_pr_stall();
+      if (pause < 64)
+        pause *= 2;
       t = find_work(w);
-      if ((i & 15) == 0 && cf__now_ns() - start > SEARCH_NS)
+      if ((i & 7) == 0 && cf__now_ns() - start > SEARCH_NS)
         break;
     }
     uint32_t left = atomic_fetch_sub_explicit(&p->nsearching, 1,
@@ -401,6 +407,21 @@ static void submit_local(worker *w, task *t) {
 static int pool_submit(cf_executor *ex, cf_fn fn, void *arg,
                        cf_destroy_fn destroy, cf_future **out) {
   pool *p = (pool *)ex;
+  worker *w = tls_worker;
+  if (w && w->p == p) {
+    /* From our own worker: no need to announce ourselves to shutdown, since
+     * a worker drains its own deque before it exits. */
+    if (atomic_load_explicit(&p->submitters, memory_order_relaxed) & SHUTDOWN_BIT)
+      return CF_ESHUTDOWN;
+    if (atomic_load_explicit(&p->broken, memory_order_relaxed))
+      return CF_EBROKEN;
+    task *t = task_new(fn, arg, destroy);
+    if (!t)
+      return CF_ENOMEM;
+    submit_local(w, t);
+    *out = &t->fut;
+    return 0;
+  }
   int rc = enter_submit(p);
   if (rc != 0)
     return rc;
@@ -409,11 +430,7 @@ static int pool_submit(cf_executor *ex, cf_fn fn, void *arg,
     leave_submit(p);
     return CF_ENOMEM;
   }
-  worker *w = tls_worker;
-  if (w && w->p == p)
-    submit_local(w, t);
-  else
-    submit_outside(p, t);
+  submit_outside(p, t);
   leave_submit(p);
   *out = &t->fut;
   return 0;
