@@ -26,4 +26,9 @@ double cf__deadline_remaining(const cf_deadline *d);
 /* Nanoseconds on CLOCK_MONOTONIC. */
 uint64_t cf__now_ns(void);
 
+/* Thread-locals on hot paths use the initial-exec model: no call to
+ * __tls_get_addr per access. Safe for a library loaded at start-up or
+ * dlopen'ed, since glibc keeps surplus static TLS for a few pointers. */
+#define CF__TLS_FAST __attribute__((tls_model("initial-exec")))
+
 #endif

@@ -17,7 +17,7 @@ static pthread_mutex_t free_lock = PTHREAD_MUTEX_INITIALIZER;
 static cf__waiter *free_list; /* guarded by free_lock */
 static pthread_key_t exit_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
-static _Thread_local cf__waiter *self;
+static _Thread_local cf__waiter *self CF__TLS_FAST;
 
 static void waiter_release(void *p) {
   cf__waiter *w = p;

@@ -9,7 +9,7 @@
 
 /* ---- cf_fail ------------------------------------------------------------- */
 
-static _Thread_local char *fail_message;
+static _Thread_local char *fail_message CF__TLS_FAST;
 
 int cf_fail(int code, const char *fmt, ...) {
   free(fail_message);

@@ -98,7 +98,7 @@ struct pool {
   bool joined; /* guarded by join_lock */
 };
 
-static _Thread_local worker *tls_worker;
+static _Thread_local worker *tls_worker CF__TLS_FAST;
 
 /* ---- tasks --------------------------------------------------------------- */
 

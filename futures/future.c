@@ -72,8 +72,13 @@ cf_future *cf_future_ref(cf_future *f) {
 void cf_future_unref(cf_future *f) {
   if (!f)
     return;
-  /* acq_rel: the last dropper must see every other holder's writes. */
-  if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+  /* A sole holder needs no read-modify-write: nobody else can add a
+   * reference without holding one. acquire: pairs with the release half of
+   * other holders' fetch_sub below, so their writes are visible before we
+   * free. */
+  if (atomic_load_explicit(&f->refs, memory_order_acquire) != 1 &&
+      /* acq_rel: the last dropper must see every other holder's writes. */
+      atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
     return;
   uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
   if ((s & CF__STATE_MASK) == CF_FINISHED && f->code == 0 && f->destroy)
