@@ -41,7 +41,10 @@ void cf__run_task(cf_future *f, cf_fn fn, void *arg, cf_destroy_fn destroy) {
     cf__fail_clear();
   int rc = fn(arg, &out);
   if (rc == 0) {
-    cf__future_complete(f, 0, out, destroy, NULL);
+    /* If the future was completed behind our back (the pool broke), the
+     * result has no other owner: destroy it. */
+    if (cf__future_complete(f, 0, out, destroy, NULL) != 0 && destroy)
+      destroy(out);
     return;
   }
   /* A failed task's partial result, if any, is the task's to clean up; we

@@ -118,14 +118,19 @@ static task *task_new(cf_fn fn, void *arg, cf_destroy_fn destroy) {
   return t;
 }
 
-static void run(pool *p, task *t) {
+/* Runs (or fails, or cancels) a task on worker w and drops the pool's
+ * reference. The future's pool_tag records the runner (index + 1), so that
+ * a worker waiting on this task can help its runner (leapfrogging). */
+static void run(worker *w, task *t) {
+  pool *p = w->p;
+  atomic_store_explicit(&t->fut.pool_tag, w->index + 1, memory_order_relaxed);
   if (atomic_load_explicit(&p->broken, memory_order_acquire)) {
     char *msg = strdup("the pool's initializer failed");
     if (cf__future_complete(&t->fut, CF_EBROKEN, NULL, NULL, msg) != 0)
       free(msg);
   } else if (atomic_load_explicit(&p->cancelling, memory_order_relaxed)) {
     cf__future_cancel(&t->fut);
-  } else if (cf_future_set_running_or_notify_cancel(&t->fut) == 0) {
+  } else if (cf__future_set_running(&t->fut) == 0) {
     cf__run_task(&t->fut, t->fn, t->arg, t->destroy);
   }
   cf_future_unref(&t->fut);
@@ -190,7 +195,7 @@ static task *grab_injected(worker *w) {
     task *next = list->next;
     if (!cf__deque_push(&w->dq, list)) {
       /* Out of memory growing the deque: run this one in place. */
-      run(p, list);
+      run(w, list);
     }
     list = next;
   }
@@ -244,15 +249,17 @@ static task *find_work(worker *w) {
 
 /* Registers w as sleeping, re-checks for work, and sleeps on its waiter
  * until woken, the deadline, or the backstop. `seen` is the waiter sequence
- * read before the caller last looked for work. */
-static int park(worker *w, uint32_t seen, const cf_deadline *d) {
+ * read before the caller last looked for work. An idle worker (`idle`)
+ * does not sleep once the pool is shut down: it is about to exit. */
+static int park(worker *w, uint32_t seen, const cf_deadline *d, bool idle) {
   pool *p = w->p;
   atomic_store_explicit(&w->sleeping, 1, memory_order_relaxed);
   /* seq_cst: orders our registration before the re-check of the queues,
    * against submitters' push-then-read (Dekker). */
   atomic_fetch_add_explicit(&p->nsleeping, 1, memory_order_seq_cst);
   int rc = 0;
-  if (!work_visible(p) && !atomic_load_explicit(&p->shutdown, memory_order_acquire)) {
+  if (!work_visible(p) &&
+      !(idle && atomic_load_explicit(&p->shutdown, memory_order_acquire))) {
     cf_deadline backstop;
     cf__deadline_from_timeout(BACKSTOP_S, &backstop);
     const cf_deadline *use = &backstop;
@@ -272,19 +279,37 @@ static int park(worker *w, uint32_t seen, const cf_deadline *d) {
 
 /* ---- helping (cf__helper) ------------------------------------------------ */
 
+/* Steals from the worker running `awaited` (a task of ours), whose deque
+ * holds the work that `awaited` itself waits for. */
+static task *steal_from_runner(worker *w, cf_future *awaited) {
+  if (!awaited || awaited->dealloc != task_dealloc)
+    return NULL;
+  uint32_t r = atomic_load_explicit(&awaited->pool_tag, memory_order_relaxed);
+  if (r == 0 || r > w->p->n || r - 1 == w->index)
+    return NULL;
+  for (int tries = 0; tries < 4; tries++) {
+    void *x = cf__deque_steal(&w->p->workers[r - 1].dq);
+    if (x != CF__DEQUE_ABORT)
+      return x;
+  }
+  return NULL;
+}
+
 static bool help(cf__helper *h, cf_future *awaited) {
-  (void)awaited;
   worker *w = (worker *)((char *)h - offsetof(worker, helper));
+  /* The awaited task itself, if still ours, is on our deque: take first. */
   task *t = cf__deque_take(&w->dq);
   if (!t && w->help_depth < HELP_DEPTH_LIMIT) {
-    t = grab_injected(w);
+    t = steal_from_runner(w, awaited);
+    if (!t)
+      t = grab_injected(w);
     if (!t)
       t = steal_any(w);
   }
   if (!t)
     return false;
   w->help_depth++;
-  run(w->p, t);
+  run(w, t);
   w->help_depth--;
   return true;
 }
@@ -295,7 +320,7 @@ static int help_park(cf__helper *h, uint32_t seen, const cf_deadline *d) {
    * keep us awake: sleep until the awaited future wakes us. */
   if (w->help_depth >= HELP_DEPTH_LIMIT)
     return cf__waiter_sleep(w->waiter, seen, d);
-  return park(w, seen, d);
+  return park(w, seen, d, false);
 }
 
 /* ---- the worker loop ----------------------------------------------------- */
@@ -316,7 +341,7 @@ static void *worker_main(void *arg) {
   for (;;) {
     task *t = find_work(w);
     if (t) {
-      run(p, t);
+      run(w, t);
       continue;
     }
     /* Search for a while before parking. */
@@ -341,19 +366,19 @@ static void *worker_main(void *arg) {
       if (left == 1 && atomic_load_explicit(&p->nsleeping, memory_order_relaxed) &&
           work_visible(p))
         wake_one(p);
-      run(p, t);
+      run(w, t);
       continue;
     }
     uint32_t seen = cf__waiter_seq(w->waiter);
     t = find_work(w);
     if (t) {
-      run(p, t);
+      run(w, t);
       continue;
     }
     if (atomic_load_explicit(&p->shutdown, memory_order_acquire) &&
         !work_visible(p))
       break;
-    park(w, seen, NULL);
+    park(w, seen, NULL, true);
   }
   w->waiter->helper = NULL;
   tls_worker = NULL;

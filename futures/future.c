@@ -48,7 +48,7 @@ void cf__future_init(cf_future *f, void (*dealloc)(cf_future *f)) {
   atomic_init(&f->state, CF_PENDING);
   atomic_init(&f->refs, 1);
   f->code = 0;
-  f->pool_tag = 0;
+  atomic_init(&f->pool_tag, 0);
   f->value = NULL;
   f->destroy = NULL;
   f->message = NULL;
@@ -171,6 +171,12 @@ bool cf__future_cancel(cf_future *f) {
 int cf_future_set_running_or_notify_cancel(cf_future *f) {
   if (!f)
     return CF_EINVAL;
+  if (f->dealloc)
+    return CF_EPERM; /* an executor's future: only the executor drives it */
+  return cf__future_set_running(f);
+}
+
+int cf__future_set_running(cf_future *f) {
   uint32_t s = lock_state(f);
   if (s == CF_PENDING) {
     unlock_state(f, CF_RUNNING);
@@ -183,12 +189,16 @@ int cf_future_set_running_or_notify_cancel(cf_future *f) {
 int cf_future_set_result(cf_future *f, void *value, cf_destroy_fn destroy) {
   if (!f)
     return CF_EINVAL;
+  if (f->dealloc)
+    return CF_EPERM;
   return cf__future_complete(f, 0, value, destroy, NULL);
 }
 
 int cf_future_set_exception(cf_future *f, int code, const char *fmt, ...) {
   if (!f || code == 0)
     return CF_EINVAL;
+  if (f->dealloc)
+    return CF_EPERM;
   char *msg = NULL;
   int rc = 0;
   if (fmt) {

@@ -34,7 +34,7 @@ struct cf_future {
   _Atomic uint32_t state;  /* see above */
   _Atomic uint32_t refs;
   int32_t code;            /* 0: value is the result; else failure code */
-  uint32_t pool_tag;       /* free for the owning pool's use */
+  _Atomic uint32_t pool_tag; /* free for the owning pool's use */
   void *value;             /* written under LOCK, read after FINISHED */
   cf_destroy_fn destroy;   /* ditto */
   char *message;           /* ditto; NULL: cf_strerror(code) */
@@ -52,7 +52,11 @@ void cf__future_init(cf_future *f, void (*dealloc)(cf_future *f));
 int cf__future_complete(cf_future *f, int code, void *value,
                         cf_destroy_fn destroy, char *message);
 
-/* Cancels a PENDING or (if `running_too`) RUNNING future. Pools use the
+/* PENDING -> RUNNING: 0, or CF_ECANCELLED / CF_EINVALSTATE as
+ * cf_future_set_running_or_notify_cancel, for any future. */
+int cf__future_set_running(cf_future *f);
+
+/* Cancels a PENDING or RUNNING future. Pools use the
  * latter to fail futures whose tasks will never run. */
 bool cf__future_cancel(cf_future *f);
 

@@ -95,7 +95,9 @@ CF_API cf_future_state cf_future_state_of(const cf_future *f);
 CF_API int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg);
 
 /* ---- producer (promise) side -------------------------------------------
- * The caller of these must hold a reference to `f`. */
+ * For futures made by cf_future_new only: on a future returned by an
+ * executor these return CF_EPERM (the executor alone drives it). The caller
+ * must hold a reference to `f`. */
 
 /* Marks a PENDING future RUNNING and returns 0, or, if it was cancelled,
  * returns CF_ECANCELLED (waiters were already notified). Any other state:
