@@ -193,6 +193,7 @@ struct cf_as_completed {
   size_t yielded;
   cf_deadline deadline;
   bool timed_out; /* sticky: every call after a timeout reports it */
+  size_t hint_pos; /* futures before it are done */
 };
 
 int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout_s,
@@ -267,10 +268,11 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out) {
     /* seq_cst: Dekker with multi_notify (push ready, then load w): either
      * the notifier sees this waiter or ready_cond sees its push. */
     atomic_store_explicit(&it->m.w, w, memory_order_seq_cst);
-    cf_future *hint = NULL;
-    for (size_t i = 0; i < it->m.n && !hint; i++)
-      if (!cf_future_done(it->fs[i]))
-        hint = it->fs[i];
+    /* Help with the first future still pending; the cursor only moves
+     * forward, so a whole iteration costs O(n) here. */
+    while (it->hint_pos < it->m.n && cf_future_done(it->fs[it->hint_pos]))
+      it->hint_pos++;
+    cf_future *hint = it->hint_pos < it->m.n ? it->fs[it->hint_pos] : NULL;
     int rc = cf__wait_until(ready_cond, it, hint, &it->deadline, w);
     if (rc != 0) {
       it->timed_out = rc == CF_ETIMEDOUT;
