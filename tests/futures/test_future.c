@@ -1,0 +1,447 @@
+/* Tests for futures/future.c: states, results, exceptions, callbacks,
+ * reference counting, timeouts. */
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <cfutures.h>
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* A thread that completes a future after a delay. */
+typedef struct later {
+  cf_future *f;
+  unsigned delay_us;
+  int kind; /* 0 result, 1 exception, 2 cancel */
+  pthread_t th;
+} later;
+
+static void *later_main(void *p) {
+  later *l = p;
+  usleep(l->delay_us);
+  if (l->kind == 0)
+    cf_future_set_result(l->f, (void *)(intptr_t)7, NULL);
+  else if (l->kind == 1)
+    cf_future_set_exception(l->f, CF_EINVAL, "late failure");
+  else
+    cf_future_cancel(l->f);
+  return NULL;
+}
+
+static void later_start(later *l, cf_future *f, unsigned delay_us, int kind) {
+  l->f = f;
+  l->delay_us = delay_us;
+  l->kind = kind;
+  assert_int_equal(pthread_create(&l->th, NULL, later_main, l), 0);
+}
+
+static void later_join(later *l) { pthread_join(l->th, NULL); }
+
+/* ---- states -------------------------------------------------------------- */
+
+static void test_states_result(void **state) {
+  (void)state;
+  cf_future *f = cf_future_new();
+  assert_non_null(f);
+  assert_int_equal(cf_future_state_of(f), CF_PENDING);
+  assert_false(cf_future_done(f));
+  assert_false(cf_future_running(f));
+  assert_int_equal(cf_future_set_running_or_notify_cancel(f), 0);
+  assert_true(cf_future_running(f));
+  assert_false(cf_future_cancel(f)); /* running: cannot cancel */
+  assert_int_equal(cf_future_set_running_or_notify_cancel(f), CF_EINVALSTATE);
+  assert_int_equal(cf_future_set_result(f, (void *)(intptr_t)42, NULL), 0);
+  assert_int_equal(cf_future_state_of(f), CF_FINISHED);
+  assert_true(cf_future_done(f));
+  assert_false(cf_future_cancel(f));
+  assert_false(cf_future_cancelled(f));
+  void *v = NULL;
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  assert_int_equal((intptr_t)v, 42);
+  assert_int_equal(cf_future_result(f, 0, NULL), 0);
+  /* a second completion is refused */
+  assert_int_equal(cf_future_set_result(f, NULL, NULL), CF_EINVALSTATE);
+  assert_int_equal(cf_future_set_exception(f, CF_EINVAL, "x"), CF_EINVALSTATE);
+  cf_error e = {99, "junk"};
+  assert_int_equal(cf_future_exception(f, 0, &e), 0);
+  assert_int_equal(e.code, 0);
+  assert_null(e.message);
+  cf_future_unref(f);
+}
+
+static void test_states_cancel(void **state) {
+  (void)state;
+  cf_future *f = cf_future_new();
+  assert_true(cf_future_cancel(f));
+  assert_true(cf_future_cancel(f)); /* twice: still true */
+  assert_true(cf_future_cancelled(f));
+  assert_true(cf_future_done(f));
+  assert_int_equal(cf_future_set_running_or_notify_cancel(f), CF_ECANCELLED);
+  assert_int_equal(cf_future_set_result(f, NULL, NULL), CF_EINVALSTATE);
+  assert_int_equal(cf_future_result(f, 0, NULL), CF_ECANCELLED);
+  cf_error e;
+  assert_int_equal(cf_future_exception(f, 0, &e), CF_ECANCELLED);
+  cf_future_unref(f);
+}
+
+static void test_exception(void **state) {
+  (void)state;
+  cf_future *f = cf_future_new();
+  assert_int_equal(cf_future_set_exception(f, CF_EINVAL, "bad n=%d", 5), 0);
+  assert_int_equal(cf_future_result(f, 0, NULL), CF_EFAILED);
+  cf_error e;
+  assert_int_equal(cf_future_exception(f, 0, &e), 0);
+  assert_int_equal(e.code, CF_EINVAL);
+  assert_string_equal(e.message, "bad n=5");
+  cf_future_unref(f);
+
+  /* NULL fmt: the code's text; a custom positive code */
+  f = cf_future_new();
+  assert_int_equal(cf_future_set_exception(f, 1234, NULL), 0);
+  assert_int_equal(cf_future_exception(f, 0, &e), 0);
+  assert_int_equal(e.code, 1234);
+  assert_string_equal(e.message, cf_strerror(1234));
+  cf_future_unref(f);
+
+  /* CF_EBROKEN surfaces as itself */
+  f = cf_future_new();
+  assert_int_equal(cf_future_set_exception(f, CF_EBROKEN, "worker died"), 0);
+  assert_int_equal(cf_future_result(f, 0, NULL), CF_EBROKEN);
+  cf_future_unref(f);
+
+  /* code 0 is not an exception */
+  f = cf_future_new();
+  assert_int_equal(cf_future_set_exception(f, 0, "no"), CF_EINVAL);
+  assert_false(cf_future_done(f));
+  cf_future_unref(f);
+}
+
+static void test_bad_arguments(void **state) {
+  (void)state;
+  cf_error e;
+  assert_int_equal(cf_future_result(NULL, 0, NULL), CF_EINVAL);
+  assert_int_equal(cf_future_exception(NULL, 0, &e), CF_EINVAL);
+  assert_false(cf_future_cancel(NULL));
+  assert_false(cf_future_done(NULL));
+  assert_false(cf_future_running(NULL));
+  assert_false(cf_future_cancelled(NULL));
+  assert_int_equal(cf_future_set_result(NULL, NULL, NULL), CF_EINVAL);
+  assert_int_equal(cf_future_set_exception(NULL, 1, NULL), CF_EINVAL);
+  assert_int_equal(cf_future_set_running_or_notify_cancel(NULL), CF_EINVAL);
+  assert_int_equal(cf_future_add_done_callback(NULL, NULL, NULL), CF_EINVAL);
+  assert_null(cf_future_ref(NULL));
+  cf_future_unref(NULL);
+  cf_future *f = cf_future_new();
+  assert_int_equal(cf_future_result(f, NAN, NULL), CF_EINVAL);
+  assert_int_equal(cf_future_exception(f, NAN, &e), CF_EINVAL);
+  assert_int_equal(cf_future_exception(f, 0, NULL), CF_EINVAL);
+  assert_int_equal(cf_future_add_done_callback(f, NULL, NULL), CF_EINVAL);
+  cf_future_unref(f);
+}
+
+/* ---- timeouts ------------------------------------------------------------ */
+
+static void test_timeout_50ms(void **state) {
+  (void)state;
+  cf_future *f = cf_future_new();
+  double t0 = now_s();
+  assert_int_equal(cf_future_result(f, 0.05, NULL), CF_ETIMEDOUT);
+  double dt = now_s() - t0;
+  assert_true(dt >= 0.05);
+  assert_true(dt < 1.0);
+  cf_error e;
+  t0 = now_s();
+  assert_int_equal(cf_future_exception(f, 0.05, &e), CF_ETIMEDOUT);
+  dt = now_s() - t0;
+  assert_true(dt >= 0.05 && dt < 1.0);
+  /* zero polls */
+  t0 = now_s();
+  assert_int_equal(cf_future_result(f, 0, NULL), CF_ETIMEDOUT);
+  assert_true(now_s() - t0 < 0.05);
+  cf_future_unref(f);
+}
+
+static void test_wait_forever(void **state) {
+  (void)state;
+  const double forevers[] = {-1.0, CF_FOREVER, INFINITY, 1e300};
+  for (size_t i = 0; i < sizeof forevers / sizeof forevers[0]; i++) {
+    cf_future *f = cf_future_new();
+    later l;
+    later_start(&l, f, 30000, 0);
+    double t0 = now_s();
+    void *v = NULL;
+    assert_int_equal(cf_future_result(f, forevers[i], &v), 0);
+    assert_true(now_s() - t0 >= 0.025);
+    assert_int_equal((intptr_t)v, 7);
+    later_join(&l);
+    cf_future_unref(f);
+  }
+}
+
+static void test_wakes_on_exception_and_cancel(void **state) {
+  (void)state;
+  cf_future *f = cf_future_new();
+  later l;
+  later_start(&l, f, 20000, 1);
+  assert_int_equal(cf_future_result(f, 10, NULL), CF_EFAILED);
+  later_join(&l);
+  cf_future_unref(f);
+
+  f = cf_future_new();
+  later_start(&l, f, 20000, 2);
+  assert_int_equal(cf_future_result(f, 10, NULL), CF_ECANCELLED);
+  later_join(&l);
+  cf_future_unref(f);
+}
+
+/* Several threads block on one future completed by another thread. */
+typedef struct waiter_arg {
+  cf_future *f;
+  int rc;
+  intptr_t v;
+} waiter_arg;
+
+static void *waiter_main(void *p) {
+  waiter_arg *a = p;
+  void *v = NULL;
+  a->rc = cf_future_result(a->f, 10, &v);
+  a->v = (intptr_t)v;
+  return NULL;
+}
+
+static void test_many_waiters(void **state) {
+  (void)state;
+  for (int round = 0; round < 20; round++) {
+    cf_future *f = cf_future_new();
+    enum { N = 8 };
+    pthread_t th[N];
+    waiter_arg a[N];
+    for (int i = 0; i < N; i++) {
+      a[i] = (waiter_arg){.f = f, .rc = -999};
+      assert_int_equal(pthread_create(&th[i], NULL, waiter_main, &a[i]), 0);
+    }
+    usleep((useconds_t)(round % 4) * 500);
+    assert_int_equal(cf_future_set_result(f, (void *)(intptr_t)round, NULL), 0);
+    for (int i = 0; i < N; i++) {
+      pthread_join(th[i], NULL);
+      assert_int_equal(a[i].rc, 0);
+      assert_int_equal(a[i].v, round);
+    }
+    cf_future_unref(f);
+  }
+}
+
+/* ---- callbacks ----------------------------------------------------------- */
+
+typedef struct cb_log {
+  int order[8];
+  bool done_seen[8];
+  int n;
+  pthread_t thread[8];
+} cb_log;
+
+typedef struct cb_arg {
+  cb_log *log;
+  int id;
+  int ret;
+} cb_arg;
+
+static int cb_record(cf_future *f, void *p) {
+  cb_arg *a = p; /* may run on another thread: record, assert later */
+  a->log->done_seen[a->log->n] = cf_future_done(f);
+  a->log->thread[a->log->n] = pthread_self();
+  a->log->order[a->log->n++] = a->id;
+  return a->ret;
+}
+
+static int reports;
+static int last_report_code;
+static void count_reports(const char *what, int code, void *ctx) {
+  (void)what;
+  (void)ctx;
+  reports++;
+  last_report_code = code;
+}
+
+static void test_callbacks_order_and_failure(void **state) {
+  (void)state;
+  cf_report_fn old = cf_set_report_handler(count_reports, NULL);
+  reports = 0;
+  cb_log log = {0};
+  cb_arg a[3] = {{&log, 1, 0}, {&log, 2, CF_EINVAL}, {&log, 3, 0}};
+  cf_future *f = cf_future_new();
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(cf_future_add_done_callback(f, cb_record, &a[i]), 0);
+  assert_int_equal(log.n, 0);
+  later l;
+  later_start(&l, f, 1000, 0);
+  later_join(&l);
+  /* ran on the completing thread, in order, the failing one reported */
+  assert_int_equal(log.n, 3);
+  assert_int_equal(log.order[0], 1);
+  assert_int_equal(log.order[1], 2);
+  assert_int_equal(log.order[2], 3);
+  assert_true(pthread_equal(log.thread[0], l.th));
+  assert_true(log.done_seen[0] && log.done_seen[1] && log.done_seen[2]);
+  assert_int_equal(reports, 1);
+  assert_int_equal(last_report_code, CF_EINVAL);
+  /* already done: runs at once, in the caller */
+  cb_arg late = {&log, 4, 0};
+  assert_int_equal(cf_future_add_done_callback(f, cb_record, &late), 0);
+  assert_int_equal(log.n, 4);
+  assert_true(pthread_equal(log.thread[3], pthread_self()));
+  cf_future_unref(f);
+  cf_set_report_handler(old, NULL);
+}
+
+static void test_callbacks_on_cancel(void **state) {
+  (void)state;
+  cb_log log = {0};
+  cb_arg a = {&log, 1, 0};
+  cf_future *f = cf_future_new();
+  assert_int_equal(cf_future_add_done_callback(f, cb_record, &a), 0);
+  assert_true(cf_future_cancel(f));
+  assert_int_equal(log.n, 1);
+  assert_true(cf_future_cancel(f));
+  assert_int_equal(log.n, 1); /* exactly once */
+  cf_future_unref(f);
+}
+
+/* Callbacks added from several threads while another completes the future:
+ * each runs exactly once. */
+enum { RACE_ADDERS = 4, RACE_PER_ADDER = 16 };
+typedef struct race {
+  cf_future *f;
+  _Atomic int count;
+  int added_ok;
+} race;
+
+static int cb_count(cf_future *f, void *p) {
+  (void)f;
+  race *r = p;
+  atomic_fetch_add(&r->count, 1);
+  return 0;
+}
+
+static void *race_adder(void *p) {
+  race *r = p;
+  int ok = 0;
+  for (int i = 0; i < RACE_PER_ADDER; i++)
+    ok += cf_future_add_done_callback(r->f, cb_count, r) == 0;
+  return (void *)(intptr_t)ok;
+}
+
+static void test_callbacks_race_completion(void **state) {
+  (void)state;
+  for (int round = 0; round < 300; round++) {
+    race r = {.f = cf_future_new()};
+    atomic_init(&r.count, 0);
+    pthread_t th[RACE_ADDERS];
+    for (int i = 0; i < RACE_ADDERS; i++)
+      assert_int_equal(pthread_create(&th[i], NULL, race_adder, &r), 0);
+    if (round & 1)
+      cf_future_set_result(r.f, NULL, NULL);
+    else
+      cf_future_cancel(r.f);
+    int ok = 0;
+    for (int i = 0; i < RACE_ADDERS; i++) {
+      void *ret;
+      pthread_join(th[i], &ret);
+      ok += (int)(intptr_t)ret;
+    }
+    assert_int_equal(ok, RACE_ADDERS * RACE_PER_ADDER);
+    assert_int_equal(atomic_load(&r.count), RACE_ADDERS * RACE_PER_ADDER);
+    cf_future_unref(r.f);
+  }
+}
+
+/* ---- ownership ----------------------------------------------------------- */
+
+static int destroyed;
+static void destroy_count(void *v) {
+  if ((intptr_t)v == 5)
+    destroyed++;
+}
+
+static void test_result_destroy(void **state) {
+  (void)state;
+  destroyed = 0;
+  cf_future *f = cf_future_new();
+  assert_int_equal(cf_future_set_result(f, (void *)(intptr_t)5, destroy_count), 0);
+  cf_future_ref(f);
+  cf_future_unref(f);
+  assert_int_equal(destroyed, 0);
+  cf_future_unref(f);
+  assert_int_equal(destroyed, 1);
+
+  /* refused completion: the value stays the caller's */
+  f = cf_future_new();
+  cf_future_cancel(f);
+  assert_int_equal(cf_future_set_result(f, (void *)(intptr_t)5, destroy_count),
+                   CF_EINVALSTATE);
+  cf_future_unref(f);
+  assert_int_equal(destroyed, 1);
+
+  /* a future never completed frees cleanly */
+  cf_future_unref(cf_future_new());
+}
+
+/* ---- error table --------------------------------------------------------- */
+
+static void test_strerror(void **state) {
+  (void)state;
+  const int codes[] = {
+#define X(name, value, msg) CF_##name,
+      CF_ERRNO_MAP(X)
+#undef X
+  };
+  size_t n = sizeof codes / sizeof codes[0];
+  for (size_t i = 0; i < n; i++) {
+    assert_true(codes[i] < 0);
+    assert_true(strlen(cf_strerror(codes[i])) > 0);
+    assert_string_not_equal(cf_strerror(codes[i]), "unknown error");
+    assert_true(strncmp(cf_err_name(codes[i]), "CF_E", 4) == 0);
+    for (size_t j = 0; j < i; j++) {
+      assert_int_not_equal(codes[i], codes[j]);
+      assert_string_not_equal(cf_strerror(codes[i]), cf_strerror(codes[j]));
+      assert_string_not_equal(cf_err_name(codes[i]), cf_err_name(codes[j]));
+    }
+  }
+  assert_string_equal(cf_err_name(CF_ETIMEDOUT), "CF_ETIMEDOUT");
+  assert_string_equal(cf_strerror(0), "success");
+  assert_string_equal(cf_err_name(0), "CF_OK");
+  assert_string_equal(cf_strerror(-9999), "unknown error");
+  assert_string_equal(cf_err_name(-9999), "CF_E?");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_states_result),
+      cmocka_unit_test(test_states_cancel),
+      cmocka_unit_test(test_exception),
+      cmocka_unit_test(test_bad_arguments),
+      cmocka_unit_test(test_timeout_50ms),
+      cmocka_unit_test(test_wait_forever),
+      cmocka_unit_test(test_wakes_on_exception_and_cancel),
+      cmocka_unit_test(test_many_waiters),
+      cmocka_unit_test(test_callbacks_order_and_failure),
+      cmocka_unit_test(test_callbacks_on_cancel),
+      cmocka_unit_test(test_callbacks_race_completion),
+      cmocka_unit_test(test_result_destroy),
+      cmocka_unit_test(test_strerror),
+  };
+  return cmocka_run_group_tests_name("future", tests, NULL, NULL);
+}
