@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what cfutures needs to build and test, from Debian 12's packages.
+# Run as root (or with sudo available). Idempotent.
+set -euo pipefail
+
+packages=(
+  # build
+  meson ninja-build pkg-config gcc g++ libc6-dev
+  # the library's dependencies
+  libck-dev libjemalloc-dev
+  # tests
+  libcmocka-dev python3 procps
+  # examples
+  libcurl4-openssl-dev
+)
+
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null; then
+  sudo=(sudo)
+else
+  echo "install-deps: run as root or install sudo" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: everything is installed"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"
