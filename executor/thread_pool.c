@@ -463,13 +463,28 @@ static int pool_submit(cf_executor *ex, cf_fn fn, void *arg,
 
 /* ---- shutdown and lifetime ----------------------------------------------- */
 
-static void cancel_injected(pool *p) {
+static void cancel_task(task *t) {
+  cf__future_cancel(&t->fut);
+  cf_future_unref(&t->fut);
+}
+
+/* Cancels every queued task at once: the injection stack, and the workers'
+ * deques, emptied from the thief's end (safe while their owners run).
+ * Tasks that slip in later are cancelled by run(), which sees
+ * `cancelling`. */
+static void cancel_queued(pool *p) {
+  /* acquire: pairs with the release CAS in submit_outside. */
   task *list = atomic_exchange_explicit(&p->inject, NULL, memory_order_acquire);
   while (list) {
     task *next = list->next;
-    cf__future_cancel(&list->fut);
-    cf_future_unref(&list->fut);
+    cancel_task(list);
     list = next;
+  }
+  for (size_t i = 0; i < p->n; i++) {
+    void *x;
+    while ((x = cf__deque_steal(&p->workers[i].dq)) != NULL)
+      if (x != CF__DEQUE_ABORT)
+        cancel_task(x);
   }
 }
 
@@ -487,7 +502,7 @@ static int pool_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
     spins < 64 ? ck_pr_stall() : (void)sched_yield();
   if (cancel_futures) {
     atomic_store_explicit(&p->cancelling, true, memory_order_relaxed);
-    cancel_injected(p);
+    cancel_queued(p);
   }
   /* release: workers that see it also see the drained injection stack. */
   atomic_store_explicit(&p->shutdown, true, memory_order_release);
@@ -511,15 +526,9 @@ static void pool_destroy(cf_executor *ex) {
   if (me && me->p == p)
     return; /* documented misuse: never free a pool from its own worker */
   /* Anything still queued (a worker failed to start) is cancelled. */
-  cancel_injected(p);
-  for (size_t i = 0; i < p->n; i++) {
-    task *t;
-    while ((t = cf__deque_take(&p->workers[i].dq))) {
-      cf__future_cancel(&t->fut);
-      cf_future_unref(&t->fut);
-    }
+  cancel_queued(p);
+  for (size_t i = 0; i < p->n; i++)
     cf__deque_fini(&p->workers[i].dq);
-  }
   pthread_mutex_destroy(&p->join_lock);
   free(p->workers);
   free(p);
