@@ -12,6 +12,27 @@ builds=("$@")
 [ ${#builds[@]} -gt 0 ] || builds=(plain asan tsan)
 passed=0
 failed=0
+skipped=0
+
+# Prints "passed failed skipped" from a meson testlog.json.
+count_results() {
+  python3 - "$1" <<'PY'
+import json, sys
+ok = bad = skip = 0
+try:
+    for line in open(sys.argv[1]):
+        r = json.loads(line)["result"]
+        if r in ("OK", "EXPECTEDFAIL"):
+            ok += 1
+        elif r == "SKIP":
+            skip += 1
+        else:
+            bad += 1
+except FileNotFoundError:
+    bad = 1  # the build or the test run did not get that far
+print(ok, bad, skip)
+PY
+}
 
 run_build() {
   local kind=$1 dir="build-test-$1" mult=1
@@ -28,20 +49,23 @@ run_build() {
   else
     meson setup "$dir" "${opts[@]}" >/dev/null
   fi
-  ninja -C "$dir"
+  if ! ninja -C "$dir"; then
+    failed=$((failed + 1))
+    echo "=== $kind: the build failed ==="
+    return 1
+  fi
   local rc=0
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     meson test -C "$dir" --num-processes 2 --timeout-multiplier "$mult" \
       --print-errorlogs || rc=$?
-  local json="$dir/meson-logs/testlog.json"
-  local ok bad
-  ok=$(python3 -c 'import json,sys; r=[json.loads(l)["result"] for l in open(sys.argv[1])]; print(sum(x in ("OK","EXPECTEDFAIL","SKIP") for x in r))' "$json")
-  bad=$(python3 -c 'import json,sys; r=[json.loads(l)["result"] for l in open(sys.argv[1])]; print(sum(x not in ("OK","EXPECTEDFAIL","SKIP") for x in r))' "$json")
+  local ok bad skip
+  read -r ok bad skip < <(count_results "$dir/meson-logs/testlog.json")
   passed=$((passed + ok))
   failed=$((failed + bad))
-  echo "=== $kind: $ok passed, $bad failed ==="
+  skipped=$((skipped + skip))
+  echo "=== $kind: $ok passed, $bad failed, $skip skipped ==="
   return $rc
 }
 
@@ -49,5 +73,5 @@ status=0
 for b in "${builds[@]}"; do
   run_build "$b" || { status=1; break; }
 done
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 exit $status
