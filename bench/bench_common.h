@@ -1,0 +1,57 @@
+/* Shared helpers for the benchmark programs (C and C++). */
+#ifndef CF_BENCH_COMMON_H
+#define CF_BENCH_COMMON_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#define BENCH_FIB_N 30
+#define BENCH_BURST 1000000
+#define BENCH_RTT 20000
+#define BENCH_WORKERS 2
+
+static inline double bench_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* CPU time (user + system) of the whole process, in seconds. */
+static inline double bench_cpu(void) {
+  struct rusage r;
+  getrusage(RUSAGE_SELF, &r);
+  return (double)r.ru_utime.tv_sec + (double)r.ru_utime.tv_usec * 1e-6 +
+         (double)r.ru_stime.tv_sec + (double)r.ru_stime.tv_usec * 1e-6;
+}
+
+/* Calls made by a naive recursive fib(n): one task per call. */
+static inline double bench_fib_calls(int n) {
+  double a = 1, b = 1; /* calls(0), calls(1) */
+  for (int i = 2; i <= n; i++) {
+    double c = a + b + 1;
+    a = b;
+    b = c;
+  }
+  return n < 1 ? 1 : b;
+}
+
+static inline int bench_cmp(const void *x, const void *y) {
+  double a = *(const double *)x, b = *(const double *)y;
+  return a < b ? -1 : a > b;
+}
+
+/* Prints median and p99 of `n` latencies in microseconds. */
+static inline void bench_report_rtt(const char *impl, double *us, int n) {
+  qsort(us, (size_t)n, sizeof us[0], bench_cmp);
+  printf("RESULT workload=rtt_median impl=%s value=%.3f unit=us\n", impl, us[n / 2]);
+  printf("RESULT workload=rtt_p99 impl=%s value=%.3f unit=us\n", impl, us[n * 99 / 100]);
+}
+
+static inline void bench_report(const char *workload, const char *impl,
+                                double value, const char *unit) {
+  printf("RESULT workload=%s impl=%s value=%.3f unit=%s\n", workload, impl, value, unit);
+}
+
+#endif
