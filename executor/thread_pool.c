@@ -1,11 +1,11 @@
 /* The work-stealing thread pool.
  *
  * Wiring: each worker owns a Chase-Lev deque (deque.h). Submissions from
- * threads outside the pool are pushed on a lock-free injection stack; a
- * worker that runs dry grabs the whole stack and pushes it on its own deque
- * (oldest last, so that its LIFO takes run outside work first-in
- * first-out), where other workers can steal it. Tasks submitted by a worker
- * go to its own deque.
+ * threads outside the pool go through the injection queue (inject.h); a
+ * worker that runs dry takes a batch from it, runs the oldest task and puts
+ * the rest on its own deque (oldest at the bottom, so outside work runs
+ * first-in first-out), where other workers can steal them. Tasks submitted
+ * by a worker go to its own deque.
  *
  * Parking: an idle worker searches (spins) for a bounded time, then
  * registers as sleeping (its `sleeping` flag and the pool's `nsleeping`
@@ -24,11 +24,12 @@
  *
  * Shutdown: submitters announce themselves in `submitters` (a count plus
  * a SHUTDOWN bit), so once shutdown has set the bit and the count drained,
- * nothing more enters the injection stack; a worker exits when shut down
+ * nothing more enters the injection queue; a worker exits when shut down
  * and no queue has work for it. Tasks still queued run (or are cancelled
  * with cancel_futures) before the workers exit.
  *
- * Locks: none on the task path. `join_lock` serialises shutdown's joins.
+ * Locks: none on the submit path; the injection queue's consumer try-lock
+ * (never waited for by workers). `join_lock` serialises shutdown's joins.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -44,6 +45,7 @@
 #include "core/alloc.h"
 #include "core/waiter.h"
 #include "executor/deque.h"
+#include "executor/inject.h"
 #include "executor/executor_internal.h"
 #include "futures/future_internal.h"
 
@@ -52,6 +54,7 @@
 #define HELP_DEPTH_LIMIT 64   /* nested helping frames that may steal */
 #define BACKSTOP_S 1.0        /* sleepers re-check this often */
 #define SHUTDOWN_BIT ((uint64_t)1 << 63)
+#define INJECT_BATCH 32       /* tasks a worker takes from outside at once */
 
 typedef struct pool pool;
 
@@ -60,7 +63,7 @@ typedef struct task {
   cf_fn fn;
   void *arg;
   cf_destroy_fn destroy;
-  struct task *next; /* injection stack link */
+  cf__inject_node link; /* injection queue */
 } task;
 
 typedef struct worker {
@@ -80,10 +83,11 @@ struct pool {
   cf_executor base;
   size_t n;
   worker *workers;
-  /* injection stack, newest first */
-  _Alignas(CF__CACHE_LINE) _Atomic(task *) inject;
+  cf__inject inject;
+  /* Apart: submitters read nsleeping on every submit, while searching
+   * workers write nsearching often. */
   _Alignas(CF__CACHE_LINE) _Atomic uint32_t nsleeping;
-  _Atomic uint32_t nsearching;
+  _Alignas(CF__CACHE_LINE) _Atomic uint32_t nsearching;
   _Alignas(CF__CACHE_LINE) _Atomic uint64_t submitters;
   /* read-mostly flags, on a line of their own (workers read them per task) */
   _Alignas(CF__CACHE_LINE) _Atomic bool shutdown; /* submitters drained */
@@ -114,7 +118,6 @@ static task *task_new(cf_fn fn, void *arg, cf_destroy_fn destroy) {
   t->fn = fn;
   t->arg = arg;
   t->destroy = destroy;
-  t->next = NULL;
   return t;
 }
 
@@ -170,8 +173,7 @@ static void wake_all(pool *p) {
 /* ---- finding work -------------------------------------------------------- */
 
 static bool work_visible(pool *p) {
-  /* seq_cst: the sleeper's side of the Dekker pair with submit_outside. */
-  if (atomic_load_explicit(&p->inject, memory_order_seq_cst))
+  if (cf__inject_nonempty(&p->inject)) /* seq_cst: Dekker with submit */
     return true;
   for (size_t i = 0; i < p->n; i++)
     if (cf__deque_nonempty(&p->workers[i].dq))
@@ -179,30 +181,32 @@ static bool work_visible(pool *p) {
   return false;
 }
 
-/* Moves the injection stack onto w's deque; returns the oldest task to run
- * now (or NULL if the stack was empty). */
+static task *task_of(cf__inject_node *n) {
+  return (task *)((char *)n - offsetof(task, link));
+}
+
+/* Takes up to INJECT_BATCH outside tasks: returns the oldest to run now
+ * and leaves the rest on w's deque for w (oldest first) and for thieves.
+ * NULL if the queue is empty, busy, or another worker holds it. */
 static task *grab_injected(worker *w) {
   pool *p = w->p;
-  if (!atomic_load_explicit(&p->inject, memory_order_relaxed))
+  if (!cf__inject_nonempty(&p->inject) || !cf__inject_trylock(&p->inject))
     return NULL;
-  /* acquire: pairs with the release CAS in submit_outside (task fields). */
-  task *list = atomic_exchange_explicit(&p->inject, NULL, memory_order_acquire);
-  if (!list)
+  task *batch[INJECT_BATCH];
+  int n = 0;
+  cf__inject_node *node;
+  while (n < INJECT_BATCH && (node = cf__inject_pop(&p->inject)))
+    batch[n++] = task_of(node);
+  cf__inject_unlock(&p->inject);
+  if (n == 0)
     return NULL;
-  /* The list is newest first: pushing in that order leaves the oldest at
-   * the bottom, where our next take finds it. Keep the oldest to run now. */
-  while (list->next) {
-    task *next = list->next;
-    if (!cf__deque_push(&w->dq, list)) {
-      /* Out of memory growing the deque: run this one in place. */
-      run(w, list);
-    }
-    list = next;
-  }
-  if (cf__deque_nonempty(&w->dq) &&
-      atomic_load_explicit(&p->nsleeping, memory_order_relaxed))
+  /* Newest first onto the deque, so that our LIFO takes go oldest first. */
+  for (int i = n - 1; i > 0; i--)
+    if (!cf__deque_push(&w->dq, batch[i]))
+      run(w, batch[i]); /* out of memory growing the deque: run it here */
+  if (n > 1 && atomic_load_explicit(&p->nsleeping, memory_order_relaxed))
     wake_one(p);
-  return list;
+  return batch[0];
 }
 
 static uint64_t next_rand(worker *w) {
@@ -411,15 +415,11 @@ static void leave_submit(pool *p) {
 }
 
 static void submit_outside(pool *p, task *t) {
-  task *head = atomic_load_explicit(&p->inject, memory_order_relaxed);
-  do {
-    t->next = head;
-    /* seq_cst: publishes the task (release for grab_injected) and orders
-     * the push before the loads of nsearching/nsleeping below. */
-  } while (!atomic_compare_exchange_weak_explicit(
-      &p->inject, &head, t, memory_order_seq_cst, memory_order_relaxed));
-  if (atomic_load_explicit(&p->nsearching, memory_order_seq_cst) == 0 &&
-      atomic_load_explicit(&p->nsleeping, memory_order_seq_cst) > 0)
+  /* seq_cst inside: orders the push before the loads below (Dekker with
+   * park's registration then re-check). */
+  cf__inject_push(&p->inject, &t->link);
+  if (atomic_load_explicit(&p->nsleeping, memory_order_seq_cst) > 0 &&
+      atomic_load_explicit(&p->nsearching, memory_order_seq_cst) == 0)
     wake_one(p);
 }
 
@@ -477,13 +477,15 @@ static void cancel_task(task *t) {
  * Tasks that slip in later are cancelled by run(), which sees
  * `cancelling`. */
 static void cancel_queued(pool *p) {
-  /* acquire: pairs with the release CAS in submit_outside. */
-  task *list = atomic_exchange_explicit(&p->inject, NULL, memory_order_acquire);
-  while (list) {
-    task *next = list->next;
-    cancel_task(list);
-    list = next;
+  /* A producer mid-push (only possible before shutdown drained the
+   * submitters) is waited for: pop returns NULL while nonempty. */
+  cf__inject_lock(&p->inject);
+  while (cf__inject_nonempty(&p->inject)) {
+    cf__inject_node *node = cf__inject_pop(&p->inject);
+    if (node)
+      cancel_task(task_of(node));
   }
+  cf__inject_unlock(&p->inject);
   for (size_t i = 0; i < p->n; i++) {
     void *x;
     while ((x = cf__deque_steal(&p->workers[i].dq)) != NULL)
@@ -508,7 +510,7 @@ static int pool_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
     atomic_store_explicit(&p->cancelling, true, memory_order_relaxed);
     cancel_queued(p);
   }
-  /* release: workers that see it also see the drained injection stack. */
+  /* release: workers that see it also see the drained injection queue. */
   atomic_store_explicit(&p->shutdown, true, memory_order_release);
   wake_all(p);
   if (!wait)
@@ -568,6 +570,15 @@ static void *worker_entry(void *arg) {
   return w->waiter ? worker_main(w) : NULL;
 }
 
+/* The pool and its workers hold cache-line-aligned fields. */
+static void *zalloc_aligned(size_t size) {
+  size = (size + CF__CACHE_LINE - 1) / CF__CACHE_LINE * CF__CACHE_LINE;
+  void *mem = aligned_alloc(CF__CACHE_LINE, size);
+  if (mem)
+    memset(mem, 0, size);
+  return mem;
+}
+
 int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
   if (!out)
     return CF_EINVAL;
@@ -581,12 +592,13 @@ int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
   if (n > MAX_WORKERS)
     return CF_EINVAL;
   cf__waiter *creator = cf__waiter_self();
-  pool *p = calloc(1, sizeof *p);
+  pool *p = zalloc_aligned(sizeof *p);
   if (!p || !creator) {
     free(p);
     return CF_ENOMEM;
   }
   p->base.vt = &pool_vt;
+  cf__inject_init(&p->inject);
   p->n = n;
   p->creator = creator;
   p->initializer = o.initializer;
@@ -594,7 +606,7 @@ int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
   snprintf(p->name_prefix, sizeof p->name_prefix, "%s",
            o.thread_name_prefix ? o.thread_name_prefix : "cf-worker");
   pthread_mutex_init(&p->join_lock, NULL);
-  p->workers = calloc(n, sizeof *p->workers);
+  p->workers = zalloc_aligned(n * sizeof *p->workers);
   if (!p->workers) {
     free(p);
     return CF_ENOMEM;

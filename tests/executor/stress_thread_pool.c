@@ -249,6 +249,46 @@ static void shutdown_round(size_t workers, int threads, uint64_t seed) {
   cf_executor_free(pool);
 }
 
+/* Bursts from outside threads, each followed by a wait with no further
+ * submission: a task stranded in the injection queue would show up as a
+ * timeout here (nothing else would come along to rescue it). */
+static void *burster(void *p) {
+  long rounds = *(long *)p;
+  enum { BURST = 2000 };
+  cf_future **fs = malloc(BURST * sizeof *fs);
+  if (!fs) {
+    CHECK(0);
+    return NULL;
+  }
+  for (long r = 0; r < rounds && now_s() < deadline; r++) {
+    int n = 0;
+    for (int i = 0; i < BURST; i++)
+      if (cf_submit(pool, leaf, (void *)(uintptr_t)(i % 96 + 1), &fs[n]) == 0)
+        n++;
+    for (int i = 0; i < n; i++) {
+      int rc = cf_future_result(fs[i], 10, NULL);
+      CHECK(rc == 0);
+      cf_future_unref(fs[i]);
+    }
+  }
+  free(fs);
+  return NULL;
+}
+
+static void burst_round(size_t workers, int threads, long rounds) {
+  cf_thread_pool_opts o = {.max_workers = workers};
+  if (cf_thread_pool_new(&o, &pool) != 0) {
+    CHECK(0);
+    return;
+  }
+  pthread_t th[64];
+  for (int i = 0; i < threads; i++)
+    pthread_create(&th[i], NULL, burster, &rounds);
+  for (int i = 0; i < threads; i++)
+    pthread_join(th[i], NULL);
+  cf_executor_free(pool);
+}
+
 int main(int argc, char **argv) {
   int threads = argc > 1 ? atoi(argv[1]) : 4;
   long iterations = argc > 2 ? atol(argv[2]) : 200;
@@ -260,9 +300,12 @@ int main(int argc, char **argv) {
   double start = now_s();
   const size_t sizes[] = {1, 2, 3, 8};
   for (int r = 0; r < 4; r++) {
-    deadline = start + seconds * (r + 1) / 5.0;
+    deadline = start + seconds * (r + 1) / 6.0;
     run_round(sizes[r], threads, iterations);
   }
+  deadline = start + seconds * 5 / 6.0;
+  for (int r = 0; r < 4 && now_s() < deadline; r++)
+    burst_round(sizes[r], r % 2 ? 1 : threads, iterations / 10 + 1);
   deadline = start + seconds;
   for (uint64_t s = 1; s <= 12 && now_s() < deadline; s++)
     shutdown_round(sizes[s % 4], threads, s * 2654435761u);
