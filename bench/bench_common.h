@@ -7,9 +7,9 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#define BENCH_FIB_N 30
-#define BENCH_BURST 1000000
-#define BENCH_RTT 20000
+#define BENCH_FIB_N   30
+#define BENCH_BURST   1000000
+#define BENCH_RTT     20000
 #define BENCH_WORKERS 2
 
 static inline double bench_now(void) {
@@ -45,13 +45,16 @@ static inline int bench_cmp(const void *x, const void *y) {
 /* Prints median and p99 of `n` latencies in microseconds. */
 static inline void bench_report_rtt(const char *impl, double *us, int n) {
   qsort(us, (size_t)n, sizeof us[0], bench_cmp);
-  printf("RESULT workload=rtt_median impl=%s value=%.3f unit=us\n", impl, us[n / 2]);
-  printf("RESULT workload=rtt_p99 impl=%s value=%.3f unit=us\n", impl, us[n * 99 / 100]);
+  printf("RESULT workload=rtt_median impl=%s value=%.3f unit=us\n", impl,
+         us[n / 2]);
+  printf("RESULT workload=rtt_p99 impl=%s value=%.3f unit=us\n", impl,
+         us[n * 99 / 100]);
 }
 
 static inline void bench_report(const char *workload, const char *impl,
                                 double value, const char *unit) {
-  printf("RESULT workload=%s impl=%s value=%.3f unit=%s\n", workload, impl, value, unit);
+  printf("RESULT workload=%s impl=%s value=%.3f unit=%s\n", workload, impl,
+         value, unit);
 }
 
 #endif

@@ -17,10 +17,12 @@ static int fib(void *arg, void **out) {
     return 0;
   }
   cf_future *a, *b;
-  if (cf_submit(pool, fib, (void *)(n - 1), &a) || cf_submit(pool, fib, (void *)(n - 2), &b))
+  if (cf_submit(pool, fib, (void *)(n - 1), &a) ||
+      cf_submit(pool, fib, (void *)(n - 2), &b))
     abort();
   void *va, *vb;
-  if (cf_future_result(b, CF_FOREVER, &vb) || cf_future_result(a, CF_FOREVER, &va))
+  if (cf_future_result(b, CF_FOREVER, &vb) ||
+      cf_future_result(a, CF_FOREVER, &va))
     abort();
   cf_future_unref(a);
   cf_future_unref(b);
@@ -60,18 +62,21 @@ int main(int argc, char **argv) {
       return 1;
     double dt = bench_now() - t0;
     cf_future_unref(f);
-    bench_report("fib", "cfutures", dt * 1e9 / bench_fib_calls(BENCH_FIB_N), "ns/task");
+    bench_report("fib", "cfutures", dt * 1e9 / bench_fib_calls(BENCH_FIB_N),
+                 "ns/task");
   } else if (!strcmp(what, "burst")) {
     burst(10000); /* warm up */
     double t0 = bench_now();
     burst(BENCH_BURST);
-    bench_report("burst", "cfutures", BENCH_BURST / (bench_now() - t0), "tasks/s");
+    bench_report("burst", "cfutures", BENCH_BURST / (bench_now() - t0),
+                 "tasks/s");
   } else if (!strcmp(what, "rtt")) {
     double *us = malloc(BENCH_RTT * sizeof *us);
     for (int i = 0; i < BENCH_RTT; i++) {
       double t0 = bench_now();
       cf_future *f;
-      if (cf_submit(pool, tiny, NULL, &f) || cf_future_result(f, CF_FOREVER, NULL))
+      if (cf_submit(pool, tiny, NULL, &f) ||
+          cf_future_result(f, CF_FOREVER, NULL))
         return 1;
       us[i] = (bench_now() - t0) * 1e6;
       cf_future_unref(f);

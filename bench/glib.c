@@ -36,12 +36,14 @@ static void burst(GThreadPool *pool, int n) {
 int main(int argc, char **argv) {
   const char *what = argc > 1 ? argv[1] : "burst";
   if (!strcmp(what, "burst") || !strcmp(what, "idle")) {
-    GThreadPool *pool = g_thread_pool_new(count, NULL, BENCH_WORKERS, TRUE, NULL);
+    GThreadPool *pool =
+        g_thread_pool_new(count, NULL, BENCH_WORKERS, TRUE, NULL);
     burst(pool, 10000);
     if (!strcmp(what, "burst")) {
       double t0 = bench_now();
       burst(pool, BENCH_BURST);
-      bench_report("burst", "GLib", BENCH_BURST / (bench_now() - t0), "tasks/s");
+      bench_report("burst", "GLib", BENCH_BURST / (bench_now() - t0),
+                   "tasks/s");
     } else {
       burst(pool, 100000);
       double c0 = bench_cpu();
@@ -50,7 +52,8 @@ int main(int argc, char **argv) {
     }
     g_thread_pool_free(pool, FALSE, TRUE);
   } else if (!strcmp(what, "rtt")) {
-    GThreadPool *pool = g_thread_pool_new(reply, NULL, BENCH_WORKERS, TRUE, NULL);
+    GThreadPool *pool =
+        g_thread_pool_new(reply, NULL, BENCH_WORKERS, TRUE, NULL);
     double *us = malloc(BENCH_RTT * sizeof *us);
     for (int i = 0; i < BENCH_RTT; i++) {
       double t0 = bench_now();

@@ -52,12 +52,14 @@ int main(int argc, char **argv) {
     double dt = bench_now() - t0;
     if (r != 832040)
       return 1;
-    bench_report("fib", OMP_IMPL, dt * 1e9 / bench_fib_calls(BENCH_FIB_N), "ns/task");
+    bench_report("fib", OMP_IMPL, dt * 1e9 / bench_fib_calls(BENCH_FIB_N),
+                 "ns/task");
   } else if (!strcmp(what, "burst")) {
     burst(10000);
     double t0 = bench_now();
     burst(BENCH_BURST);
-    bench_report("burst", OMP_IMPL, BENCH_BURST / (bench_now() - t0), "tasks/s");
+    bench_report("burst", OMP_IMPL, BENCH_BURST / (bench_now() - t0),
+                 "tasks/s");
   } else if (!strcmp(what, "idle")) {
     burst(100000);
     double c0 = bench_cpu();

@@ -14,6 +14,7 @@ int main(void) {
   double dt = bench_now() - t0;
   if (r != 832040)
     return 1;
-  bench_report("fib", "serial", dt * 1e9 / bench_fib_calls(BENCH_FIB_N), "ns/task");
+  bench_report("fib", "serial", dt * 1e9 / bench_fib_calls(BENCH_FIB_N),
+               "ns/task");
   return 0;
 }

@@ -24,7 +24,8 @@ int main(int argc, char **argv) {
   const char *what = argc > 1 ? argv[1] : "fib";
   // Two worker threads serve outside submissions (the caller keeps its own
   // thread, as with cfutures); fib runs on two threads, the caller being one.
-  tbb::global_control gc(tbb::global_control::max_allowed_parallelism, BENCH_WORKERS + 1);
+  tbb::global_control gc(tbb::global_control::max_allowed_parallelism,
+                         BENCH_WORKERS + 1);
   tbb::task_arena arena(BENCH_WORKERS, 0);
   if (!strcmp(what, "fib")) {
     long r = 0;
@@ -34,20 +35,23 @@ int main(int argc, char **argv) {
     double dt = bench_now() - t0;
     if (r != 832040)
       return 1;
-    bench_report("fib", "oneTBB", dt * 1e9 / bench_fib_calls(BENCH_FIB_N), "ns/task");
+    bench_report("fib", "oneTBB", dt * 1e9 / bench_fib_calls(BENCH_FIB_N),
+                 "ns/task");
   } else if (!strcmp(what, "burst")) {
     std::atomic<int> done{0};
     auto run = [&](int n) {
       done.store(0);
       for (int i = 0; i < n; i++)
-        arena.enqueue([&done] { done.fetch_add(1, std::memory_order_release); });
+        arena.enqueue(
+            [&done] { done.fetch_add(1, std::memory_order_release); });
       while (done.load(std::memory_order_acquire) != n)
         sched_yield();
     };
     run(10000);
     double t0 = bench_now();
     run(BENCH_BURST);
-    bench_report("burst", "oneTBB", BENCH_BURST / (bench_now() - t0), "tasks/s");
+    bench_report("burst", "oneTBB", BENCH_BURST / (bench_now() - t0),
+                 "tasks/s");
   } else if (!strcmp(what, "rtt")) {
     std::vector<double> us(BENCH_RTT);
     std::atomic<int> flag{0};

@@ -28,7 +28,9 @@ void cf__free(void *p, size_t size) {
     sdallocx(p, size ? size : 1, (int)arena_flags);
 }
 #else
-void *cf__alloc(size_t size) { return malloc(size ? size : 1); }
+void *cf__alloc(size_t size) {
+  return malloc(size ? size : 1);
+}
 
 void cf__free(void *p, size_t size) {
   (void)size;

@@ -28,7 +28,9 @@ static void waiter_release(void *p) {
   pthread_mutex_unlock(&free_lock);
 }
 
-static void key_init(void) { pthread_key_create(&exit_key, waiter_release); }
+static void key_init(void) {
+  pthread_key_create(&exit_key, waiter_release);
+}
 
 cf__waiter *cf__waiter_self(void) {
   if (self)
@@ -62,7 +64,8 @@ void cf__waiter_wake(cf__waiter *w) {
 int cf__waiter_sleep(cf__waiter *w, uint32_t seen, const cf_deadline *d) {
   uint64_t start = cf__now_ns();
   for (unsigned i = 1;; i++) {
-    if ((atomic_load_explicit(&w->seq, memory_order_acquire) & ~SLEEPING) != seen)
+    if ((atomic_load_explicit(&w->seq, memory_order_acquire) & ~SLEEPING) !=
+        seen)
       return 0;
     if ((i & 63) == 0) {
       uint64_t now = cf__now_ns();
@@ -75,9 +78,9 @@ int cf__waiter_sleep(cf__waiter *w, uint32_t seen, const cf_deadline *d) {
   }
   uint32_t expect = seen;
   /* acquire on success/failure: same pairing as cf__waiter_seq. */
-  if (!atomic_compare_exchange_strong_explicit(&w->seq, &expect, seen | SLEEPING,
-                                               memory_order_acquire,
-                                               memory_order_acquire))
+  if (!atomic_compare_exchange_strong_explicit(
+          &w->seq, &expect, seen | SLEEPING, memory_order_acquire,
+          memory_order_acquire))
     return 0; /* moved on (or already marked by us: only the owner sets it) */
   int rc = cf__futex_wait(&w->seq, seen | SLEEPING, d, false);
   /* Clear our flag whatever happened; wakers only ever add 2. */

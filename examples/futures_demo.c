@@ -56,7 +56,8 @@ static int fib(void *arg, void **out) {
 static int announce(cf_future *f, void *arg) {
   void *v;
   if (cf_future_result(f, 0, &v) == 0)
-    printf("  callback: %s finished with %ld\n", (const char *)arg, (long)(intptr_t)v);
+    printf("  callback: %s finished with %ld\n", (const char *)arg,
+           (long)(intptr_t)v);
   return 0;
 }
 
@@ -77,7 +78,8 @@ int main(void) {
   enum { N = 6 };
   cf_future *fs[N];
   for (int i = 0; i < N; i++)
-    check(cf_submit(pool, count_primes, (void *)(intptr_t)(20000 * (N - i)), &fs[i]),
+    check(cf_submit(pool, count_primes, (void *)(intptr_t)(20000 * (N - i)),
+                    &fs[i]),
           "cf_submit");
   check(cf_future_add_done_callback(fs[0], announce, "primes below 120000"),
         "add_done_callback");
@@ -88,7 +90,8 @@ int main(void) {
   /* as_completed: in completion order */
   cf_future *more[N];
   for (int i = 0; i < N; i++)
-    check(cf_submit(pool, count_primes, (void *)(intptr_t)(5000 * (i + 1)), &more[i]),
+    check(cf_submit(pool, count_primes, (void *)(intptr_t)(5000 * (i + 1)),
+                    &more[i]),
           "cf_submit");
   cf_as_completed *it;
   check(cf_as_completed_new(more, N, 30, &it), "cf_as_completed_new");
@@ -107,7 +110,8 @@ int main(void) {
   for (int i = 0; i < 10; i++)
     xs[i] = i + 1;
   cf_map *m;
-  check(cf_map_array(pool, square, xs, 10, sizeof xs[0], NULL, &m), "cf_map_array");
+  check(cf_map_array(pool, square, xs, 10, sizeof xs[0], NULL, &m),
+        "cf_map_array");
   printf("map:");
   void *v;
   int rc;

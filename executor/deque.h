@@ -5,9 +5,10 @@
  * Nardelli, "Correct and Efficient Work-Stealing for Weak Memory Models",
  * PPoPP 2013 (figure 1), with its two seq_cst fences folded into seq_cst
  * accesses of top and bottom (same instructions on x86, and visible to
- * ThreadSanitizer, which does not model fences). The owner pushes and takes at the bottom; thieves
- * steal at the top. The array grows when full; old arrays stay allocated
- * until the deque is destroyed, since a thief may still be reading one.
+ * ThreadSanitizer, which does not model fences). The owner pushes and takes at
+ * the bottom; thieves steal at the top. The array grows when full; old arrays
+ * stay allocated until the deque is destroyed, since a thief may still be
+ * reading one.
  *
  * Who may call: cf__deque_push / cf__deque_take: the owner thread only.
  * cf__deque_steal / cf__deque_size_approx: any thread.
@@ -23,7 +24,7 @@
 #define CF__CACHE_LINE 64
 
 typedef struct cf__deque_array {
-  int64_t size; /* a power of two */
+  int64_t size;                    /* a power of two */
   struct cf__deque_array *retired; /* older arrays, freed with the deque */
   _Atomic(void *) slot[];
 } cf__deque_array;
@@ -74,10 +75,10 @@ static inline cf__deque_array *cf__deque_grow(cf__deque *d, cf__deque_array *a,
   if (!g)
     return NULL;
   for (int64_t i = t; i < b; i++)
-    atomic_store_explicit(&g->slot[i & (g->size - 1)],
-                          atomic_load_explicit(&a->slot[i & (a->size - 1)],
-                                               memory_order_relaxed),
-                          memory_order_relaxed);
+    atomic_store_explicit(
+        &g->slot[i & (g->size - 1)],
+        atomic_load_explicit(&a->slot[i & (a->size - 1)], memory_order_relaxed),
+        memory_order_relaxed);
   g->retired = a;
   /* release: publishes the copied slots to thieves that load the array
    * (acquire in cf__deque_steal). */
@@ -121,8 +122,8 @@ static inline void *cf__deque_take(cf__deque *d) {
     atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
     return NULL;
   }
-  void *x = atomic_load_explicit(&a->slot[b & (a->size - 1)],
-                                 memory_order_relaxed);
+  void *x =
+      atomic_load_explicit(&a->slot[b & (a->size - 1)], memory_order_relaxed);
   if (t == b) {
     /* Last item: race the thieves for it. seq_cst: as in the paper. */
     if (!atomic_compare_exchange_strong_explicit(
@@ -147,8 +148,8 @@ static inline void *cf__deque_steal(cf__deque *d) {
     return NULL;
   /* acquire: pairs with the release store in cf__deque_grow. */
   cf__deque_array *a = atomic_load_explicit(&d->array, memory_order_acquire);
-  void *x = atomic_load_explicit(&a->slot[t & (a->size - 1)],
-                                 memory_order_relaxed);
+  void *x =
+      atomic_load_explicit(&a->slot[t & (a->size - 1)], memory_order_relaxed);
   /* seq_cst: claims index t against the owner's take and other thieves. */
   if (!atomic_compare_exchange_strong_explicit(
           &d->top, &t, t + 1, memory_order_seq_cst, memory_order_relaxed))

@@ -92,7 +92,8 @@ static inline void cf__inject_unlock(cf__inject *q) {
 static inline cf__inject_node *cf__inject_pop(cf__inject *q) {
   cf__inject_node *head = atomic_load_explicit(&q->head, memory_order_relaxed);
   /* acquire: pairs with the release link in cf__inject_push. */
-  cf__inject_node *next = atomic_load_explicit(&head->next, memory_order_acquire);
+  cf__inject_node *next =
+      atomic_load_explicit(&head->next, memory_order_acquire);
   if (head == &q->stub) {
     if (!next)
       return NULL;

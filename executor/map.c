@@ -68,9 +68,9 @@ static void refill(cf_map *m) {
         stop_input(m, CF_ENOMEM);
         break;
       }
-      int rc = m->ex->vt->submit_batch(
-          m->ex, m->fn, m->items + m->next_index * m->item_size, k,
-          m->item_size, m->destroy, outs);
+      int rc = m->ex->vt->submit_batch(m->ex, m->fn,
+                                       m->items + m->next_index * m->item_size,
+                                       k, m->item_size, m->destroy, outs);
       if (rc == 0) {
         for (size_t i = 0; i < k; i++)
           ring_push(m, outs[i]);

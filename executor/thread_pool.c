@@ -49,12 +49,12 @@
 #include "executor/executor_internal.h"
 #include "futures/future_internal.h"
 
-#define MAX_WORKERS 1024
-#define SEARCH_NS 50000u      /* idle spin before parking */
-#define HELP_DEPTH_LIMIT 64   /* nested helping frames that may steal */
-#define BACKSTOP_S 1.0        /* sleepers re-check this often */
-#define SHUTDOWN_BIT ((uint64_t)1 << 63)
-#define INJECT_BATCH 32       /* tasks a worker takes from outside at once */
+#define MAX_WORKERS      1024
+#define SEARCH_NS        50000u /* idle spin before parking */
+#define HELP_DEPTH_LIMIT 64     /* nested helping frames that may steal */
+#define BACKSTOP_S       1.0    /* sleepers re-check this often */
+#define SHUTDOWN_BIT     ((uint64_t)1 << 63)
+#define INJECT_BATCH     32 /* tasks a worker takes from outside at once */
 
 typedef struct pool pool;
 
@@ -70,7 +70,7 @@ typedef struct worker {
   cf__deque dq;
   cf__helper helper;
   pool *p;
-  cf__waiter *waiter; /* set by the worker thread before it is started */
+  cf__waiter *waiter;        /* set by the worker thread before it is started */
   _Atomic uint32_t sleeping; /* 1 while registered as a sleeper */
   unsigned index;
   unsigned help_depth; /* worker thread only */
@@ -94,7 +94,7 @@ struct pool {
   _Atomic bool cancelling; /* cancel_futures: drop queued tasks */
   _Atomic bool broken;     /* an initializer failed */
   _Alignas(CF__CACHE_LINE) _Atomic uint32_t started; /* workers with a waiter */
-  cf__waiter *creator;      /* woken as workers start */
+  cf__waiter *creator; /* woken as workers start */
   int (*initializer)(void *);
   void *initarg;
   char name_prefix[16];
@@ -106,7 +106,9 @@ static _Thread_local worker *tls_worker CF__TLS_FAST;
 
 /* ---- tasks --------------------------------------------------------------- */
 
-static void task_dealloc(cf_future *f) { cf__free(f, sizeof(task)); }
+static void task_dealloc(cf_future *f) {
+  cf__free(f, sizeof(task));
+}
 
 static task *task_new(cf_fn fn, void *arg, cf_destroy_fn destroy) {
   task *t = cf__alloc(sizeof *t);
@@ -161,9 +163,8 @@ static void wake_all(pool *p) {
   for (size_t i = 0; i < p->n; i++) {
     worker *w = &p->workers[i];
     uint32_t one = 1;
-    if (atomic_compare_exchange_strong_explicit(&w->sleeping, &one, 0,
-                                                memory_order_acq_rel,
-                                                memory_order_relaxed))
+    if (atomic_compare_exchange_strong_explicit(
+            &w->sleeping, &one, 0, memory_order_acq_rel, memory_order_relaxed))
       atomic_fetch_sub_explicit(&p->nsleeping, 1, memory_order_relaxed);
     if (w->waiter)
       cf__waiter_wake(w->waiter);
@@ -274,9 +275,8 @@ static int park(worker *w, uint32_t seen, const cf_deadline *d, bool idle) {
       rc = 0;
   }
   uint32_t one = 1;
-  if (atomic_compare_exchange_strong_explicit(&w->sleeping, &one, 0,
-                                              memory_order_acq_rel,
-                                              memory_order_relaxed))
+  if (atomic_compare_exchange_strong_explicit(
+          &w->sleeping, &one, 0, memory_order_acq_rel, memory_order_relaxed))
     atomic_fetch_sub_explicit(&p->nsleeping, 1, memory_order_relaxed);
   return rc;
 }
@@ -366,12 +366,13 @@ static void *worker_main(void *arg) {
       if ((i & 7) == 0 && cf__now_ns() - start > search_ns)
         break;
     }
-    uint32_t left = atomic_fetch_sub_explicit(&p->nsearching, 1,
-                                              memory_order_seq_cst);
+    uint32_t left =
+        atomic_fetch_sub_explicit(&p->nsearching, 1, memory_order_seq_cst);
     if (t) {
       /* The last searcher to find work wakes another, in case there is
        * more (Go's rule). */
-      if (left == 1 && atomic_load_explicit(&p->nsleeping, memory_order_relaxed) &&
+      if (left == 1 &&
+          atomic_load_explicit(&p->nsleeping, memory_order_relaxed) &&
           work_visible(p))
         wake_one(p);
       run(w, t);
@@ -397,7 +398,8 @@ static void *worker_main(void *arg) {
 
 static int enter_submit(pool *p) {
   /* acquire: pairs with the fetch_or in pool_shutdown. */
-  uint64_t s = atomic_fetch_add_explicit(&p->submitters, 1, memory_order_acquire);
+  uint64_t s =
+      atomic_fetch_add_explicit(&p->submitters, 1, memory_order_acquire);
   if (s & SHUTDOWN_BIT) {
     atomic_fetch_sub_explicit(&p->submitters, 1, memory_order_release);
     return CF_ESHUTDOWN;
@@ -440,7 +442,8 @@ static int pool_submit(cf_executor *ex, cf_fn fn, void *arg,
   if (w && w->p == p) {
     /* From our own worker: no need to announce ourselves to shutdown, since
      * a worker drains its own deque before it exits. */
-    if (atomic_load_explicit(&p->submitters, memory_order_relaxed) & SHUTDOWN_BIT)
+    if (atomic_load_explicit(&p->submitters, memory_order_relaxed) &
+        SHUTDOWN_BIT)
       return CF_ESHUTDOWN;
     if (atomic_load_explicit(&p->broken, memory_order_relaxed))
       return CF_EBROKEN;
@@ -503,7 +506,8 @@ static int pool_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
   atomic_fetch_or_explicit(&p->submitters, SHUTDOWN_BIT, memory_order_acq_rel);
   /* Wait for submitters already inside (a few instructions each). */
   for (unsigned spins = 0;
-       atomic_load_explicit(&p->submitters, memory_order_acquire) != SHUTDOWN_BIT;
+       atomic_load_explicit(&p->submitters, memory_order_acquire) !=
+       SHUTDOWN_BIT;
        spins++)
     spins < 64 ? ck_pr_stall() : (void)sched_yield();
   if (cancel_futures) {

@@ -312,8 +312,8 @@ void cf__node_settle(cf_future *f, cf__listener *l, _Atomic uint32_t *fired) {
   if (cf__future_unlisten(f, l))
     return;
   /* The completer detached the list and is notifying: a few instructions. */
-  for (unsigned spins = 0;
-       !atomic_load_explicit(fired, memory_order_acquire); spins++) {
+  for (unsigned spins = 0; !atomic_load_explicit(fired, memory_order_acquire);
+       spins++) {
     if (spins < 64)
       ck_pr_stall();
     else
@@ -340,7 +340,9 @@ int cf__wait_until(bool (*cond)(void *ctx), void *ctx, cf_future *hint,
   }
 }
 
-static bool future_is_done(void *f) { return cf_future_done(f); }
+static bool future_is_done(void *f) {
+  return cf_future_done(f);
+}
 
 int cf__future_wait(cf_future *f, const cf_deadline *d) {
   if (cf_future_done(f))

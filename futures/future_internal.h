@@ -21,7 +21,7 @@
 #include "core/waiter.h"
 
 #define CF__STATE_MASK 3u
-#define CF__LOCK 4u
+#define CF__LOCK       4u
 
 /* Something to run when a future becomes done. Listeners are run in the
  * order they were added; `notify` may free the listener. */
@@ -31,14 +31,14 @@ typedef struct cf__listener {
 } cf__listener;
 
 struct cf_future {
-  _Atomic uint32_t state;  /* see above */
+  _Atomic uint32_t state; /* see above */
   _Atomic uint32_t refs;
-  int32_t code;            /* 0: value is the result; else failure code */
+  int32_t code;              /* 0: value is the result; else failure code */
   _Atomic uint32_t pool_tag; /* free for the owning pool's use */
-  void *value;             /* written under LOCK, read after FINISHED */
-  cf_destroy_fn destroy;   /* ditto */
-  char *message;           /* ditto; NULL: cf_strerror(code) */
-  cf__listener *listeners; /* guarded by LOCK; newest first */
+  void *value;               /* written under LOCK, read after FINISHED */
+  cf_destroy_fn destroy;     /* ditto */
+  char *message;             /* ditto; NULL: cf_strerror(code) */
+  cf__listener *listeners;   /* guarded by LOCK; newest first */
   /* Frees the memory of this future (pools embed futures in their tasks);
    * NULL: a plain future from cf_future_new. */
   void (*dealloc)(cf_future *f);

@@ -20,8 +20,8 @@ typedef struct multi {
   /* The thread to wake; immortal waiter, so a stale value only wakes
    * spuriously. seq_cst: see as_completed_next. */
   _Atomic(cf__waiter *) w;
-  _Atomic size_t ndone;   /* notifications seen */
-  _Atomic size_t nfailed; /* of which failed */
+  _Atomic size_t ndone;        /* notifications seen */
+  _Atomic size_t nfailed;      /* of which failed */
   _Atomic(multi_node *) ready; /* as_completed: completed, newest first */
 } multi;
 
@@ -188,11 +188,11 @@ int cf_wait(cf_future *const *fs, size_t n, double timeout_s,
 
 struct cf_as_completed {
   multi m;
-  cf_future **fs;     /* our references */
-  multi_node *queue;  /* completed, not yet yielded, oldest first */
+  cf_future **fs;    /* our references */
+  multi_node *queue; /* completed, not yet yielded, oldest first */
   size_t yielded;
   cf_deadline deadline;
-  bool timed_out; /* sticky: every call after a timeout reports it */
+  bool timed_out;  /* sticky: every call after a timeout reports it */
   size_t hint_pos; /* futures before it are done */
 };
 
@@ -233,8 +233,8 @@ int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout_s,
 /* Moves newly completed nodes to the queue's tail, oldest first. */
 static void drain_ready(cf_as_completed *it) {
   /* acquire: pairs with the push in multi_notify. */
-  multi_node *list = atomic_exchange_explicit(&it->m.ready, NULL,
-                                              memory_order_acquire);
+  multi_node *list =
+      atomic_exchange_explicit(&it->m.ready, NULL, memory_order_acquire);
   multi_node *rev = NULL;
   while (list) {
     multi_node *next = list->ready_next;

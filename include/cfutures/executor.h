@@ -23,7 +23,8 @@ typedef int (*cf_fn)(void *arg, void **out);
  * thread and returns `code`, so a task can `return cf_fail(CF_EINVAL, "bad
  * n=%d", n);`. The message ends up in the task's future
  * (cf_future_exception). Outside a task it only returns `code`. */
-CF_API int cf_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+CF_API int cf_fail(int code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* Submits fn(arg) and returns a new reference to its future in *out.
  * `result_destroy` (may be NULL) is the destroy function for the task's
@@ -43,7 +44,8 @@ CF_API int cf_submit(cf_executor *ex, cf_fn fn, void *arg, cf_future **out);
  * have exited. Calling it again is allowed (a later wait=true still waits).
  * Returns 0, CF_EINVAL (NULL), CF_EDEADLK (wait=true from one of the
  * executor's own workers). */
-CF_API int cf_executor_shutdown(cf_executor *ex, bool wait, bool cancel_futures);
+CF_API int cf_executor_shutdown(cf_executor *ex, bool wait,
+                                bool cancel_futures);
 
 /* Shuts down (wait=true, cancel_futures=false) if not done yet, then frees
  * the executor. Futures stay valid: they are reference counted separately.
@@ -81,7 +83,8 @@ typedef struct cf_map_opts {
  * items with n > 0, item_size == 0, NaN timeout), CF_ESHUTDOWN, CF_EBROKEN,
  * CF_ENOMEM. n == 0 is valid: the map yields CF_EDONE at once. */
 CF_API int cf_map_array(cf_executor *ex, cf_fn fn, void *items, size_t n,
-                        size_t item_size, const cf_map_opts *opts, cf_map **out);
+                        size_t item_size, const cf_map_opts *opts,
+                        cf_map **out);
 
 /* Maps fn over the items produced by next(state, &item), keeping at most
  * opts->window tasks in flight so that an unbounded input needs bounded

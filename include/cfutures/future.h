@@ -108,7 +108,8 @@ CF_API int cf_future_set_running_or_notify_cancel(cf_future *f);
  * is called on value when the future dies; from now on the future owns
  * value. Returns 0, CF_EINVALSTATE if `f` is already finished or cancelled
  * (value is left to the caller), CF_EINVAL for NULL. */
-CF_API int cf_future_set_result(cf_future *f, void *value, cf_destroy_fn destroy);
+CF_API int cf_future_set_result(cf_future *f, void *value,
+                                cf_destroy_fn destroy);
 
 /* Completes `f` with failure `code` (non-zero; CF_EINVAL otherwise) and a
  * printf-style message (NULL fmt: the code's cf_strerror text). The message

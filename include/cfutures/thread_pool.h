@@ -34,7 +34,8 @@ typedef struct cf_thread_pool_opts {
 /* Creates a thread pool (opts may be NULL for the defaults) and returns it in
  * *out. Returns 0, CF_EINVAL (NULL out, too many workers), CF_ENOMEM,
  * CF_ESYS (a thread could not be created). Free it with cf_executor_free. */
-CF_API int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out);
+CF_API int cf_thread_pool_new(const cf_thread_pool_opts *opts,
+                              cf_executor **out);
 
 /* The number of workers of a thread pool; 0 for NULL or another executor. */
 CF_API size_t cf_thread_pool_size(const cf_executor *ex);

@@ -27,7 +27,7 @@ static _Atomic int failures;
   do {                                                                         \
     if (!(cond)) {                                                             \
       if (atomic_fetch_add(&failures, 1) < 5)                                  \
-        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,      \
+        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__,       \
                 #cond);                                                        \
     }                                                                          \
   } while (0)
@@ -64,7 +64,8 @@ static int parent(void *arg, void **out) {
   cf_future *kids[4];
   int n = 0;
   for (int i = 0; i < 4; i++)
-    if (cf_submit(pool, leaf, (void *)(x * 4 + (uintptr_t)i + 1), &kids[n]) == 0)
+    if (cf_submit(pool, leaf, (void *)(x * 4 + (uintptr_t)i + 1), &kids[n]) ==
+        0)
       n++;
   uintptr_t sum = 0;
   for (int i = 0; i < n; i++) {
@@ -110,7 +111,8 @@ static void *client_main(void *p) {
     unsigned op = (unsigned)(xorshift(&c->seed) % 5);
     for (int i = 0; i < BATCH; i++) {
       cf_fn fn = xorshift(&c->seed) % 8 == 0 ? parent : leaf;
-      if (cf_submit(pool, fn, (void *)(uintptr_t)(xorshift(&c->seed) % 10000), &fs[n]) != 0)
+      if (cf_submit(pool, fn, (void *)(uintptr_t)(xorshift(&c->seed) % 10000),
+                    &fs[n]) != 0)
         continue;
       c->submitted++;
       if (cf_future_add_done_callback(fs[n], count_cb, NULL) != 0)
@@ -142,7 +144,8 @@ static void *client_main(void *p) {
     }
     case 3: /* short timeouts */
       for (int i = 0; i < n; i++) {
-        int rc = cf_future_result(fs[i], (double)(xorshift(&c->seed) % 3) * 1e-4, NULL);
+        int rc = cf_future_result(
+            fs[i], (double)(xorshift(&c->seed) % 3) * 1e-4, NULL);
         CHECK(rc == 0 || rc == CF_ETIMEDOUT || rc == CF_EFAILED);
       }
       break;
@@ -181,8 +184,9 @@ static int run_round(size_t workers, int threads, long iterations) {
   pthread_t th[64];
   client cs[64];
   for (int i = 0; i < threads; i++) {
-    cs[i] = (client){.seed = 0x9E3779B97F4A7C15u ^ ((uint64_t)i * 7919 + workers),
-                     .iterations = iterations};
+    cs[i] =
+        (client){.seed = 0x9E3779B97F4A7C15u ^ ((uint64_t)i * 7919 + workers),
+                 .iterations = iterations};
     pthread_create(&th[i], NULL, client_main, &cs[i]);
   }
   long submitted = 0;
@@ -198,7 +202,8 @@ static int run_round(size_t workers, int threads, long iterations) {
   /* top-level tasks that ran are exactly the FINISHED ones (children of
    * `parent` tasks and map items run too, so executed >= fin) */
   CHECK(atomic_load(&executed) >= fin);
-  printf("workers=%zu threads=%d submitted=%ld finished=%ld cancelled=%ld executed=%ld\n",
+  printf("workers=%zu threads=%d submitted=%ld finished=%ld cancelled=%ld "
+         "executed=%ld\n",
          workers, threads, submitted, fin, can, atomic_load(&executed));
   return 0;
 }
@@ -214,7 +219,8 @@ static void *submitter(void *p) {
   sub *s = p;
   for (int i = 0; i < 5000 && now_s() < deadline; i++) {
     cf_future *f;
-    int rc = cf_submit(pool, leaf, (void *)(uintptr_t)(xorshift(&s->seed) % 1000 + 1), &f);
+    int rc = cf_submit(pool, leaf,
+                       (void *)(uintptr_t)(xorshift(&s->seed) % 1000 + 1), &f);
     if (rc == CF_ESHUTDOWN) {
       s->refused++;
       continue;
@@ -294,7 +300,8 @@ int main(int argc, char **argv) {
   long iterations = argc > 2 ? atol(argv[2]) : 200;
   double seconds = argc > 3 ? atof(argv[3]) : 15;
   if (threads < 1 || threads > 64 || iterations < 1 || seconds <= 0) {
-    fprintf(stderr, "usage: %s [threads 1..64] [iterations] [seconds]\n", argv[0]);
+    fprintf(stderr, "usage: %s [threads 1..64] [iterations] [seconds]\n",
+            argv[0]);
     return 2;
   }
   double start = now_s();
@@ -310,6 +317,7 @@ int main(int argc, char **argv) {
   for (uint64_t s = 1; s <= 12 && now_s() < deadline; s++)
     shutdown_round(sizes[s % 4], threads, s * 2654435761u);
   int f = atomic_load(&failures);
-  printf("%s: %d failed checks in %.1f s\n", f ? "FAIL" : "PASS", f, now_s() - start);
+  printf("%s: %d failed checks in %.1f s\n", f ? "FAIL" : "PASS", f,
+         now_s() - start);
   return f ? 1 : 0;
 }

@@ -190,7 +190,9 @@ static void test_result_destroy(void **state) {
   enum { N = 100 };
   cf_future *fs[N];
   for (int i = 0; i < N; i++)
-    assert_int_equal(cf_submit_with(ex, make_box, (void *)(intptr_t)i, count_destroy, &fs[i]), 0);
+    assert_int_equal(cf_submit_with(ex, make_box, (void *)(intptr_t)i,
+                                    count_destroy, &fs[i]),
+                     0);
   for (int i = 0; i < N; i++) {
     void *v;
     if (i % 2 == 0) { /* half read, half never read */
@@ -248,7 +250,8 @@ static int init_ok(void *arg) {
 static void test_initializer(void **state) {
   (void)state;
   atomic_store(&inits, 0);
-  cf_thread_pool_opts o = {.max_workers = 4, .initializer = init_ok,
+  cf_thread_pool_opts o = {.max_workers = 4,
+                           .initializer = init_ok,
                            .initarg = (void *)(intptr_t)10};
   cf_executor *ex;
   assert_int_equal(cf_thread_pool_new(&o, &ex), 0);
@@ -320,7 +323,8 @@ static void test_shutdown_nowait(void **state) {
   cf_future *block, *queued[10];
   assert_int_equal(cf_submit(ex, wait_latch, NULL, &block), 0);
   for (int i = 0; i < 10; i++)
-    assert_int_equal(cf_submit(ex, identity, (void *)(intptr_t)i, &queued[i]), 0);
+    assert_int_equal(cf_submit(ex, identity, (void *)(intptr_t)i, &queued[i]),
+                     0);
   wait_for_blocked(1);
   double t0 = now_s();
   assert_int_equal(cf_executor_shutdown(ex, false, false), 0);
@@ -412,7 +416,8 @@ static void test_shutdown_from_worker(void **state) {
   assert_int_equal(cf_submit(self_pool, wait_latch, NULL, &blocker), 0);
   wait_for_blocked(1);
   assert_int_equal(cf_submit(self_pool, submit_after_shutdown, NULL, &late), 0);
-  /* shut down while `late` is queued: it still runs, and its submit is refused */
+  /* shut down while `late` is queued: it still runs, and its submit is refused
+   */
   assert_int_equal(cf_executor_shutdown(self_pool, false, false), 0);
   latch_release();
   assert_int_equal(cf_future_result(late, 10, &v), 0);
@@ -605,7 +610,8 @@ static void test_map_array(void **state) {
   for (int i = 0; i < N; i++)
     xs[i] = i;
   cf_map *m;
-  assert_int_equal(cf_map_array(ex, square_or_fail, xs, N, sizeof xs[0], NULL, &m), 0);
+  assert_int_equal(
+      cf_map_array(ex, square_or_fail, xs, N, sizeof xs[0], NULL, &m), 0);
   cf_error e;
   assert_int_equal(cf_map_error(m, &e), CF_EINVALSTATE);
   for (int i = 0; i < N; i++) {
@@ -631,14 +637,19 @@ static void test_map_array(void **state) {
   cf_map_free(m);
 
   /* empty input, bad arguments */
-  assert_int_equal(cf_map_array(ex, square_or_fail, xs, 0, sizeof xs[0], NULL, &m), 0);
+  assert_int_equal(
+      cf_map_array(ex, square_or_fail, xs, 0, sizeof xs[0], NULL, &m), 0);
   assert_int_equal(cf_map_next(m, &v), CF_EDONE);
   cf_map_free(m);
-  assert_int_equal(cf_map_array(ex, square_or_fail, NULL, 3, 4, NULL, &m), CF_EINVAL);
-  assert_int_equal(cf_map_array(ex, square_or_fail, xs, 3, 0, NULL, &m), CF_EINVAL);
-  assert_int_equal(cf_map_array(NULL, square_or_fail, xs, 3, 4, NULL, &m), CF_EINVAL);
+  assert_int_equal(cf_map_array(ex, square_or_fail, NULL, 3, 4, NULL, &m),
+                   CF_EINVAL);
+  assert_int_equal(cf_map_array(ex, square_or_fail, xs, 3, 0, NULL, &m),
+                   CF_EINVAL);
+  assert_int_equal(cf_map_array(NULL, square_or_fail, xs, 3, 4, NULL, &m),
+                   CF_EINVAL);
   cf_map_opts bad = {.use_timeout = true, .timeout_s = NAN};
-  assert_int_equal(cf_map_array(ex, square_or_fail, xs, 3, 4, &bad, &m), CF_EINVAL);
+  assert_int_equal(cf_map_array(ex, square_or_fail, xs, 3, 4, &bad, &m),
+                   CF_EINVAL);
   assert_int_equal(cf_map_next(NULL, &v), CF_EINVAL);
   cf_map_free(NULL);
   cf_executor_free(ex);
@@ -660,7 +671,8 @@ static void test_map_timeout_and_free(void **state) {
   cf_map *m;
   atomic_store(&ran, 0);
   double t0 = now_s();
-  assert_int_equal(cf_map_array(ex, slow_item, xs, 40, sizeof xs[0], &o, &m), 0);
+  assert_int_equal(cf_map_array(ex, slow_item, xs, 40, sizeof xs[0], &o, &m),
+                   0);
   void *v;
   int got = 0, rc;
   while ((rc = cf_map_next(m, &v)) == 0)
@@ -678,7 +690,8 @@ static void test_map_timeout_and_free(void **state) {
   cf_executor_free(ex);
   ex = new_pool(1);
   atomic_store(&ran, 0);
-  assert_int_equal(cf_map_array(ex, slow_item, xs, 40, sizeof xs[0], NULL, &m), 0);
+  assert_int_equal(cf_map_array(ex, slow_item, xs, 40, sizeof xs[0], NULL, &m),
+                   0);
   assert_int_equal(cf_map_next(m, &v), 0);
   cf_map_free(m);
   cf_executor_free(ex);

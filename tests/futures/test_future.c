@@ -48,7 +48,9 @@ static void later_start(later *l, cf_future *f, unsigned delay_us, int kind) {
   assert_int_equal(pthread_create(&l->th, NULL, later_main, l), 0);
 }
 
-static void later_join(later *l) { pthread_join(l->th, NULL); }
+static void later_join(later *l) {
+  pthread_join(l->th, NULL);
+}
 
 /* ---- states -------------------------------------------------------------- */
 
@@ -380,7 +382,8 @@ static void test_result_destroy(void **state) {
   (void)state;
   destroyed = 0;
   cf_future *f = cf_future_new();
-  assert_int_equal(cf_future_set_result(f, (void *)(intptr_t)5, destroy_count), 0);
+  assert_int_equal(cf_future_set_result(f, (void *)(intptr_t)5, destroy_count),
+                   0);
   cf_future_ref(f);
   cf_future_unref(f);
   assert_int_equal(destroyed, 0);

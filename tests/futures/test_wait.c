@@ -120,7 +120,8 @@ static void test_wait_first_exception(void **state) {
   cf_future_cancel(fs[3]); /* a cancelled future is not an exception */
   const int order[] = {0, 1, 2};
   const bool fail[] = {false, true, false};
-  script s = {.fs = fs, .order = order, .fail = fail, .n = 2, .delay_us = 10000};
+  script s = {
+      .fs = fs, .order = order, .fail = fail, .n = 2, .delay_us = 10000};
   script_run(&s);
   bool done[N];
   assert_int_equal(cf_wait(fs, N, 10, CF_FIRST_EXCEPTION, done), 0);
