@@ -11,7 +11,7 @@
  * reading one.
  *
  * Who may call: cf__deque_push / cf__deque_take: the owner thread only.
- * cf__deque_steal / cf__deque_size_approx: any thread.
+ * cf__deque_steal / cf__deque_nonempty: any thread.
  */
 #ifndef CF_EXECUTOR_DEQUE_H
 #define CF_EXECUTOR_DEQUE_H
