@@ -20,7 +20,8 @@
  *
  * Helping: a worker that waits on a future (cf__wait_until) runs tasks
  * instead of sleeping: first its own deque (where the awaited task usually
- * is), then, below a nesting limit, outside work and steals.
+ * is), then, below a nesting limit, the deque of the worker running the
+ * awaited task (leapfrogging), outside work and steals.
  *
  * Shutdown: submitters announce themselves in `submitters` (a count plus
  * a SHUTDOWN bit), so once shutdown has set the bit and the count drained,
