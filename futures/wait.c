@@ -58,16 +58,18 @@ static void multi_notify(cf__listener *l, cf_future *f) {
   cf__node_fire(&n->fired);
 }
 
-/* Checks arguments shared by cf_wait and cf_as_completed_new: no NULL
- * entries, no duplicates. Sorting a copy keeps it O(n log n). */
 static int cmp_ptr(const void *a, const void *b) {
   uintptr_t x = (uintptr_t) * (cf_future *const *)a;
   uintptr_t y = (uintptr_t) * (cf_future *const *)b;
   return x < y ? -1 : x > y;
 }
 
-static int check_futures(cf_future *const *fs, size_t n) {
-  if (!fs || n == 0)
+/* Checks arguments shared by cf_wait and cf_as_completed_new and makes the
+ * deadline: a non-empty list, no NULL entries, no duplicates (sorting a
+ * copy keeps it O(n log n)), no NaN timeout. */
+static int check_futures(cf_future *const *fs, size_t n, double timeout_s,
+                         cf_deadline *d) {
+  if (!fs || n == 0 || cf__deadline_from_timeout(timeout_s, d) != 0)
     return CF_EINVAL;
   for (size_t i = 0; i < n; i++)
     if (!fs[i])
@@ -159,9 +161,7 @@ int cf_wait(cf_future *const *fs, size_t n, double timeout_s,
   if (when != CF_FIRST_COMPLETED && when != CF_FIRST_EXCEPTION &&
       when != CF_ALL_COMPLETED)
     return CF_EINVAL;
-  if (cf__deadline_from_timeout(timeout_s, &d) != 0)
-    return CF_EINVAL;
-  int rc = check_futures(fs, n);
+  int rc = check_futures(fs, n, timeout_s, &d);
   if (rc != 0)
     return rc;
   cf__waiter *w = cf__waiter_self();
@@ -202,9 +202,7 @@ int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout_s,
   if (!out)
     return CF_EINVAL;
   *out = NULL;
-  if (cf__deadline_from_timeout(timeout_s, &d) != 0)
-    return CF_EINVAL;
-  int rc = check_futures(fs, n);
+  int rc = check_futures(fs, n, timeout_s, &d);
   if (rc != 0)
     return rc;
   cf_as_completed *it = calloc(1, sizeof *it);
@@ -230,7 +228,7 @@ int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout_s,
   return 0;
 }
 
-/* Moves newly completed nodes to the queue's tail, oldest first. */
+/* Moves newly completed nodes to the (empty) queue, oldest first. */
 static void drain_ready(cf_as_completed *it) {
   /* acquire: pairs with the push in multi_notify. */
   multi_node *list =
@@ -242,10 +240,7 @@ static void drain_ready(cf_as_completed *it) {
     rev = list;
     list = next;
   }
-  multi_node **tail = &it->queue;
-  while (*tail)
-    tail = &(*tail)->ready_next;
-  *tail = rev;
+  it->queue = rev; /* only drained once the queue is empty */
 }
 
 static bool ready_cond(void *p) {
