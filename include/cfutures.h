@@ -7,5 +7,6 @@
 #include <cfutures/future.h>
 #include <cfutures/executor.h>
 #include <cfutures/thread_pool.h>
+#include <cfutures/sync.h>
 
 #endif

@@ -1,0 +1,159 @@
+/* cfutures — synchronization primitives, for threads or for processes.
+ *
+ * Every primitive comes in two flavours chosen at creation with `shared`:
+ *   false  for the threads of one process;
+ *   true   process-shared: the object lives in MAP_SHARED memory, so
+ *          processes forked after its creation share it (create it before
+ *          fork()). Free it in the creating process once the others are
+ *          done with it; cf_*_free in another process only unmaps its view.
+ * The Python names are kept: Lock, RLock, Semaphore, BoundedSemaphore,
+ * Event, Condition, Barrier, Timer. Every blocking call takes a timeout in
+ * seconds (negative or infinite: forever; 0: try once; NaN: CF_EINVAL);
+ * none busy-waits. Locks are robust: if a holder dies (its thread exits or
+ * its process is killed), the next acquirer gets the lock and CF_EOWNERDEAD
+ * instead of hanging forever.
+ */
+#ifndef CFUTURES_SYNC_H
+#define CFUTURES_SYNC_H
+
+#include <cfutures/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Lock ---------------------------------------------------------------- */
+
+typedef struct cf_lock cf_lock;
+
+/* Creates an unlocked lock. Returns 0, CF_EINVAL (NULL out), CF_ENOMEM,
+ * CF_ESYS. */
+CF_API int cf_lock_new(bool shared, cf_lock **out);
+/* Acquires, waiting up to timeout_s. Returns 0; CF_EOWNERDEAD (acquired,
+ * but the previous holder died holding it: whatever it protected may be
+ * half-updated); CF_ETIMEDOUT; CF_EDEADLK (the caller already holds it);
+ * CF_EINVAL (NULL, NaN). */
+CF_API int cf_lock_acquire(cf_lock *l, double timeout_s);
+/* Releases a lock the calling thread holds: 0, or CF_EPERM if it does not
+ * hold it, CF_EINVAL for NULL. Unlike Python, only the holder may release. */
+CF_API int cf_lock_release(cf_lock *l);
+/* Whether some thread holds the lock now (a snapshot). */
+CF_API bool cf_lock_locked(cf_lock *l);
+/* Frees an unlocked lock; NULL is a no-op. */
+CF_API void cf_lock_free(cf_lock *l);
+
+/* ---- RLock: a lock its holder may take again ------------------------------
+ */
+
+typedef struct cf_rlock cf_rlock;
+
+CF_API int cf_rlock_new(bool shared, cf_rlock **out);
+/* Acquires (again, if the caller holds it). Returns 0, CF_EOWNERDEAD,
+ * CF_ETIMEDOUT, CF_EINVAL. */
+CF_API int cf_rlock_acquire(cf_rlock *l, double timeout_s);
+/* Releases one level: 0, or CF_EPERM when the caller does not hold it. */
+CF_API int cf_rlock_release(cf_rlock *l);
+CF_API void cf_rlock_free(cf_rlock *l);
+
+/* ---- Semaphore and BoundedSemaphore ---------------------------------------
+ */
+
+typedef struct cf_sem cf_sem;
+
+/* A counting semaphore starting at `value`. Returns 0, CF_EINVAL, CF_ENOMEM,
+ * CF_ESYS. */
+CF_API int cf_sem_new(bool shared, unsigned value, cf_sem **out);
+/* A semaphore that may never be released above its initial value. */
+CF_API int cf_bounded_sem_new(bool shared, unsigned value, cf_sem **out);
+/* Takes one unit, waiting up to timeout_s: 0, CF_ETIMEDOUT, CF_EINVAL. */
+CF_API int cf_sem_acquire(cf_sem *s, double timeout_s);
+/* Gives back n units (n >= 1) and wakes up to n waiters: 0; CF_EINVAL for
+ * NULL or n == 0; CF_EINVALSTATE when a bounded semaphore would go above
+ * its initial value (nothing is released then). */
+CF_API int cf_sem_release(cf_sem *s, unsigned n);
+/* The current value (a snapshot). */
+CF_API unsigned cf_sem_value(cf_sem *s);
+CF_API void cf_sem_free(cf_sem *s);
+
+/* ---- Event ----------------------------------------------------------------
+ */
+
+typedef struct cf_event cf_event;
+
+CF_API int cf_event_new(bool shared, cf_event **out);
+/* Sets the flag and wakes every waiter. */
+CF_API int cf_event_set(cf_event *e);
+CF_API int cf_event_clear(cf_event *e);
+CF_API bool cf_event_is_set(cf_event *e);
+/* Waits until the flag is set: 0 (set), CF_ETIMEDOUT, CF_EINVAL. */
+CF_API int cf_event_wait(cf_event *e, double timeout_s);
+CF_API void cf_event_free(cf_event *e);
+
+/* ---- Condition ------------------------------------------------------------
+ */
+
+typedef struct cf_cond cf_cond;
+
+/* A condition variable over `lock` (borrowed: it must outlive the
+ * condition, and have the same `shared` flavour), or over a lock of its
+ * own when lock is NULL. Returns 0, CF_EINVAL, CF_ENOMEM, CF_ESYS. */
+CF_API int cf_cond_new(bool shared, cf_lock *lock, cf_cond **out);
+/* The condition's lock, for cf_lock_acquire / cf_lock_release. */
+CF_API cf_lock *cf_cond_lock(cf_cond *c);
+/* With the lock held: releases it, waits for a notify or the timeout, and
+ * takes it back. Returns 0 (notified, or spuriously woken), CF_ETIMEDOUT,
+ * CF_EPERM (the caller does not hold the lock), CF_EINVAL. */
+CF_API int cf_cond_wait(cf_cond *c, double timeout_s);
+/* With the lock held: waits until pred(arg) is true, re-checking after each
+ * wake-up, for at most timeout_s in all. Returns 0 (pred is true),
+ * CF_ETIMEDOUT (it is still false), CF_EPERM, CF_EINVAL. */
+CF_API int cf_cond_wait_for(cf_cond *c, bool (*pred)(void *arg), void *arg,
+                            double timeout_s);
+/* With the lock held: wakes up to n waiters / all of them. 0, CF_EPERM,
+ * CF_EINVAL. */
+CF_API int cf_cond_notify(cf_cond *c, unsigned n);
+CF_API int cf_cond_notify_all(cf_cond *c);
+CF_API void cf_cond_free(cf_cond *c);
+
+/* ---- Barrier --------------------------------------------------------------
+ */
+
+typedef struct cf_barrier cf_barrier;
+
+/* A barrier for `parties` (>= 1) threads or processes. */
+CF_API int cf_barrier_new(bool shared, unsigned parties, cf_barrier **out);
+/* Waits until `parties` callers have arrived; *index (may be NULL) gets a
+ * distinct arrival index in 0..parties-1. Returns 0; CF_ETIMEDOUT (this
+ * caller timed out: the barrier is now broken); CF_EBROKEN (the barrier is
+ * or became broken: aborted, or another waiter timed out); CF_EINVAL. */
+CF_API int cf_barrier_wait(cf_barrier *b, double timeout_s, unsigned *index);
+/* Breaks the barrier: current and future waiters get CF_EBROKEN. */
+CF_API int cf_barrier_abort(cf_barrier *b);
+/* Back to empty and unbroken; current waiters get CF_EBROKEN. */
+CF_API int cf_barrier_reset(cf_barrier *b);
+CF_API bool cf_barrier_broken(cf_barrier *b);
+CF_API unsigned cf_barrier_parties(cf_barrier *b);
+CF_API void cf_barrier_free(cf_barrier *b);
+
+/* ---- Timer (threads only)
+ * ---------------------------------------------------- */
+
+typedef struct cf_timer cf_timer;
+
+/* Runs fn(arg) on a thread of its own after delay_s seconds, unless
+ * cancelled first. A non-zero return from fn is reported through the report
+ * handler. Returns 0, CF_EINVAL (NULL, negative or NaN delay), CF_ENOMEM,
+ * CF_ESYS. */
+CF_API int cf_timer_start(double delay_s, int (*fn)(void *arg), void *arg,
+                          cf_timer **out);
+/* Cancels the timer: returns true if fn will not run (it had not started),
+ * false if it already ran or is running. */
+CF_API bool cf_timer_cancel(cf_timer *t);
+/* Waits for the timer's thread to end (after fn ran or the timer was
+ * cancelled) and frees it. NULL is a no-op. */
+CF_API void cf_timer_free(cf_timer *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

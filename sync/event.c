@@ -1,0 +1,75 @@
+/* Event: a flag under a monitor. */
+#include <cfutures/sync.h>
+
+#include "sync/monitor.h"
+
+struct cf_event {
+  cf__monitor m;
+  bool set; /* guarded by m */
+};
+
+int cf_event_new(bool shared, cf_event **out) {
+  if (!out)
+    return CF_EINVAL;
+  *out = NULL;
+  cf_event *e = cf__sync_alloc(sizeof *e, shared);
+  if (!e)
+    return CF_ENOMEM;
+  int rc = cf__monitor_init(&e->m, shared);
+  if (rc) {
+    cf__sync_free(e, sizeof *e);
+    return rc;
+  }
+  *out = e;
+  return 0;
+}
+
+int cf_event_set(cf_event *e) {
+  if (!e)
+    return CF_EINVAL;
+  cf__monitor_lock(&e->m);
+  e->set = true;
+  pthread_cond_broadcast(&e->m.cv);
+  cf__monitor_unlock(&e->m);
+  return 0;
+}
+
+int cf_event_clear(cf_event *e) {
+  if (!e)
+    return CF_EINVAL;
+  cf__monitor_lock(&e->m);
+  e->set = false;
+  cf__monitor_unlock(&e->m);
+  return 0;
+}
+
+bool cf_event_is_set(cf_event *e) {
+  if (!e)
+    return false;
+  cf__monitor_lock(&e->m);
+  bool set = e->set;
+  cf__monitor_unlock(&e->m);
+  return set;
+}
+
+int cf_event_wait(cf_event *e, double timeout_s) {
+  cf_deadline d;
+  if (!e || cf__deadline_from_timeout(timeout_s, &d))
+    return CF_EINVAL;
+  int rc = 0;
+  cf__monitor_lock(&e->m);
+  /* Holds m: wait for the flag. */
+  while (!e->set && rc == 0)
+    rc = cf__monitor_wait(&e->m, &d);
+  rc = e->set ? 0 : CF_ETIMEDOUT;
+  cf__monitor_unlock(&e->m);
+  return rc;
+}
+
+void cf_event_free(cf_event *e) {
+  if (!e)
+    return;
+  if (cf__sync_is_creator(e))
+    cf__monitor_destroy(&e->m);
+  cf__sync_free(e, sizeof *e);
+}

@@ -1,0 +1,131 @@
+/* Lock and RLock: robust pthread mutexes (error-checking or recursive),
+ * private or process-shared (sync/monitor.h). The holder's kernel thread
+ * id is kept beside the mutex so that a condition can check that its
+ * caller holds the lock. */
+#include <cfutures/sync.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "sync/lock_internal.h"
+
+int cf__lock_init(cf_lock *l, bool shared) {
+  l->shared = shared;
+  atomic_init(&l->owner, 0);
+  return cf__mutex_init(&l->mu, shared, false);
+}
+
+int cf_lock_new(bool shared, cf_lock **out) {
+  if (!out)
+    return CF_EINVAL;
+  *out = NULL;
+  cf_lock *l = cf__sync_alloc(sizeof *l, shared);
+  if (!l)
+    return CF_ENOMEM;
+  int rc = cf__lock_init(l, shared);
+  if (rc) {
+    cf__sync_free(l, sizeof *l);
+    return rc;
+  }
+  *out = l;
+  return 0;
+}
+
+bool cf__lock_held_by_me(cf_lock *l) {
+  return atomic_load_explicit(&l->owner, memory_order_relaxed) == gettid();
+}
+
+int cf__lock_acquire(cf_lock *l, const cf_deadline *d) {
+  int rc = cf__mutex_lock(&l->mu, d);
+  if (rc == 0 || rc == CF_EOWNERDEAD)
+    atomic_store_explicit(&l->owner, gettid(), memory_order_relaxed);
+  return rc;
+}
+
+int cf_lock_acquire(cf_lock *l, double timeout_s) {
+  cf_deadline d;
+  if (!l || cf__deadline_from_timeout(timeout_s, &d))
+    return CF_EINVAL;
+  return cf__lock_acquire(l, &d);
+}
+
+int cf_lock_release(cf_lock *l) {
+  if (!l)
+    return CF_EINVAL;
+  if (!cf__lock_held_by_me(l))
+    return CF_EPERM;
+  atomic_store_explicit(&l->owner, 0, memory_order_relaxed);
+  return pthread_mutex_unlock(&l->mu) ? CF_EPERM : 0;
+}
+
+bool cf_lock_locked(cf_lock *l) {
+  return l && atomic_load_explicit(&l->owner, memory_order_relaxed) != 0;
+}
+
+void cf__lock_fini(cf_lock *l) {
+  pthread_mutex_destroy(&l->mu);
+}
+
+void cf_lock_free(cf_lock *l) {
+  if (!l)
+    return;
+  if (cf__sync_is_creator(l))
+    cf__lock_fini(l);
+  cf__sync_free(l, sizeof *l);
+}
+
+/* ---- RLock --------------------------------------------------------------- */
+
+struct cf_rlock {
+  pthread_mutex_t mu; /* recursive, robust */
+  _Atomic pid_t owner;
+  unsigned depth; /* guarded by mu */
+};
+
+int cf_rlock_new(bool shared, cf_rlock **out) {
+  if (!out)
+    return CF_EINVAL;
+  *out = NULL;
+  cf_rlock *l = cf__sync_alloc(sizeof *l, shared);
+  if (!l)
+    return CF_ENOMEM;
+  atomic_init(&l->owner, 0);
+  int rc = cf__mutex_init(&l->mu, shared, true);
+  if (rc) {
+    cf__sync_free(l, sizeof *l);
+    return rc;
+  }
+  *out = l;
+  return 0;
+}
+
+int cf_rlock_acquire(cf_rlock *l, double timeout_s) {
+  cf_deadline d;
+  if (!l || cf__deadline_from_timeout(timeout_s, &d))
+    return CF_EINVAL;
+  int rc = cf__mutex_lock(&l->mu, &d);
+  if (rc == CF_EOWNERDEAD)
+    l->depth = 0; /* the dead holder's levels died with it */
+  if (rc == 0 || rc == CF_EOWNERDEAD) {
+    l->depth++;
+    atomic_store_explicit(&l->owner, gettid(), memory_order_relaxed);
+  }
+  return rc;
+}
+
+int cf_rlock_release(cf_rlock *l) {
+  if (!l)
+    return CF_EINVAL;
+  if (atomic_load_explicit(&l->owner, memory_order_relaxed) != gettid())
+    return CF_EPERM;
+  if (--l->depth == 0)
+    atomic_store_explicit(&l->owner, 0, memory_order_relaxed);
+  return pthread_mutex_unlock(&l->mu) ? CF_EPERM : 0;
+}
+
+void cf_rlock_free(cf_rlock *l) {
+  if (!l)
+    return;
+  if (cf__sync_is_creator(l))
+    pthread_mutex_destroy(&l->mu);
+  cf__sync_free(l, sizeof *l);
+}
