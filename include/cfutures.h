@@ -8,5 +8,6 @@
 #include <cfutures/executor.h>
 #include <cfutures/thread_pool.h>
 #include <cfutures/sync.h>
+#include <cfutures/queue.h>
 
 #endif
