@@ -4,10 +4,10 @@
  * it moves pointers (the caller owns what they point to). Every cf_queue
  * is joinable: cf_queue_task_done / cf_queue_join.
  *
- * cf_shm_queue: a process-shared FIFO queue of byte messages of any size,
- * in MAP_SHARED memory (create it before fork()). Messages go through a
- * byte ring; a message larger than the ring is streamed through it and
- * still delivered whole. Also joinable.
+ * cf_shm_queue: a process-shared FIFO, LIFO or priority queue of byte
+ * messages of any size, in MAP_SHARED memory (create it before fork()).
+ * FIFO messages go through a byte ring; a message larger than the ring is
+ * streamed through it and still delivered whole. Also joinable.
  *
  * cf_pipe: a connection between two processes (or threads) carrying whole
  * byte messages (length-prefixed: never split, never glued), duplex or
@@ -68,22 +68,32 @@ CF_API void cf_queue_free(cf_queue *q);
 
 typedef struct cf_shm_queue cf_shm_queue;
 
-/* Creates a process-shared FIFO queue: at most `maxsize` messages (0:
- * unbounded), with a byte ring of `ring_bytes` (0: 64 KiB; at least 64).
+/* Creates a process-shared queue of byte messages, holding at most
+ * `maxsize` messages (0: unbounded; LIFO and priority queues then hold up
+ * to 65536). FIFO messages stream through a byte ring of `ring_bytes` (0:
+ * 64 KiB; at least 64), so a message larger than the ring is still
+ * delivered whole. LIFO and priority queues keep each message in a POSIX
+ * shared-memory object of its own (/dev/shm) and ignore ring_bytes.
  * Returns 0, CF_EINVAL, CF_ENOMEM, CF_ESYS. */
-CF_API int cf_shm_queue_new(size_t maxsize, size_t ring_bytes,
-                            cf_shm_queue **out);
-/* Copies len bytes (data may be NULL when len is 0) in as one message.
- * Waits up to timeout_s for the queue to have room and for earlier
- * writers; a message larger than the free space is streamed as readers
- * make room. Returns 0, CF_EFULL (nothing was sent, or, if readers stalled
- * mid-message past the timeout, the partial message was withdrawn and
- * readers skip it), CF_EINVAL. */
+CF_API int cf_shm_queue_new(cf_queue_kind kind, size_t maxsize,
+                            size_t ring_bytes, cf_shm_queue **out);
+/* Copies len bytes (data may be NULL when len is 0) in as one message,
+ * waiting up to timeout_s for room. For a FIFO queue, a message larger than
+ * the free ring space is streamed as readers make room; if readers stall
+ * past the timeout mid-message, the partial message is withdrawn (readers
+ * skip it). Returns 0, CF_EFULL (nothing delivered), CF_ESYS (a
+ * shared-memory object could not be made), CF_EINVAL. */
 CF_API int cf_shm_queue_put(cf_shm_queue *q, const void *data, size_t len,
                             double timeout_s);
+/* cf_shm_queue_put with a priority (smallest first; equal priorities come
+ * out first-in first-out). Only for priority queues (else CF_EINVAL). */
+CF_API int cf_shm_queue_put_prio(cf_shm_queue *q, const void *data, size_t len,
+                                 int64_t priority, double timeout_s);
 /* Receives the next whole message into a malloc'd buffer (*data, freed by
  * the caller with free(); NULL for an empty message) and its length.
- * Returns 0, CF_EEMPTY, CF_ENOMEM, CF_EINVAL. */
+ * Returns 0, CF_EEMPTY, CF_ENOMEM (the message stays queued), CF_EINVAL.
+ * A FIFO reader that times out in the middle of a message whose writer
+ * stalled drops that message. */
 CF_API int cf_shm_queue_get(cf_shm_queue *q, double timeout_s, void **data,
                             size_t *len);
 CF_API size_t cf_shm_queue_qsize(cf_shm_queue *q);

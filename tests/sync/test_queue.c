@@ -212,7 +212,8 @@ static void test_shm_queue_processes(void **state) {
   (void)state;
   enum { PROD = 3, CONS = 2, EACH = 24 };
   cf_shm_queue *q;
-  assert_int_equal(cf_shm_queue_new(8, 4096, &q), 0); /* small ring */
+  assert_int_equal(cf_shm_queue_new(CF_QUEUE_FIFO, 8, 4096, &q),
+                   0); /* small ring */
   long *stats = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   assert_true(stats != MAP_FAILED);
@@ -281,7 +282,7 @@ static void test_shm_queue_processes(void **state) {
 static void test_shm_queue_timeouts(void **state) {
   (void)state;
   cf_shm_queue *q;
-  assert_int_equal(cf_shm_queue_new(0, 256, &q), 0);
+  assert_int_equal(cf_shm_queue_new(CF_QUEUE_FIFO, 0, 256, &q), 0);
   void *data;
   size_t len;
   double t0 = now_s();
@@ -308,13 +309,79 @@ static void test_shm_queue_timeouts(void **state) {
   free(data);
   /* bounded by message count */
   cf_shm_queue_free(q);
-  assert_int_equal(cf_shm_queue_new(1, 0, &q), 0);
+  assert_int_equal(cf_shm_queue_new(CF_QUEUE_FIFO, 1, 0, &q), 0);
   assert_int_equal(cf_shm_queue_put(q, a, sizeof a, 0), 0);
   assert_int_equal(cf_shm_queue_put(q, a, sizeof a, 0), CF_EFULL);
   assert_int_equal(cf_shm_queue_qsize(q), 1);
   assert_int_equal(cf_shm_queue_put(q, NULL, 3, 0), CF_EINVAL);
   cf_shm_queue_free(q);
-  assert_int_equal(cf_shm_queue_new(0, 10, &q), CF_EINVAL);
+  assert_int_equal(cf_shm_queue_new(CF_QUEUE_FIFO, 0, 10, &q), CF_EINVAL);
+}
+
+/* LIFO and priority queues across processes: children put, the parent
+ * takes in the queue's order; big messages come through whole. */
+static void test_shm_queue_lifo_priority(void **state) {
+  (void)state;
+  for (int kind = CF_QUEUE_LIFO; kind <= CF_QUEUE_PRIORITY; kind++) {
+    cf_shm_queue *q;
+    assert_int_equal(cf_shm_queue_new((cf_queue_kind)kind, 0, 0, &q), 0);
+    enum { KIDS = 3, EACH = 10 };
+    pid_t kids[KIDS];
+    for (int k = 0; k < KIDS; k++) {
+      kids[k] = fork();
+      if (kids[k] == 0) {
+        unsigned char *buf = malloc(1 << 20);
+        for (int i = 0; i < EACH; i++) {
+          int64_t prio = (int64_t)((k * EACH + i) * 7919 % 97);
+          size_t n = (size_t)((k * EACH + i) % 4 == 0 ? (1 << 20) : 16);
+          memset(buf, (int)prio, n);
+          memcpy(buf, &prio, sizeof prio);
+          int rc = kind == CF_QUEUE_PRIORITY
+                       ? cf_shm_queue_put_prio(q, buf, n, prio, 10)
+                       : cf_shm_queue_put(q, buf, n, 10);
+          if (rc != 0)
+            _exit(1);
+        }
+        _exit(0);
+      }
+    }
+    for (int k = 0; k < KIDS; k++)
+      assert_int_equal(reap(kids[k], 60), 0);
+    assert_int_equal(cf_shm_queue_qsize(q), KIDS * EACH);
+    int64_t last = -1;
+    for (int i = 0; i < KIDS * EACH; i++) {
+      void *data;
+      size_t len;
+      assert_int_equal(cf_shm_queue_get(q, 1, &data, &len), 0);
+      int64_t prio;
+      memcpy(&prio, data, sizeof prio);
+      for (size_t j = sizeof prio; j < len; j++)
+        assert_int_equal(((unsigned char *)data)[j], (unsigned char)prio);
+      if (kind == CF_QUEUE_PRIORITY)
+        assert_true(prio >= last); /* smallest first */
+      last = prio;
+      free(data);
+      assert_int_equal(cf_shm_queue_task_done(q), 0);
+    }
+    assert_int_equal(cf_shm_queue_join(q, 0), 0);
+    void *data;
+    size_t len;
+    assert_int_equal(cf_shm_queue_get(q, 0, &data, &len), CF_EEMPTY);
+    cf_shm_queue_free(q);
+  }
+  /* LIFO order within one process, and leftovers cleaned up at free */
+  cf_shm_queue *q;
+  assert_int_equal(cf_shm_queue_new(CF_QUEUE_LIFO, 2, 0, &q), 0);
+  assert_int_equal(cf_shm_queue_put(q, "a", 1, 0), 0);
+  assert_int_equal(cf_shm_queue_put(q, "b", 1, 0), 0);
+  assert_int_equal(cf_shm_queue_put(q, "c", 1, 0), CF_EFULL);
+  assert_int_equal(cf_shm_queue_put_prio(q, "c", 1, 1, 0), CF_EINVAL);
+  void *data;
+  size_t len;
+  assert_int_equal(cf_shm_queue_get(q, 0, &data, &len), 0);
+  assert_memory_equal(data, "b", 1);
+  free(data);
+  cf_shm_queue_free(q); /* "a" is still in it */
 }
 
 /* ---- cf_pipe ------------------------------------------------------------- */
@@ -401,6 +468,7 @@ int main(void) {
       cmocka_unit_test(test_queue_join),
       cmocka_unit_test(test_shm_queue_processes),
       cmocka_unit_test(test_shm_queue_timeouts),
+      cmocka_unit_test(test_shm_queue_lifo_priority),
       cmocka_unit_test(test_pipe),
       cmocka_unit_test(test_pipe_processes),
   };
