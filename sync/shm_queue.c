@@ -482,6 +482,17 @@ size_t cf_shm_queue_qsize(cf_shm_queue *q) {
   return n;
 }
 
+bool cf_shm_queue_empty(cf_shm_queue *q) {
+  return cf_shm_queue_qsize(q) == 0;
+}
+
+bool cf_shm_queue_full(cf_shm_queue *q) {
+  if (!q)
+    return false;
+  size_t limit = q->kind == CF_QUEUE_FIFO ? q->maxsize : q->slots;
+  return limit && cf_shm_queue_qsize(q) >= limit;
+}
+
 int cf_shm_queue_task_done(cf_shm_queue *q) {
   if (!q)
     return CF_EINVAL;

@@ -96,7 +96,11 @@ CF_API int cf_shm_queue_put_prio(cf_shm_queue *q, const void *data, size_t len,
  * stalled drops that message. */
 CF_API int cf_shm_queue_get(cf_shm_queue *q, double timeout_s, void **data,
                             size_t *len);
+/* Snapshots: messages queued (including one being written); 0 / true /
+ * false for NULL. */
 CF_API size_t cf_shm_queue_qsize(cf_shm_queue *q);
+CF_API bool cf_shm_queue_empty(cf_shm_queue *q);
+CF_API bool cf_shm_queue_full(cf_shm_queue *q);
 CF_API int cf_shm_queue_task_done(cf_shm_queue *q);
 CF_API int cf_shm_queue_join(cf_shm_queue *q, double timeout_s);
 /* Frees (in the creator) or unmaps (elsewhere) the queue. */

@@ -374,6 +374,8 @@ static void test_shm_queue_lifo_priority(void **state) {
   assert_int_equal(cf_shm_queue_new(CF_QUEUE_LIFO, 2, 0, &q), 0);
   assert_int_equal(cf_shm_queue_put(q, "a", 1, 0), 0);
   assert_int_equal(cf_shm_queue_put(q, "b", 1, 0), 0);
+  assert_true(cf_shm_queue_full(q));
+  assert_false(cf_shm_queue_empty(q));
   assert_int_equal(cf_shm_queue_put(q, "c", 1, 0), CF_EFULL);
   assert_int_equal(cf_shm_queue_put_prio(q, "c", 1, 1, 0), CF_EINVAL);
   void *data;
