@@ -7,6 +7,7 @@
 #include <cfutures/future.h>
 #include <cfutures/executor.h>
 #include <cfutures/thread_pool.h>
+#include <cfutures/process_pool.h>
 #include <cfutures/sync.h>
 #include <cfutures/queue.h>
 

@@ -1,0 +1,1018 @@
+/* The fork-based process pool.
+ *
+ * Processes: the parent (any number of threads), a fork server forked at
+ * pool creation, and workers forked by the fork server on request. The fork
+ * server stays single-threaded, so forking a worker from it is safe at any
+ * time; it dies with the parent (PR_SET_PDEATHSIG), workers die with it,
+ * it reaps the workers and reports each exit status to the parent.
+ *
+ * Channels:
+ *   parent <-> fork server: a SOCK_SEQPACKET pair. SPAWN(slot) asks for a
+ *     worker; SPAWNED(slot, pid) answers with the worker's socket attached
+ *     (SCM_RIGHTS); EXITED(pid, wait status) reports a death.
+ *   parent <-> worker: a SOCK_STREAM pair carrying framed messages: TASK
+ *     (function pointer, input bytes) one way, RESULT (code, output bytes
+ *     or failure message) or INIT_FAILED the other.
+ *
+ * In the parent one manager thread owns every descriptor: it polls the
+ * fork server, the workers and an eventfd that submitters and shutdown
+ * ring, hands pending tasks to idle workers (one at a time each), completes
+ * futures (so done-callbacks run on it), kills workers past the task
+ * timeout and asks for replacements. A worker's socket reaching end-of-file
+ * marks it dead; its task fails when the fork server reports how it died.
+ *
+ * Locks: `mu` guards the pending list and the flags submitters and the
+ * manager share; the workers table belongs to the manager thread alone.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cfutures/process_pool.h>
+
+#include "core/report.h"
+#include "core/time.h"
+#include "executor/executor_internal.h"
+#include "futures/future_internal.h"
+
+#define MAX_PROC_WORKERS 256
+
+enum { KIND_VALUE = 1, KIND_BYTES = 2, KIND_CHUNK = 3 };
+
+/* A chunk's reply holds, per item: */
+typedef struct item_result {
+  int32_t code;
+  uint32_t msg_len; /* bytes of message following the table, with NUL */
+  uint64_t out;
+} item_result;
+enum { MSG_TASK = 1, MSG_RESULT = 2, MSG_INIT_FAILED = 3 };
+enum { CTL_SPAWN = 1, CTL_SPAWNED = 2, CTL_EXITED = 3 };
+
+typedef struct wire {
+  uint32_t type, kind;
+  uint64_t fn;
+  int32_t code;
+  uint32_t pad;
+  uint64_t len;
+} wire;
+
+typedef struct ctl {
+  uint32_t op, slot;
+  int32_t pid, status;
+} ctl;
+
+typedef struct ptask {
+  struct ptask *next;
+  cf_future *f;      /* KIND_VALUE, KIND_BYTES */
+  cf_future **chunk; /* KIND_CHUNK: one future per item */
+  size_t count;
+  uint32_t kind;
+  uint64_t fn;
+  void *data;
+  size_t len;
+  cf_destroy_fn destroy; /* KIND_VALUE results */
+} ptask;
+
+enum { W_NONE, W_SPAWNING, W_IDLE, W_BUSY, W_DEAD };
+
+typedef struct pworker {
+  int state;
+  pid_t pid;
+  int fd;
+  size_t done;       /* tasks finished by this process */
+  ptask *task;       /* running, or lost with a dead worker */
+  uint64_t deadline; /* ns; task timeout */
+  bool timed_out;
+} pworker;
+
+typedef struct ppool {
+  cf_executor base;
+  cf_process_pool_opts o;
+  size_t n;
+  pid_t server;
+  int ctl_fd;  /* manager */
+  int wake_fd; /* eventfd */
+  pthread_t manager;
+  pworker *workers; /* manager only */
+  pthread_mutex_t mu;
+  ptask *head, *tail; /* pending; guarded by mu */
+  bool shutdown;      /* guarded by mu */
+  bool broken;        /* guarded by mu */
+  bool joined;        /* guarded by join_mu */
+  pthread_mutex_t join_mu;
+} ppool;
+
+/* ---- framing ------------------------------------------------------------- */
+
+static int write_full(int fd, const void *buf, size_t n) {
+  const char *p = buf;
+  while (n > 0) {
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return -1;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+/* 0, or -1 on end-of-file or error. */
+static int read_full(int fd, void *buf, size_t n) {
+  char *p = buf;
+  while (n > 0) {
+    ssize_t r = read(fd, p, n);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      return -1;
+    p += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+static int send_msg(int fd, wire *h, const void *data) {
+  if (write_full(fd, h, sizeof *h))
+    return -1;
+  return h->len ? write_full(fd, data, h->len) : 0;
+}
+
+/* Reads a message; *data is malloc'd (NULL for an empty payload). */
+static int recv_msg(int fd, wire *h, void **data) {
+  *data = NULL;
+  if (read_full(fd, h, sizeof *h))
+    return -1;
+  if (h->len == 0)
+    return 0;
+  *data = malloc(h->len);
+  if (!*data || read_full(fd, *data, h->len)) {
+    free(*data);
+    *data = NULL;
+    return -1;
+  }
+  return 0;
+}
+
+static void close_other_fds(int keep1, int keep2) {
+  for (int fd = 3; fd < 65536; fd++) {
+    if (fd == keep1 || fd == keep2)
+      continue;
+    if (syscall(SYS_close_range, fd, fd, 0) != 0 && errno == ENOSYS)
+      close(fd);
+    else if (fd > keep1 && fd > keep2) {
+      syscall(SYS_close_range, fd, ~0u, 0);
+      break;
+    }
+  }
+}
+
+/* ---- the worker process -------------------------------------------------- */
+
+/* Runs each item of a chunk (a copy of its bytes, passed by pointer) and
+ * sends one reply: a table of item_result, then the failure messages. */
+static void run_chunk(int sock, const wire *h, const void *in) {
+  uint64_t count = 0, size = 0;
+  if (h->len >= 16) {
+    memcpy(&count, in, 8);
+    memcpy(&size, (const char *)in + 8, 8);
+  }
+  cf_fn fn = (cf_fn)(uintptr_t)h->fn;
+  item_result *table = calloc(count ? count : 1, sizeof *table);
+  char **msgs = calloc(count ? count : 1, sizeof *msgs);
+  size_t msg_total = 0;
+  for (uint64_t i = 0; table && msgs && i < count; i++) {
+    void *item = (char *)in + 16 + i * size, *out = NULL;
+    cf__fail_clear();
+    table[i].code = fn(item, &out);
+    if (table[i].code == 0) {
+      table[i].out = (uint64_t)(uintptr_t)out;
+    } else if ((msgs[i] = cf__fail_take_message())) {
+      table[i].msg_len = (uint32_t)strlen(msgs[i]) + 1;
+      msg_total += table[i].msg_len;
+    }
+  }
+  wire r = {.type = MSG_RESULT, .kind = KIND_CHUNK};
+  size_t tlen = count * sizeof *table;
+  char *payload = table && msgs ? malloc(tlen + msg_total + 1) : NULL;
+  if (payload) {
+    memcpy(payload, table, tlen);
+    size_t off = tlen;
+    for (uint64_t i = 0; i < count; i++)
+      if (msgs[i]) {
+        memcpy(payload + off, msgs[i], table[i].msg_len);
+        off += table[i].msg_len;
+      }
+    r.len = off;
+  } else {
+    r.code = CF_ENOMEM;
+  }
+  for (uint64_t i = 0; msgs && i < count; i++)
+    free(msgs[i]);
+  free(msgs);
+  free(table);
+  if (send_msg(sock, &r, payload))
+    _exit(0);
+  free(payload);
+}
+
+static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o) {
+  if (o->initializer && o->initializer(o->initarg) != 0) {
+    wire h = {.type = MSG_INIT_FAILED};
+    send_msg(sock, &h, NULL);
+    _exit(0);
+  }
+  size_t done = 0;
+  for (;;) {
+    wire h;
+    void *in;
+    if (recv_msg(sock, &h, &in))
+      _exit(0); /* the parent hung up: shutdown */
+    wire r = {.type = MSG_RESULT};
+    void *payload = NULL;
+    char *msg = NULL;
+    cf__fail_clear();
+    if (h.kind == KIND_CHUNK) {
+      run_chunk(sock, &h, in);
+      free(in);
+      if (o->max_tasks_per_child && ++done >= o->max_tasks_per_child)
+        _exit(0);
+      continue;
+    }
+    if (h.kind == KIND_VALUE) {
+      void *arg = NULL, *out = NULL;
+      if (h.len == sizeof arg)
+        memcpy(&arg, in, sizeof arg);
+      cf_fn fn = (cf_fn)(uintptr_t)h.fn;
+      r.code = fn(arg, &out);
+      if (r.code == 0) {
+        payload = malloc(sizeof out);
+        if (payload) {
+          memcpy(payload, &out, sizeof out);
+          r.len = sizeof out;
+        }
+      }
+    } else {
+      cf_buf b = {0};
+      cf_proc_fn fn = (cf_proc_fn)(uintptr_t)h.fn;
+      r.code = fn(in, h.len, &b);
+      if (r.code == 0) {
+        payload = b.data;
+        r.len = b.data ? b.len : 0;
+      } else {
+        free(b.data);
+      }
+    }
+    if (r.code != 0) {
+      msg = cf__fail_take_message();
+      payload = msg;
+      r.len = msg ? strlen(msg) + 1 : 0;
+    }
+    free(in);
+    if (send_msg(sock, &r, payload))
+      _exit(0);
+    free(payload);
+    if (o->max_tasks_per_child && ++done >= o->max_tasks_per_child)
+      _exit(0);
+  }
+}
+
+/* ---- the fork server ----------------------------------------------------- */
+
+static int send_ctl(int fd, const ctl *c, int pass_fd) {
+  struct iovec iov = {.iov_base = (void *)c, .iov_len = sizeof *c};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (pass_fd >= 0) {
+    memset(&u, 0, sizeof u);
+    m.msg_control = u.buf;
+    m.msg_controllen = sizeof u.buf;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
+  }
+  ssize_t w;
+  do
+    w = sendmsg(fd, &m, MSG_NOSIGNAL);
+  while (w < 0 && errno == EINTR);
+  return w == (ssize_t)sizeof *c ? 0 : -1;
+}
+
+/* Returns bytes read (0 at end-of-file, -1 on error); *got_fd or -1. */
+static ssize_t recv_ctl(int fd, ctl *c, int *got_fd) {
+  struct iovec iov = {.iov_base = c, .iov_len = sizeof *c};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  struct msghdr m = {.msg_iov = &iov,
+                     .msg_iovlen = 1,
+                     .msg_control = u.buf,
+                     .msg_controllen = sizeof u.buf};
+  *got_fd = -1;
+  ssize_t r;
+  do
+    r = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+  while (r < 0 && errno == EINTR);
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); r > 0 && cm;
+       cm = CMSG_NXTHDR(&m, cm))
+    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+      memcpy(got_fd, CMSG_DATA(cm), sizeof(int));
+  return r;
+}
+
+/* Signal handlers installed by the host (test frameworks, sanitizers,
+ * crash reporters) must not run in workers: a crash there has to end the
+ * worker with its signal, for the parent to report. Ignored signals stay
+ * ignored, as across exec. */
+static void default_signal_handlers(void) {
+  for (int sig = 1; sig < NSIG; sig++) {
+    struct sigaction sa;
+    if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) != 0)
+      continue;
+    if (sa.sa_handler != SIG_IGN && sa.sa_handler != SIG_DFL) {
+      sa.sa_handler = SIG_DFL;
+      sa.sa_flags = 0;
+      sigaction(sig, &sa, NULL);
+    }
+  }
+}
+
+static _Noreturn void server_main(int ctl_fd, pid_t parent,
+                                  const cf_process_pool_opts *o) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent)
+    _exit(0);
+  default_signal_handlers();
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  for (;;) {
+    struct pollfd p[2] = {{.fd = ctl_fd, .events = POLLIN},
+                          {.fd = sfd, .events = POLLIN}};
+    if (poll(p, 2, -1) < 0 && errno != EINTR)
+      _exit(1);
+    if (p[1].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      while (read(sfd, &si, sizeof si) > 0)
+        ;
+    }
+    /* Reap every exited worker and tell the parent how it ended. */
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+      ctl c = {.op = CTL_EXITED, .pid = pid, .status = status};
+      send_ctl(ctl_fd, &c, -1);
+    }
+    if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+      continue;
+    ctl c;
+    int unused;
+    if (recv_ctl(ctl_fd, &c, &unused) <= 0) {
+      /* The parent is done with us: let the workers finish (their sockets
+       * are closed, so they exit), reap them, leave. */
+      while (waitpid(-1, &status, 0) > 0)
+        ;
+      _exit(0);
+    }
+    if (c.op != CTL_SPAWN)
+      continue;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+      continue;
+    pid = fork();
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      close(ctl_fd);
+      close(sfd);
+      close(sv[0]);
+      sigprocmask(SIG_UNBLOCK, &chld, NULL);
+      worker_main(sv[1], o);
+    }
+    close(sv[1]);
+    ctl reply = {.op = CTL_SPAWNED, .slot = c.slot, .pid = pid > 0 ? pid : -1};
+    send_ctl(ctl_fd, &reply, pid > 0 ? sv[0] : -1);
+    close(sv[0]);
+  }
+}
+
+/* ---- the manager thread (parent) ----------------------------------------- */
+
+static void ring(ppool *p) {
+  uint64_t one = 1;
+  ssize_t w = write(p->wake_fd, &one, sizeof one);
+  (void)w;
+}
+
+static void buf_free(void *v) {
+  cf_buf *b = v;
+  if (b) {
+    free(b->data);
+    free(b);
+  }
+}
+
+static void task_free(ptask *t) {
+  cf_future_unref(t->f);
+  for (size_t i = 0; t->chunk && i < t->count; i++)
+    cf_future_unref(t->chunk[i]);
+  free(t->chunk);
+  free(t->data);
+  free(t);
+}
+
+/* The futures a task completes: its own, or its chunk's. */
+static cf_future **task_futures(ptask *t, size_t *n) {
+  *n = t->chunk ? t->count : 1;
+  return t->chunk ? t->chunk : &t->f;
+}
+
+static void fail_task(ptask *t, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail_task(ptask *t, int code, const char *fmt, ...) {
+  char msg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  size_t n;
+  cf_future **fs = task_futures(t, &n);
+  for (size_t i = 0; i < n; i++) {
+    char *m = strdup(msg);
+    if (cf__future_complete(fs[i], code, NULL, NULL, m) != 0)
+      free(m);
+  }
+  task_free(t);
+}
+
+static void complete_chunk(ptask *t, const wire *r, void *payload) {
+  size_t tlen = t->count * sizeof(item_result);
+  if (r->code != 0 || r->len < tlen) {
+    free(payload);
+    fail_task(t, r->code ? r->code : CF_EBROKEN, "%s",
+              "the worker could not report the chunk's results");
+    return;
+  }
+  const item_result *table = payload;
+  size_t off = tlen;
+  for (size_t i = 0; i < t->count; i++) {
+    cf_future *f = t->chunk[i];
+    if (table[i].code == 0) {
+      void *out = (void *)(uintptr_t)table[i].out;
+      if (cf__future_complete(f, 0, out, t->destroy, NULL) != 0 && t->destroy)
+        t->destroy(out);
+      continue;
+    }
+    char *m = NULL;
+    if (table[i].msg_len && off + table[i].msg_len <= r->len) {
+      m = strndup((char *)payload + off, table[i].msg_len);
+      off += table[i].msg_len;
+    }
+    if (cf__future_complete(f, table[i].code, NULL, NULL, m) != 0)
+      free(m);
+  }
+  free(payload);
+  task_free(t);
+}
+
+static void complete_task(ptask *t, const wire *r, void *payload) {
+  if (t->chunk) {
+    complete_chunk(t, r, payload);
+    return;
+  }
+  if (r->code != 0) {
+    char *msg = payload;
+    if (msg && r->len > 0)
+      msg[r->len - 1] = '\0';
+    if (cf__future_complete(t->f, r->code, NULL, NULL, msg) != 0)
+      free(msg);
+  } else if (t->kind == KIND_VALUE) {
+    void *out = NULL;
+    if (payload && r->len == sizeof out)
+      memcpy(&out, payload, sizeof out);
+    free(payload);
+    if (cf__future_complete(t->f, 0, out, t->destroy, NULL) != 0 && t->destroy)
+      t->destroy(out);
+  } else {
+    cf_buf *b = malloc(sizeof *b);
+    if (!b) {
+      free(payload);
+      cf__future_complete(t->f, CF_ENOMEM, NULL, NULL, NULL);
+    } else {
+      b->data = payload;
+      b->len = r->len;
+      if (cf__future_complete(t->f, 0, b, buf_free, NULL) != 0)
+        buf_free(b);
+    }
+  }
+  task_free(t);
+}
+
+static void describe_death(int status, char *out, size_t n) {
+  if (WIFSIGNALED(status))
+    snprintf(out, n, "killed by signal %d (%s)", WTERMSIG(status),
+             strsignal(WTERMSIG(status)));
+  else if (WIFEXITED(status))
+    snprintf(out, n, "exited with status %d", WEXITSTATUS(status));
+  else
+    snprintf(out, n, "ended (wait status %d)", status);
+}
+
+static void spawn(ppool *p, size_t slot) {
+  ctl c = {.op = CTL_SPAWN, .slot = (uint32_t)slot};
+  p->workers[slot].state = send_ctl(p->ctl_fd, &c, -1) ? W_NONE : W_SPAWNING;
+}
+
+static ptask *pop_pending(ppool *p) {
+  pthread_mutex_lock(&p->mu);
+  ptask *t = p->head;
+  if (t) {
+    p->head = t->next;
+    if (!p->head)
+      p->tail = NULL;
+  }
+  pthread_mutex_unlock(&p->mu);
+  return t;
+}
+
+static void fail_pending(ppool *p, int code, const char *why) {
+  ptask *t;
+  while ((t = pop_pending(p)))
+    fail_task(t, code, "%s", why);
+}
+
+static void worker_lost(ppool *p, pworker *w) {
+  if (w->fd >= 0)
+    close(w->fd);
+  w->fd = -1;
+  w->state = W_DEAD; /* the task waits for the exit report */
+  (void)p;
+}
+
+static void on_exit_report(ppool *p, pid_t pid, int status, bool stopping) {
+  for (size_t i = 0; i < p->n; i++) {
+    pworker *w = &p->workers[i];
+    if (w->pid != pid || w->state == W_NONE)
+      continue;
+    if (w->fd >= 0)
+      close(w->fd);
+    w->fd = -1;
+    if (w->task) {
+      char how[96];
+      describe_death(status, how, sizeof how);
+      if (w->timed_out)
+        fail_task(w->task, CF_ETIMEDOUT,
+                  "worker %d ran past the task timeout and was killed", pid);
+      else
+        fail_task(w->task, CF_EBROKEN, "worker %d %s while running the task",
+                  pid, how);
+      w->task = NULL;
+    }
+    w->state = W_NONE;
+    w->timed_out = false;
+    pthread_mutex_lock(&p->mu);
+    bool broken = p->broken;
+    pthread_mutex_unlock(&p->mu);
+    if (!stopping && !broken)
+      spawn(p, i);
+    return;
+  }
+}
+
+static void dispatch(ppool *p) {
+  for (size_t i = 0; i < p->n; i++) {
+    pworker *w = &p->workers[i];
+    while (w->state == W_IDLE) {
+      ptask *t = pop_pending(p);
+      if (!t)
+        return;
+      size_t n, live = 0;
+      cf_future **fs = task_futures(t, &n);
+      for (size_t k = 0; k < n; k++) /* a chunk runs if any item is live */
+        live += cf_future_set_running_or_notify_cancel(fs[k]) == 0;
+      if (live == 0) {
+        task_free(t); /* cancelled while pending */
+        continue;
+      }
+      wire h = {.type = MSG_TASK, .kind = t->kind, .fn = t->fn, .len = t->len};
+      w->task = t;
+      w->state = W_BUSY;
+      w->timed_out = false;
+      w->deadline = p->o.task_timeout_s > 0
+                        ? cf__now_ns() + (uint64_t)(p->o.task_timeout_s * 1e9)
+                        : 0;
+      if (send_msg(w->fd, &h, t->data))
+        worker_lost(p, w); /* died: the exit report fails the task */
+      free(t->data);
+      t->data = NULL;
+    }
+  }
+}
+
+static void on_worker_readable(ppool *p, pworker *w) {
+  wire r;
+  void *payload;
+  if (recv_msg(w->fd, &r, &payload)) {
+    worker_lost(p, w);
+    return;
+  }
+  if (r.type == MSG_INIT_FAILED) {
+    pthread_mutex_lock(&p->mu);
+    p->broken = true;
+    pthread_mutex_unlock(&p->mu);
+    fail_pending(p, CF_EBROKEN, "the pool's initializer failed in a worker");
+    free(payload);
+    return;
+  }
+  ptask *t = w->task;
+  w->task = NULL;
+  /* A worker that reached max_tasks_per_child exits on its own: wait for
+   * its exit report (which brings the replacement) instead of feeding it. */
+  w->done++;
+  w->state = p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child
+                 ? W_DEAD
+                 : W_IDLE;
+  if (t)
+    complete_task(t, &r, payload);
+  else
+    free(payload);
+}
+
+static bool all_quiet(ppool *p) {
+  for (size_t i = 0; i < p->n; i++)
+    if (p->workers[i].task)
+      return false;
+  return true;
+}
+
+static void *manager_main(void *arg) {
+  ppool *p = arg;
+  struct pollfd *fds = calloc(p->n + 2, sizeof *fds);
+  size_t *slot_of = calloc(p->n + 2, sizeof *slot_of);
+  for (;;) {
+    pthread_mutex_lock(&p->mu);
+    bool stopping = p->shutdown;
+    bool idle_pending = p->head == NULL;
+    bool broken = p->broken;
+    pthread_mutex_unlock(&p->mu);
+    if (broken)
+      fail_pending(p, CF_EBROKEN, "the pool is broken");
+    if (stopping && idle_pending && all_quiet(p))
+      break;
+    dispatch(p);
+    size_t nf = 0;
+    fds[nf++] = (struct pollfd){.fd = p->wake_fd, .events = POLLIN};
+    fds[nf++] = (struct pollfd){.fd = p->ctl_fd, .events = POLLIN};
+    int timeout_ms = -1;
+    uint64_t now = cf__now_ns();
+    for (size_t i = 0; i < p->n; i++) {
+      pworker *w = &p->workers[i];
+      if (w->fd >= 0 && (w->state == W_IDLE || w->state == W_BUSY)) {
+        slot_of[nf] = i;
+        fds[nf++] = (struct pollfd){.fd = w->fd, .events = POLLIN};
+      }
+      if (w->state == W_BUSY && w->deadline && !w->timed_out) {
+        if (now >= w->deadline) {
+          w->timed_out = true;
+          kill(w->pid, SIGKILL);
+        } else {
+          int ms = (int)((w->deadline - now) / 1000000) + 1;
+          if (timeout_ms < 0 || ms < timeout_ms)
+            timeout_ms = ms;
+        }
+      }
+    }
+    if (poll(fds, nf, timeout_ms) < 0 && errno != EINTR)
+      break;
+    if (fds[0].revents & POLLIN) {
+      uint64_t v;
+      ssize_t r = read(p->wake_fd, &v, sizeof v);
+      (void)r;
+    }
+    for (size_t k = 2; k < nf; k++)
+      if (fds[k].revents & (POLLIN | POLLHUP | POLLERR))
+        on_worker_readable(p, &p->workers[slot_of[k]]);
+    if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ctl c;
+      int fd;
+      ssize_t r = recv_ctl(p->ctl_fd, &c, &fd);
+      if (r <= 0) {
+        /* The fork server is gone: nothing can run any more. */
+        pthread_mutex_lock(&p->mu);
+        p->broken = true;
+        pthread_mutex_unlock(&p->mu);
+        for (size_t i = 0; i < p->n; i++)
+          if (p->workers[i].task) {
+            fail_task(p->workers[i].task, CF_EBROKEN, "the fork server died");
+            p->workers[i].task = NULL;
+          }
+        fail_pending(p, CF_EBROKEN, "the fork server died");
+        break;
+      }
+      if (c.op == CTL_SPAWNED && c.slot < p->n) {
+        pworker *w = &p->workers[c.slot];
+        if (fd >= 0 && c.pid > 0) {
+          w->fd = fd;
+          w->pid = c.pid;
+          w->done = 0;
+          w->state = W_IDLE;
+        } else {
+          w->state = W_NONE; /* fork failed; retried below */
+        }
+      } else if (c.op == CTL_EXITED) {
+        on_exit_report(p, c.pid, c.status, stopping);
+      } else if (fd >= 0) {
+        close(fd);
+      }
+    }
+    if (!stopping) {
+      pthread_mutex_lock(&p->mu);
+      bool br = p->broken;
+      pthread_mutex_unlock(&p->mu);
+      for (size_t i = 0; i < p->n && !br; i++)
+        if (p->workers[i].state == W_NONE)
+          spawn(p, i);
+    }
+  }
+  /* Tear down: workers see end-of-file and exit; the server reaps them
+   * and exits when we hang up. */
+  for (size_t i = 0; i < p->n; i++)
+    if (p->workers[i].fd >= 0) {
+      close(p->workers[i].fd);
+      p->workers[i].fd = -1;
+    }
+  free(fds);
+  free(slot_of);
+  return NULL;
+}
+
+/* ---- the executor interface ---------------------------------------------- */
+
+/* Queues t (its futures already made); on error frees it. */
+static int push_task(ppool *p, ptask *t) {
+  pthread_mutex_lock(&p->mu);
+  int rc = p->shutdown ? CF_ESHUTDOWN : p->broken ? CF_EBROKEN : 0;
+  if (rc == 0) {
+    if (p->tail)
+      p->tail->next = t;
+    else
+      p->head = t;
+    p->tail = t;
+  }
+  pthread_mutex_unlock(&p->mu);
+  if (rc != 0)
+    task_free(t);
+  else
+    ring(p);
+  return rc;
+}
+
+static int enqueue(ppool *p, uint32_t kind, uint64_t fn, const void *data,
+                   size_t len, cf_destroy_fn destroy, cf_future **out) {
+  ptask *t = calloc(1, sizeof *t);
+  cf_future *f = cf_future_new();
+  void *copy = len ? malloc(len) : NULL;
+  if (!t || !f || (len && !copy)) {
+    free(t);
+    cf_future_unref(f);
+    free(copy);
+    return CF_ENOMEM;
+  }
+  if (len)
+    memcpy(copy, data, len);
+  t->f = cf_future_ref(f);
+  t->kind = kind;
+  t->fn = fn;
+  t->data = copy;
+  t->len = len;
+  t->destroy = destroy;
+  int rc = push_task(p, t);
+  if (rc != 0) {
+    cf_future_unref(f);
+    return rc;
+  }
+  *out = f;
+  return 0;
+}
+
+/* One message for `count` map items: each item's bytes are copied, and the
+ * task gets a pointer to its copy in the worker. */
+static int pp_submit_batch(cf_executor *ex, cf_fn fn, const void *items,
+                           size_t count, size_t item_size,
+                           cf_destroy_fn destroy, cf_future **outs) {
+  ppool *p = (ppool *)ex;
+  if (count == 0)
+    return 0;
+  if (item_size > (SIZE_MAX - 16) / count)
+    return CF_EINVAL;
+  size_t len = 16 + count * item_size;
+  ptask *t = calloc(1, sizeof *t);
+  cf_future **fs = calloc(count, sizeof *fs);
+  char *data = malloc(len);
+  bool ok = t && fs && data;
+  for (size_t i = 0; ok && i < count; i++)
+    ok = (fs[i] = cf_future_new()) != NULL;
+  if (!ok) {
+    for (size_t i = 0; fs && i < count; i++)
+      cf_future_unref(fs[i]);
+    free(fs);
+    free(data);
+    free(t);
+    return CF_ENOMEM;
+  }
+  uint64_t c = count, sz = item_size;
+  memcpy(data, &c, 8);
+  memcpy(data + 8, &sz, 8);
+  memcpy(data + 16, items, count * item_size);
+  t->kind = KIND_CHUNK;
+  t->fn = (uint64_t)(uintptr_t)fn;
+  t->data = data;
+  t->len = len;
+  t->destroy = destroy;
+  t->count = count;
+  t->chunk = fs;
+  for (size_t i = 0; i < count; i++)
+    outs[i] = cf_future_ref(fs[i]);
+  int rc = push_task(p, t);
+  if (rc != 0)
+    for (size_t i = 0; i < count; i++) {
+      cf_future_unref(outs[i]);
+      outs[i] = NULL;
+    }
+  return rc;
+}
+
+static int pp_submit(cf_executor *ex, cf_fn fn, void *arg,
+                     cf_destroy_fn destroy, cf_future **out) {
+  return enqueue((ppool *)ex, KIND_VALUE, (uint64_t)(uintptr_t)fn, &arg,
+                 sizeof arg, destroy, out);
+}
+
+int cf_process_pool_submit(cf_executor *ex, cf_proc_fn fn, const void *data,
+                           size_t len, cf_future **out) {
+  if (out)
+    *out = NULL;
+  if (!ex || !fn || !out || (!data && len) || cf_process_pool_size(ex) == 0)
+    return CF_EINVAL;
+  return enqueue((ppool *)ex, KIND_BYTES, (uint64_t)(uintptr_t)fn, data, len,
+                 NULL, out);
+}
+
+static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
+  ppool *p = (ppool *)ex;
+  pthread_mutex_lock(&p->mu);
+  p->shutdown = true;
+  ptask *list = cancel_futures ? p->head : NULL;
+  if (cancel_futures)
+    p->head = p->tail = NULL;
+  pthread_mutex_unlock(&p->mu);
+  while (list) {
+    ptask *next = list->next;
+    size_t n;
+    cf_future **fs = task_futures(list, &n);
+    for (size_t i = 0; i < n; i++)
+      cf__future_cancel(fs[i]);
+    task_free(list);
+    list = next;
+  }
+  ring(p);
+  if (!wait)
+    return 0;
+  pthread_mutex_lock(&p->join_mu);
+  if (!p->joined) {
+    pthread_join(p->manager, NULL);
+    close(p->ctl_fd); /* the fork server reaps the workers and exits */
+    p->ctl_fd = -1;
+    int st;
+    while (waitpid(p->server, &st, 0) < 0 && errno == EINTR)
+      ;
+    p->joined = true;
+  }
+  pthread_mutex_unlock(&p->join_mu);
+  return 0;
+}
+
+static void pp_destroy(cf_executor *ex) {
+  ppool *p = (ppool *)ex;
+  close(p->wake_fd);
+  pthread_mutex_destroy(&p->mu);
+  pthread_mutex_destroy(&p->join_mu);
+  free(p->workers);
+  free(p);
+}
+
+static size_t pp_window(const cf_executor *ex) {
+  return 2 * ((const ppool *)ex)->n;
+}
+
+static const struct cf_executor_vt pp_vt = {
+    .name = "process_pool",
+    .submit = pp_submit,
+    .submit_batch = pp_submit_batch,
+    .shutdown = pp_shutdown,
+    .destroy = pp_destroy,
+    .default_window = pp_window,
+};
+
+size_t cf_process_pool_size(const cf_executor *ex) {
+  return ex && ex->vt == &pp_vt ? ((const ppool *)ex)->n : 0;
+}
+
+int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
+  if (!out)
+    return CF_EINVAL;
+  *out = NULL;
+  cf_process_pool_opts o = opts ? *opts : (cf_process_pool_opts){0};
+  if (o.task_timeout_s != o.task_timeout_s || o.task_timeout_s < 0 ||
+      o.max_workers > MAX_PROC_WORKERS)
+    return CF_EINVAL;
+  size_t n = o.max_workers;
+  if (n == 0) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    n = cpus > 0 ? (size_t)cpus : 1;
+  }
+  ppool *p = calloc(1, sizeof *p);
+  if (!p)
+    return CF_ENOMEM;
+  p->workers = calloc(n, sizeof *p->workers);
+  if (!p->workers) {
+    free(p);
+    return CF_ENOMEM;
+  }
+  p->base.vt = &pp_vt;
+  p->o = o;
+  p->n = n;
+  for (size_t i = 0; i < n; i++)
+    p->workers[i].fd = -1;
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_mutex_init(&p->join_mu, NULL);
+  int sv[2];
+  p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (p->wake_fd < 0 ||
+      socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)) {
+    if (p->wake_fd >= 0)
+      close(p->wake_fd);
+    free(p->workers);
+    free(p);
+    return CF_ESYS;
+  }
+  /* Fork the server with every signal blocked, so that no handler of the
+   * host runs in it; it keeps SIGCHLD blocked for its signalfd. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(sv[0]);
+    close_other_fds(sv[1], -1);
+    sigset_t keep;
+    sigemptyset(&keep);
+    sigaddset(&keep, SIGCHLD);
+    sigprocmask(SIG_SETMASK, &keep, NULL);
+    server_main(sv[1], parent, &p->o);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  close(sv[1]);
+  if (pid < 0) {
+    close(sv[0]);
+    close(p->wake_fd);
+    free(p->workers);
+    free(p);
+    return CF_ESYS;
+  }
+  p->server = pid;
+  p->ctl_fd = sv[0];
+  for (size_t i = 0; i < n; i++)
+    spawn(p, i);
+  if (pthread_create(&p->manager, NULL, manager_main, p) != 0) {
+    close(p->ctl_fd);
+    waitpid(pid, NULL, 0);
+    close(p->wake_fd);
+    free(p->workers);
+    free(p);
+    return CF_ESYS;
+  }
+  *out = &p->base;
+  return 0;
+}

@@ -1,0 +1,71 @@
+/* cfutures — the fork-based process pool executor.
+ *
+ * Workers are processes forked from a single-threaded fork server that the
+ * pool forks when it is created, so workers forked later (replacements,
+ * max_tasks_per_child) are safe even when the parent runs threads. Function
+ * pointers stay valid in workers (same program image); data does not: a
+ * task's input and output travel as bytes.
+ *
+ * A worker that dies (a crash, SIGKILL, exit() inside a task) never hangs
+ * anyone: the future it was running fails with CF_EBROKEN and a message
+ * naming the signal or the exit status, a replacement worker is forked,
+ * and the other futures complete normally. Done-callbacks of process-pool
+ * futures run in the parent, on the pool's manager thread. The futures mix
+ * freely with thread-pool futures in cf_wait and cf_as_completed.
+ */
+#ifndef CFUTURES_PROCESS_POOL_H
+#define CFUTURES_PROCESS_POOL_H
+
+#include <cfutures/executor.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A byte buffer: a task's output, and the result type of byte tasks. */
+typedef struct cf_buf {
+  void *data; /* malloc'd */
+  size_t len;
+} cf_buf;
+
+/* A task on bytes, run in a worker: reads in[0..in_len), sets out->data
+ * (malloc'd; the pool frees it after sending) and out->len, returns 0; or
+ * returns a non-zero code (cf_fail records a message). */
+typedef int (*cf_proc_fn)(const void *in, size_t in_len, cf_buf *out);
+
+typedef struct cf_process_pool_opts {
+  /* Worker processes; 0: the number of online CPUs. At most 256. */
+  size_t max_workers;
+  /* A worker exits after this many tasks and is replaced; 0: never. */
+  size_t max_tasks_per_child;
+  /* Runs in each worker before its first task; non-zero breaks the pool:
+   * pending and later futures fail with CF_EBROKEN. May be NULL. */
+  int (*initializer)(void *arg);
+  void *initarg; /* passed as is: valid in workers if set before the pool */
+  /* A task running longer than this (seconds) has its worker killed and
+   * replaced; its future fails with CF_ETIMEDOUT. 0: no limit. */
+  double task_timeout_s;
+} cf_process_pool_opts;
+
+/* Creates a process pool (opts may be NULL). Returns 0, CF_EINVAL (NULL
+ * out, too many workers, negative or NaN timeout), CF_ENOMEM, CF_ESYS.
+ * Free it with cf_executor_free. cf_submit works on it too: `arg` travels
+ * as a pointer-sized value (an integer, or a pointer to data that existed
+ * before the pool was created), and so does the task's *out. */
+CF_API int cf_process_pool_new(const cf_process_pool_opts *opts,
+                               cf_executor **out);
+
+/* Submits fn over a copy of data[0..len) (data may be NULL if len is 0).
+ * The future's result is a cf_buf * owned by the future (freed with it).
+ * Returns 0, CF_EINVAL, CF_ESHUTDOWN, CF_EBROKEN, CF_ENOMEM. */
+CF_API int cf_process_pool_submit(cf_executor *ex, cf_proc_fn fn,
+                                  const void *data, size_t len,
+                                  cf_future **out);
+
+/* The worker count; 0 for NULL or another executor. */
+CF_API size_t cf_process_pool_size(const cf_executor *ex);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,512 @@
+/* Tests for executor/process_pool.c. Every blocking call has a timeout. */
+#include <dirent.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <cfutures.h>
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static cf_executor *new_pool(size_t workers) {
+  cf_process_pool_opts o = {.max_workers = workers};
+  cf_executor *ex = NULL;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  return ex;
+}
+
+static int count_fds(void) {
+  int n = 0;
+  DIR *d = opendir("/proc/self/fd");
+  struct dirent *de;
+  while ((de = readdir(d)))
+    n += de->d_name[0] != '.';
+  closedir(d);
+  return n - 1; /* the directory's own fd */
+}
+
+/* Our children, alive or zombie, from /proc. */
+static int count_children(void) {
+  int n = 0;
+  DIR *d = opendir("/proc");
+  struct dirent *de;
+  pid_t me = getpid();
+  while ((de = readdir(d))) {
+    char path[300], buf[512];
+    if (de->d_name[0] < '0' || de->d_name[0] > '9')
+      continue;
+    snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+      continue;
+    if (fgets(buf, sizeof buf, f)) {
+      char *p = strrchr(buf, ')');
+      int ppid = 0;
+      char st;
+      if (p && sscanf(p + 2, "%c %d", &st, &ppid) == 2 && ppid == me)
+        n++;
+    }
+    fclose(f);
+  }
+  closedir(d);
+  return n;
+}
+
+static int square(void *arg, void **out) {
+  intptr_t x = (intptr_t)arg;
+  *out = (void *)(x * x);
+  return 0;
+}
+
+static int bad(void *arg, void **out) {
+  (void)out;
+  return cf_fail(CF_EINVAL, "bad input %ld", (long)(intptr_t)arg);
+}
+
+static int reverse(const void *in, size_t n, cf_buf *out) {
+  out->data = malloc(n ? n : 1);
+  if (!out->data)
+    return CF_ENOMEM;
+  for (size_t i = 0; i < n; i++)
+    ((unsigned char *)out->data)[i] = ((const unsigned char *)in)[n - 1 - i];
+  out->len = n;
+  return 0;
+}
+
+static int crash(void *arg, void **out) {
+  (void)arg;
+  (void)out;
+  raise(SIGSEGV);
+  return 0;
+}
+
+static int do_exit(void *arg, void **out) {
+  (void)out;
+  exit((int)(intptr_t)arg);
+}
+
+static int hang(void *arg, void **out) {
+  (void)arg;
+  (void)out;
+  sleep(3600); /* killed long before */
+  return 0;
+}
+
+static int my_pid(void *arg, void **out) {
+  (void)arg;
+  *out = (void *)(intptr_t)getpid();
+  return 0;
+}
+
+static int slow(void *arg, void **out) {
+  usleep((useconds_t)(intptr_t)arg);
+  *out = arg;
+  return 0;
+}
+
+static void test_round_trips(void **state) {
+  (void)state;
+  int fds0 = count_fds();
+  cf_executor *ex = new_pool(2);
+  assert_int_equal(cf_process_pool_size(ex), 2);
+  cf_future *f;
+  void *v;
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)12, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  assert_int_equal((intptr_t)v, 144);
+  cf_future_unref(f);
+  /* failures carry code and message */
+  assert_int_equal(cf_submit(ex, bad, (void *)(intptr_t)7, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), CF_EFAILED);
+  cf_error e;
+  assert_int_equal(cf_future_exception(f, 0, &e), 0);
+  assert_int_equal(e.code, CF_EINVAL);
+  assert_string_equal(e.message, "bad input 7");
+  cf_future_unref(f);
+  /* bytes */
+  assert_int_equal(cf_process_pool_submit(ex, reverse, "hello", 5, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  cf_buf *b = v;
+  assert_int_equal(b->len, 5);
+  assert_memory_equal(b->data, "olleh", 5);
+  cf_future_unref(f);
+  assert_int_equal(cf_process_pool_submit(ex, reverse, NULL, 0, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  assert_int_equal(((cf_buf *)v)->len, 0);
+  cf_future_unref(f);
+  /* bad arguments */
+  assert_int_equal(cf_process_pool_submit(ex, NULL, "x", 1, &f), CF_EINVAL);
+  assert_int_equal(cf_process_pool_submit(ex, reverse, NULL, 3, &f), CF_EINVAL);
+  cf_executor_free(ex);
+  assert_int_equal(count_fds(), fds0);   /* nothing left open */
+  assert_int_equal(count_children(), 0); /* no zombies */
+  cf_process_pool_opts o = {.task_timeout_s = -1};
+  assert_int_equal(cf_process_pool_new(&o, &ex), CF_EINVAL);
+  o = (cf_process_pool_opts){.max_workers = 100000};
+  assert_int_equal(cf_process_pool_new(&o, &ex), CF_EINVAL);
+  assert_int_equal(cf_process_pool_new(NULL, NULL), CF_EINVAL);
+}
+
+static void test_many_small_tasks(void **state) {
+  (void)state;
+  cf_executor *ex = new_pool(2);
+  enum { N = 10000 };
+  cf_future **fs = malloc(N * sizeof *fs);
+  for (intptr_t i = 0; i < N; i++)
+    assert_int_equal(cf_submit(ex, square, (void *)i, &fs[i]), 0);
+  for (intptr_t i = 0; i < N; i++) {
+    void *v;
+    assert_int_equal(cf_future_result(fs[i], 60, &v), 0);
+    assert_int_equal((intptr_t)v, i * i);
+    cf_future_unref(fs[i]);
+  }
+  free(fs);
+  cf_executor_free(ex);
+}
+
+static void test_big_payloads(void **state) {
+  (void)state;
+  cf_executor *ex = new_pool(1);
+  size_t n = 64u << 20;
+  unsigned char *in = malloc(n);
+  assert_non_null(in);
+  for (size_t i = 0; i < n; i++)
+    in[i] = (unsigned char)(i * 2654435761u >> 13);
+  cf_future *f;
+  assert_int_equal(cf_process_pool_submit(ex, reverse, in, n, &f), 0);
+  void *v;
+  assert_int_equal(cf_future_result(f, 120, &v), 0);
+  cf_buf *b = v;
+  assert_int_equal(b->len, n);
+  const unsigned char *out = b->data;
+  size_t bad_bytes = 0;
+  for (size_t i = 0; i < n; i++)
+    bad_bytes += out[i] != in[n - 1 - i];
+  assert_int_equal(bad_bytes, 0);
+  cf_future_unref(f);
+  free(in);
+  cf_executor_free(ex);
+}
+
+/* Crashes of every kind fail their own future only; the pool goes on. */
+static void test_worker_deaths(void **state) {
+  (void)state;
+  int fds0 = count_fds();
+  cf_executor *ex = new_pool(2);
+  cf_future *f;
+  cf_error e;
+  void *v;
+  assert_int_equal(cf_submit(ex, crash, NULL, &f), 0);
+  assert_int_equal(cf_future_result(f, 20, &v), CF_EBROKEN);
+  assert_int_equal(cf_future_exception(f, 0, &e), 0);
+  assert_non_null(strstr(e.message, "signal 11"));
+  cf_future_unref(f);
+  assert_int_equal(cf_submit(ex, do_exit, (void *)(intptr_t)3, &f), 0);
+  assert_int_equal(cf_future_result(f, 20, &v), CF_EBROKEN);
+  assert_int_equal(cf_future_exception(f, 0, &e), 0);
+  assert_non_null(strstr(e.message, "exited with status 3"));
+  cf_future_unref(f);
+  /* SIGKILL from outside, mid-task */
+  cf_future *pidf, *h;
+  assert_int_equal(cf_submit(ex, hang, NULL, &h), 0);
+  double t0 = now_s();
+  while (!cf_future_running(h) && now_s() - t0 < 10)
+    usleep(1000);
+  /* find the worker running `hang`: ask the other worker for its pid */
+  assert_int_equal(cf_submit(ex, my_pid, NULL, &pidf), 0);
+  assert_int_equal(cf_future_result(pidf, 20, &v), 0);
+  pid_t other = (pid_t)(intptr_t)v;
+  cf_future_unref(pidf);
+  /* the hanging worker is the server's other child */
+  pid_t victim = 0;
+  DIR *d = opendir("/proc");
+  struct dirent *de;
+  while ((de = readdir(d)) && !victim) {
+    pid_t pid = (pid_t)atoi(de->d_name);
+    if (pid <= 0 || pid == other)
+      continue;
+    char path[300], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+      continue;
+    int ppid = 0;
+    char st;
+    if (fgets(buf, sizeof buf, fp)) {
+      char *p = strrchr(buf, ')');
+      if (p && sscanf(p + 2, "%c %d", &st, &ppid) == 2) {
+        /* a grandchild of ours: parent is our child (the fork server) */
+        char path2[300], buf2[512];
+        snprintf(path2, sizeof path2, "/proc/%d/stat", ppid);
+        FILE *fp2 = fopen(path2, "r");
+        int gp = 0;
+        if (fp2 && fgets(buf2, sizeof buf2, fp2)) {
+          char *q = strrchr(buf2, ')');
+          if (q)
+            sscanf(q + 2, "%c %d", &st, &gp);
+        }
+        if (fp2)
+          fclose(fp2);
+        if (gp == getpid())
+          victim = pid;
+      }
+    }
+    fclose(fp);
+  }
+  closedir(d);
+  assert_true(victim > 0);
+  assert_int_equal(kill(victim, SIGKILL), 0);
+  assert_int_equal(cf_future_result(h, 20, &v), CF_EBROKEN);
+  assert_int_equal(cf_future_exception(h, 0, &e), 0);
+  assert_non_null(strstr(e.message, "signal 9"));
+  cf_future_unref(h);
+  /* and the pool still serves */
+  for (intptr_t i = 0; i < 20; i++) {
+    assert_int_equal(cf_submit(ex, square, (void *)i, &f), 0);
+    assert_int_equal(cf_future_result(f, 20, &v), 0);
+    assert_int_equal((intptr_t)v, i * i);
+    cf_future_unref(f);
+  }
+  cf_executor_free(ex);
+  assert_int_equal(count_fds(), fds0);
+  assert_int_equal(count_children(), 0);
+}
+
+static void test_task_timeout(void **state) {
+  (void)state;
+  cf_process_pool_opts o = {.max_workers = 1, .task_timeout_s = 0.2};
+  cf_executor *ex;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  cf_future *f, *g;
+  assert_int_equal(cf_submit(ex, hang, NULL, &f), 0);
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)5, &g), 0);
+  double t0 = now_s();
+  void *v;
+  assert_int_equal(cf_future_result(f, 20, &v), CF_EFAILED);
+  assert_true(now_s() - t0 >= 0.2);
+  cf_error e;
+  assert_int_equal(cf_future_exception(f, 0, &e), 0);
+  assert_int_equal(e.code, CF_ETIMEDOUT);
+  assert_int_equal(cf_future_result(g, 20, &v), 0); /* on a replacement */
+  assert_int_equal((intptr_t)v, 25);
+  cf_future_unref(f);
+  cf_future_unref(g);
+  cf_executor_free(ex);
+}
+
+static void test_max_tasks_per_child(void **state) {
+  (void)state;
+  cf_process_pool_opts o = {.max_workers = 2, .max_tasks_per_child = 1};
+  cf_executor *ex;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  enum { N = 100 };
+  cf_future *fs[N];
+  for (int i = 0; i < N; i++)
+    assert_int_equal(cf_submit(ex, my_pid, NULL, &fs[i]), 0);
+  pid_t pids[N];
+  for (int i = 0; i < N; i++) {
+    void *v;
+    assert_int_equal(cf_future_result(fs[i], 60, &v), 0);
+    pids[i] = (pid_t)(intptr_t)v;
+    cf_future_unref(fs[i]);
+  }
+  for (int i = 0; i < N; i++) /* a fresh process for every task */
+    for (int j = 0; j < i; j++)
+      assert_int_not_equal(pids[i], pids[j]);
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
+static int init_fails(void *arg) {
+  (void)arg;
+  return CF_EINVAL;
+}
+
+static int init_marks(void *arg) {
+  return *(int *)arg == 42 ? 0 : CF_EINVAL;
+}
+
+static void test_initializer(void **state) {
+  (void)state;
+  static int token = 42;
+  cf_process_pool_opts o = {
+      .max_workers = 2, .initializer = init_marks, .initarg = &token};
+  cf_executor *ex;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  cf_future *f;
+  void *v;
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)4, &f), 0);
+  assert_int_equal(cf_future_result(f, 20, &v), 0);
+  cf_future_unref(f);
+  cf_executor_free(ex);
+
+  o.initializer = init_fails;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  int rc = cf_submit(ex, square, (void *)(intptr_t)4, &f);
+  if (rc == 0) {
+    assert_int_equal(cf_future_result(f, 20, &v), CF_EBROKEN);
+    cf_future_unref(f);
+  } else {
+    assert_int_equal(rc, CF_EBROKEN);
+  }
+  double t0 = now_s();
+  while ((rc = cf_submit(ex, square, NULL, &f)) == 0 && now_s() - t0 < 10) {
+    assert_int_equal(cf_future_result(f, 20, &v), CF_EBROKEN);
+    cf_future_unref(f);
+  }
+  assert_int_equal(rc, CF_EBROKEN);
+  cf_executor_free(ex);
+}
+
+static void test_shutdown(void **state) {
+  (void)state;
+  cf_executor *ex = new_pool(1);
+  cf_future *fs[10];
+  for (int i = 0; i < 10; i++)
+    assert_int_equal(cf_submit(ex, slow, (void *)(intptr_t)20000, &fs[i]), 0);
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  for (int i = 0; i < 10; i++) {
+    assert_int_equal(cf_future_result(fs[i], 0, NULL), 0);
+    cf_future_unref(fs[i]);
+  }
+  cf_future *f;
+  assert_int_equal(cf_submit(ex, square, NULL, &f), CF_ESHUTDOWN);
+  cf_executor_free(ex);
+
+  ex = new_pool(1);
+  for (int i = 0; i < 10; i++)
+    assert_int_equal(cf_submit(ex, slow, (void *)(intptr_t)50000, &fs[i]), 0);
+  double t0 = now_s();
+  while (!cf_future_running(fs[0]) && now_s() - t0 < 10)
+    usleep(1000);
+  assert_int_equal(cf_executor_shutdown(ex, true, true), 0);
+  assert_int_equal(cf_future_result(fs[0], 0, NULL), 0); /* was running */
+  int cancelled = 0;
+  for (int i = 0; i < 10; i++) {
+    cancelled += cf_future_cancelled(fs[i]);
+    assert_true(cf_future_done(fs[i]));
+    cf_future_unref(fs[i]);
+  }
+  assert_true(cancelled >= 8);
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
+/* A process pool made while a thread pool runs; futures of both mix. */
+static int spin_a_bit(void *arg, void **out) {
+  usleep(1000);
+  *out = arg;
+  return 0;
+}
+
+static void test_with_thread_pool(void **state) {
+  (void)state;
+  cf_executor *tp;
+  assert_int_equal(cf_thread_pool_new(NULL, &tp), 0);
+  cf_future *busy[8];
+  for (int i = 0; i < 8; i++)
+    assert_int_equal(cf_submit(tp, spin_a_bit, NULL, &busy[i]), 0);
+  cf_executor *pp = new_pool(2);
+  cf_future *fs[4];
+  assert_int_equal(cf_submit(pp, square, (void *)(intptr_t)3, &fs[0]), 0);
+  assert_int_equal(cf_submit(tp, spin_a_bit, (void *)(intptr_t)4, &fs[1]), 0);
+  assert_int_equal(cf_submit(pp, square, (void *)(intptr_t)5, &fs[2]), 0);
+  assert_int_equal(cf_submit(tp, spin_a_bit, (void *)(intptr_t)6, &fs[3]), 0);
+  assert_int_equal(cf_wait(fs, 4, 20, CF_ALL_COMPLETED, NULL), 0);
+  cf_as_completed *it;
+  assert_int_equal(cf_as_completed_new(fs, 4, 20, &it), 0);
+  int n = 0;
+  cf_future *f;
+  while (cf_as_completed_next(it, &f) == 0)
+    n++;
+  assert_int_equal(n, 4);
+  cf_as_completed_free(it);
+  void *v;
+  assert_int_equal(cf_future_result(fs[2], 0, &v), 0);
+  assert_int_equal((intptr_t)v, 25);
+  for (int i = 0; i < 4; i++)
+    cf_future_unref(fs[i]);
+  for (int i = 0; i < 8; i++)
+    cf_future_unref(busy[i]);
+  cf_executor_free(pp);
+  cf_executor_free(tp);
+}
+
+/* Map items travel as bytes, a chunk per message; each item reports its
+ * own outcome, in input order. */
+static int square_item(void *arg, void **out) {
+  int64_t x;
+  memcpy(&x, arg, sizeof x); /* arg points at the worker's copy */
+  if (x % 50 == 7)
+    return cf_fail(CF_EINVAL, "item %ld refused", (long)x);
+  *out = (void *)(intptr_t)(x * x);
+  return 0;
+}
+
+static void test_map_chunks(void **state) {
+  (void)state;
+  cf_executor *ex = new_pool(2);
+  enum { N = 1000 };
+  int64_t *xs = malloc(N * sizeof *xs); /* made after the pool: copied */
+  for (int i = 0; i < N; i++)
+    xs[i] = i;
+  const size_t chunks[] = {1, 16, 1000};
+  for (int c = 0; c < 3; c++) {
+    cf_map_opts o = {.chunksize = chunks[c]};
+    cf_map *m;
+    assert_int_equal(cf_map_array(ex, square_item, xs, N, sizeof xs[0], &o, &m),
+                     0);
+    for (int64_t i = 0; i < N; i++) {
+      void *v;
+      int rc = cf_map_next(m, &v);
+      if (i % 50 == 7) {
+        assert_int_equal(rc, CF_EFAILED);
+        cf_error e;
+        assert_int_equal(cf_map_error(m, &e), 0);
+        char want[64];
+        snprintf(want, sizeof want, "item %ld refused", (long)i);
+        assert_string_equal(e.message, want);
+      } else {
+        assert_int_equal(rc, 0);
+        assert_int_equal((intptr_t)v, i * i);
+      }
+    }
+    void *v;
+    assert_int_equal(cf_map_next(m, &v), CF_EDONE);
+    cf_map_free(m);
+  }
+  free(xs);
+  cf_executor_free(ex);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_round_trips),
+      cmocka_unit_test(test_many_small_tasks),
+      cmocka_unit_test(test_big_payloads),
+      cmocka_unit_test(test_worker_deaths),
+      cmocka_unit_test(test_task_timeout),
+      cmocka_unit_test(test_max_tasks_per_child),
+      cmocka_unit_test(test_initializer),
+      cmocka_unit_test(test_shutdown),
+      cmocka_unit_test(test_with_thread_pool),
+      cmocka_unit_test(test_map_chunks),
+  };
+  return cmocka_run_group_tests_name("process_pool", tests, NULL, NULL);
+}
