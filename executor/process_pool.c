@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -65,7 +66,7 @@ typedef struct wire {
   uint32_t type, kind;
   uint64_t fn;
   int32_t code;
-  uint32_t pad;
+  uint32_t flags;
   uint64_t len;
 } wire;
 
@@ -146,17 +147,116 @@ static int read_full(int fd, void *buf, size_t n) {
   return 0;
 }
 
-static int send_msg(int fd, wire *h, const void *data) {
-  if (write_full(fd, h, sizeof *h))
+/* Payloads from this size on travel in a memfd passed with SCM_RIGHTS:
+ * one copy in, none out (the receiver maps it), instead of two through the
+ * socket. */
+#define BIG_PAYLOAD (64 * 1024)
+#define FLAG_MAPPED 1u /* wire.flags: the payload is a mapped memfd */
+
+static int send_header(int fd, const wire *h, int pass_fd) {
+  struct iovec iov = {.iov_base = (void *)h, .iov_len = sizeof *h};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (pass_fd >= 0) {
+    memset(&u, 0, sizeof u);
+    m.msg_control = u.buf;
+    m.msg_controllen = sizeof u.buf;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
+  }
+  ssize_t w;
+  do
+    w = sendmsg(fd, &m, MSG_NOSIGNAL);
+  while (w < 0 && errno == EINTR);
+  if (w <= 0)
     return -1;
-  return h->len ? write_full(fd, data, h->len) : 0;
+  /* The fd went with the first byte; the rest of the header is plain. */
+  return (size_t)w < sizeof *h
+             ? write_full(fd, (const char *)h + w, sizeof *h - (size_t)w)
+             : 0;
 }
 
-/* Reads a message; *data is malloc'd (NULL for an empty payload). */
+static int send_msg(int fd, wire *h, const void *data) {
+  if (h->len < BIG_PAYLOAD) {
+    h->flags = 0;
+    if (write_full(fd, h, sizeof *h))
+      return -1;
+    return h->len ? write_full(fd, data, h->len) : 0;
+  }
+  int mfd = memfd_create("cfutures-payload", MFD_CLOEXEC);
+  if (mfd < 0 || ftruncate(mfd, (off_t)h->len) != 0) {
+    if (mfd >= 0)
+      close(mfd);
+    return -1;
+  }
+  void *m = mmap(NULL, h->len, PROT_WRITE, MAP_SHARED, mfd, 0);
+  if (m == MAP_FAILED) {
+    close(mfd);
+    return -1;
+  }
+  memcpy(m, data, h->len);
+  munmap(m, h->len);
+  h->flags = FLAG_MAPPED;
+  int rc = send_header(fd, h, mfd);
+  close(mfd);
+  return rc;
+}
+
+/* Frees a payload from recv_msg. */
+static void payload_free(const wire *h, void *data) {
+  if (data && (h->flags & FLAG_MAPPED))
+    munmap(data, h->len);
+  else
+    free(data);
+}
+
+/* Reads a message; *data is malloc'd, or mapped when h->flags says so
+ * (free either with payload_free), NULL for an empty payload. */
 static int recv_msg(int fd, wire *h, void **data) {
   *data = NULL;
-  if (read_full(fd, h, sizeof *h))
+  struct iovec iov = {.iov_base = h, .iov_len = sizeof *h};
+  union {
+    char buf[CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  struct msghdr m = {.msg_iov = &iov,
+                     .msg_iovlen = 1,
+                     .msg_control = u.buf,
+                     .msg_controllen = sizeof u.buf};
+  ssize_t r;
+  do
+    r = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+  while (r < 0 && errno == EINTR);
+  if (r <= 0)
     return -1;
+  int mfd = -1;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm))
+    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+      memcpy(&mfd, CMSG_DATA(cm), sizeof(int));
+  if ((size_t)r < sizeof *h &&
+      read_full(fd, (char *)h + r, sizeof *h - (size_t)r)) {
+    if (mfd >= 0)
+      close(mfd);
+    return -1;
+  }
+  if (h->flags & FLAG_MAPPED) {
+    if (mfd < 0)
+      return -1;
+    void *p = mmap(NULL, h->len, PROT_READ | PROT_WRITE, MAP_PRIVATE, mfd, 0);
+    close(mfd);
+    if (p == MAP_FAILED)
+      return -1;
+    *data = p;
+    return 0;
+  }
+  if (mfd >= 0)
+    close(mfd);
   if (h->len == 0)
     return 0;
   *data = malloc(h->len);
@@ -248,7 +348,7 @@ static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o) {
     cf__fail_clear();
     if (h.kind == KIND_CHUNK) {
       run_chunk(sock, &h, in);
-      free(in);
+      payload_free(&h, in);
       if (o->max_tasks_per_child && ++done >= o->max_tasks_per_child)
         _exit(0);
       continue;
@@ -282,7 +382,7 @@ static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o) {
       payload = msg;
       r.len = msg ? strlen(msg) + 1 : 0;
     }
-    free(in);
+    payload_free(&h, in);
     if (send_msg(sock, &r, payload))
       _exit(0);
     free(payload);
@@ -424,12 +524,32 @@ static void ring(ppool *p) {
   (void)w;
 }
 
+/* A byte result: its data is malloc'd, or the mapped memfd it came in. */
+typedef struct result_buf {
+  cf_buf b;
+  bool mapped;
+} result_buf;
+
 static void buf_free(void *v) {
-  cf_buf *b = v;
-  if (b) {
-    free(b->data);
-    free(b);
+  result_buf *r = v;
+  if (!r)
+    return;
+  if (r->mapped)
+    munmap(r->b.data, r->b.len);
+  else
+    free(r->b.data);
+  free(r);
+}
+
+/* A received payload as a malloc'd string (for messages). */
+static char *payload_string(const wire *h, void *payload) {
+  if (!payload || h->len == 0) {
+    payload_free(h, payload);
+    return NULL;
   }
+  char *s = strndup(payload, h->len);
+  payload_free(h, payload);
+  return s;
 }
 
 static void task_free(ptask *t) {
@@ -468,7 +588,7 @@ static void fail_task(ptask *t, int code, const char *fmt, ...) {
 static void complete_chunk(ptask *t, const wire *r, void *payload) {
   size_t tlen = t->count * sizeof(item_result);
   if (r->code != 0 || r->len < tlen) {
-    free(payload);
+    payload_free(r, payload);
     fail_task(t, r->code ? r->code : CF_EBROKEN, "%s",
               "the worker could not report the chunk's results");
     return;
@@ -491,7 +611,7 @@ static void complete_chunk(ptask *t, const wire *r, void *payload) {
     if (cf__future_complete(f, table[i].code, NULL, NULL, m) != 0)
       free(m);
   }
-  free(payload);
+  payload_free(r, payload);
   task_free(t);
 }
 
@@ -501,27 +621,27 @@ static void complete_task(ptask *t, const wire *r, void *payload) {
     return;
   }
   if (r->code != 0) {
-    char *msg = payload;
-    if (msg && r->len > 0)
-      msg[r->len - 1] = '\0';
+    char *msg = payload_string(r, payload);
     if (cf__future_complete(t->f, r->code, NULL, NULL, msg) != 0)
       free(msg);
   } else if (t->kind == KIND_VALUE) {
     void *out = NULL;
     if (payload && r->len == sizeof out)
       memcpy(&out, payload, sizeof out);
-    free(payload);
+    payload_free(r, payload);
     if (cf__future_complete(t->f, 0, out, t->destroy, NULL) != 0 && t->destroy)
       t->destroy(out);
   } else {
-    cf_buf *b = malloc(sizeof *b);
+    result_buf *b = malloc(sizeof *b);
     if (!b) {
-      free(payload);
+      payload_free(r, payload);
       cf__future_complete(t->f, CF_ENOMEM, NULL, NULL, NULL);
     } else {
-      b->data = payload;
-      b->len = r->len;
-      if (cf__future_complete(t->f, 0, b, buf_free, NULL) != 0)
+      b->b.data = payload;
+      b->b.len = r->len;
+      b->mapped = (r->flags & FLAG_MAPPED) != 0;
+      /* the future's result is the cf_buf at the start of result_buf */
+      if (cf__future_complete(t->f, 0, &b->b, buf_free, NULL) != 0)
         buf_free(b);
     }
   }
@@ -641,7 +761,7 @@ static void on_worker_readable(ppool *p, pworker *w) {
     p->broken = true;
     pthread_mutex_unlock(&p->mu);
     fail_pending(p, CF_EBROKEN, "the pool's initializer failed in a worker");
-    free(payload);
+    payload_free(&r, payload);
     return;
   }
   ptask *t = w->task;
@@ -655,7 +775,7 @@ static void on_worker_readable(ppool *p, pworker *w) {
   if (t)
     complete_task(t, &r, payload);
   else
-    free(payload);
+    payload_free(&r, payload);
 }
 
 static bool all_quiet(ppool *p) {
