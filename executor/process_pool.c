@@ -689,7 +689,7 @@ static void worker_lost(ppool *p, pworker *w) {
   (void)p;
 }
 
-static void on_exit_report(ppool *p, pid_t pid, int status, bool stopping) {
+static void on_exit_report(ppool *p, pid_t pid, int status) {
   for (size_t i = 0; i < p->n; i++) {
     pworker *w = &p->workers[i];
     if (w->pid != pid || w->state == W_NONE)
@@ -713,7 +713,9 @@ static void on_exit_report(ppool *p, pid_t pid, int status, bool stopping) {
     pthread_mutex_lock(&p->mu);
     bool broken = p->broken;
     pthread_mutex_unlock(&p->mu);
-    if (!stopping && !broken)
+    /* Replace it even while shutting down: queued tasks still need a
+     * worker (the manager stops once nothing is left). */
+    if (!broken)
       spawn(p, i);
     return;
   }
@@ -860,19 +862,17 @@ static void *manager_main(void *arg) {
           w->state = W_NONE; /* fork failed; retried below */
         }
       } else if (c.op == CTL_EXITED) {
-        on_exit_report(p, c.pid, c.status, stopping);
+        on_exit_report(p, c.pid, c.status);
       } else if (fd >= 0) {
         close(fd);
       }
     }
-    if (!stopping) {
-      pthread_mutex_lock(&p->mu);
-      bool br = p->broken;
-      pthread_mutex_unlock(&p->mu);
-      for (size_t i = 0; i < p->n && !br; i++)
-        if (p->workers[i].state == W_NONE)
-          spawn(p, i);
-    }
+    pthread_mutex_lock(&p->mu);
+    bool br = p->broken;
+    pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < p->n && !br; i++)
+      if (p->workers[i].state == W_NONE)
+        spawn(p, i);
   }
   /* Tear down: workers see end-of-file and exit; the server reaps them
    * and exits when we hang up. */
