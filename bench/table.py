@@ -5,12 +5,18 @@ import statistics
 import sys
 
 LOWER_IS_BETTER = {"ns/task", "us", "ms/2s"}
+# For bandwidth rows the reference is memcpy: cfutures' share of it.
 TITLES = {
     "fib": "nested fib(30), a task per call",
     "burst": "1,000,000 tiny tasks from an outside thread",
     "rtt_median": "submit->result round trip, median",
     "rtt_p99": "submit->result round trip, p99",
     "idle_cpu": "CPU used by an idle pool over 2 s after a burst",
+    "proc_submit": "process pool: tiny tasks through submit",
+    "proc_map": "process pool: 1,000,000 items through map(chunksize=1000)",
+    "proc_rtt": "process pool: submit->result round trip, median",
+    "bw_1MiB": "process pool: 1 MiB there and back (cfutures x = share of memcpy)",
+    "bw_64MiB": "process pool: 64 MiB there and back (cfutures x = share of memcpy)",
 }
 
 results = collections.defaultdict(list)

@@ -87,17 +87,34 @@ typedef struct ptask {
   cf_destroy_fn destroy; /* KIND_VALUE results */
 } ptask;
 
-enum { W_NONE, W_SPAWNING, W_IDLE, W_BUSY, W_DEAD };
+/* W_LIVE workers take tasks; W_DEAD ones wait for their exit report. */
+enum { W_NONE, W_SPAWNING, W_LIVE, W_DEAD };
+
+/* Tasks sent to a worker ahead of time, so that it never waits for the
+ * manager between two tasks (only without a task timeout, which needs to
+ * know when each task starts). Two: one running, one ready. More would
+ * let short tasks queue behind a long one while another worker idles;
+ * like Python, a task sent ahead counts as RUNNING (it cannot be
+ * cancelled any more). */
+#define PIPE_DEPTH 2
 
 typedef struct pworker {
   int state;
   pid_t pid;
   int fd;
-  size_t done;       /* tasks finished by this process */
-  ptask *task;       /* running, or lost with a dead worker */
-  uint64_t deadline; /* ns; task timeout */
+  size_t done;          /* tasks finished by this process */
+  ptask *q[PIPE_DEPTH]; /* sent, oldest (running) first */
+  unsigned qh, qn;
+  uint64_t deadline; /* ns; the running task's timeout */
   bool timed_out;
 } pworker;
+
+static ptask *inflight_pop(pworker *w) {
+  ptask *t = w->q[w->qh];
+  w->qh = (w->qh + 1) % PIPE_DEPTH;
+  w->qn--;
+  return t;
+}
 
 typedef struct ppool {
   cf_executor base;
@@ -110,6 +127,7 @@ typedef struct ppool {
   pworker *workers; /* manager only */
   pthread_mutex_t mu;
   ptask *head, *tail; /* pending; guarded by mu */
+  size_t npending;    /* guarded by mu */
   bool shutdown;      /* guarded by mu */
   bool broken;        /* guarded by mu */
   bool joined;        /* guarded by join_mu */
@@ -190,18 +208,20 @@ static int send_msg(int fd, wire *h, const void *data) {
     return h->len ? write_full(fd, data, h->len) : 0;
   }
   int mfd = memfd_create("cfutures-payload", MFD_CLOEXEC);
-  if (mfd < 0 || ftruncate(mfd, (off_t)h->len) != 0) {
-    if (mfd >= 0)
+  if (mfd < 0)
+    return -1;
+  /* write() fills the memfd's pages directly: no page faults to take. */
+  const char *src = data;
+  for (size_t off = 0; off < h->len;) {
+    ssize_t w = write(mfd, src + off, h->len - off);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0) {
       close(mfd);
-    return -1;
+      return -1;
+    }
+    off += (size_t)w;
   }
-  void *m = mmap(NULL, h->len, PROT_WRITE, MAP_SHARED, mfd, 0);
-  if (m == MAP_FAILED) {
-    close(mfd);
-    return -1;
-  }
-  memcpy(m, data, h->len);
-  munmap(m, h->len);
   h->flags = FLAG_MAPPED;
   int rc = send_header(fd, h, mfd);
   close(mfd);
@@ -248,7 +268,8 @@ static int recv_msg(int fd, wire *h, void **data) {
   if (h->flags & FLAG_MAPPED) {
     if (mfd < 0)
       return -1;
-    void *p = mmap(NULL, h->len, PROT_READ | PROT_WRITE, MAP_PRIVATE, mfd, 0);
+    void *p = mmap(NULL, h->len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_POPULATE, mfd, 0);
     close(mfd);
     if (p == MAP_FAILED)
       return -1;
@@ -330,6 +351,21 @@ static void run_chunk(int sock, const wire *h, const void *in) {
   free(payload);
 }
 
+/* Polls fd for input for up to `ns` before the caller blocks: a warm
+ * worker or manager picks the next message up without a sleep and wake-up
+ * (tens of microseconds here). Returns true if input is ready. */
+static bool spin_for_input(int fd, uint64_t ns) {
+  uint64_t start = cf__now_ns();
+  struct pollfd pfd = {.fd = fd, .events = POLLIN};
+  do {
+    if (poll(&pfd, 1, 0) > 0)
+      return true;
+  } while (cf__now_ns() - start < ns);
+  return false;
+}
+
+#define SPIN_NS 50000u
+
 static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o) {
   if (o->initializer && o->initializer(o->initarg) != 0) {
     wire h = {.type = MSG_INIT_FAILED};
@@ -340,6 +376,7 @@ static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o) {
   for (;;) {
     wire h;
     void *in;
+    spin_for_input(sock, SPIN_NS);
     if (recv_msg(sock, &h, &in))
       _exit(0); /* the parent hung up: shutdown */
     wire r = {.type = MSG_RESULT};
@@ -670,9 +707,32 @@ static ptask *pop_pending(ppool *p) {
     p->head = t->next;
     if (!p->head)
       p->tail = NULL;
+    p->npending--;
   }
   pthread_mutex_unlock(&p->mu);
   return t;
+}
+
+/* Puts tasks that a dead worker never started back at the queue's head,
+ * in their order. */
+static void requeue_front(ppool *p, pworker *w) {
+  ptask *first = NULL, **tail = &first, *last = NULL;
+  size_t k = 0;
+  while (w->qn) {
+    last = inflight_pop(w);
+    *tail = last;
+    tail = &last->next;
+    k++;
+  }
+  if (!first)
+    return;
+  pthread_mutex_lock(&p->mu);
+  last->next = p->head;
+  if (!p->head)
+    p->tail = last;
+  p->head = first;
+  p->npending += k;
+  pthread_mutex_unlock(&p->mu);
 }
 
 static void fail_pending(ppool *p, int code, const char *why) {
@@ -697,17 +757,21 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
     if (w->fd >= 0)
       close(w->fd);
     w->fd = -1;
-    if (w->task) {
+    bool retired =
+        p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child;
+    if (w->qn && !retired) {
+      /* The oldest task was running: it fails with the cause. */
+      ptask *t = inflight_pop(w);
       char how[96];
       describe_death(status, how, sizeof how);
       if (w->timed_out)
-        fail_task(w->task, CF_ETIMEDOUT,
+        fail_task(t, CF_ETIMEDOUT,
                   "worker %d ran past the task timeout and was killed", pid);
       else
-        fail_task(w->task, CF_EBROKEN, "worker %d %s while running the task",
-                  pid, how);
-      w->task = NULL;
+        fail_task(t, CF_EBROKEN, "worker %d %s while running the task", pid,
+                  how);
     }
+    requeue_front(p, w); /* the rest never started */
     w->state = W_NONE;
     w->timed_out = false;
     pthread_mutex_lock(&p->mu);
@@ -721,32 +785,66 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
   }
 }
 
+static uint64_t task_deadline(const ppool *p) {
+  return p->o.task_timeout_s > 0
+             ? cf__now_ns() + (uint64_t)(p->o.task_timeout_s * 1e9)
+             : 0;
+}
+
+/* How many tasks worker w may hold: the pipeline depth, one with a task
+ * timeout, and never more than its max_tasks_per_child quota left. */
+static unsigned depth_for(const ppool *p, const pworker *w) {
+  size_t d = p->o.task_timeout_s > 0 ? 1 : PIPE_DEPTH;
+  if (p->o.max_tasks_per_child) {
+    size_t left = p->o.max_tasks_per_child - w->done;
+    if (left < d)
+      d = left;
+  }
+  return (unsigned)d;
+}
+
+/* Hands pending tasks out breadth first: every worker gets a task to run
+ * before any gets one to keep ready, and tasks are kept ready only when
+ * there is a backlog (at least one pending task per worker), so that a
+ * lone task never waits behind a long one while a worker is free. */
 static void dispatch(ppool *p) {
-  for (size_t i = 0; i < p->n; i++) {
-    pworker *w = &p->workers[i];
-    while (w->state == W_IDLE) {
+  for (unsigned level = 1; level <= PIPE_DEPTH; level++) {
+    if (level > 1) {
+      pthread_mutex_lock(&p->mu);
+      bool backlog = p->npending >= p->n;
+      pthread_mutex_unlock(&p->mu);
+      if (!backlog)
+        return;
+    }
+    for (size_t i = 0; i < p->n; i++) {
+      pworker *w = &p->workers[i];
+      if (w->state != W_LIVE || w->qn >= level || w->qn >= depth_for(p, w))
+        continue;
       ptask *t = pop_pending(p);
       if (!t)
         return;
       size_t n, live = 0;
       cf_future **fs = task_futures(t, &n);
-      for (size_t k = 0; k < n; k++) /* a chunk runs if any item is live */
-        live += cf_future_set_running_or_notify_cancel(fs[k]) == 0;
+      /* A chunk runs if any item is live; a task put back by a dead worker
+       * is RUNNING already. */
+      for (size_t k = 0; k < n; k++) {
+        int rc = cf_future_set_running_or_notify_cancel(fs[k]);
+        live += rc == 0 || (rc == CF_EINVALSTATE && cf_future_running(fs[k]));
+      }
       if (live == 0) {
         task_free(t); /* cancelled while pending */
+        i--;          /* this worker still wants one (wraps to 0: fine) */
         continue;
       }
+      if (w->qn == 0) {
+        w->deadline = task_deadline(p);
+        w->timed_out = false;
+      }
+      w->q[(w->qh + w->qn) % PIPE_DEPTH] = t;
+      w->qn++;
       wire h = {.type = MSG_TASK, .kind = t->kind, .fn = t->fn, .len = t->len};
-      w->task = t;
-      w->state = W_BUSY;
-      w->timed_out = false;
-      w->deadline = p->o.task_timeout_s > 0
-                        ? cf__now_ns() + (uint64_t)(p->o.task_timeout_s * 1e9)
-                        : 0;
       if (send_msg(w->fd, &h, t->data))
-        worker_lost(p, w); /* died: the exit report fails the task */
-      free(t->data);
-      t->data = NULL;
+        worker_lost(p, w); /* died: its exit report settles its tasks */
     }
   }
 }
@@ -766,14 +864,16 @@ static void on_worker_readable(ppool *p, pworker *w) {
     payload_free(&r, payload);
     return;
   }
-  ptask *t = w->task;
-  w->task = NULL;
+  ptask *t = w->qn ? inflight_pop(w) : NULL;
+  w->done++;
+  if (w->qn) { /* the next one starts now */
+    w->deadline = task_deadline(p);
+    w->timed_out = false;
+  }
   /* A worker that reached max_tasks_per_child exits on its own: wait for
    * its exit report (which brings the replacement) instead of feeding it. */
-  w->done++;
-  w->state = p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child
-                 ? W_DEAD
-                 : W_IDLE;
+  if (p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child)
+    w->state = W_DEAD;
   if (t)
     complete_task(t, &r, payload);
   else
@@ -782,7 +882,7 @@ static void on_worker_readable(ppool *p, pworker *w) {
 
 static bool all_quiet(ppool *p) {
   for (size_t i = 0; i < p->n; i++)
-    if (p->workers[i].task)
+    if (p->workers[i].qn)
       return false;
   return true;
 }
@@ -809,11 +909,11 @@ static void *manager_main(void *arg) {
     uint64_t now = cf__now_ns();
     for (size_t i = 0; i < p->n; i++) {
       pworker *w = &p->workers[i];
-      if (w->fd >= 0 && (w->state == W_IDLE || w->state == W_BUSY)) {
+      if (w->fd >= 0 && w->state != W_NONE) {
         slot_of[nf] = i;
         fds[nf++] = (struct pollfd){.fd = w->fd, .events = POLLIN};
       }
-      if (w->state == W_BUSY && w->deadline && !w->timed_out) {
+      if (w->qn && w->deadline && !w->timed_out) {
         if (now >= w->deadline) {
           w->timed_out = true;
           kill(w->pid, SIGKILL);
@@ -823,6 +923,12 @@ static void *manager_main(void *arg) {
             timeout_ms = ms;
         }
       }
+    }
+    /* With tasks in flight, answers come soon: look for a while first. */
+    if (!all_quiet(p)) {
+      uint64_t start = cf__now_ns();
+      while (poll(fds, nf, 0) == 0 && cf__now_ns() - start < SPIN_NS)
+        ;
     }
     if (poll(fds, nf, timeout_ms) < 0 && errno != EINTR)
       break;
@@ -844,10 +950,9 @@ static void *manager_main(void *arg) {
         p->broken = true;
         pthread_mutex_unlock(&p->mu);
         for (size_t i = 0; i < p->n; i++)
-          if (p->workers[i].task) {
-            fail_task(p->workers[i].task, CF_EBROKEN, "the fork server died");
-            p->workers[i].task = NULL;
-          }
+          while (p->workers[i].qn)
+            fail_task(inflight_pop(&p->workers[i]), CF_EBROKEN,
+                      "the fork server died");
         fail_pending(p, CF_EBROKEN, "the fork server died");
         break;
       }
@@ -857,7 +962,7 @@ static void *manager_main(void *arg) {
           w->fd = fd;
           w->pid = c.pid;
           w->done = 0;
-          w->state = W_IDLE;
+          w->state = W_LIVE;
         } else {
           w->state = W_NONE; /* fork failed; retried below */
         }
@@ -898,6 +1003,7 @@ static int push_task(ppool *p, ptask *t) {
     else
       p->head = t;
     p->tail = t;
+    p->npending++;
   }
   pthread_mutex_unlock(&p->mu);
   if (rc != 0)
@@ -1003,8 +1109,10 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
   pthread_mutex_lock(&p->mu);
   p->shutdown = true;
   ptask *list = cancel_futures ? p->head : NULL;
-  if (cancel_futures)
+  if (cancel_futures) {
     p->head = p->tail = NULL;
+    p->npending = 0;
+  }
   pthread_mutex_unlock(&p->mu);
   while (list) {
     ptask *next = list->next;
