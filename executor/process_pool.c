@@ -430,7 +430,10 @@ static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o) {
 
 /* ---- the fork server ----------------------------------------------------- */
 
-static int send_ctl(int fd, const ctl *c, int pass_fd) {
+/* flags: 0 in the fork server (it may block: the manager always drains),
+ * MSG_DONTWAIT in the manager, which must never block on the server (both
+ * blocking on full queues would deadlock). */
+static int send_ctl(int fd, const ctl *c, int pass_fd, int flags) {
   struct iovec iov = {.iov_base = (void *)c, .iov_len = sizeof *c};
   union {
     char buf[CMSG_SPACE(sizeof(int))];
@@ -449,13 +452,13 @@ static int send_ctl(int fd, const ctl *c, int pass_fd) {
   }
   ssize_t w;
   do
-    w = sendmsg(fd, &m, MSG_NOSIGNAL);
+    w = sendmsg(fd, &m, MSG_NOSIGNAL | flags);
   while (w < 0 && errno == EINTR);
   return w == (ssize_t)sizeof *c ? 0 : -1;
 }
 
 /* Returns bytes read (0 at end-of-file, -1 on error); *got_fd or -1. */
-static ssize_t recv_ctl(int fd, ctl *c, int *got_fd) {
+static ssize_t recv_ctl(int fd, ctl *c, int *got_fd, int flags) {
   struct iovec iov = {.iov_base = c, .iov_len = sizeof *c};
   union {
     char buf[CMSG_SPACE(sizeof(int))];
@@ -468,7 +471,7 @@ static ssize_t recv_ctl(int fd, ctl *c, int *got_fd) {
   *got_fd = -1;
   ssize_t r;
   do
-    r = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+    r = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | flags);
   while (r < 0 && errno == EINTR);
   for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); r > 0 && cm;
        cm = CMSG_NXTHDR(&m, cm))
@@ -519,13 +522,13 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
       ctl c = {.op = CTL_EXITED, .pid = pid, .status = status};
-      send_ctl(ctl_fd, &c, -1);
+      send_ctl(ctl_fd, &c, -1, 0);
     }
     if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
       continue;
     ctl c;
     int unused;
-    if (recv_ctl(ctl_fd, &c, &unused) <= 0) {
+    if (recv_ctl(ctl_fd, &c, &unused, 0) <= 0) {
       /* The parent is done with us: let the workers finish (their sockets
        * are closed, so they exit), reap them, leave. */
       while (waitpid(-1, &status, 0) > 0)
@@ -535,8 +538,11 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
     if (c.op != CTL_SPAWN)
       continue;
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+      ctl fail = {.op = CTL_SPAWNED, .slot = c.slot, .pid = -1};
+      send_ctl(ctl_fd, &fail, -1, 0); /* the manager will ask again */
       continue;
+    }
     pid = fork();
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -548,7 +554,7 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
     }
     close(sv[1]);
     ctl reply = {.op = CTL_SPAWNED, .slot = c.slot, .pid = pid > 0 ? pid : -1};
-    send_ctl(ctl_fd, &reply, pid > 0 ? sv[0] : -1);
+    send_ctl(ctl_fd, &reply, pid > 0 ? sv[0] : -1, 0);
     close(sv[0]);
   }
 }
@@ -697,7 +703,8 @@ static void describe_death(int status, char *out, size_t n) {
 
 static void spawn(ppool *p, size_t slot) {
   ctl c = {.op = CTL_SPAWN, .slot = (uint32_t)slot};
-  p->workers[slot].state = send_ctl(p->ctl_fd, &c, -1) ? W_NONE : W_SPAWNING;
+  p->workers[slot].state =
+      send_ctl(p->ctl_fd, &c, -1, MSG_DONTWAIT) ? W_NONE : W_SPAWNING;
 }
 
 static ptask *pop_pending(ppool *p) {
@@ -893,18 +900,25 @@ static void *manager_main(void *arg) {
   size_t *slot_of = calloc(p->n + 2, sizeof *slot_of);
   for (;;) {
     pthread_mutex_lock(&p->mu);
-    bool stopping = p->shutdown;
-    bool idle_pending = p->head == NULL;
     bool broken = p->broken;
     pthread_mutex_unlock(&p->mu);
     if (broken)
       fail_pending(p, CF_EBROKEN, "the pool is broken");
-    if (stopping && idle_pending && all_quiet(p))
-      break;
     dispatch(p);
+    /* Checked after dispatch, which may have dropped the last pending
+     * (cancelled) task: nothing would wake us for that. */
+    pthread_mutex_lock(&p->mu);
+    bool done = p->shutdown && p->head == NULL;
+    pthread_mutex_unlock(&p->mu);
+    if (done && all_quiet(p))
+      break;
     size_t nf = 0;
     fds[nf++] = (struct pollfd){.fd = p->wake_fd, .events = POLLIN};
-    fds[nf++] = (struct pollfd){.fd = p->ctl_fd, .events = POLLIN};
+    bool want_spawn = false;
+    for (size_t i = 0; i < p->n; i++)
+      want_spawn |= p->workers[i].state == W_NONE;
+    fds[nf++] = (struct pollfd){.fd = p->ctl_fd,
+                                .events = POLLIN | (want_spawn ? POLLOUT : 0)};
     int timeout_ms = -1;
     uint64_t now = cf__now_ns();
     for (size_t i = 0; i < p->n; i++) {
@@ -940,20 +954,17 @@ static void *manager_main(void *arg) {
     for (size_t k = 2; k < nf; k++)
       if (fds[k].revents & (POLLIN | POLLHUP | POLLERR))
         on_worker_readable(p, &p->workers[slot_of[k]]);
-    if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+    /* Drain every message from the fork server (it blocks on a full
+     * queue, so the queue must not stay full). */
+    bool server_gone = false;
+    while (!server_gone && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
       ctl c;
       int fd;
-      ssize_t r = recv_ctl(p->ctl_fd, &c, &fd);
+      ssize_t r = recv_ctl(p->ctl_fd, &c, &fd, MSG_DONTWAIT);
+      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        break;
       if (r <= 0) {
-        /* The fork server is gone: nothing can run any more. */
-        pthread_mutex_lock(&p->mu);
-        p->broken = true;
-        pthread_mutex_unlock(&p->mu);
-        for (size_t i = 0; i < p->n; i++)
-          while (p->workers[i].qn)
-            fail_task(inflight_pop(&p->workers[i]), CF_EBROKEN,
-                      "the fork server died");
-        fail_pending(p, CF_EBROKEN, "the fork server died");
+        server_gone = true;
         break;
       }
       if (c.op == CTL_SPAWNED && c.slot < p->n) {
@@ -971,6 +982,18 @@ static void *manager_main(void *arg) {
       } else if (fd >= 0) {
         close(fd);
       }
+    }
+    if (server_gone) {
+      /* The fork server is gone: nothing can run any more. */
+      pthread_mutex_lock(&p->mu);
+      p->broken = true;
+      pthread_mutex_unlock(&p->mu);
+      for (size_t i = 0; i < p->n; i++)
+        while (p->workers[i].qn)
+          fail_task(inflight_pop(&p->workers[i]), CF_EBROKEN,
+                    "the fork server died");
+      fail_pending(p, CF_EBROKEN, "the fork server died");
+      break;
     }
     pthread_mutex_lock(&p->mu);
     bool br = p->broken;

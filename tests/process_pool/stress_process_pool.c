@@ -101,6 +101,7 @@ int main(int argc, char **argv) {
   double seconds = argc > 3 ? atof(argv[3]) : 12;
   if (threads < 1 || threads > 32 || rounds < 1 || seconds <= 0)
     return 2;
+  setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows even if killed */
   double start = now_s();
   for (int r = 0; r < rounds && now_s() - start < seconds; r++) {
     atomic_store(&callbacks, 0);
