@@ -756,14 +756,18 @@ static void worker_lost(ppool *p, pworker *w) {
   (void)p;
 }
 
+static void on_worker_readable(ppool *p, pworker *w);
+
 static void on_exit_report(ppool *p, pid_t pid, int status) {
   for (size_t i = 0; i < p->n; i++) {
     pworker *w = &p->workers[i];
     if (w->pid != pid || w->state == W_NONE)
       continue;
-    if (w->fd >= 0)
-      close(w->fd);
-    w->fd = -1;
+    /* The report can overtake results still unread in the worker's socket:
+     * take them first (the process is gone, so this reads to end-of-file
+     * without blocking). */
+    while (w->fd >= 0)
+      on_worker_readable(p, w);
     bool retired =
         p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child;
     if (w->qn && !retired) {
