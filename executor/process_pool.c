@@ -839,7 +839,7 @@ static void dispatch(ppool *p) {
       /* A chunk runs if any item is live; a task put back by a dead worker
        * is RUNNING already. */
       for (size_t k = 0; k < n; k++) {
-        int rc = cf_future_set_running_or_notify_cancel(fs[k]);
+        int rc = cf__future_set_running(fs[k]);
         live += rc == 0 || (rc == CF_EINVALSTATE && cf_future_running(fs[k]));
       }
       if (live == 0) {
@@ -1043,7 +1043,7 @@ static int push_task(ppool *p, ptask *t) {
 static int enqueue(ppool *p, uint32_t kind, uint64_t fn, const void *data,
                    size_t len, cf_destroy_fn destroy, cf_future **out) {
   ptask *t = calloc(1, sizeof *t);
-  cf_future *f = cf_future_new();
+  cf_future *f = cf__future_new_owned();
   void *copy = len ? malloc(len) : NULL;
   if (!t || !f || (len && !copy)) {
     free(t);
@@ -1084,7 +1084,7 @@ static int pp_submit_batch(cf_executor *ex, cf_fn fn, const void *items,
   char *data = malloc(len);
   bool ok = t && fs && data;
   for (size_t i = 0; ok && i < count; i++)
-    ok = (fs[i] = cf_future_new()) != NULL;
+    ok = (fs[i] = cf__future_new_owned()) != NULL;
   if (!ok) {
     for (size_t i = 0; fs && i < count; i++)
       cf_future_unref(fs[i]);

@@ -63,6 +63,17 @@ cf_future *cf_future_new(void) {
   return f;
 }
 
+static void owned_dealloc(cf_future *f) {
+  cf__free(f, sizeof *f);
+}
+
+cf_future *cf__future_new_owned(void) {
+  cf_future *f = cf__alloc(sizeof *f);
+  if (f)
+    cf__future_init(f, owned_dealloc);
+  return f;
+}
+
 cf_future *cf_future_ref(cf_future *f) {
   if (f)
     atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);

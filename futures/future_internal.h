@@ -44,6 +44,10 @@ struct cf_future {
   void (*dealloc)(cf_future *f);
 };
 
+/* A stand-alone future that belongs to an executor (the public promise
+ * calls refuse it with CF_EPERM); one reference. NULL when out of memory. */
+cf_future *cf__future_new_owned(void);
+
 /* Initialises an embedded future: PENDING, one reference. */
 void cf__future_init(cf_future *f, void (*dealloc)(cf_future *f));
 

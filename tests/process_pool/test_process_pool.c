@@ -130,6 +130,8 @@ static void test_round_trips(void **state) {
   assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)12, &f), 0);
   assert_int_equal(cf_future_result(f, 10, &v), 0);
   assert_int_equal((intptr_t)v, 144);
+  /* the promise side refuses executor futures */
+  assert_int_equal(cf_future_set_result(f, NULL, NULL), CF_EPERM);
   cf_future_unref(f);
   /* failures carry code and message */
   assert_int_equal(cf_submit(ex, bad, (void *)(intptr_t)7, &f), 0);
