@@ -7,6 +7,8 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -182,11 +184,11 @@ static void test_wait_forever(void **state) {
   for (size_t i = 0; i < sizeof forevers / sizeof forevers[0]; i++) {
     cf_future *f = cf_future_new();
     later l;
+    double t0 = now_s(); /* before the thread starts its delay */
     later_start(&l, f, 30000, 0);
-    double t0 = now_s();
     void *v = NULL;
     assert_int_equal(cf_future_result(f, forevers[i], &v), 0);
-    assert_true(now_s() - t0 >= 0.025);
+    assert_true(now_s() - t0 >= 0.03);
     assert_int_equal((intptr_t)v, 7);
     later_join(&l);
     cf_future_unref(f);
@@ -402,6 +404,324 @@ static void test_result_destroy(void **state) {
   cf_future_unref(cf_future_new());
 }
 
+/* ---- more transitions ---------------------------------------------------- */
+
+static void test_transitions_invalid(void **state) {
+  (void)state;
+  /* PENDING -> FINISHED directly (no set_running needed) */
+  cf_future *f = cf_future_new();
+  assert_int_equal(cf_future_set_result(f, (void *)(intptr_t)1, NULL), 0);
+  assert_int_equal(cf_future_set_running_or_notify_cancel(f), CF_EINVALSTATE);
+  assert_int_equal(cf_future_state_of(f), CF_FINISHED);
+  cf_future_unref(f);
+
+  /* RUNNING -> FINISHED with an exception; then nothing else moves it */
+  f = cf_future_new();
+  assert_int_equal(cf_future_set_running_or_notify_cancel(f), 0);
+  assert_int_equal(cf_future_state_of(f), CF_RUNNING);
+  assert_false(cf_future_done(f));
+  assert_int_equal(cf_future_set_exception(f, CF_ESHUTDOWN, "first"), 0);
+  assert_int_equal(cf_future_set_exception(f, CF_EINVAL, "second"),
+                   CF_EINVALSTATE);
+  assert_int_equal(cf_future_set_result(f, NULL, NULL), CF_EINVALSTATE);
+  assert_int_equal(cf_future_set_running_or_notify_cancel(f), CF_EINVALSTATE);
+  assert_false(cf_future_cancel(f));
+  assert_false(cf_future_cancelled(f));
+  assert_false(cf_future_running(f));
+  assert_int_equal(cf_future_state_of(f), CF_FINISHED);
+  cf_error e;
+  assert_int_equal(cf_future_exception(f, 0, &e), 0);
+  assert_int_equal(e.code, CF_ESHUTDOWN); /* the first completion stays */
+  assert_string_equal(e.message, "first");
+  assert_int_equal(cf_future_result(f, 0, NULL), CF_EFAILED);
+  cf_future_unref(f);
+
+  /* CANCELLED refuses everything but another cancel */
+  f = cf_future_new();
+  assert_true(cf_future_cancel(f));
+  assert_int_equal(cf_future_set_exception(f, CF_EINVAL, NULL), CF_EINVALSTATE);
+  assert_int_equal(cf_future_set_running_or_notify_cancel(f), CF_ECANCELLED);
+  assert_int_equal(cf_future_state_of(f), CF_CANCELLED);
+  assert_false(cf_future_running(f));
+  cf_future_unref(f);
+
+  /* state of NULL */
+  assert_int_equal(cf_future_state_of(NULL), CF_PENDING);
+}
+
+static void test_exception_message_copied(void **state) {
+  (void)state;
+  char big[3000];
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  cf_future *f = cf_future_new();
+  assert_int_equal(cf_future_set_exception(f, -42, "%s|%d", big, 9), 0);
+  memset(big, 'y', sizeof big - 1); /* the future has its own copy */
+  cf_error e = {0, NULL};
+  assert_int_equal(cf_future_exception(f, CF_FOREVER, &e), 0);
+  assert_int_equal(e.code, -42);
+  assert_int_equal(strlen(e.message), sizeof big - 1 + 2);
+  assert_int_equal(e.message[0], 'x');
+  assert_string_equal(e.message + sizeof big - 1, "|9");
+  /* a custom code surfaces as CF_EFAILED from result */
+  assert_int_equal(cf_future_result(f, CF_FOREVER, NULL), CF_EFAILED);
+  cf_future_unref(f);
+
+  /* NULL fmt for a table code: that code's text */
+  f = cf_future_new();
+  assert_int_equal(cf_future_set_exception(f, CF_EBROKEN, NULL), 0);
+  assert_int_equal(cf_future_exception(f, 0, &e), 0);
+  assert_int_equal(e.code, CF_EBROKEN);
+  assert_string_equal(e.message, cf_strerror(CF_EBROKEN));
+  cf_future_unref(f);
+}
+
+/* Several threads in cf_future_exception while another fails the future. */
+typedef struct exc_waiter {
+  cf_future *f;
+  int rc;
+  int code;
+  char msg[32];
+  pthread_t th;
+} exc_waiter;
+
+static void *exc_waiter_main(void *p) {
+  exc_waiter *w = p;
+  cf_error e = {0, NULL};
+  w->rc = cf_future_exception(w->f, CF_FOREVER, &e);
+  w->code = e.code;
+  if (e.message)
+    snprintf(w->msg, sizeof w->msg, "%s", e.message);
+  return NULL;
+}
+
+static void test_exception_many_waiters(void **state) {
+  (void)state;
+  enum { W = 6 };
+  cf_future *f = cf_future_new();
+  exc_waiter ws[W];
+  for (int i = 0; i < W; i++) {
+    ws[i] = (exc_waiter){.f = f, .rc = -999};
+    assert_int_equal(pthread_create(&ws[i].th, NULL, exc_waiter_main, &ws[i]),
+                     0);
+  }
+  later l;
+  later_start(&l, f, 10000, 1);
+  later_join(&l);
+  for (int i = 0; i < W; i++) {
+    pthread_join(ws[i].th, NULL);
+    assert_int_equal(ws[i].rc, 0);
+    assert_int_equal(ws[i].code, CF_EINVAL);
+    assert_string_equal(ws[i].msg, "late failure");
+  }
+  cf_future_unref(f);
+}
+
+/* ---- callbacks that call back into cfutures ----------------------------- */
+
+static int inner_ran;
+static int cb_inner(cf_future *f, void *arg) {
+  (void)f;
+  (void)arg;
+  inner_ran++;
+  return 0;
+}
+
+static int cb_reentrant(cf_future *f, void *arg) {
+  int *ok = arg;
+  void *v = NULL;
+  /* the future is done: result does not block, a new callback runs now */
+  int before = inner_ran;
+  *ok = cf_future_result(f, 0, &v) == 0 && (intptr_t)v == 3 &&
+        cf_future_add_done_callback(f, cb_inner, NULL) == 0 &&
+        inner_ran == before + 1;
+  cf_future *r = cf_future_ref(f);
+  cf_future_unref(r);
+  return 0;
+}
+
+static void test_callbacks_reentrant(void **state) {
+  (void)state;
+  inner_ran = 0;
+  int ok = -1;
+  cf_future *f = cf_future_new();
+  assert_int_equal(cf_future_add_done_callback(f, cb_reentrant, &ok), 0);
+  assert_int_equal(cf_future_set_result(f, (void *)(intptr_t)3, NULL), 0);
+  assert_int_equal(ok, 1);
+  assert_int_equal(inner_ran, 1);
+  /* on an already-done future, in the caller */
+  ok = -1;
+  assert_int_equal(cf_future_add_done_callback(f, cb_reentrant, &ok), 0);
+  assert_int_equal(ok, 1);
+  assert_int_equal(inner_ran, 2);
+  cf_future_unref(f);
+}
+
+/* A callback failing on an already-done future is reported too, and the
+ * report names it; restoring the default handler gives ours back. */
+static const char *report_what;
+static void *report_ctx;
+static void keep_report(const char *what, int code, void *ctx) {
+  report_what = what;
+  report_ctx = ctx;
+  last_report_code = code;
+  reports++;
+}
+
+static int cb_fail_timeout(cf_future *f, void *arg) {
+  (void)f;
+  (void)arg;
+  return CF_ETIMEDOUT;
+}
+
+static void test_callback_report_done_future(void **state) {
+  (void)state;
+  int ctx;
+  cf_set_report_handler(keep_report, &ctx);
+  reports = 0;
+  cf_future *f = cf_future_new();
+  cf_future_cancel(f);
+  assert_int_equal(cf_future_add_done_callback(f, cb_fail_timeout, NULL), 0);
+  assert_int_equal(reports, 1);
+  assert_int_equal(last_report_code, CF_ETIMEDOUT);
+  assert_non_null(report_what);
+  assert_true(strlen(report_what) > 0);
+  assert_ptr_equal(report_ctx, &ctx);
+  assert_ptr_equal(cf_set_report_handler(NULL, NULL), keep_report);
+  cf_future_unref(f);
+}
+
+/* Callbacks added from several threads while the main thread completes the
+ * future, a few thousand times, on threads kept across rounds so that the
+ * adds and the completion really overlap: each callback runs exactly once. */
+enum { LOOP_ADDERS = 3, LOOP_PER_ADDER = 4, LOOP_ROUNDS = 3000 };
+static pthread_barrier_t loop_start, loop_end;
+static cf_future *loop_future;
+static _Atomic int loop_count;
+static _Atomic int loop_add_failures;
+static _Atomic int loop_not_done;
+
+static int cb_loop(cf_future *f, void *p) {
+  (void)p;
+  if (!cf_future_done(f))
+    atomic_fetch_add(&loop_not_done, 1);
+  atomic_fetch_add(&loop_count, 1);
+  return 0;
+}
+
+static void *loop_adder(void *p) {
+  (void)p;
+  for (int round = 0; round < LOOP_ROUNDS; round++) {
+    pthread_barrier_wait(&loop_start);
+    for (int i = 0; i < LOOP_PER_ADDER; i++)
+      if (cf_future_add_done_callback(loop_future, cb_loop, NULL) != 0)
+        atomic_fetch_add(&loop_add_failures, 1);
+    pthread_barrier_wait(&loop_end);
+  }
+  return NULL;
+}
+
+static void test_callbacks_race_loop(void **state) {
+  (void)state;
+  assert_int_equal(pthread_barrier_init(&loop_start, NULL, LOOP_ADDERS + 1), 0);
+  assert_int_equal(pthread_barrier_init(&loop_end, NULL, LOOP_ADDERS + 1), 0);
+  atomic_store(&loop_add_failures, 0);
+  atomic_store(&loop_not_done, 0);
+  pthread_t th[LOOP_ADDERS];
+  for (int i = 0; i < LOOP_ADDERS; i++)
+    assert_int_equal(pthread_create(&th[i], NULL, loop_adder, NULL), 0);
+  int bad_rounds = 0;
+  for (int round = 0; round < LOOP_ROUNDS; round++) {
+    loop_future = cf_future_new();
+    assert_non_null(loop_future);
+    atomic_store(&loop_count, 0);
+    pthread_barrier_wait(&loop_start);
+    for (int spin = 0; spin < round % 50; spin++)
+      atomic_signal_fence(memory_order_seq_cst); /* vary the overlap */
+    switch (round % 3) {
+    case 0:
+      cf_future_set_result(loop_future, NULL, NULL);
+      break;
+    case 1:
+      cf_future_cancel(loop_future);
+      break;
+    default:
+      cf_future_set_exception(loop_future, CF_EINVAL, NULL);
+    }
+    pthread_barrier_wait(&loop_end);
+    bad_rounds += atomic_load(&loop_count) != LOOP_ADDERS * LOOP_PER_ADDER;
+    cf_future_unref(loop_future);
+  }
+  for (int i = 0; i < LOOP_ADDERS; i++)
+    pthread_join(th[i], NULL);
+  pthread_barrier_destroy(&loop_start);
+  pthread_barrier_destroy(&loop_end);
+  assert_int_equal(bad_rounds, 0);
+  assert_int_equal(atomic_load(&loop_add_failures), 0);
+  assert_int_equal(atomic_load(&loop_not_done), 0);
+}
+
+/* ---- reference counting across threads ---------------------------------- */
+
+static _Atomic int destroyed_atomic;
+static void destroy_free(void *v) {
+  atomic_fetch_add(&destroyed_atomic, 1);
+  free(v);
+}
+
+static void *drop_ref(void *p) {
+  cf_future *f = p;
+  void *v = NULL;
+  if (cf_future_result(f, CF_FOREVER, &v) == 0 && v)
+    (void)*(volatile int *)v; /* lent: valid while we hold our ref */
+  cf_future_unref(f);
+  return NULL;
+}
+
+static void test_result_destroy_threads(void **state) {
+  (void)state;
+  enum { T = 4 };
+  for (int round = 0; round < 100; round++) {
+    atomic_store(&destroyed_atomic, 0);
+    cf_future *f = cf_future_new();
+    pthread_t th[T];
+    for (int i = 0; i < T; i++)
+      assert_int_equal(pthread_create(&th[i], NULL, drop_ref, cf_future_ref(f)),
+                       0);
+    int *v = malloc(sizeof *v);
+    assert_non_null(v);
+    *v = round;
+    assert_int_equal(cf_future_set_result(f, v, destroy_free), 0);
+    void *got = NULL;
+    assert_int_equal(cf_future_result(f, 0, &got), 0);
+    assert_ptr_equal(got, v);
+    cf_future_unref(f);
+    for (int i = 0; i < T; i++)
+      pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&destroyed_atomic), 1);
+  }
+
+  /* read many times, destroyed once; failed and cancelled ones never call
+   * a destroy function (they have no value) */
+  atomic_store(&destroyed_atomic, 0);
+  cf_future *f = cf_future_new();
+  int *v = malloc(sizeof *v);
+  assert_non_null(v);
+  assert_int_equal(cf_future_set_result(f, v, destroy_free), 0);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(cf_future_result(f, 0, NULL), 0);
+  cf_future_unref(f);
+  assert_int_equal(atomic_load(&destroyed_atomic), 1);
+  f = cf_future_new();
+  cf_future_set_exception(f, CF_EINVAL, NULL);
+  v = malloc(sizeof *v);
+  assert_non_null(v);
+  assert_int_equal(cf_future_set_result(f, v, destroy_free), CF_EINVALSTATE);
+  cf_future_unref(f);
+  assert_int_equal(atomic_load(&destroyed_atomic), 1);
+  free(v); /* refused: still ours */
+}
+
 /* ---- error table --------------------------------------------------------- */
 
 static void test_strerror(void **state) {
@@ -434,7 +754,10 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_states_result),
       cmocka_unit_test(test_states_cancel),
+      cmocka_unit_test(test_transitions_invalid),
       cmocka_unit_test(test_exception),
+      cmocka_unit_test(test_exception_message_copied),
+      cmocka_unit_test(test_exception_many_waiters),
       cmocka_unit_test(test_bad_arguments),
       cmocka_unit_test(test_timeout_50ms),
       cmocka_unit_test(test_wait_forever),
@@ -442,8 +765,12 @@ int main(void) {
       cmocka_unit_test(test_many_waiters),
       cmocka_unit_test(test_callbacks_order_and_failure),
       cmocka_unit_test(test_callbacks_on_cancel),
+      cmocka_unit_test(test_callbacks_reentrant),
+      cmocka_unit_test(test_callback_report_done_future),
       cmocka_unit_test(test_callbacks_race_completion),
+      cmocka_unit_test(test_callbacks_race_loop),
       cmocka_unit_test(test_result_destroy),
+      cmocka_unit_test(test_result_destroy_threads),
       cmocka_unit_test(test_strerror),
   };
   return cmocka_run_group_tests_name("future", tests, NULL, NULL);
