@@ -240,8 +240,15 @@ void cf_map_free(cf_map *m) {
   if (!m)
     return;
   cancel_ring(m);
-  while (m->count)
-    cf_future_unref(ring_pop(m));
+  /* Items already running may still read the caller's input: wait for
+   * them, so that the input can go as soon as we return. */
+  cf_deadline forever;
+  cf__deadline_from_timeout(CF_FOREVER, &forever);
+  while (m->count) {
+    cf_future *f = ring_pop(m);
+    cf__future_wait(f, &forever);
+    cf_future_unref(f);
+  }
   cf_future_unref(m->last);
   free(m->ring);
   free(m);

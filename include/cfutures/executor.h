@@ -107,7 +107,9 @@ CF_API int cf_map_next(cf_map *m, void **out);
 CF_API int cf_map_error(const cf_map *m, cf_error *err);
 
 /* Frees the map, cancelling the tasks still pending and dropping every
- * future it holds (running tasks finish on their own). NULL is a no-op. */
+ * future it holds. Blocks until the items already running have finished
+ * (they may read the input), so the input may be freed once it returns.
+ * NULL is a no-op. */
 CF_API void cf_map_free(cf_map *m);
 
 #ifdef __cplusplus
