@@ -1,4 +1,10 @@
-/* Tests for executor/thread_pool.c and the executor interface. */
+/* Tests for executor/thread_pool.c, executor/executor.c and executor/map.c
+ * as seen through the public API.
+ *
+ * Worker threads never assert: they record what they saw in variables
+ * (slots, counters, task results) and the test thread checks them. Tasks
+ * that block do so on a latch with a 20 s bound, so a broken pool fails a
+ * test instead of hanging it. */
 #include <dirent.h>
 #include <math.h>
 #include <pthread.h>
@@ -42,7 +48,16 @@ static int sleepy(void *arg, void **out) {
   return 0;
 }
 
-/* A latch: tasks block on it until the test opens it. */
+static _Atomic int ran;
+static int count_run(void *arg, void **out) {
+  (void)arg;
+  atomic_fetch_add(&ran, 1);
+  *out = NULL;
+  return 0;
+}
+
+/* ---- a latch: tasks block on it until the test opens it ----------------- */
+
 static pthread_mutex_t latch_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t latch_cv = PTHREAD_COND_INITIALIZER;
 static bool latch_open;
@@ -62,7 +77,8 @@ static void latch_release(void) {
   pthread_mutex_unlock(&latch_mu);
 }
 
-static int wait_latch(void *arg, void **out) {
+/* Blocks (without helping the pool) until the latch opens, at most 20 s. */
+static void latch_wait(void) {
   atomic_fetch_add(&latch_waiting, 1);
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -72,6 +88,10 @@ static int wait_latch(void *arg, void **out) {
     if (pthread_cond_timedwait(&latch_cv, &latch_mu, &ts) != 0)
       break;
   pthread_mutex_unlock(&latch_mu);
+}
+
+static int wait_latch(void *arg, void **out) {
+  latch_wait();
   *out = arg;
   return 0;
 }
@@ -83,33 +103,88 @@ static void wait_for_blocked(int n) {
   assert_true(atomic_load(&latch_waiting) >= n);
 }
 
+/* ---- threads that block on futures from outside the pool ---------------- */
+
+typedef struct blocked_waiter {
+  cf_future **fs;
+  size_t n;
+  bool use_wait; /* cf_wait(ALL_COMPLETED) instead of cf_future_result */
+  int rc;
+  double waited;
+  _Atomic bool returned;
+} blocked_waiter;
+
+static void *waiter_main(void *p) {
+  blocked_waiter *b = p;
+  double t0 = now_s();
+  if (b->use_wait)
+    b->rc = cf_wait(b->fs, b->n, 20, CF_ALL_COMPLETED, NULL);
+  else
+    b->rc = cf_future_result(b->fs[0], 20, NULL);
+  b->waited = now_s() - t0;
+  atomic_store(&b->returned, true);
+  return NULL;
+}
+
 /* ---- basics -------------------------------------------------------------- */
 
 static void test_bad_args(void **state) {
   (void)state;
   cf_executor *ex = (cf_executor *)1;
   assert_int_equal(cf_thread_pool_new(NULL, NULL), CF_EINVAL);
-  cf_thread_pool_opts o = {.max_workers = 100000};
+  cf_thread_pool_opts o = {.max_workers = 1025};
   assert_int_equal(cf_thread_pool_new(&o, &ex), CF_EINVAL);
   assert_null(ex);
+  ex = (cf_executor *)1;
+  o.max_workers = SIZE_MAX;
+  assert_int_equal(cf_thread_pool_new(&o, &ex), CF_EINVAL);
+  assert_null(ex);
+  assert_int_equal(cf_thread_pool_new(&o, NULL), CF_EINVAL);
+
   ex = new_pool(1);
   cf_future *f = (cf_future *)1;
   assert_int_equal(cf_submit(NULL, identity, NULL, &f), CF_EINVAL);
   assert_null(f);
+  f = (cf_future *)1;
   assert_int_equal(cf_submit(ex, NULL, NULL, &f), CF_EINVAL);
+  assert_null(f);
   assert_int_equal(cf_submit(ex, identity, NULL, NULL), CF_EINVAL);
+  f = (cf_future *)1;
+  assert_int_equal(cf_submit_with(NULL, identity, NULL, free, &f), CF_EINVAL);
+  assert_null(f);
+  assert_int_equal(cf_submit_with(ex, NULL, NULL, free, &f), CF_EINVAL);
+  assert_int_equal(cf_submit_with(ex, identity, NULL, free, NULL), CF_EINVAL);
   assert_int_equal(cf_executor_shutdown(NULL, true, false), CF_EINVAL);
+  assert_int_equal(cf_executor_shutdown(NULL, false, true), CF_EINVAL);
   assert_int_equal(cf_thread_pool_size(NULL), 0);
+  /* a NaN timeout on a pool future */
+  assert_int_equal(cf_submit(ex, identity, NULL, &f), 0);
+  assert_int_equal(cf_future_result(f, NAN, NULL), CF_EINVAL);
+  assert_int_equal(cf_future_result(f, 10, NULL), 0);
+  cf_future_unref(f);
   cf_executor_free(ex);
-  cf_executor_free(NULL);
+  cf_executor_free(NULL); /* no-op */
 }
 
 static void test_default_size(void **state) {
   (void)state;
-  cf_executor *ex = NULL;
-  assert_int_equal(cf_thread_pool_new(NULL, &ex), 0);
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  assert_int_equal(cf_thread_pool_size(ex), (size_t)(cpus > 0 ? cpus : 1));
+  size_t want = (size_t)(cpus > 0 ? cpus : 1);
+  cf_executor *ex = NULL;
+  assert_int_equal(cf_thread_pool_new(NULL, &ex), 0); /* NULL opts */
+  assert_int_equal(cf_thread_pool_size(ex), want);
+  cf_executor_free(ex);
+  cf_thread_pool_opts o = {.max_workers = 0};
+  ex = NULL;
+  assert_int_equal(cf_thread_pool_new(&o, &ex), 0);
+  assert_int_equal(cf_thread_pool_size(ex), want);
+  /* and it runs tasks */
+  cf_future *f;
+  assert_int_equal(cf_submit(ex, identity, (void *)(intptr_t)5, &f), 0);
+  void *v;
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  assert_int_equal((intptr_t)v, 5);
+  cf_future_unref(f);
   cf_executor_free(ex);
 }
 
@@ -124,10 +199,11 @@ static void test_many_tasks(void **state) {
     assert_int_equal(cf_thread_pool_size(ex), sizes[s]);
     for (intptr_t i = 0; i < N; i++)
       assert_int_equal(cf_submit(ex, identity, (void *)i, &fs[i]), 0);
-    for (intptr_t i = 0; i < N; i++) {
+    for (intptr_t i = N - 1; i >= 0; i--) { /* newest first, for a change */
       void *v = NULL;
       assert_int_equal(cf_future_result(fs[i], 30, &v), 0);
       assert_int_equal((intptr_t)v, i);
+      assert_int_equal(cf_future_state_of(fs[i]), CF_FINISHED);
       cf_future_unref(fs[i]);
     }
     cf_executor_free(ex);
@@ -144,6 +220,16 @@ static int failing_plain(void *arg, void **out) {
   (void)arg;
   (void)out;
   return 42; /* no message: the code's text */
+}
+
+/* Odd items fail with their own message, even ones succeed; a message must
+ * never cross from one task to another on the same worker. */
+static int odd_fails(void *arg, void **out) {
+  intptr_t i = (intptr_t)arg;
+  if (i % 2)
+    return cf_fail(CF_EINVAL - (int)(i % 5), "odd %ld", (long)i);
+  *out = arg;
+  return 0;
 }
 
 static void test_failures(void **state) {
@@ -164,81 +250,178 @@ static void test_failures(void **state) {
   assert_string_equal(e.message, cf_strerror(42));
   /* the promise side refuses executor futures */
   assert_int_equal(cf_future_set_result(f, NULL, NULL), CF_EPERM);
+  assert_int_equal(cf_future_set_exception(f, CF_EINVAL, "x"), CF_EPERM);
+  assert_int_equal(cf_future_set_running_or_notify_cancel(f), CF_EPERM);
   cf_future_unref(f);
+  cf_executor_free(ex);
+
+  /* many mixed tasks on 4 workers */
+  ex = new_pool(4);
+  enum { N = 2000 };
+  cf_future **fs = malloc(N * sizeof *fs);
+  assert_non_null(fs);
+  for (intptr_t i = 0; i < N; i++)
+    assert_int_equal(cf_submit(ex, odd_fails, (void *)i, &fs[i]), 0);
+  for (intptr_t i = 0; i < N; i++) {
+    void *v = NULL;
+    int rc = cf_future_result(fs[i], 30, &v);
+    assert_int_equal(cf_future_exception(fs[i], 0, &e), 0);
+    if (i % 2) {
+      assert_int_equal(rc, CF_EFAILED);
+      assert_int_equal(e.code, CF_EINVAL - (int)(i % 5));
+      char want[32];
+      snprintf(want, sizeof want, "odd %ld", (long)i);
+      assert_string_equal(e.message, want);
+    } else {
+      assert_int_equal(rc, 0);
+      assert_int_equal((intptr_t)v, i);
+      assert_int_equal(e.code, 0);
+    }
+    cf_future_unref(fs[i]);
+  }
+  free(fs);
   cf_executor_free(ex);
 }
 
-static _Atomic int destroyed;
-static void count_destroy(void *v) {
+/* Each result is a box naming its slot; destroying it counts in the slot. */
+enum { NBOX = 300 };
+static _Atomic int destroyed[NBOX];
+
+static void box_destroy(void *v) {
+  int i = *(int *)v;
+  if (i >= 0 && i < NBOX)
+    atomic_fetch_add(&destroyed[i], 1);
   free(v);
-  atomic_fetch_add(&destroyed, 1);
 }
 
 static int make_box(void *arg, void **out) {
+  int i = (int)(intptr_t)arg;
+  if (i % 7 == 6)
+    return cf_fail(CF_EINVAL, "no box %d", i); /* no result to destroy */
   int *box = malloc(sizeof *box);
   if (!box)
     return CF_ENOMEM;
-  *box = (int)(intptr_t)arg;
+  *box = i;
   *out = box;
   return 0;
 }
 
 static void test_result_destroy(void **state) {
   (void)state;
-  atomic_store(&destroyed, 0);
+  for (int i = 0; i < NBOX; i++)
+    atomic_store(&destroyed[i], 0);
   cf_executor *ex = new_pool(2);
-  enum { N = 100 };
-  cf_future *fs[N];
-  for (int i = 0; i < N; i++)
+  latch_reset();
+  cf_future *blockers[2];
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(cf_submit(ex, wait_latch, NULL, &blockers[i]), 0);
+  wait_for_blocked(2); /* both workers busy: the boxes queue up */
+  cf_future *fs[NBOX];
+  for (int i = 0; i < NBOX; i++)
     assert_int_equal(cf_submit_with(ex, make_box, (void *)(intptr_t)i,
-                                    count_destroy, &fs[i]),
+                                    box_destroy, &fs[i]),
                      0);
-  for (int i = 0; i < N; i++) {
+  /* a third of them is cancelled before running: nothing to destroy */
+  for (int i = 0; i < NBOX; i += 3)
+    assert_true(cf_future_cancel(fs[i]));
+  latch_release();
+  for (int i = 0; i < NBOX; i++) {
     void *v;
-    if (i % 2 == 0) { /* half read, half never read */
-      assert_int_equal(cf_future_result(fs[i], 10, &v), 0);
+    int rc = cf_future_result(fs[i], 10, &v);
+    if (i % 3 == 0)
+      assert_int_equal(rc, CF_ECANCELLED);
+    else if (i % 7 == 6)
+      assert_int_equal(rc, CF_EFAILED);
+    else if (i % 2 == 0) { /* half read, half never read */
+      assert_int_equal(rc, 0);
       assert_int_equal(*(int *)v, i);
     }
   }
+  for (int i = 0; i < 2; i++)
+    cf_future_unref(blockers[i]);
   cf_executor_free(ex); /* waits for all */
-  assert_int_equal(atomic_load(&destroyed), 0);
-  for (int i = 0; i < N; i++)
+  for (int i = 0; i < NBOX; i++) /* the futures still own their results */
+    assert_int_equal(atomic_load(&destroyed[i]), 0);
+  for (int i = 0; i < NBOX; i++)
     cf_future_unref(fs[i]);
-  assert_int_equal(atomic_load(&destroyed), N);
+  for (int i = 0; i < NBOX; i++) {
+    int want = (i % 3 == 0 || i % 7 == 6) ? 0 : 1;
+    if (atomic_load(&destroyed[i]) != want)
+      fail_msg("result %d destroyed %d times, want %d", i,
+               atomic_load(&destroyed[i]), want);
+  }
 }
 
 /* ---- options ------------------------------------------------------------- */
 
-static void test_thread_names(void **state) {
-  (void)state;
-  cf_thread_pool_opts o = {.max_workers = 3, .thread_name_prefix = "crawl"};
-  cf_executor *ex;
-  assert_int_equal(cf_thread_pool_new(&o, &ex), 0);
-  latch_reset();
-  cf_future *fs[3];
-  for (int i = 0; i < 3; i++)
-    assert_int_equal(cf_submit(ex, wait_latch, NULL, &fs[i]), 0);
-  wait_for_blocked(3);
+/* Counts this process's threads whose comm matches: exactly `name`, or
+ * `name` followed by a number in [0, max) when max > 0 (bit i of *seen set
+ * for "<name>i"). */
+static int count_threads_named(const char *name, unsigned max,
+                               unsigned long *seen) {
   int named = 0;
   DIR *d = opendir("/proc/self/task");
   assert_non_null(d);
   struct dirent *de;
   while ((de = readdir(d))) {
+    if (de->d_name[0] == '.')
+      continue;
     char path[300], comm[64] = "";
     snprintf(path, sizeof path, "/proc/self/task/%s/comm", de->d_name);
     FILE *fp = fopen(path, "r");
     if (!fp)
       continue;
-    if (fgets(comm, sizeof comm, fp) && strncmp(comm, "crawl-", 6) == 0)
-      named++;
+    if (fgets(comm, sizeof comm, fp)) {
+      comm[strcspn(comm, "\n")] = '\0';
+      size_t len = strlen(name);
+      if (max == 0) {
+        named += strcmp(comm, name) == 0;
+      } else if (strncmp(comm, name, len) == 0 && comm[len]) {
+        char *end;
+        unsigned long i = strtoul(comm + len, &end, 10);
+        if (*end == '\0' && i < max) {
+          named++;
+          if (seen)
+            *seen |= 1ul << i;
+        }
+      }
+    }
     fclose(fp);
   }
   closedir(d);
-  assert_int_equal(named, 3);
+  return named;
+}
+
+static void check_names(const char *prefix, unsigned workers,
+                        const char *match, unsigned max) {
+  cf_thread_pool_opts o = {.max_workers = workers,
+                           .thread_name_prefix = prefix};
+  cf_executor *ex;
+  assert_int_equal(cf_thread_pool_new(&o, &ex), 0);
+  latch_reset();
+  cf_future *fs[8];
+  for (unsigned i = 0; i < workers; i++)
+    assert_int_equal(cf_submit(ex, wait_latch, NULL, &fs[i]), 0);
+  wait_for_blocked((int)workers);
+  unsigned long seen = 0;
+  int named = count_threads_named(match, max, &seen);
   latch_release();
-  for (int i = 0; i < 3; i++)
+  for (unsigned i = 0; i < workers; i++)
     cf_future_unref(fs[i]);
   cf_executor_free(ex);
+  assert_int_equal(named, (int)workers);
+  if (max)
+    assert_int_equal(seen, (1ul << workers) - 1); /* -0 .. -(workers-1) */
+}
+
+static void test_thread_names(void **state) {
+  (void)state;
+  check_names("crawl", 3, "crawl-", 3);
+  check_names(NULL, 2, "cf-worker-", 2);
+  /* 15 bytes at most: a long prefix leaves no room for the index */
+  check_names("abcdefghijklmnopqrstu", 2, "abcdefghijklmno", 0);
+  /* after free the names are gone */
+  assert_int_equal(count_threads_named("crawl-", 3, NULL), 0);
 }
 
 static _Atomic int inits;
@@ -249,70 +432,172 @@ static int init_ok(void *arg) {
 
 static void test_initializer(void **state) {
   (void)state;
-  atomic_store(&inits, 0);
-  cf_thread_pool_opts o = {.max_workers = 4,
-                           .initializer = init_ok,
-                           .initarg = (void *)(intptr_t)10};
-  cf_executor *ex;
-  assert_int_equal(cf_thread_pool_new(&o, &ex), 0);
-  cf_future *f;
-  assert_int_equal(cf_submit(ex, identity, NULL, &f), 0);
-  assert_int_equal(cf_future_result(f, 10, NULL), 0);
-  cf_future_unref(f);
-  cf_executor_free(ex);
-  assert_int_equal(atomic_load(&inits), 40); /* once per worker */
+  const size_t sizes[] = {1, 4, 8};
+  for (int s = 0; s < 3; s++) {
+    atomic_store(&inits, 0);
+    cf_thread_pool_opts o = {.max_workers = sizes[s],
+                             .initializer = init_ok,
+                             .initarg = (void *)(intptr_t)10};
+    cf_executor *ex;
+    assert_int_equal(cf_thread_pool_new(&o, &ex), 0);
+    cf_future *f;
+    assert_int_equal(cf_submit(ex, identity, NULL, &f), 0);
+    assert_int_equal(cf_future_result(f, 10, NULL), 0);
+    cf_future_unref(f);
+    cf_executor_free(ex);
+    /* once per worker, with its argument */
+    assert_int_equal(atomic_load(&inits), 10 * (int)sizes[s]);
+  }
 }
 
-static int init_fail(void *arg) {
+/* An initializer that blocks until the test lets it fail. */
+static _Atomic int init_entered;
+static int init_gated_fail(void *arg) {
   (void)arg;
+  atomic_fetch_add(&init_entered, 1);
+  latch_wait();
   return CF_EINVAL;
+}
+
+static int map_item_id(void *arg, void **out) {
+  atomic_fetch_add(&ran, 1);
+  *out = arg;
+  return 0;
 }
 
 static void test_initializer_failure_breaks_pool(void **state) {
   (void)state;
-  cf_thread_pool_opts o = {.max_workers = 2, .initializer = init_fail};
+  latch_reset();
+  atomic_store(&init_entered, 0);
+  atomic_store(&ran, 0);
+  cf_thread_pool_opts o = {.max_workers = 2, .initializer = init_gated_fail};
+  cf_executor *ex;
+  assert_int_equal(cf_thread_pool_new(&o, &ex), 0);
+  double t0 = now_s();
+  while (atomic_load(&init_entered) < 2 && now_s() - t0 < 10)
+    usleep(1000);
+  assert_int_equal(atomic_load(&init_entered), 2);
+  /* Not broken yet: these are accepted, and stay pending. */
+  enum { N = 20 };
+  cf_future *fs[N];
+  for (int i = 0; i < N; i++)
+    assert_int_equal(cf_submit(ex, count_run, NULL, &fs[i]), 0);
+  blocked_waiter b = {.fs = &fs[N - 1], .n = 1};
+  blocked_waiter bw = {.fs = fs, .n = N, .use_wait = true};
+  pthread_t th, thw;
+  assert_int_equal(pthread_create(&th, NULL, waiter_main, &b), 0);
+  assert_int_equal(pthread_create(&thw, NULL, waiter_main, &bw), 0);
+  latch_release(); /* the initializers fail now */
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(cf_future_result(fs[i], 10, NULL), CF_EBROKEN);
+    cf_error e;
+    assert_int_equal(cf_future_exception(fs[i], 0, &e), 0);
+    assert_int_equal(e.code, CF_EBROKEN);
+    assert_non_null(e.message);
+    assert_true(strlen(e.message) > 0);
+    assert_false(cf_future_cancel(fs[i])); /* finished, not pending */
+  }
+  pthread_join(th, NULL);
+  pthread_join(thw, NULL);
+  assert_int_equal(b.rc, CF_EBROKEN);
+  assert_int_equal(bw.rc, 0);
+  /* once broken, submit and map say so */
+  cf_future *f = (cf_future *)1;
+  assert_int_equal(cf_submit(ex, identity, NULL, &f), CF_EBROKEN);
+  assert_null(f);
+  int xs[4] = {0};
+  cf_map *m = (cf_map *)1;
+  assert_int_equal(cf_map_array(ex, map_item_id, xs, 4, sizeof xs[0], NULL, &m),
+                   CF_EBROKEN);
+  assert_null(m);
+  assert_int_equal(atomic_load(&ran), 0); /* no task ever ran */
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  for (int i = 0; i < N; i++)
+    cf_future_unref(fs[i]);
+  cf_executor_free(ex);
+}
+
+/* Only the first of four initializers fails: the pool still breaks. */
+static _Atomic int init_calls;
+static int init_first_fails(void *arg) {
+  (void)arg;
+  return atomic_fetch_add(&init_calls, 1) == 0 ? CF_EINVAL : 0;
+}
+
+static void test_initializer_partial_failure(void **state) {
+  (void)state;
+  atomic_store(&init_calls, 0);
+  cf_thread_pool_opts o = {.max_workers = 4, .initializer = init_first_fails};
   cf_executor *ex;
   assert_int_equal(cf_thread_pool_new(&o, &ex), 0);
   cf_future *f = NULL;
-  int rc = cf_submit(ex, identity, NULL, &f);
-  if (rc == 0) { /* submitted before the pool knew: fails as broken */
-    assert_int_equal(cf_future_result(f, 10, NULL), CF_EBROKEN);
-    cf_error e;
-    assert_int_equal(cf_future_exception(f, 0, &e), 0);
-    assert_int_equal(e.code, CF_EBROKEN);
-    cf_future_unref(f);
-  } else {
-    assert_int_equal(rc, CF_EBROKEN);
-  }
-  /* once broken, submit says so */
+  int rc;
   double t0 = now_s();
   while ((rc = cf_submit(ex, identity, NULL, &f)) == 0 && now_s() - t0 < 10) {
-    assert_int_equal(cf_future_result(f, 10, NULL), CF_EBROKEN);
+    int r = cf_future_result(f, 10, NULL);
+    assert_true(r == 0 || r == CF_EBROKEN); /* ran before the break, or not */
     cf_future_unref(f);
+    usleep(100);
   }
   assert_int_equal(rc, CF_EBROKEN);
   cf_executor_free(ex);
+  assert_int_equal(atomic_load(&init_calls), 4);
 }
 
 /* ---- shutdown ------------------------------------------------------------ */
 
+typedef struct shutdown_call {
+  cf_executor *ex;
+  bool wait, cancel;
+  int rc;
+  _Atomic bool returned;
+} shutdown_call;
+
+static void *shutdown_main(void *p) {
+  shutdown_call *s = p;
+  s->rc = cf_executor_shutdown(s->ex, s->wait, s->cancel);
+  atomic_store(&s->returned, true);
+  return NULL;
+}
+
 static void test_shutdown_wait(void **state) {
   (void)state;
   cf_executor *ex = new_pool(2);
-  enum { N = 20 };
-  cf_future *fs[N];
-  for (int i = 0; i < N; i++)
-    assert_int_equal(cf_submit(ex, sleepy, (void *)(intptr_t)2000, &fs[i]), 0);
-  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
-  for (int i = 0; i < N; i++) {
-    assert_true(cf_future_done(fs[i])); /* all ran before shutdown returned */
-    assert_int_equal(cf_future_result(fs[i], 0, NULL), 0);
-    cf_future_unref(fs[i]);
-  }
+  latch_reset();
+  atomic_store(&ran, 0);
+  cf_future *running[2], *queued[20];
+  for (int i = 0; i < 2; i++)
+    assert_int_equal(cf_submit(ex, wait_latch, NULL, &running[i]), 0);
+  wait_for_blocked(2);
+  for (int i = 0; i < 20; i++)
+    assert_int_equal(cf_submit(ex, count_run, NULL, &queued[i]), 0);
+  shutdown_call s = {.ex = ex, .wait = true};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, shutdown_main, &s), 0);
+  usleep(50000);
+  /* two tasks are still blocked: shutdown(wait) cannot have returned */
+  assert_false(atomic_load(&s.returned));
   cf_future *f = (cf_future *)1;
+  double t0 = now_s();
+  while (cf_submit(ex, identity, NULL, &f) == 0 && now_s() - t0 < 10) {
+    cf_future_unref(f); /* (only before the shutdown thread got going) */
+    usleep(1000);
+  }
   assert_int_equal(cf_submit(ex, identity, NULL, &f), CF_ESHUTDOWN);
   assert_null(f);
-  assert_int_equal(cf_executor_shutdown(ex, true, true), 0); /* again: fine */
+  latch_release();
+  pthread_join(th, NULL);
+  assert_int_equal(s.rc, 0);
+  /* everything, running and queued, ran before shutdown returned */
+  assert_int_equal(atomic_load(&ran), 20);
+  for (int i = 0; i < 20; i++) {
+    assert_int_equal(cf_future_state_of(queued[i]), CF_FINISHED);
+    cf_future_unref(queued[i]);
+  }
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(cf_future_state_of(running[i]), CF_FINISHED);
+    cf_future_unref(running[i]);
+  }
   cf_executor_free(ex);
 }
 
@@ -329,6 +614,11 @@ static void test_shutdown_nowait(void **state) {
   double t0 = now_s();
   assert_int_equal(cf_executor_shutdown(ex, false, false), 0);
   assert_true(now_s() - t0 < 1.0); /* did not wait for the blocked task */
+  cf_future *f = (cf_future *)1;
+  assert_int_equal(cf_submit(ex, identity, NULL, &f), CF_ESHUTDOWN);
+  assert_null(f);
+  for (int i = 0; i < 10; i++)
+    assert_false(cf_future_done(queued[i])); /* still queued behind it */
   latch_release();
   for (int i = 0; i < 10; i++) { /* queued tasks still run */
     void *v;
@@ -340,54 +630,112 @@ static void test_shutdown_nowait(void **state) {
   cf_executor_free(ex);
 }
 
-typedef struct blocked_waiter {
-  cf_future *f;
-  int rc;
-  double waited;
-} blocked_waiter;
-
-static void *wait_result(void *p) {
-  blocked_waiter *b = p;
-  double t0 = now_s();
-  b->rc = cf_future_result(b->f, 20, NULL);
-  b->waited = now_s() - t0;
-  return NULL;
+static _Atomic int cancel_cbs;
+static int count_cancel_cb(cf_future *f, void *arg) {
+  (void)arg;
+  if (cf_future_cancelled(f))
+    atomic_fetch_add(&cancel_cbs, 1);
+  return 0;
 }
 
 static void test_shutdown_cancel_futures(void **state) {
   (void)state;
   cf_executor *ex = new_pool(1);
   latch_reset();
-  cf_future *running, *queued[50];
+  atomic_store(&ran, 0);
+  atomic_store(&cancel_cbs, 0);
+  enum { N = 50 };
+  cf_future *running, *queued[N];
   assert_int_equal(cf_submit(ex, wait_latch, (void *)(intptr_t)9, &running), 0);
-  for (int i = 0; i < 50; i++)
-    assert_int_equal(cf_submit(ex, identity, NULL, &queued[i]), 0);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(cf_submit(ex, count_run, NULL, &queued[i]), 0);
+    assert_int_equal(cf_future_add_done_callback(queued[i], count_cancel_cb, NULL),
+                     0);
+  }
   wait_for_blocked(1);
-  /* a thread blocks on a queued future: cancelling must wake it */
-  blocked_waiter b = {.f = queued[49], .rc = -999};
-  pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, wait_result, &b), 0);
+  /* threads block on queued futures: cancelling must wake them */
+  blocked_waiter b = {.fs = &queued[N - 1], .n = 1, .rc = -999};
+  blocked_waiter bw = {.fs = queued, .n = N, .use_wait = true, .rc = -999};
+  pthread_t th, thw;
+  assert_int_equal(pthread_create(&th, NULL, waiter_main, &b), 0);
+  assert_int_equal(pthread_create(&thw, NULL, waiter_main, &bw), 0);
   usleep(20000);
   assert_int_equal(cf_executor_shutdown(ex, false, true), 0);
   pthread_join(th, NULL);
+  pthread_join(thw, NULL);
+  /* woken by the cancel itself, while the running task still blocks */
   assert_int_equal(b.rc, CF_ECANCELLED);
-  /* woken by the cancel itself, not by the running task ending (the latch
-   * holds it for 20 s) */
-  assert_true(b.waited < 10.0);
+  assert_int_equal(bw.rc, 0);
+  assert_false(cf_future_done(running));
+  for (int i = 0; i < N; i++)
+    assert_int_equal(cf_future_state_of(queued[i]), CF_CANCELLED);
+  assert_int_equal(atomic_load(&cancel_cbs), N);
   latch_release();
   assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
   void *v;
   assert_int_equal(cf_future_result(running, 0, &v), 0); /* ran to the end */
   assert_int_equal((intptr_t)v, 9);
-  for (int i = 0; i < 50; i++) {
-    assert_true(cf_future_cancelled(queued[i]));
+  assert_int_equal(atomic_load(&ran), 0);
+  for (int i = 0; i < N; i++)
     cf_future_unref(queued[i]);
-  }
   cf_future_unref(running);
   cf_executor_free(ex);
 }
 
+/* Tasks queued in a busy worker's own deque (submitted from inside a task)
+ * are cancelled too. */
+enum { NKIDS = 20 };
 static cf_executor *self_pool;
+static cf_future *kids[NKIDS];
+static _Atomic int kids_rc;
+static int spawner(void *arg, void **out) {
+  (void)arg;
+  int rc = 0;
+  for (int i = 0; i < NKIDS; i++) {
+    int r = cf_submit(self_pool, count_run, NULL, &kids[i]);
+    if (r && !rc)
+      rc = r;
+  }
+  /* release: publishes kids[]; pairs with the test's acquire load. */
+  atomic_store_explicit(&kids_rc, rc == 0 ? 1 : rc, memory_order_release);
+  latch_wait(); /* blocks without helping: the kids stay queued */
+  *out = NULL;
+  return 0;
+}
+
+static void test_shutdown_cancels_worker_deques(void **state) {
+  (void)state;
+  self_pool = new_pool(1);
+  latch_reset();
+  atomic_store(&ran, 0);
+  atomic_store(&kids_rc, 0);
+  cf_future *sp;
+  assert_int_equal(cf_submit(self_pool, spawner, NULL, &sp), 0);
+  wait_for_blocked(1);
+  assert_int_equal(atomic_load_explicit(&kids_rc, memory_order_acquire), 1);
+  blocked_waiter b = {.fs = &kids[0], .n = 1, .rc = -999};
+  blocked_waiter bw = {.fs = kids, .n = NKIDS, .use_wait = true, .rc = -999};
+  pthread_t th, thw;
+  assert_int_equal(pthread_create(&th, NULL, waiter_main, &b), 0);
+  assert_int_equal(pthread_create(&thw, NULL, waiter_main, &bw), 0);
+  usleep(20000);
+  assert_int_equal(cf_executor_shutdown(self_pool, false, true), 0);
+  pthread_join(th, NULL);
+  pthread_join(thw, NULL);
+  assert_int_equal(b.rc, CF_ECANCELLED);
+  assert_int_equal(bw.rc, 0);
+  assert_true(b.waited < 10 && bw.waited < 10); /* not the latch's 20 s */
+  for (int i = 0; i < NKIDS; i++)
+    assert_true(cf_future_cancelled(kids[i]));
+  latch_release();
+  assert_int_equal(cf_future_result(sp, 10, NULL), 0);
+  cf_executor_free(self_pool);
+  assert_int_equal(atomic_load(&ran), 0);
+  for (int i = 0; i < NKIDS; i++)
+    cf_future_unref(kids[i]);
+  cf_future_unref(sp);
+}
+
 static int shutdown_self(void *arg, void **out) {
   (void)arg;
   *out = (void *)(intptr_t)cf_executor_shutdown(self_pool, true, false);
@@ -411,13 +759,16 @@ static void test_shutdown_from_worker(void **state) {
   assert_int_equal(cf_future_result(f, 10, &v), 0);
   assert_int_equal((intptr_t)v, CF_EDEADLK);
   cf_future_unref(f);
+  /* EDEADLK did not shut the pool down */
+  assert_int_equal(cf_submit(self_pool, identity, NULL, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, NULL), 0);
+  cf_future_unref(f);
   latch_reset();
   cf_future *blocker, *late;
   assert_int_equal(cf_submit(self_pool, wait_latch, NULL, &blocker), 0);
   wait_for_blocked(1);
   assert_int_equal(cf_submit(self_pool, submit_after_shutdown, NULL, &late), 0);
-  /* shut down while `late` is queued: it still runs, and its submit is refused
-   */
+  /* shut down while `late` is queued: it still runs, its submit is refused */
   assert_int_equal(cf_executor_shutdown(self_pool, false, false), 0);
   latch_release();
   assert_int_equal(cf_future_result(late, 10, &v), 0);
@@ -427,73 +778,314 @@ static void test_shutdown_from_worker(void **state) {
   cf_executor_free(self_pool);
 }
 
-/* ---- cancellation races -------------------------------------------------- */
+static void test_shutdown_twice(void **state) {
+  (void)state;
+  cf_executor *ex = new_pool(2);
+  latch_reset();
+  cf_future *f;
+  assert_int_equal(cf_submit(ex, wait_latch, NULL, &f), 0);
+  wait_for_blocked(1);
+  assert_int_equal(cf_executor_shutdown(ex, false, false), 0);
+  assert_int_equal(cf_executor_shutdown(ex, false, true), 0);
+  /* a later wait=true still waits */
+  shutdown_call s = {.ex = ex, .wait = true};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, shutdown_main, &s), 0);
+  usleep(50000);
+  assert_false(atomic_load(&s.returned));
+  latch_release();
+  pthread_join(th, NULL);
+  assert_int_equal(s.rc, 0);
+  assert_true(cf_future_done(f));
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  assert_int_equal(cf_executor_shutdown(ex, true, true), 0);
+  cf_future *g = (cf_future *)1;
+  assert_int_equal(cf_submit(ex, identity, NULL, &g), CF_ESHUTDOWN);
+  assert_null(g);
+  cf_future_unref(f);
+  cf_executor_free(ex); /* after shutdown: fine */
+  cf_executor_free(NULL);
+  /* free without shutdown waits for the queued work */
+  ex = new_pool(1);
+  atomic_store(&ran, 0);
+  cf_future *fs[50];
+  for (int i = 0; i < 50; i++)
+    assert_int_equal(cf_submit(ex, count_run, NULL, &fs[i]), 0);
+  cf_executor_free(ex);
+  assert_int_equal(atomic_load(&ran), 50);
+  for (int i = 0; i < 50; i++) {
+    assert_int_equal(cf_future_state_of(fs[i]), CF_FINISHED);
+    cf_future_unref(fs[i]);
+  }
+}
 
-static _Atomic int ran;
-static int count_run(void *arg, void **out) {
-  (void)arg;
-  atomic_fetch_add(&ran, 1);
+/* ---- timeouts ------------------------------------------------------------ */
+
+typedef struct timed {
+  cf_future *f;
+  double waited;
+  int rc;
+} timed;
+
+static int wait_briefly(void *arg, void **out) {
+  timed *t = arg;
+  double t0 = now_s();
+  t->rc = cf_future_result(t->f, 0.05, NULL);
+  t->waited = now_s() - t0;
   *out = NULL;
   return 0;
 }
 
+static void test_result_timeout(void **state) {
+  (void)state;
+  cf_executor *ex = new_pool(2);
+  latch_reset();
+  cf_future *blocked;
+  assert_int_equal(cf_submit(ex, wait_latch, NULL, &blocked), 0);
+  wait_for_blocked(1);
+  double t0 = now_s();
+  assert_int_equal(cf_future_result(blocked, 0.05, NULL), CF_ETIMEDOUT);
+  double dt = now_s() - t0;
+  assert_true(dt >= 0.05 && dt < 1.0);
+  assert_int_equal(cf_future_result(blocked, 0, NULL), CF_ETIMEDOUT);
+  /* the same from a worker (which helps, then parks with the deadline) */
+  timed t = {.f = blocked};
+  cf_future *f;
+  assert_int_equal(cf_submit(ex, wait_briefly, &t, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, NULL), 0);
+  assert_int_equal(t.rc, CF_ETIMEDOUT);
+  assert_true(t.waited >= 0.05 && t.waited < 1.0);
+  latch_release();
+  assert_int_equal(cf_future_result(blocked, 10, NULL), 0);
+  cf_future_unref(f);
+  cf_future_unref(blocked);
+  cf_executor_free(ex);
+}
+
+/* ---- cancellation races -------------------------------------------------- */
+
+typedef struct slot {
+  _Atomic int ran, cb;
+  unsigned delay;
+} slot;
+
+static void spin(unsigned n) {
+  for (volatile unsigned i = 0; i < n; i++) {
+  }
+}
+
+static int slot_task(void *arg, void **out) {
+  slot *s = arg;
+  atomic_fetch_add(&s->ran, 1);
+  spin(s->delay);
+  *out = s;
+  return 0;
+}
+
+static int slot_cb(cf_future *f, void *arg) {
+  (void)f;
+  atomic_fetch_add(&((slot *)arg)->cb, 1);
+  return 0;
+}
+
+enum { NRACE = 4000 };
+typedef struct race {
+  cf_future *fs[NRACE];
+  _Atomic int published;
+  uint64_t seed;
+} race;
+
+static uint64_t xorshift(uint64_t *s) {
+  *s ^= *s << 13;
+  *s ^= *s >> 7;
+  *s ^= *s << 17;
+  return *s;
+}
+
+/* A second canceller racing the test thread and the workers. */
+static void *canceller(void *p) {
+  race *r = p;
+  int done = 0;
+  while (done < NRACE) {
+    int n = atomic_load_explicit(&r->published, memory_order_acquire);
+    for (; done < n; done++) {
+      spin((unsigned)(xorshift(&r->seed) % 500));
+      if (xorshift(&r->seed) % 4 == 0)
+        cf_future_cancel(r->fs[done]); /* borrowed: the test holds it */
+    }
+  }
+  return NULL;
+}
+
 static void test_cancel_races(void **state) {
   (void)state;
-  atomic_store(&ran, 0);
-  cf_executor *ex = new_pool(2);
-  enum { N = 20000 };
-  cf_future **fs = malloc(N * sizeof *fs);
-  assert_non_null(fs);
-  int cancelled_ok = 0;
-  for (int i = 0; i < N; i++) {
-    assert_int_equal(cf_submit(ex, count_run, NULL, &fs[i]), 0);
-    if (rand() % 2)
-      cancelled_ok += cf_future_cancel(fs[i]);
+  const size_t sizes[] = {1, 2, 4};
+  slot *slots = calloc(NRACE, sizeof *slots);
+  race *r = calloc(1, sizeof *r);
+  assert_non_null(slots);
+  assert_non_null(r);
+  for (int s = 0; s < 3; s++) {
+    cf_executor *ex = new_pool(sizes[s]);
+    memset(slots, 0, NRACE * sizeof *slots);
+    atomic_store(&r->published, 0);
+    r->seed = 0x1234567u + (uint64_t)s;
+    uint64_t seed = 0xabcdefu + (uint64_t)s;
+    bool *mine = calloc(NRACE, sizeof *mine);
+    assert_non_null(mine);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, canceller, r), 0);
+    for (int i = 0; i < NRACE; i++) {
+      slots[i].delay = (unsigned)(xorshift(&seed) % 2000);
+      assert_int_equal(cf_submit(ex, slot_task, &slots[i], &r->fs[i]), 0);
+      assert_int_equal(cf_future_add_done_callback(r->fs[i], slot_cb, &slots[i]),
+                       0);
+      /* release: publishes fs[i]; pairs with the canceller's acquire. */
+      atomic_store_explicit(&r->published, i + 1, memory_order_release);
+      spin((unsigned)(xorshift(&seed) % 1500));
+      if (xorshift(&seed) % 2)
+        mine[i] = cf_future_cancel(r->fs[i]);
+    }
+    pthread_join(th, NULL);
+    int finished = 0, cancelled = 0;
+    for (int i = 0; i < NRACE; i++) {
+      void *v = NULL;
+      int rc = cf_future_result(r->fs[i], 30, &v);
+      cf_future_state st = cf_future_state_of(r->fs[i]);
+      if (rc == 0) {
+        finished++;
+        assert_int_equal(st, CF_FINISHED);
+        assert_ptr_equal(v, &slots[i]);
+        assert_false(mine[i]); /* a successful cancel never finishes */
+      } else {
+        assert_int_equal(rc, CF_ECANCELLED);
+        assert_int_equal(st, CF_CANCELLED);
+        cancelled++;
+      }
+    }
+    cf_executor_free(ex); /* joins the workers: every callback has run */
+    for (int i = 0; i < NRACE; i++) {
+      bool fin = cf_future_state_of(r->fs[i]) == CF_FINISHED;
+      if (atomic_load(&slots[i].ran) != (fin ? 1 : 0))
+        fail_msg("future %d: %s but its task ran %d times", i,
+                 fin ? "FINISHED" : "CANCELLED", atomic_load(&slots[i].ran));
+      if (atomic_load(&slots[i].cb) != 1)
+        fail_msg("future %d: callback ran %d times", i,
+                 atomic_load(&slots[i].cb));
+      cf_future_unref(r->fs[i]);
+    }
+    assert_int_equal(finished + cancelled, NRACE);
+    free(mine);
   }
-  int finished = 0, cancelled = 0;
-  for (int i = 0; i < N; i++) {
-    int rc = cf_future_result(fs[i], 30, NULL);
-    assert_true(rc == 0 || rc == CF_ECANCELLED);
-    finished += rc == 0;
-    cancelled += rc == CF_ECANCELLED;
-    cf_future_unref(fs[i]);
-  }
-  cf_executor_free(ex);
-  assert_int_equal(finished + cancelled, N);
-  assert_int_equal(cancelled, cancelled_ok);
-  assert_int_equal(atomic_load(&ran), finished); /* ran iff finished */
-  free(fs);
+  free(r);
+  free(slots);
 }
 
 /* ---- callbacks, nesting, helping ----------------------------------------- */
 
-static pthread_t main_thread;
-static _Atomic int cb_on_worker, cb_total;
+typedef struct where {
+  pthread_t thread;
+  char name[16];
+  _Atomic int calls;
+} where;
+
 static int where_cb(cf_future *f, void *arg) {
   (void)f;
-  (void)arg;
-  if (!pthread_equal(pthread_self(), main_thread))
-    atomic_fetch_add(&cb_on_worker, 1);
-  atomic_fetch_add(&cb_total, 1);
+  where *w = arg;
+  w->thread = pthread_self();
+  if (pthread_getname_np(pthread_self(), w->name, sizeof w->name) != 0)
+    w->name[0] = '\0';
+  atomic_fetch_add(&w->calls, 1);
   return 0;
 }
 
 static void test_callbacks_on_workers(void **state) {
   (void)state;
-  main_thread = pthread_self();
-  atomic_store(&cb_on_worker, 0);
-  atomic_store(&cb_total, 0);
-  cf_executor *ex = new_pool(2);
+  cf_thread_pool_opts o = {.max_workers = 2, .thread_name_prefix = "cbpool"};
+  cf_executor *ex;
+  assert_int_equal(cf_thread_pool_new(&o, &ex), 0);
   latch_reset();
-  cf_future *f;
-  assert_int_equal(cf_submit(ex, wait_latch, NULL, &f), 0);
-  assert_int_equal(cf_future_add_done_callback(f, where_cb, NULL), 0);
+  enum { N = 8 };
+  cf_future *fs[N];
+  where ws[N];
+  memset(ws, 0, sizeof ws);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(cf_submit(ex, wait_latch, NULL, &fs[i]), 0);
+    assert_int_equal(cf_future_add_done_callback(fs[i], where_cb, &ws[i]), 0);
+  }
   latch_release();
-  assert_int_equal(cf_future_result(f, 10, NULL), 0);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(cf_future_result(fs[i], 10, NULL), 0);
   cf_executor_free(ex); /* callbacks have run once the pool is joined */
-  assert_int_equal(atomic_load(&cb_total), 1);
-  assert_int_equal(atomic_load(&cb_on_worker), 1);
-  cf_future_unref(f);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(atomic_load(&ws[i].calls), 1);
+    assert_false(pthread_equal(ws[i].thread, pthread_self()));
+    assert_memory_equal(ws[i].name, "cbpool-", 7);
+  }
+  /* on a done future the callback runs at once, on the caller */
+  where now;
+  memset(&now, 0, sizeof now);
+  assert_int_equal(cf_future_add_done_callback(fs[0], where_cb, &now), 0);
+  assert_int_equal(atomic_load(&now.calls), 1);
+  assert_true(pthread_equal(now.thread, pthread_self()));
+  for (int i = 0; i < N; i++)
+    cf_future_unref(fs[i]);
+}
+
+/* A task that submits children without waiting and hands their futures
+ * out: they run on the pool (a worker named "inner-*") and complete. */
+static cf_executor *inner_pool;
+static int child_name(void *arg, void **out) {
+  char *name = arg;
+  if (pthread_getname_np(pthread_self(), name, 16) != 0)
+    name[0] = '\0';
+  *out = name;
+  return 0;
+}
+
+enum { NCHILD = 64 };
+typedef struct family {
+  char names[NCHILD][16];
+  cf_future *fs[NCHILD];
+  int rc;
+} family;
+
+static int submit_children(void *arg, void **out) {
+  family *fam = arg;
+  fam->rc = 0;
+  for (int i = 0; i < NCHILD; i++) {
+    int rc = cf_submit(inner_pool, child_name, fam->names[i], &fam->fs[i]);
+    if (rc) {
+      fam->rc = rc;
+      fam->fs[i] = NULL;
+    }
+  }
+  *out = fam;
+  return 0;
+}
+
+static void test_submit_from_task(void **state) {
+  (void)state;
+  for (size_t workers = 1; workers <= 4; workers *= 2) {
+    cf_thread_pool_opts o = {.max_workers = workers,
+                             .thread_name_prefix = "inner"};
+    assert_int_equal(cf_thread_pool_new(&o, &inner_pool), 0);
+    family *fam = calloc(1, sizeof *fam);
+    assert_non_null(fam);
+    cf_future *f;
+    assert_int_equal(cf_submit(inner_pool, submit_children, fam, &f), 0);
+    assert_int_equal(cf_future_result(f, 10, NULL), 0);
+    assert_int_equal(fam->rc, 0);
+    for (int i = 0; i < NCHILD; i++) {
+      void *v;
+      assert_int_equal(cf_future_result(fam->fs[i], 10, &v), 0);
+      assert_ptr_equal(v, fam->names[i]);
+      assert_memory_equal(fam->names[i], "inner-", 6);
+      cf_future_unref(fam->fs[i]);
+    }
+    cf_future_unref(f);
+    free(fam);
+    cf_executor_free(inner_pool);
+  }
 }
 
 static cf_executor *fib_pool;
@@ -538,55 +1130,80 @@ static void test_nested_fib(void **state) {
   }
 }
 
-/* cf_wait and as_completed from inside a task on the same pool. */
+/* cf_wait and as_completed from inside a task on the same pool's futures. */
+enum { FAN = 8 };
 static int fan_out(void *arg, void **out) {
   intptr_t k = (intptr_t)arg;
-  cf_future *fs[8];
-  for (int i = 0; i < 8; i++)
+  cf_future *fs[FAN];
+  for (int i = 0; i < FAN; i++)
     if (cf_submit(fib_pool, sleepy, (void *)(intptr_t)(100 * i), &fs[i]))
       return CF_ENOMEM;
   intptr_t sum = 0;
-  if (k == 0) {
-    if (cf_wait(fs, 8, 30, CF_ALL_COMPLETED, NULL))
-      return CF_ETIMEDOUT;
-    for (int i = 0; i < 8; i++) {
+  int rc = 0;
+  if (k == 0 || k == 1) {
+    bool done[FAN];
+    if (k == 1) { /* first completed: at least one is done on return */
+      if (cf_wait(fs, FAN, 30, CF_FIRST_COMPLETED, done))
+        rc = cf_fail(CF_ETIMEDOUT, "FIRST_COMPLETED timed out");
+      int any = 0;
+      for (int i = 0; i < FAN; i++)
+        any += done[i];
+      if (!rc && any == 0)
+        rc = cf_fail(CF_EINVAL, "FIRST_COMPLETED returned with none done");
+    }
+    if (!rc && cf_wait(fs, FAN, 30, CF_ALL_COMPLETED, done))
+      rc = cf_fail(CF_ETIMEDOUT, "ALL_COMPLETED timed out");
+    for (int i = 0; !rc && i < FAN; i++) {
       void *v;
-      cf_future_result(fs[i], 0, &v);
-      sum += (intptr_t)v;
+      if (!done[i] || cf_future_result(fs[i], 0, &v) != 0)
+        rc = cf_fail(CF_EINVAL, "future %d not done after ALL_COMPLETED", i);
+      else
+        sum += (intptr_t)v;
     }
   } else {
     cf_as_completed *it;
-    if (cf_as_completed_new(fs, 8, 30, &it))
+    if (cf_as_completed_new(fs, FAN, 30, &it))
       return CF_ENOMEM;
     cf_future *f;
-    int n = 0;
-    while (cf_as_completed_next(it, &f) == 0) {
+    int n = 0, r;
+    while ((r = cf_as_completed_next(it, &f)) == 0) {
       void *v;
-      cf_future_result(f, 0, &v);
+      if (cf_future_result(f, 0, &v) != 0)
+        rc = cf_fail(CF_EINVAL, "as_completed yielded an undone future");
       sum += (intptr_t)v;
       n++;
     }
     cf_as_completed_free(it);
-    if (n != 8)
-      return CF_EINVAL;
+    if (!rc && (r != CF_EDONE || n != FAN))
+      rc = cf_fail(CF_EINVAL, "as_completed: rc %d after %d", r, n);
   }
-  for (int i = 0; i < 8; i++)
+  for (int i = 0; i < FAN; i++)
     cf_future_unref(fs[i]);
   *out = (void *)sum;
-  return 0;
+  return rc;
 }
 
 static void test_wait_inside_tasks(void **state) {
   (void)state;
-  for (size_t workers = 1; workers <= 2; workers++) {
-    fib_pool = new_pool(workers);
-    for (intptr_t k = 0; k < 2; k++) {
-      cf_future *f;
-      assert_int_equal(cf_submit(fib_pool, fan_out, (void *)k, &f), 0);
-      void *v;
-      assert_int_equal(cf_future_result(f, 60, &v), 0);
-      assert_int_equal((intptr_t)v, 100 * 28);
-      cf_future_unref(f);
+  const size_t sizes[] = {1, 2, 4, 8};
+  for (size_t s = 0; s < 4; s++) {
+    fib_pool = new_pool(sizes[s]);
+    for (intptr_t k = 0; k < 3; k++) {
+      cf_future *f[2];
+      /* two at once, so waiting tasks also compete with each other */
+      for (int j = 0; j < 2; j++)
+        assert_int_equal(cf_submit(fib_pool, fan_out, (void *)k, &f[j]), 0);
+      for (int j = 0; j < 2; j++) {
+        void *v;
+        int rc = cf_future_result(f[j], 60, &v);
+        if (rc) {
+          cf_error e;
+          cf_future_exception(f[j], 0, &e);
+          fail_msg("workers=%zu k=%ld: %s", sizes[s], (long)k, e.message);
+        }
+        assert_int_equal((intptr_t)v, 100 * 28);
+        cf_future_unref(f[j]);
+      }
     }
     cf_executor_free(fib_pool);
   }
@@ -596,6 +1213,7 @@ static void test_wait_inside_tasks(void **state) {
 
 static int square_or_fail(void *arg, void **out) {
   int x = *(int *)arg;
+  usleep((useconds_t)((1000 - x) % 7) * 50); /* finish out of order */
   if (x % 10 == 3)
     return cf_fail(CF_EINVAL, "no %d", x);
   *out = (void *)(intptr_t)(x * x);
@@ -614,6 +1232,8 @@ static void test_map_array(void **state) {
       cf_map_array(ex, square_or_fail, xs, N, sizeof xs[0], NULL, &m), 0);
   cf_error e;
   assert_int_equal(cf_map_error(m, &e), CF_EINVALSTATE);
+  assert_int_equal(cf_map_error(NULL, &e), CF_EINVAL);
+  assert_int_equal(cf_map_error(m, NULL), CF_EINVAL);
   for (int i = 0; i < N; i++) {
     void *v = NULL;
     int rc = cf_map_next(m, &v);
@@ -636,37 +1256,61 @@ static void test_map_array(void **state) {
   assert_int_equal(cf_map_next(m, &v), CF_EDONE);
   cf_map_free(m);
 
-  /* empty input, bad arguments */
+  /* a window on an array */
+  cf_map_opts win = {.window = 3};
+  assert_int_equal(
+      cf_map_array(ex, square_or_fail, xs, 50, sizeof xs[0], &win, &m), 0);
+  for (int i = 0; i < 50; i++)
+    assert_int_equal(cf_map_next(m, &v), i % 10 == 3 ? CF_EFAILED : 0);
+  assert_int_equal(cf_map_next(m, &v), CF_EDONE);
+  cf_map_free(m);
+
+  /* empty input (NULL items allowed then) */
   assert_int_equal(
       cf_map_array(ex, square_or_fail, xs, 0, sizeof xs[0], NULL, &m), 0);
   assert_int_equal(cf_map_next(m, &v), CF_EDONE);
   cf_map_free(m);
+  assert_int_equal(cf_map_array(ex, square_or_fail, NULL, 0, 4, NULL, &m), 0);
+  assert_int_equal(cf_map_next(m, &v), CF_EDONE);
+  cf_map_free(m);
+  /* bad arguments */
+  m = (cf_map *)1;
   assert_int_equal(cf_map_array(ex, square_or_fail, NULL, 3, 4, NULL, &m),
                    CF_EINVAL);
+  assert_null(m);
   assert_int_equal(cf_map_array(ex, square_or_fail, xs, 3, 0, NULL, &m),
                    CF_EINVAL);
   assert_int_equal(cf_map_array(NULL, square_or_fail, xs, 3, 4, NULL, &m),
+                   CF_EINVAL);
+  assert_int_equal(cf_map_array(ex, NULL, xs, 3, 4, NULL, &m), CF_EINVAL);
+  assert_int_equal(cf_map_array(ex, square_or_fail, xs, 3, 4, NULL, NULL),
                    CF_EINVAL);
   cf_map_opts bad = {.use_timeout = true, .timeout_s = NAN};
   assert_int_equal(cf_map_array(ex, square_or_fail, xs, 3, 4, &bad, &m),
                    CF_EINVAL);
   assert_int_equal(cf_map_next(NULL, &v), CF_EINVAL);
   cf_map_free(NULL);
+  /* after shutdown */
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  m = (cf_map *)1;
+  assert_int_equal(cf_map_array(ex, square_or_fail, xs, 3, 4, NULL, &m),
+                   CF_ESHUTDOWN);
+  assert_null(m);
   cf_executor_free(ex);
 }
 
 static int slow_item(void *arg, void **out) {
-  usleep(20000);
+  usleep(50000);
   atomic_fetch_add(&ran, 1);
   *out = arg;
   return 0;
 }
 
-static void test_map_timeout_and_free(void **state) {
+static void test_map_timeout(void **state) {
   (void)state;
   cf_executor *ex = new_pool(1);
   int xs[40] = {0};
-  /* 40 items of 20 ms on one worker need 800 ms; the map gets 100 ms */
+  /* 40 items of 50 ms on one worker need 2 s; the map gets 100 ms */
   cf_map_opts o = {.use_timeout = true, .timeout_s = 0.1};
   cf_map *m;
   atomic_store(&ran, 0);
@@ -684,24 +1328,77 @@ static void test_map_timeout_and_free(void **state) {
   assert_int_equal(cf_map_next(m, &v), CF_ETIMEDOUT); /* sticky */
   cf_map_free(m);
   cf_executor_shutdown(ex, true, false);
-  assert_true(atomic_load(&ran) < 40); /* the rest were cancelled */
-
-  /* freeing a map early cancels what is pending */
+  /* the rest were cancelled: beyond those consumed, only the item running
+   * at the deadline (and, if the cancel was slow, the next one or two) ran */
+  assert_true(atomic_load(&ran) <= got + 3);
   cf_executor_free(ex);
-  ex = new_pool(1);
-  atomic_store(&ran, 0);
-  assert_int_equal(cf_map_array(ex, slow_item, xs, 40, sizeof xs[0], NULL, &m),
-                   0);
-  assert_int_equal(cf_map_next(m, &v), 0);
-  cf_map_free(m);
-  cf_executor_free(ex);
-  assert_true(atomic_load(&ran) < 10);
 }
 
-/* A lazy generator: items 0..limit-1, an error at `fail_at`. */
+/* The item numbered `block_at` blocks on the latch; the others count. */
+static int block_at;
+static int blocks_at(void *arg, void **out) {
+  if (*(int *)arg == block_at)
+    latch_wait();
+  else
+    atomic_fetch_add(&ran, 1);
+  *out = arg;
+  return 0;
+}
+
+typedef struct map_freer {
+  cf_map *m;
+  _Atomic bool returned;
+} map_freer;
+
+static void *map_free_main(void *p) {
+  map_freer *fr = p;
+  cf_map_free(fr->m);
+  atomic_store(&fr->returned, true);
+  return NULL;
+}
+
+static void test_map_free_cancels(void **state) {
+  (void)state;
+  int xs[40];
+  for (int i = 0; i < 40; i++)
+    xs[i] = i;
+  /* One worker. Item 0 (then item 5) blocks the worker; freeing the map
+   * then cancels every later item: exactly the earlier ones ran. */
+  for (block_at = 0; block_at <= 5; block_at += 5) {
+    cf_executor *ex = new_pool(1);
+    latch_reset();
+    atomic_store(&ran, 0);
+    cf_map *m;
+    assert_int_equal(
+        cf_map_array(ex, blocks_at, xs, 40, sizeof xs[0], NULL, &m), 0);
+    void *v;
+    for (int i = 0; i < block_at; i++) {
+      assert_int_equal(cf_map_next(m, &v), 0);
+      assert_int_equal(*(int *)v, i);
+    }
+    wait_for_blocked(1);
+    /* cf_map_free cancels the rest at once, then waits for the running
+     * item (which may still read the input) before it returns */
+    map_freer fr = {.m = m};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, map_free_main, &fr), 0);
+    usleep(50000);
+    assert_false(atomic_load(&fr.returned));
+    latch_release();
+    pthread_join(th, NULL);
+    assert_int_equal(atomic_load(&ran), block_at); /* the rest never ran */
+    cf_executor_free(ex);
+    assert_int_equal(atomic_load(&ran), block_at);
+  }
+}
+
+/* A lazy generator: items 0..limit-1, an error at `fail_at`. The consumer
+ * counts its cf_map_next calls in `calls` before each call; the generator
+ * records the largest number of items it handed out whose results the
+ * consumer has not asked for yet (the tasks in flight). */
 typedef struct gen {
   intptr_t next, limit, fail_at;
-  _Atomic intptr_t done;
+  intptr_t calls; /* cf_map_next calls entered: results taken or being taken */
   intptr_t max_in_flight;
 } gen;
 
@@ -711,10 +1408,10 @@ static int gen_next(void *state, void **item) {
     return CF_EINVAL;
   if (g->next >= g->limit)
     return CF_EDONE;
-  intptr_t in_flight = g->next - atomic_load(&g->done);
+  *item = (void *)g->next++;
+  intptr_t in_flight = g->next - g->calls;
   if (in_flight > g->max_in_flight)
     g->max_in_flight = in_flight;
-  *item = (void *)g->next++;
   return 0;
 }
 
@@ -723,40 +1420,132 @@ static int gen_task(void *arg, void **out) {
   return 0;
 }
 
+static void drain_gen(cf_map *m, gen *g) {
+  void *v;
+  int rc;
+  for (;;) {
+    g->calls++;
+    if ((rc = cf_map_next(m, &v)) != 0)
+      break;
+    assert_int_equal((intptr_t)v, g->calls - 1);
+  }
+  assert_int_equal(rc, CF_EDONE);
+  assert_int_equal(g->calls - 1, g->limit);
+}
+
 static void test_map_iter_window(void **state) {
   (void)state;
   cf_executor *ex = new_pool(2);
-  gen g = {.limit = 100000, .fail_at = -1};
-  atomic_init(&g.done, 0);
+  gen g = {.limit = 20000, .fail_at = -1};
   cf_map_opts o = {.window = 8};
   cf_map *m;
   assert_int_equal(cf_map_iter(ex, gen_task, gen_next, &g, &o, &m), 0);
-  void *v;
-  intptr_t i = 0;
-  int rc;
-  while ((rc = cf_map_next(m, &v)) == 0) {
-    assert_int_equal((intptr_t)v, i);
-    i++;
-    atomic_store(&g.done, i);
-  }
-  assert_int_equal(rc, CF_EDONE);
-  assert_int_equal(i, 100000);
-  assert_true(g.max_in_flight <= 8);
+  /* the first fill is the window, not the input */
+  assert_int_equal(g.next, 8);
+  drain_gen(m, &g);
+  assert_int_equal(g.max_in_flight, 8);
   cf_map_free(m);
 
+  /* default window: twice the workers, at least 16 */
+  gen g1 = {.limit = 5000, .fail_at = -1};
+  assert_int_equal(cf_map_iter(ex, gen_task, gen_next, &g1, NULL, &m), 0);
+  drain_gen(m, &g1);
+  assert_int_equal(g1.max_in_flight, 16);
+  cf_map_free(m);
+
+  /* window 1: one at a time */
+  gen g2 = {.limit = 100, .fail_at = -1};
+  o.window = 1;
+  assert_int_equal(cf_map_iter(ex, gen_task, gen_next, &g2, &o, &m), 0);
+  drain_gen(m, &g2);
+  assert_int_equal(g2.max_in_flight, 1);
+  cf_map_free(m);
+  cf_executor_free(ex);
+}
+
+static void test_map_iter_errors(void **state) {
+  (void)state;
+  cf_executor *ex = new_pool(2);
+  cf_map *m;
+  void *v;
   /* the generator's error surfaces after the earlier items, then the end */
-  gen g2 = {.limit = 100, .fail_at = 10};
-  atomic_init(&g2.done, 0);
-  assert_int_equal(cf_map_iter(ex, gen_task, gen_next, &g2, NULL, &m), 0);
-  for (i = 0; i < 10; i++) {
+  gen g = {.limit = 100, .fail_at = 10};
+  assert_int_equal(cf_map_iter(ex, gen_task, gen_next, &g, NULL, &m), 0);
+  for (intptr_t i = 0; i < 10; i++) {
     assert_int_equal(cf_map_next(m, &v), 0);
     assert_int_equal((intptr_t)v, i);
   }
   assert_int_equal(cf_map_next(m, &v), CF_EINVAL);
   assert_int_equal(cf_map_next(m, &v), CF_EDONE);
   cf_map_free(m);
-  assert_int_equal(cf_map_iter(ex, gen_task, NULL, &g2, NULL, &m), CF_EINVAL);
+  /* ... also when it fails at once */
+  gen g0 = {.limit = 100, .fail_at = 0};
+  assert_int_equal(cf_map_iter(ex, gen_task, gen_next, &g0, NULL, &m), 0);
+  assert_int_equal(cf_map_next(m, &v), CF_EINVAL);
+  assert_int_equal(cf_map_next(m, &v), CF_EDONE);
+  cf_map_free(m);
+  /* an empty input */
+  gen ge = {.limit = 0, .fail_at = -1};
+  assert_int_equal(cf_map_iter(ex, gen_task, gen_next, &ge, NULL, &m), 0);
+  assert_int_equal(cf_map_next(m, &v), CF_EDONE);
+  cf_map_free(m);
+  /* bad arguments */
+  m = (cf_map *)1;
+  assert_int_equal(cf_map_iter(ex, gen_task, NULL, &g, NULL, &m), CF_EINVAL);
+  assert_null(m);
+  assert_int_equal(cf_map_iter(NULL, gen_task, gen_next, &g, NULL, &m),
+                   CF_EINVAL);
+  assert_int_equal(cf_map_iter(ex, NULL, gen_next, &g, NULL, &m), CF_EINVAL);
+  assert_int_equal(cf_map_iter(ex, gen_task, gen_next, &g, NULL, NULL),
+                   CF_EINVAL);
+  cf_map_opts bad = {.use_timeout = true, .timeout_s = NAN};
+  assert_int_equal(cf_map_iter(ex, gen_task, gen_next, &g, &bad, &m),
+                   CF_EINVAL);
+  /* after shutdown: refused by the call, or by the first cf_map_next */
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  gen gs = {.limit = 10, .fail_at = -1};
+  int rc = cf_map_iter(ex, gen_task, gen_next, &gs, NULL, &m);
+  if (rc == 0) {
+    assert_int_equal(cf_map_next(m, &v), CF_ESHUTDOWN);
+    assert_int_equal(cf_map_next(m, &v), CF_EDONE);
+    cf_map_free(m);
+  } else {
+    assert_int_equal(rc, CF_ESHUTDOWN);
+  }
   cf_executor_free(ex);
+}
+
+/* An endless generator of slow items with a deadline: the timeout counts
+ * from cf_map_iter. */
+static int endless_next(void *state, void **item) {
+  intptr_t *n = state;
+  *item = (void *)(*n)++;
+  return 0;
+}
+
+static void test_map_iter_timeout(void **state) {
+  (void)state;
+  cf_executor *ex = new_pool(2);
+  intptr_t n = 0;
+  atomic_store(&ran, 0);
+  cf_map_opts o = {.use_timeout = true, .timeout_s = 0.15, .window = 4};
+  cf_map *m;
+  double t0 = now_s();
+  assert_int_equal(cf_map_iter(ex, slow_item, endless_next, &n, &o, &m), 0);
+  void *v;
+  intptr_t got = 0;
+  int rc;
+  while ((rc = cf_map_next(m, &v)) == 0) {
+    assert_int_equal((intptr_t)v, got);
+    got++;
+  }
+  double dt = now_s() - t0;
+  assert_int_equal(rc, CF_ETIMEDOUT);
+  assert_true(dt >= 0.15 && dt < 1.0);
+  assert_true(n - got <= 4); /* never more than the window outstanding */
+  cf_map_free(m);
+  cf_executor_free(ex);
+  assert_true(atomic_load(&ran) <= n);
 }
 
 int main(void) {
@@ -769,17 +1558,25 @@ int main(void) {
       cmocka_unit_test(test_thread_names),
       cmocka_unit_test(test_initializer),
       cmocka_unit_test(test_initializer_failure_breaks_pool),
+      cmocka_unit_test(test_initializer_partial_failure),
       cmocka_unit_test(test_shutdown_wait),
       cmocka_unit_test(test_shutdown_nowait),
       cmocka_unit_test(test_shutdown_cancel_futures),
+      cmocka_unit_test(test_shutdown_cancels_worker_deques),
       cmocka_unit_test(test_shutdown_from_worker),
+      cmocka_unit_test(test_shutdown_twice),
+      cmocka_unit_test(test_result_timeout),
       cmocka_unit_test(test_cancel_races),
       cmocka_unit_test(test_callbacks_on_workers),
+      cmocka_unit_test(test_submit_from_task),
       cmocka_unit_test(test_nested_fib),
       cmocka_unit_test(test_wait_inside_tasks),
       cmocka_unit_test(test_map_array),
-      cmocka_unit_test(test_map_timeout_and_free),
+      cmocka_unit_test(test_map_timeout),
+      cmocka_unit_test(test_map_free_cancels),
       cmocka_unit_test(test_map_iter_window),
+      cmocka_unit_test(test_map_iter_errors),
+      cmocka_unit_test(test_map_iter_timeout),
   };
   return cmocka_run_group_tests_name("thread_pool", tests, NULL, NULL);
 }
