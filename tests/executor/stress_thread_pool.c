@@ -229,8 +229,8 @@ static void *client_main(void *p) {
       c->submitted++;
       uint64_t id = c->next_id++;
       c->id_sum += id;
-      CHECK(cf_future_add_done_callback(fs[n], count_cb, (void *)(uintptr_t)id) ==
-            0);
+      CHECK(cf_future_add_done_callback(fs[n], count_cb,
+                                        (void *)(uintptr_t)id) == 0);
       n++;
     }
     switch (op) {
@@ -431,9 +431,8 @@ static void *submitter(void *p) {
     cf_future *f;
     unsigned kind = (unsigned)(xorshift(&s->seed) % 8);
     cf_fn fn = kind == 0 ? parent : kind == 1 ? mapper : top_leaf;
-    int rc =
-        cf_submit(pool, fn, (void *)(uintptr_t)(xorshift(&s->seed) % 1000 + 1),
-                  &f);
+    int rc = cf_submit(pool, fn,
+                       (void *)(uintptr_t)(xorshift(&s->seed) % 1000 + 1), &f);
     if (rc == CF_ESHUTDOWN) {
       if (++s->refused >= 100)
         break; /* refused for good (checked above: never accepted again) */
