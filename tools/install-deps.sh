@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Installs what cfutures needs to build and test, from Debian 12's packages.
-# Run as root (or with sudo available). Idempotent.
+# Run as root (or with sudo available). Idempotent: apt-get runs only when
+# something is missing. Benchmarks install their own peers (bench/).
 set -euo pipefail
 
 packages=(
-  # build
-  meson ninja-build pkg-config gcc g++ libc6-dev
+  # build (gcc is the default compiler; g++ builds the C++ consumer test;
+  # clang and its sanitizer runtimes for CC=clang tools/test-all.sh)
+  meson ninja-build pkg-config gcc g++ libc6-dev binutils
+  clang libclang-rt-14-dev
   # the library's dependencies
   libck-dev libjemalloc-dev
   # tests
