@@ -1,6 +1,13 @@
-/* Shared helpers for the benchmark programs (C and C++). */
+/* Shared helpers for the benchmark programs (C and C++): the workload sizes,
+ * a monotonic clock, process CPU time and the RESULT line that bench/run
+ * collects (bench/table.py turns those lines into one table). */
 #ifndef CF_BENCH_COMMON_H
 #define CF_BENCH_COMMON_H
+
+/* Included first: clock_gettime and sleep under -std=c11 too. */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +18,8 @@
 #define BENCH_BURST   1000000
 #define BENCH_RTT     20000
 #define BENCH_WORKERS 2
+/* Tasks run before the 2 s idle window of the idle_* programs. */
+#define BENCH_IDLE_BURST 100000
 
 static inline double bench_now(void) {
   struct timespec ts;

@@ -38,7 +38,8 @@ static void bandwidth(cf_executor *ex, size_t n, const char *name) {
     double t0 = bench_now();
     cf_future *f;
     void *v;
-    if (cf_process_pool_submit(ex, echo, buf, n, &f) || cf_future_result(f, -1, &v))
+    if (cf_process_pool_submit(ex, echo, buf, n, &f) ||
+        cf_future_result(f, -1, &v))
       abort();
     double dt = bench_now() - t0;
     cf_future_unref(f);

@@ -1,22 +1,23 @@
-"""Reads RESULT lines from the benchmark programs and prints one table of
-medians, with cfutures' advantage over each peer (> 1: cfutures better)."""
+"""Reads the RESULT lines of the benchmark programs (file argv[1]) and prints
+one table: per workload, each implementation's median over the runs, its
+range, and how many times better cfutures is than that implementation."""
 import collections
 import statistics
 import sys
 
 LOWER_IS_BETTER = {"ns/task", "us", "ms/2s"}
-# For bandwidth rows the reference is memcpy: cfutures' share of it.
 TITLES = {
-    "fib": "nested fib(30), a task per call",
-    "burst": "1,000,000 tiny tasks from an outside thread",
-    "rtt_median": "submit->result round trip, median",
-    "rtt_p99": "submit->result round trip, p99",
-    "idle_cpu": "CPU used by an idle pool over 2 s after a burst",
-    "proc_submit": "process pool: tiny tasks through submit",
-    "proc_map": "process pool: 1,000,000 items through map(chunksize=1000)",
-    "proc_rtt": "process pool: submit->result round trip, median",
-    "bw_1MiB": "process pool: 1 MiB there and back (cfutures x = share of memcpy)",
-    "bw_64MiB": "process pool: 64 MiB there and back (cfutures x = share of memcpy)",
+    "fib": "nested fib(30), task per call",
+    "burst": "1M tiny tasks from outside",
+    "rtt_median": "round trip, median",
+    "rtt_p99": "round trip, p99",
+    "idle_cpu": "idle CPU, 2 s after burst",
+    "proc_submit": "procs: tiny tasks via submit",
+    "proc_map": "procs: 1M items, map(chunk 1000)",
+    "proc_rtt": "procs: round trip, median",
+    # For bandwidth the reference is memcpy: the ratio is cfutures' share.
+    "bw_1MiB": "procs: 1 MiB there+back (x: of memcpy)",
+    "bw_64MiB": "procs: 64 MiB there+back (x: of memcpy)",
 }
 
 results = collections.defaultdict(list)
@@ -32,19 +33,43 @@ for line in open(sys.argv[1]):
     results[key].append(float(kv["value"]))
     units[kv["workload"]] = kv["unit"]
 
-reps = sys.argv[2] if len(sys.argv) > 2 else "?"
-print(f"median of {reps} runs; 'cfutures x' = how many times better cfutures is")
-for workload in TITLES:
-    rows = [(impl, statistics.median(v)) for (w, impl), v in
-            ((k, results[k]) for k in order) if w == workload]
-    if not rows:
+
+def num(x):
+    return f"{x:,.0f}" if x >= 1000 else f"{x:.3g}" if x < 10 else f"{x:.1f}"
+
+
+rows = []
+for workload, title in TITLES.items():
+    impls = [impl for (w, impl) in order if w == workload]
+    if not impls:
         continue
     unit = units[workload]
-    ours = dict(rows).get("cfutures")
-    print(f"\n{TITLES[workload]} [{unit}]")
-    for impl, value in rows:
+    med = {i: statistics.median(results[(workload, i)]) for i in impls}
+    ours = med.get("cfutures")
+    impls.sort(key=lambda i: i != "cfutures")  # cfutures first
+    for n, impl in enumerate(impls):
+        v = results[(workload, impl)]
         ratio = ""
-        if ours and impl != "cfutures" and value > 0 and ours > 0:
-            x = value / ours if unit in LOWER_IS_BETTER else ours / value
-            ratio = f"cfutures x {x:.2f}"
-        print(f"  {impl:<14} {value:>14,.3f}  {ratio}")
+        if ours and impl != "cfutures" and med[impl] > 0 and ours > 0:
+            x = med[impl] / ours if unit in LOWER_IS_BETTER else ours / med[impl]
+            ratio = f"{x:.2f}"
+        rows.append((title if n == 0 else "", unit if n == 0 else "", impl,
+                     num(med[impl]), f"{num(min(v))}..{num(max(v))}", ratio))
+
+reps = sys.argv[2] if len(sys.argv) > 2 else "?"
+head = ("workload", "unit", "implementation", "median", "range", "cfutures x")
+widths = [max(len(r[c]) for r in rows + [head]) for c in range(len(head))]
+right = (False, False, False, True, True, True)
+
+
+def show(r):
+    return "  ".join(s.rjust(w) if rt else s.ljust(w)
+                     for s, w, rt in zip(r, widths, right)).rstrip()
+
+
+print(f"cfutures beside its peers: median of {reps} runs; 'cfutures x' = how "
+      "many times better cfutures is than that row (> 1: cfutures wins)")
+print(show(head))
+print(show(tuple("-" * w for w in widths)))
+for r in rows:
+    print(show(r))
