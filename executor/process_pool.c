@@ -6,6 +6,13 @@
  * time; it dies with the parent (PR_SET_PDEATHSIG), workers die with it,
  * it reaps the workers and reports each exit status to the parent.
  *
+ * PR_SET_PDEATHSIG fires when the forking *thread* ends, not the process:
+ * so the fork server is forked by the manager thread, which lives exactly
+ * as long as the pool (forking it from the thread that calls
+ * cf_process_pool_new would kill the pool when that thread exits). The
+ * manager also tears everything down before it returns: it hangs up on the
+ * workers and the fork server and reaps the server.
+ *
  * Channels:
  *   parent <-> fork server: a SOCK_SEQPACKET pair. SPAWN(slot) asks for a
  *     worker; SPAWNED(slot, pid) answers with the worker's socket attached
@@ -30,6 +37,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,8 +90,9 @@ typedef struct ptask {
   size_t count;
   uint32_t kind;
   uint64_t fn;
-  void *data;
+  void *data; /* a malloc'd copy of the input, or NULL with mfd */
   size_t len;
+  int mfd; /* -1, or a memfd holding the input (written at submit time) */
   cf_destroy_fn destroy; /* KIND_VALUE results */
 } ptask;
 
@@ -124,7 +133,13 @@ typedef struct ppool {
   int ctl_fd;  /* manager */
   int wake_fd; /* eventfd */
   pthread_t manager;
-  pworker *workers; /* manager only */
+  pthread_t manager_self; /* set by the manager itself, before it starts */
+  pworker *workers;       /* manager only */
+  struct pollfd *pfds;    /* manager only: n + 2 */
+  size_t *slot_of;        /* manager only: pfds index -> worker slot */
+  pthread_cond_t started_cv;
+  bool started; /* guarded by mu: the manager has forked the fork server */
+  int start_rc; /* guarded by mu: how that went */
   pthread_mutex_t mu;
   ptask *head, *tail; /* pending; guarded by mu */
   size_t npending;    /* guarded by mu */
@@ -171,6 +186,53 @@ static int read_full(int fd, void *buf, size_t n) {
 #define BIG_PAYLOAD (64 * 1024)
 #define FLAG_MAPPED 1u /* wire.flags: the payload is a mapped memfd */
 
+/* Inputs from this size on are written to their memfd by the submitting
+ * thread, straight from the caller's buffer: no intermediate copy, and the
+ * manager does not spend its time copying. Each such pending task holds a
+ * descriptor, so at most EAGER_MAX of them exist per process; beyond that
+ * (or if memfd_create fails) the input is copied and the manager writes
+ * the memfd when it sends it. */
+#define EAGER_PAYLOAD (1024 * 1024)
+#define EAGER_MAX     64
+static atomic_size_t eager_memfds; /* relaxed: a cap, publishes nothing */
+
+/* Writes data[0..len) to fd; 0 or -1. */
+static int write_all_fd(int fd, const void *data, size_t len) {
+  const char *src = data;
+  for (size_t off = 0; off < len;) {
+    ssize_t w = write(fd, src + off, len - off);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      return -1;
+    off += (size_t)w;
+  }
+  return 0;
+}
+
+/* A memfd holding a copy of data[0..len), or -1 (then copy it instead). */
+static int eager_memfd(const void *data, size_t len) {
+  if (len < EAGER_PAYLOAD)
+    return -1;
+  if (atomic_fetch_add_explicit(&eager_memfds, 1, memory_order_relaxed) >=
+      EAGER_MAX) {
+    atomic_fetch_sub_explicit(&eager_memfds, 1, memory_order_relaxed);
+    return -1;
+  }
+  int fd = memfd_create("cfutures-payload", MFD_CLOEXEC);
+  if (fd >= 0 && write_all_fd(fd, data, len) == 0)
+    return fd;
+  if (fd >= 0)
+    close(fd);
+  atomic_fetch_sub_explicit(&eager_memfds, 1, memory_order_relaxed);
+  return -1;
+}
+
+static void eager_memfd_close(int fd) {
+  close(fd);
+  atomic_fetch_sub_explicit(&eager_memfds, 1, memory_order_relaxed);
+}
+
 static int send_header(int fd, const wire *h, int pass_fd) {
   struct iovec iov = {.iov_base = (void *)h, .iov_len = sizeof *h};
   union {
@@ -211,16 +273,9 @@ static int send_msg(int fd, wire *h, const void *data) {
   if (mfd < 0)
     return -1;
   /* write() fills the memfd's pages directly: no page faults to take. */
-  const char *src = data;
-  for (size_t off = 0; off < h->len;) {
-    ssize_t w = write(mfd, src + off, h->len - off);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w <= 0) {
-      close(mfd);
-      return -1;
-    }
-    off += (size_t)w;
+  if (write_all_fd(mfd, data, h->len)) {
+    close(mfd);
+    return -1;
   }
   h->flags = FLAG_MAPPED;
   int rc = send_header(fd, h, mfd);
@@ -237,8 +292,10 @@ static void payload_free(const wire *h, void *data) {
 }
 
 /* Reads a message; *data is malloc'd, or mapped when h->flags says so
- * (free either with payload_free), NULL for an empty payload. */
-static int recv_msg(int fd, wire *h, void **data) {
+ * (free either with payload_free), NULL for an empty payload. `populate`
+ * maps every page at once (a worker reads its whole input); the manager
+ * leaves a mapped result's page faults to the thread that reads it. */
+static int recv_msg(int fd, wire *h, void **data, bool populate) {
   *data = NULL;
   struct iovec iov = {.iov_base = h, .iov_len = sizeof *h};
   union {
@@ -269,7 +326,7 @@ static int recv_msg(int fd, wire *h, void **data) {
     if (mfd < 0)
       return -1;
     void *p = mmap(NULL, h->len, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_POPULATE, mfd, 0);
+                   MAP_PRIVATE | (populate ? MAP_POPULATE : 0), mfd, 0);
     close(mfd);
     if (p == MAP_FAILED)
       return -1;
@@ -377,7 +434,7 @@ static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o) {
     wire h;
     void *in;
     spin_for_input(sock, SPIN_NS);
-    if (recv_msg(sock, &h, &in))
+    if (recv_msg(sock, &h, &in, true))
       _exit(0); /* the parent hung up: shutdown */
     wire r = {.type = MSG_RESULT};
     void *payload = NULL;
@@ -506,7 +563,13 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
+  /* A SIGCHLD ignored by the host (inherited) would have the kernel reap
+   * the workers itself, and their deaths would go unreported. */
+  struct sigaction dfl = {.sa_handler = SIG_DFL};
+  sigaction(SIGCHLD, &dfl, NULL);
   int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sfd < 0)
+    _exit(1); /* cannot see deaths: the parent sees us go, the pool breaks */
   for (;;) {
     struct pollfd p[2] = {{.fd = ctl_fd, .events = POLLIN},
                           {.fd = sfd, .events = POLLIN}};
@@ -601,6 +664,8 @@ static void task_free(ptask *t) {
     cf_future_unref(t->chunk[i]);
   free(t->chunk);
   free(t->data);
+  if (t->mfd >= 0)
+    eager_memfd_close(t->mfd);
   free(t);
 }
 
@@ -854,7 +919,14 @@ static void dispatch(ppool *p) {
       w->q[(w->qh + w->qn) % PIPE_DEPTH] = t;
       w->qn++;
       wire h = {.type = MSG_TASK, .kind = t->kind, .fn = t->fn, .len = t->len};
-      if (send_msg(w->fd, &h, t->data))
+      int src;
+      if (t->mfd >= 0) {
+        h.flags = FLAG_MAPPED;
+        src = send_header(w->fd, &h, t->mfd);
+      } else {
+        src = send_msg(w->fd, &h, t->data);
+      }
+      if (src)
         worker_lost(p, w); /* died: its exit report settles its tasks */
     }
   }
@@ -863,7 +935,7 @@ static void dispatch(ppool *p) {
 static void on_worker_readable(ppool *p, pworker *w) {
   wire r;
   void *payload;
-  if (recv_msg(w->fd, &r, &payload)) {
+  if (recv_msg(w->fd, &r, &payload, false)) {
     worker_lost(p, w);
     return;
   }
@@ -898,10 +970,50 @@ static bool all_quiet(ppool *p) {
   return true;
 }
 
+/* Forks the fork server from the calling (manager) thread, which runs with
+ * every signal blocked, so that no handler of the host runs in the server;
+ * the server keeps SIGCHLD blocked for its signalfd. Then asks for the
+ * first workers. Returns 0 or CF_ESYS. */
+static int start_server(ppool *p) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
+    return CF_ESYS;
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(sv[0]);
+    close_other_fds(sv[1], -1);
+    sigset_t keep;
+    sigemptyset(&keep);
+    sigaddset(&keep, SIGCHLD);
+    sigprocmask(SIG_SETMASK, &keep, NULL);
+    server_main(sv[1], parent, &p->o);
+  }
+  close(sv[1]);
+  if (pid < 0) {
+    close(sv[0]);
+    return CF_ESYS;
+  }
+  p->server = pid;
+  p->ctl_fd = sv[0];
+  for (size_t i = 0; i < p->n; i++)
+    spawn(p, i);
+  return 0;
+}
+
 static void *manager_main(void *arg) {
   ppool *p = arg;
-  struct pollfd *fds = calloc(p->n + 2, sizeof *fds);
-  size_t *slot_of = calloc(p->n + 2, sizeof *slot_of);
+  struct pollfd *fds = p->pfds;
+  size_t *slot_of = p->slot_of;
+  int start_rc = start_server(p);
+  pthread_mutex_lock(&p->mu);
+  p->manager_self = pthread_self();
+  p->start_rc = start_rc;
+  p->started = true;
+  pthread_cond_signal(&p->started_cv);
+  pthread_mutex_unlock(&p->mu);
+  if (start_rc != 0)
+    return NULL;
   for (;;) {
     pthread_mutex_lock(&p->mu);
     bool broken = p->broken;
@@ -1007,14 +1119,18 @@ static void *manager_main(void *arg) {
         spawn(p, i);
   }
   /* Tear down: workers see end-of-file and exit; the server reaps them
-   * and exits when we hang up. */
+   * and exits when we hang up. This thread reaps the server before it
+   * ends (its end would SIGKILL the server: PR_SET_PDEATHSIG). */
   for (size_t i = 0; i < p->n; i++)
     if (p->workers[i].fd >= 0) {
       close(p->workers[i].fd);
       p->workers[i].fd = -1;
     }
-  free(fds);
-  free(slot_of);
+  close(p->ctl_fd);
+  p->ctl_fd = -1;
+  int st;
+  while (waitpid(p->server, &st, 0) < 0 && errno == EINTR)
+    ;
   return NULL;
 }
 
@@ -1044,15 +1160,17 @@ static int enqueue(ppool *p, uint32_t kind, uint64_t fn, const void *data,
                    size_t len, cf_destroy_fn destroy, cf_future **out) {
   ptask *t = calloc(1, sizeof *t);
   cf_future *f = cf__future_new_owned();
-  void *copy = len ? malloc(len) : NULL;
-  if (!t || !f || (len && !copy)) {
+  int mfd = t && f ? eager_memfd(data, len) : -1;
+  void *copy = len && mfd < 0 ? malloc(len) : NULL;
+  if (!t || !f || (len && mfd < 0 && !copy)) {
     free(t);
     cf_future_unref(f);
     free(copy);
     return CF_ENOMEM;
   }
-  if (len)
+  if (copy)
     memcpy(copy, data, len);
+  t->mfd = mfd;
   t->f = cf_future_ref(f);
   t->kind = kind;
   t->fn = fn;
@@ -1098,6 +1216,7 @@ static int pp_submit_batch(cf_executor *ex, cf_fn fn, const void *items,
   memcpy(data + 8, &sz, 8);
   memcpy(data + 16, items, count * item_size);
   t->kind = KIND_CHUNK;
+  t->mfd = -1;
   t->fn = (uint64_t)(uintptr_t)fn;
   t->data = data;
   t->len = len;
@@ -1134,6 +1253,12 @@ int cf_process_pool_submit(cf_executor *ex, cf_proc_fn fn, const void *data,
 static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
   ppool *p = (ppool *)ex;
   pthread_mutex_lock(&p->mu);
+  /* Done-callbacks run on the manager thread, which cannot wait for
+   * itself: refuse, as the thread pool does from its workers. */
+  if (wait && pthread_equal(pthread_self(), p->manager_self)) {
+    pthread_mutex_unlock(&p->mu);
+    return CF_EDEADLK;
+  }
   p->shutdown = true;
   ptask *list = cancel_futures ? p->head : NULL;
   if (cancel_futures) {
@@ -1155,25 +1280,27 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
     return 0;
   pthread_mutex_lock(&p->join_mu);
   if (!p->joined) {
-    pthread_join(p->manager, NULL);
-    close(p->ctl_fd); /* the fork server reaps the workers and exits */
-    p->ctl_fd = -1;
-    int st;
-    while (waitpid(p->server, &st, 0) < 0 && errno == EINTR)
-      ;
+    pthread_join(p->manager, NULL); /* it reaps the fork server */
     p->joined = true;
   }
   pthread_mutex_unlock(&p->join_mu);
   return 0;
 }
 
-static void pp_destroy(cf_executor *ex) {
-  ppool *p = (ppool *)ex;
-  close(p->wake_fd);
+static void pool_free(ppool *p) {
+  if (p->wake_fd >= 0)
+    close(p->wake_fd);
+  pthread_cond_destroy(&p->started_cv);
   pthread_mutex_destroy(&p->mu);
   pthread_mutex_destroy(&p->join_mu);
+  free(p->pfds);
+  free(p->slot_of);
   free(p->workers);
   free(p);
+}
+
+static void pp_destroy(cf_executor *ex) {
+  pool_free((ppool *)ex);
 }
 
 static size_t pp_window(const cf_executor *ex) {
@@ -1209,64 +1336,46 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   ppool *p = calloc(1, sizeof *p);
   if (!p)
     return CF_ENOMEM;
-  p->workers = calloc(n, sizeof *p->workers);
-  if (!p->workers) {
-    free(p);
-    return CF_ENOMEM;
-  }
   p->base.vt = &pp_vt;
   p->o = o;
   p->n = n;
-  for (size_t i = 0; i < n; i++)
-    p->workers[i].fd = -1;
+  p->server = -1;
+  p->ctl_fd = -1;
   pthread_mutex_init(&p->mu, NULL);
   pthread_mutex_init(&p->join_mu, NULL);
-  int sv[2];
+  pthread_cond_init(&p->started_cv, NULL);
   p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (p->wake_fd < 0 ||
-      socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)) {
-    if (p->wake_fd >= 0)
-      close(p->wake_fd);
-    free(p->workers);
-    free(p);
-    return CF_ESYS;
+  p->workers = calloc(n, sizeof *p->workers);
+  p->pfds = calloc(n + 2, sizeof *p->pfds);
+  p->slot_of = calloc(n + 2, sizeof *p->slot_of);
+  if (!p->workers || !p->pfds || !p->slot_of || p->wake_fd < 0) {
+    int rc = p->wake_fd < 0 ? CF_ESYS : CF_ENOMEM;
+    pool_free(p);
+    return rc;
   }
-  /* Fork the server with every signal blocked, so that no handler of the
-   * host runs in it; it keeps SIGCHLD blocked for its signalfd. */
+  for (size_t i = 0; i < n; i++)
+    p->workers[i].fd = -1;
+  /* The manager runs with every signal blocked: the host's signals go to
+   * the host's threads, and the fork server it forks starts with no
+   * handler able to run. */
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(sv[0]);
-    close_other_fds(sv[1], -1);
-    sigset_t keep;
-    sigemptyset(&keep);
-    sigaddset(&keep, SIGCHLD);
-    sigprocmask(SIG_SETMASK, &keep, NULL);
-    server_main(sv[1], parent, &p->o);
-  }
+  int prc = pthread_create(&p->manager, NULL, manager_main, p);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
-  close(sv[1]);
-  if (pid < 0) {
-    close(sv[0]);
-    close(p->wake_fd);
-    free(p->workers);
-    free(p);
+  if (prc != 0) {
+    pool_free(p);
     return CF_ESYS;
   }
-  p->server = pid;
-  p->ctl_fd = sv[0];
-  for (size_t i = 0; i < n; i++)
-    spawn(p, i);
-  if (pthread_create(&p->manager, NULL, manager_main, p) != 0) {
-    close(p->ctl_fd);
-    waitpid(pid, NULL, 0);
-    close(p->wake_fd);
-    free(p->workers);
-    free(p);
-    return CF_ESYS;
+  pthread_mutex_lock(&p->mu);
+  while (!p->started)
+    pthread_cond_wait(&p->started_cv, &p->mu);
+  int rc = p->start_rc;
+  pthread_mutex_unlock(&p->mu);
+  if (rc != 0) {
+    pthread_join(p->manager, NULL);
+    pool_free(p);
+    return rc;
   }
   *out = &p->base;
   return 0;

@@ -10,8 +10,21 @@
  * anyone: the future it was running fails with CF_EBROKEN and a message
  * naming the signal or the exit status, a replacement worker is forked,
  * and the other futures complete normally. Done-callbacks of process-pool
- * futures run in the parent, on the pool's manager thread. The futures mix
- * freely with thread-pool futures in cf_wait and cf_as_completed.
+ * futures run in the parent, on the pool's manager thread (a callback there
+ * must not block for long: it holds up every other result; it may submit,
+ * and cf_executor_shutdown(wait=true) from it returns CF_EDEADLK; it must
+ * not call cf_executor_free on its own pool). The futures mix freely with
+ * thread-pool futures in cf_wait and cf_as_completed.
+ *
+ * A task's failure code reaches the future as is: cf_future_result returns
+ * CF_EBROKEN for a dead worker and CF_EFAILED otherwise, and
+ * cf_future_exception gives the code (CF_ETIMEDOUT for a task killed at
+ * its timeout) and the message.
+ *
+ * The pool owns one thread and one child process (the fork server) from
+ * cf_process_pool_new to cf_executor_free, plus its workers. It works in a
+ * host that ignores SIGCHLD or runs its own threads, whichever thread made
+ * it; it does not survive a fork() of the parent (use it in one process).
  */
 #ifndef CFUTURES_PROCESS_POOL_H
 #define CFUTURES_PROCESS_POOL_H
@@ -43,21 +56,37 @@ typedef struct cf_process_pool_opts {
   int (*initializer)(void *arg);
   void *initarg; /* passed as is: valid in workers if set before the pool */
   /* A task running longer than this (seconds) has its worker killed and
-   * replaced; its future fails with CF_ETIMEDOUT. 0: no limit. */
+   * replaced; its future fails with code CF_ETIMEDOUT. 0: no limit. With a
+   * timeout each worker holds one task at a time (no task sent ahead). */
   double task_timeout_s;
 } cf_process_pool_opts;
 
-/* Creates a process pool (opts may be NULL). Returns 0, CF_EINVAL (NULL
- * out, too many workers, negative or NaN timeout), CF_ENOMEM, CF_ESYS.
- * Free it with cf_executor_free. cf_submit works on it too: `arg` travels
- * as a pointer-sized value (an integer, or a pointer to data that existed
- * before the pool was created), and so does the task's *out. */
+/* Creates a process pool (opts may be NULL: defaults) and returns it in
+ * *out; the caller owns it and frees it with cf_executor_free. Blocks only
+ * until the fork server is forked (workers start in the background).
+ * Returns 0, CF_EINVAL (NULL out, more than 256 workers, negative or NaN
+ * timeout), CF_ENOMEM, CF_ESYS (fork, socket or thread creation failed).
+ *
+ * cf_submit works on it too: `arg` travels as a pointer-sized VALUE (an
+ * integer, or a pointer to data that existed before the pool was created),
+ * and so does the task's *out (the result_destroy of cf_submit_with runs
+ * in the parent on that value). cf_map_array copies each item's bytes to
+ * the worker, which passes fn a pointer to its copy, and sends
+ * opts.chunksize items per message (each item still gets its own future
+ * and outcome); cf_map_iter items travel as values. */
 CF_API int cf_process_pool_new(const cf_process_pool_opts *opts,
                                cf_executor **out);
 
-/* Submits fn over a copy of data[0..len) (data may be NULL if len is 0).
- * The future's result is a cf_buf * owned by the future (freed with it).
- * Returns 0, CF_EINVAL, CF_ESHUTDOWN, CF_EBROKEN, CF_ENOMEM. */
+/* Submits fn over a copy of data[0..len) (data may be NULL if len is 0);
+ * the caller keeps data. Does not block on the workers: it copies the
+ * input (from 1 MiB on, straight into shared memory that the worker maps)
+ * and queues the task. The future's result is a cf_buf * owned by the
+ * future (freed with it; from 64 KiB on its data is a private mapping the
+ * caller may read and write but must not free). In the worker, `in` is
+ * valid during the call only. Returns 0 and a new reference in *out;
+ * CF_EINVAL (NULL ex/fn/out, NULL data with len > 0, ex not a process
+ * pool), CF_ESHUTDOWN, CF_EBROKEN, CF_ENOMEM; on error *out is NULL and fn
+ * never runs. */
 CF_API int cf_process_pool_submit(cf_executor *ex, cf_proc_fn fn,
                                   const void *data, size_t len,
                                   cf_future **out);

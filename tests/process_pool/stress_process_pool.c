@@ -1,6 +1,7 @@
 /* Stress: submits, cancels, crashing tasks and shutdowns at random against
- * process pools, checking that every future completes exactly once (a
- * done-callback count) and that nothing hangs. Bounded in time.
+ * process pools, checking that every future completes exactly once (each
+ * future's done-callback bumps its own counter, which must end at 1) and
+ * that nothing hangs. Bounded in time.
  *
  *   stress_process_pool [threads] [rounds] [seconds]                     */
 #include <pthread.h>
@@ -28,6 +29,9 @@ static _Atomic int failures;
   } while (0)
 
 static _Atomic long callbacks, submitted;
+/* One counter per future of the round, bumped by its done-callback. */
+#define MAX_FUTURES (1 << 18)
+static _Atomic unsigned char *times_done;
 static cf_executor *pool;
 static double deadline;
 
@@ -51,7 +55,8 @@ static int work(void *arg, void **out) {
 
 static int on_done(cf_future *f, void *arg) {
   (void)f;
-  (void)arg;
+  atomic_fetch_add_explicit(&times_done[(uintptr_t)arg], 1,
+                            memory_order_relaxed);
   atomic_fetch_add(&callbacks, 1);
   return 0;
 }
@@ -76,8 +81,14 @@ static void *client(void *p) {
       CHECK(rc == 0);
       if (rc)
         continue;
-      atomic_fetch_add(&submitted, 1);
-      CHECK(cf_future_add_done_callback(fs[n], on_done, NULL) == 0);
+      long id = atomic_fetch_add(&submitted, 1);
+      if (id >= MAX_FUTURES) { /* out of counters: let it run unchecked */
+        atomic_fetch_sub(&submitted, 1);
+        cf_future_unref(fs[n]);
+        continue;
+      }
+      CHECK(cf_future_add_done_callback(fs[n], on_done,
+                                        (void *)(uintptr_t)id) == 0);
       n++;
     }
     for (int i = 0; i < n; i++)
@@ -102,10 +113,15 @@ int main(int argc, char **argv) {
   if (threads < 1 || threads > 32 || rounds < 1 || seconds <= 0)
     return 2;
   setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows even if killed */
+  times_done = calloc(MAX_FUTURES, sizeof *times_done);
+  if (!times_done)
+    return 2;
   double start = now_s();
   for (int r = 0; r < rounds && now_s() - start < seconds; r++) {
     atomic_store(&callbacks, 0);
     atomic_store(&submitted, 0);
+    for (long i = 0; i < MAX_FUTURES; i++)
+      atomic_store_explicit(&times_done[i], 0, memory_order_relaxed);
     cf_process_pool_opts o = {.max_workers = (size_t)(r % 3 + 1),
                               .max_tasks_per_child = (size_t)(r % 2 ? 5 : 0)};
     if (cf_process_pool_new(&o, &pool) != 0) {
@@ -124,9 +140,14 @@ int main(int argc, char **argv) {
     cf_executor_free(pool);
     /* every future submitted ended exactly once */
     CHECK(atomic_load(&callbacks) == atomic_load(&submitted));
+    long wrong = 0;
+    for (long i = 0; i < atomic_load(&submitted); i++)
+      wrong += atomic_load_explicit(&times_done[i], memory_order_relaxed) != 1;
+    CHECK(wrong == 0);
     printf("round %d: %ld futures, %ld callbacks\n", r, atomic_load(&submitted),
            atomic_load(&callbacks));
   }
+  free((void *)times_done);
   int f = atomic_load(&failures);
   printf("%s: %d failed checks in %.1f s\n", f ? "FAIL" : "PASS", f,
          now_s() - start);

@@ -18,6 +18,16 @@
 
 #include <cfutures.h>
 
+/* Under LeakSanitizer, a task that calls exit() runs the leak check in its
+ * worker. Workers descend (through the fork server) from the pool's manager
+ * thread, so the check there cannot see the stacks of the parent's other
+ * threads and reports what they hold as leaked. Check this process only. */
+static pid_t test_pid;
+int __lsan_is_turned_off(void);
+int __lsan_is_turned_off(void) {
+  return test_pid && getpid() != test_pid;
+}
+
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -94,6 +104,12 @@ static int crash(void *arg, void **out) {
   (void)out;
   raise(SIGSEGV);
   return 0;
+}
+
+static int do_abort(void *arg, void **out) {
+  (void)arg;
+  (void)out;
+  abort();
 }
 
 static int do_exit(void *arg, void **out) {
@@ -206,6 +222,62 @@ static void test_big_payloads(void **state) {
   cf_executor_free(ex);
 }
 
+/* Checks a patterned input (byte j is seed + j, mod 256; the seed is byte
+ * 0) and returns its seed; seed 13 crashes the worker. */
+static int check_pattern(const void *in, size_t n, cf_buf *out) {
+  const unsigned char *p = in;
+  if (n == 0)
+    return cf_fail(CF_EINVAL, "empty");
+  if (p[0] == 13)
+    raise(SIGSEGV);
+  for (size_t j = 0; j < n; j++)
+    if (p[j] != (unsigned char)(p[0] + j))
+      return cf_fail(CF_EINVAL, "byte %zu is %u", j, p[j]);
+  out->data = malloc(1);
+  if (!out->data)
+    return CF_ENOMEM;
+  memcpy(out->data, p, 1);
+  out->len = 1;
+  return 0;
+}
+
+/* Many large inputs pending at once: more than the pool keeps in memfds
+ * from submit time (the rest are copied), one crash among them (the tasks
+ * queued behind it are sent again), every input arrives intact, and every
+ * descriptor is closed afterwards. */
+static void test_many_big_inputs(void **state) {
+  (void)state;
+  int fds0 = count_fds();
+  cf_executor *ex = new_pool(2);
+  enum { N = 80 };
+  size_t n = (1u << 20) + 4096;
+  unsigned char *in = malloc(n);
+  assert_non_null(in);
+  cf_future *fs[N];
+  for (int i = 0; i < N; i++) {
+    for (size_t j = 0; j < n; j++)
+      in[j] = (unsigned char)(i + 7 + j);
+    assert_int_equal(cf_process_pool_submit(ex, check_pattern, in, n, &fs[i]),
+                     0);
+  }
+  free(in); /* the pool has its own copies */
+  for (int i = 0; i < N; i++) {
+    void *v;
+    int rc = cf_future_result(fs[i], 60, &v);
+    if (i + 7 == 13) {
+      assert_int_equal(rc, CF_EBROKEN);
+    } else {
+      assert_int_equal(rc, 0);
+      cf_buf *b = v;
+      assert_int_equal(b->len, 1);
+      assert_int_equal(*(unsigned char *)b->data, (unsigned char)(i + 7));
+    }
+    cf_future_unref(fs[i]);
+  }
+  cf_executor_free(ex);
+  assert_int_equal(count_fds(), fds0);
+}
+
 /* Crashes of every kind fail their own future only; the pool goes on. */
 static void test_worker_deaths(void **state) {
   (void)state;
@@ -218,6 +290,11 @@ static void test_worker_deaths(void **state) {
   assert_int_equal(cf_future_result(f, 20, &v), CF_EBROKEN);
   assert_int_equal(cf_future_exception(f, 0, &e), 0);
   assert_non_null(strstr(e.message, "signal 11"));
+  cf_future_unref(f);
+  assert_int_equal(cf_submit(ex, do_abort, NULL, &f), 0);
+  assert_int_equal(cf_future_result(f, 20, &v), CF_EBROKEN);
+  assert_int_equal(cf_future_exception(f, 0, &e), 0);
+  assert_non_null(strstr(e.message, "signal 6"));
   cf_future_unref(f);
   assert_int_equal(cf_submit(ex, do_exit, (void *)(intptr_t)3, &f), 0);
   assert_int_equal(cf_future_result(f, 20, &v), CF_EBROKEN);
@@ -497,11 +574,175 @@ static void test_map_chunks(void **state) {
   cf_executor_free(ex);
 }
 
+/* The descriptors a worker holds above stderr, as a count (bytes task). */
+static int worker_fds(const void *in, size_t n, cf_buf *out) {
+  (void)in;
+  (void)n;
+  int *count = malloc(sizeof *count);
+  if (!count)
+    return CF_ENOMEM;
+  *count = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) {
+    free(count);
+    return cf_fail(CF_ESYS, "opendir");
+  }
+  struct dirent *de;
+  while ((de = readdir(d)))
+    *count += de->d_name[0] != '.' && atoi(de->d_name) > 2 &&
+              atoi(de->d_name) != dirfd(d);
+  closedir(d);
+  out->data = count;
+  out->len = sizeof *count;
+  return 0;
+}
+
+/* No descriptor of the parent leaks into a worker: not one opened without
+ * O_CLOEXEC, not another pool's. A worker holds its socket alone. */
+static void test_no_fd_leaks_into_workers(void **state) {
+  (void)state;
+  int fds0 = count_fds();
+  int leaky[2];
+  assert_int_equal(pipe(leaky), 0); /* no O_CLOEXEC */
+  cf_executor *other = new_pool(1);
+  cf_executor *ex = new_pool(2);
+  for (int round = 0; round < 2; round++) {
+    cf_future *f;
+    void *v;
+    assert_int_equal(cf_process_pool_submit(ex, worker_fds, NULL, 0, &f), 0);
+    assert_int_equal(cf_future_result(f, 20, &v), 0);
+    cf_buf *b = v;
+    assert_int_equal(b->len, sizeof(int));
+    assert_int_equal(*(int *)b->data, 1);
+    cf_future_unref(f);
+    /* a replacement worker too */
+    assert_int_equal(cf_submit(ex, crash, NULL, &f), 0);
+    assert_int_equal(cf_future_result(f, 20, &v), CF_EBROKEN);
+    cf_future_unref(f);
+  }
+  cf_executor_free(ex);
+  cf_executor_free(other);
+  close(leaky[0]);
+  close(leaky[1]);
+  assert_int_equal(count_fds(), fds0);
+  assert_int_equal(count_children(), 0);
+}
+
+/* PR_SET_PDEATHSIG follows the forking thread: a pool made by a thread
+ * that then ends must keep working (and keep replacing workers). */
+static void *make_pool(void *arg) {
+  cf_process_pool_opts o = {.max_workers = 1};
+  cf_executor **ex = arg;
+  if (cf_process_pool_new(&o, ex) != 0)
+    *ex = NULL;
+  return NULL;
+}
+
+static void test_pool_outlives_its_creator_thread(void **state) {
+  (void)state;
+  cf_executor *ex = NULL;
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, make_pool, &ex), 0);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_non_null(ex);
+  usleep(50000); /* a death signal, if any, has arrived by now */
+  cf_future *f;
+  void *v;
+  assert_int_equal(cf_submit(ex, crash, NULL, &f), 0);
+  assert_int_equal(cf_future_result(f, 20, &v), CF_EBROKEN);
+  cf_error e;
+  assert_int_equal(cf_future_exception(f, 0, &e), 0);
+  assert_non_null(strstr(e.message, "signal 11"));
+  cf_future_unref(f);
+  for (intptr_t i = 0; i < 5; i++) { /* on the replacement */
+    assert_int_equal(cf_submit(ex, square, (void *)i, &f), 0);
+    assert_int_equal(cf_future_result(f, 20, &v), 0);
+    assert_int_equal((intptr_t)v, i * i);
+    cf_future_unref(f);
+  }
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
+/* A host that ignores SIGCHLD still gets its workers' deaths reported. */
+static void test_sigchld_ignored_by_host(void **state) {
+  (void)state;
+  struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+  assert_int_equal(sigaction(SIGCHLD, &ign, &old), 0);
+  cf_executor *ex = new_pool(1);
+  cf_future *f;
+  void *v;
+  assert_int_equal(cf_submit(ex, do_exit, (void *)(intptr_t)5, &f), 0);
+  int rc = cf_future_result(f, 20, &v);
+  cf_error e = {0};
+  int erc = cf_future_exception(f, 0, &e);
+  bool named = e.message && strstr(e.message, "exited with status 5");
+  cf_future_unref(f);
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)6, &f), 0);
+  int rc2 = cf_future_result(f, 20, &v);
+  cf_future_unref(f);
+  cf_executor_free(ex);
+  sigaction(SIGCHLD, &old, NULL);
+  assert_int_equal(rc, CF_EBROKEN);
+  assert_int_equal(erc, 0);
+  assert_true(named);
+  assert_int_equal(rc2, 0);
+  assert_int_equal((intptr_t)v, 36);
+}
+
+/* Done-callbacks run in the parent, on the pool's manager thread, which
+ * cannot wait for its own pool to shut down. */
+typedef struct cb_seen {
+  pid_t pid;
+  pthread_t thread;
+  int shutdown_wait_rc;
+  cf_executor *ex;
+  _Atomic int calls;
+} cb_seen;
+
+static int record_cb(cf_future *f, void *arg) {
+  (void)f;
+  cb_seen *s = arg;
+  s->pid = getpid();
+  s->thread = pthread_self();
+  s->shutdown_wait_rc = cf_executor_shutdown(s->ex, true, false);
+  atomic_fetch_add_explicit(&s->calls, 1, memory_order_release);
+  return 0;
+}
+
+static void test_callbacks_in_parent(void **state) {
+  (void)state;
+  cf_executor *ex = new_pool(1);
+  cb_seen s = {.ex = ex, .shutdown_wait_rc = 1};
+  cf_future *f;
+  assert_int_equal(cf_submit(ex, slow, (void *)(intptr_t)20000, &f), 0);
+  assert_int_equal(cf_future_add_done_callback(f, record_cb, &s), 0);
+  assert_int_equal(cf_future_result(f, 20, NULL), 0);
+  double t0 = now_s(); /* the callback may still be running */
+  while (atomic_load_explicit(&s.calls, memory_order_acquire) == 0 &&
+         now_s() - t0 < 20)
+    usleep(1000);
+  assert_int_equal(atomic_load(&s.calls), 1);
+  assert_int_equal(s.pid, getpid());
+  assert_false(pthread_equal(s.thread, pthread_self()));
+  assert_int_equal(s.shutdown_wait_rc, CF_EDEADLK);
+  /* the refused shutdown changed nothing */
+  void *v;
+  cf_future_unref(f);
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)7, &f), 0);
+  assert_int_equal(cf_future_result(f, 20, &v), 0);
+  assert_int_equal((intptr_t)v, 49);
+  cf_future_unref(f);
+  cf_executor_free(ex);
+}
+
 int main(void) {
+  test_pid = getpid();
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trips),
       cmocka_unit_test(test_many_small_tasks),
       cmocka_unit_test(test_big_payloads),
+      cmocka_unit_test(test_many_big_inputs),
       cmocka_unit_test(test_worker_deaths),
       cmocka_unit_test(test_task_timeout),
       cmocka_unit_test(test_max_tasks_per_child),
@@ -509,6 +750,10 @@ int main(void) {
       cmocka_unit_test(test_shutdown),
       cmocka_unit_test(test_with_thread_pool),
       cmocka_unit_test(test_map_chunks),
+      cmocka_unit_test(test_no_fd_leaks_into_workers),
+      cmocka_unit_test(test_pool_outlives_its_creator_thread),
+      cmocka_unit_test(test_sigchld_ignored_by_host),
+      cmocka_unit_test(test_callbacks_in_parent),
   };
   return cmocka_run_group_tests_name("process_pool", tests, NULL, NULL);
 }
