@@ -51,8 +51,8 @@ static int count_fds(void) {
   return n - 1; /* the directory's own fd */
 }
 
-/* Our children, alive or zombie, from /proc. */
-static int count_children(void) {
+/* Our children, alive or zombie, from /proc; *first gets one's pid. */
+static int list_children(pid_t *first) {
   int n = 0;
   DIR *d = opendir("/proc");
   struct dirent *de;
@@ -69,13 +69,20 @@ static int count_children(void) {
       char *p = strrchr(buf, ')');
       int ppid = 0;
       char st;
-      if (p && sscanf(p + 2, "%c %d", &st, &ppid) == 2 && ppid == me)
+      if (p && sscanf(p + 2, "%c %d", &st, &ppid) == 2 && ppid == me) {
         n++;
+        if (first)
+          *first = (pid_t)atoi(de->d_name);
+      }
     }
     fclose(f);
   }
   closedir(d);
   return n;
+}
+
+static int count_children(void) {
+  return list_children(NULL);
 }
 
 static int square(void *arg, void **out) {
@@ -628,6 +635,33 @@ static void test_no_fd_leaks_into_workers(void **state) {
   assert_int_equal(count_children(), 0);
 }
 
+/* The fork server killed from outside: the pool breaks instead of hanging.
+ * The running task and later submits fail with CF_EBROKEN; the workers die
+ * with the server; nothing stays open. */
+static void test_fork_server_killed(void **state) {
+  (void)state;
+  int fds0 = count_fds();
+  cf_executor *ex = new_pool(1);
+  cf_future *h, *f;
+  assert_int_equal(cf_submit(ex, hang, NULL, &h), 0);
+  double t0 = now_s();
+  while (!cf_future_running(h) && now_s() - t0 < 10)
+    usleep(1000);
+  pid_t server = 0;
+  assert_int_equal(list_children(&server), 1); /* the server is our child */
+  assert_int_equal(kill(server, SIGKILL), 0);
+  assert_int_equal(cf_future_result(h, 20, NULL), CF_EBROKEN);
+  cf_error e;
+  assert_int_equal(cf_future_exception(h, 0, &e), 0);
+  assert_non_null(strstr(e.message, "fork server"));
+  cf_future_unref(h);
+  assert_int_equal(cf_submit(ex, square, NULL, &f), CF_EBROKEN);
+  assert_null(f);
+  cf_executor_free(ex);
+  assert_int_equal(count_fds(), fds0);
+  assert_int_equal(count_children(), 0);
+}
+
 /* PR_SET_PDEATHSIG follows the forking thread: a pool made by a thread
  * that then ends must keep working (and keep replacing workers). */
 static void *make_pool(void *arg) {
@@ -751,6 +785,7 @@ int main(void) {
       cmocka_unit_test(test_with_thread_pool),
       cmocka_unit_test(test_map_chunks),
       cmocka_unit_test(test_no_fd_leaks_into_workers),
+      cmocka_unit_test(test_fork_server_killed),
       cmocka_unit_test(test_pool_outlives_its_creator_thread),
       cmocka_unit_test(test_sigchld_ignored_by_host),
       cmocka_unit_test(test_callbacks_in_parent),
