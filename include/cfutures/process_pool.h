@@ -11,9 +11,11 @@
  * naming the signal or the exit status, a replacement worker is forked,
  * and the other futures complete normally. Done-callbacks of process-pool
  * futures run in the parent, on the pool's manager thread (a callback there
- * must not block for long: it holds up every other result; it may submit,
- * and cf_executor_shutdown(wait=true) from it returns CF_EDEADLK; it must
- * not call cf_executor_free on its own pool). The futures mix freely with
+ * must not block for long: it holds up every other result, and it must
+ * never wait for another future of the same pool, which only this thread
+ * can complete; it may submit, cf_executor_shutdown(wait=true) from it
+ * returns CF_EDEADLK, and it must not call cf_executor_free on its own
+ * pool). The futures mix freely with
  * thread-pool futures in cf_wait and cf_as_completed.
  *
  * A task's failure code reaches the future as is: cf_future_result returns
