@@ -7,7 +7,7 @@
 
 #include "core/futex.h"
 
-#define SLEEPING 1u
+#define SLEEPING CF__WAITER_SLEEPING
 /* How long a waiter spins before it makes the futex syscall. Short: a
  * round trip on a warm pool finishes within it; an idle thread pays for it
  * once per sleep. */
@@ -18,10 +18,15 @@ static cf__waiter *free_list; /* guarded by free_lock */
 static pthread_key_t exit_key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static _Thread_local cf__waiter *self CF__TLS_FAST;
+static _Thread_local cf__waiter *current CF__TLS_FAST; /* a fiber's */
 
+/* Thread exit (the key's destructor): the waiter goes back to the free
+ * list and leaves this thread for good. A later destructor that waits
+ * gets a fresh one (and this runs again for it). */
 static void waiter_release(void *p) {
   cf__waiter *w = p;
-  w->helper = NULL;
+  self = NULL;
+  current = NULL;
   pthread_mutex_lock(&free_lock);
   w->next_free = free_list;
   free_list = w;
@@ -32,7 +37,20 @@ static void key_init(void) {
   pthread_key_create(&exit_key, waiter_release);
 }
 
+void cf__waiter_init(cf__waiter *w, const cf__waiter_ops *ops, void *owner) {
+  atomic_init(&w->seq, 0);
+  w->ops = ops;
+  w->owner = owner;
+  w->next_free = NULL;
+}
+
+void cf__waiter_set_current(cf__waiter *w) {
+  current = w;
+}
+
 cf__waiter *cf__waiter_self(void) {
+  if (current)
+    return current;
   if (self)
     return self;
   pthread_once(&key_once, key_init);
@@ -46,7 +64,8 @@ cf__waiter *cf__waiter_self(void) {
     if (!w)
       return NULL;
   }
-  w->helper = NULL;
+  w->ops = NULL;
+  w->owner = NULL;
   w->next_free = NULL;
   pthread_setspecific(exit_key, w);
   self = w;
@@ -57,11 +76,25 @@ void cf__waiter_wake(cf__waiter *w) {
   /* release: publishes what the waker did before waking (a completed
    * future, a pushed task); pairs with the acquire in cf__waiter_seq. */
   uint32_t old = atomic_fetch_add_explicit(&w->seq, 2, memory_order_release);
-  if (old & SLEEPING)
-    cf__futex_wake(&w->seq, 1, false);
+  if (old & SLEEPING) {
+    if (w->ops)
+      w->ops->wake(w);
+    else
+      cf__futex_wake(&w->seq, 1, false);
+  }
+}
+
+void cf__waiter_futex_wake(cf__waiter *w) {
+  cf__futex_wake(&w->seq, 1, false);
 }
 
 int cf__waiter_sleep(cf__waiter *w, uint32_t seen, const cf_deadline *d) {
+  if (w->ops)
+    return w->ops->sleep(w, seen, d);
+  return cf__waiter_block(w, seen, d);
+}
+
+int cf__waiter_block(cf__waiter *w, uint32_t seen, const cf_deadline *d) {
   uint64_t start = cf__now_ns();
   for (unsigned i = 1;; i++) {
     if ((atomic_load_explicit(&w->seq, memory_order_acquire) & ~SLEEPING) !=

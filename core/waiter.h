@@ -12,10 +12,13 @@
  * pointer thus causes at most a spurious wake-up, which every wait loop
  * tolerates by re-checking its condition.
  *
- * Thread-pool workers set `helper` on their waiter, so that a wait on a
- * worker runs other tasks instead of blocking, and a worker's idle parking
- * uses the same word, so a submitter's wake reaches a worker whether it is
- * idle or waiting on a future.
+ * A waiter can also belong to a fiber (a thread-pool task suspended in a
+ * wait): then `ops` is set, sleeping suspends the fiber instead of the
+ * thread, and a wake that finds it asleep makes the fiber runnable again.
+ * A thread running fibers names the running fiber's waiter with
+ * cf__waiter_set_current, so cf__waiter_self finds it. Fiber waiters are
+ * embedded in immortal fiber descriptors: the same stale-pointer guarantee
+ * holds for them.
  */
 #ifndef CF_CORE_WAITER_H
 #define CF_CORE_WAITER_H
@@ -28,25 +31,39 @@
 
 typedef struct cf_future cf_future;
 
-/* A pool worker's way of helping while it waits. */
-typedef struct cf__helper {
-  /* Runs at most one task, preferring ones that lead to `awaited` (may be
-   * NULL) finishing. Returns true if it ran a task. */
-  bool (*help)(struct cf__helper *h, cf_future *awaited);
-  /* Sleeps like cf__waiter_sleep, registered with the pool so that new
-   * work wakes the worker too. */
-  int (*park)(struct cf__helper *h, uint32_t seen, const cf_deadline *d);
-} cf__helper;
+struct cf__waiter;
+
+/* How a fiber's waiter sleeps and wakes. */
+typedef struct cf__waiter_ops {
+  /* Suspends the fiber (the caller) as cf__waiter_sleep would block. */
+  int (*sleep)(struct cf__waiter *w, uint32_t seen, const cf_deadline *d);
+  /* Called by a waker that found the waiter asleep (maybe several wakers
+   * for one sleep; maybe late, after the sleep ended: harmless). */
+  void (*wake)(struct cf__waiter *w);
+  /* Runs the task behind `f` right here, on the waiting fiber, if it has
+   * not started and that is safe; returns true if it ran. */
+  bool (*run_inline)(struct cf__waiter *w, cf_future *f);
+} cf__waiter_ops;
 
 typedef struct cf__waiter {
   _Atomic uint32_t seq;
-  cf__helper *helper; /* owner thread only */
+  const cf__waiter_ops *ops; /* NULL: a thread's waiter; fixed for life */
+  void *owner;               /* for ops: the fiber; fixed for life */
   struct cf__waiter *next_free;
 } cf__waiter;
 
-/* This thread's waiter, created on first use; NULL only when out of
- * memory. */
+/* The waiter of whatever runs now: the current fiber's (see
+ * cf__waiter_set_current), else this thread's own, created on first use;
+ * NULL only when out of memory. */
 cf__waiter *cf__waiter_self(void);
+
+/* Fiber schedulers: names the waiter of the fiber now running on this
+ * thread (NULL: the thread's own). */
+void cf__waiter_set_current(cf__waiter *w);
+
+/* Initialises an embedded waiter with `ops` (NULL: a plain futex waiter
+ * that any thread may sleep on, one at a time). */
+void cf__waiter_init(cf__waiter *w, const cf__waiter_ops *ops, void *owner);
 
 /* The current sequence; read it before checking the wait condition. */
 static inline uint32_t cf__waiter_seq(cf__waiter *w) {
@@ -61,7 +78,16 @@ void cf__waiter_wake(cf__waiter *w);
 
 /* Sleeps until the sequence moves past `seen`, the deadline passes (NULL:
  * forever), or a spurious wake. Spins briefly first. Returns 0 or
- * CF_ETIMEDOUT. Owner thread only. */
+ * CF_ETIMEDOUT. Owner only (the thread, or the fiber: then ops->sleep). */
 int cf__waiter_sleep(cf__waiter *w, uint32_t seen, const cf_deadline *d);
+
+/* cf__waiter_sleep on the futex, whatever `ops` says: how a fiber that
+ * cannot be suspended blocks its thread instead. ops->wake must then wake
+ * the futex (cf__waiter_futex_wake). */
+int cf__waiter_block(cf__waiter *w, uint32_t seen, const cf_deadline *d);
+void cf__waiter_futex_wake(cf__waiter *w);
+
+/* Bit 0 of `seq`: set by a sleeper before it blocks or suspends. */
+#define CF__WAITER_SLEEPING 1u
 
 #endif

@@ -3,6 +3,7 @@
  * A map keeps a ring of futures in flight, oldest first. cf_map_next waits
  * on the oldest, hands out its outcome and tops the ring up from the input,
  * so a lazy input never has more than `window` tasks outstanding. */
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "executor/executor_internal.h"
@@ -106,6 +107,10 @@ static int map_new(cf_executor *ex, cf_fn fn, const cf_map_opts *opts,
   if (!ex || !fn)
     return CF_EINVAL;
   cf_map_opts o = opts ? *opts : (cf_map_opts){0};
+  if (o.window > CF_MAP_MAX_WINDOW || o.chunksize > CF_MAP_MAX_WINDOW)
+    return CF_EINVAL;
+  if (cap > CF_MAP_MAX_WINDOW) /* a huge array: keep this many in flight */
+    cap = CF_MAP_MAX_WINDOW;
   cf_deadline d;
   if (cf__deadline_from_timeout(o.use_timeout ? o.timeout_s : CF_FOREVER, &d))
     return CF_EINVAL;
@@ -153,7 +158,8 @@ static size_t default_window(cf_executor *ex) {
 
 int cf_map_array(cf_executor *ex, cf_fn fn, void *items, size_t n,
                  size_t item_size, const cf_map_opts *opts, cf_map **out) {
-  if ((!items && n > 0) || item_size == 0) {
+  if ((!items && n > 0) || item_size == 0 ||
+      (n > 0 && item_size > SIZE_MAX / n)) {
     if (out)
       *out = NULL;
     return CF_EINVAL;

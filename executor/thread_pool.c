@@ -7,30 +7,56 @@
  * first-in first-out), where other workers can steal them. Tasks submitted
  * by a worker go to its own deque.
  *
+ * Fibers: tasks run on fibers (core/fiber.h), never on the workers' own
+ * stacks. A worker runs its scheduling loop on a "loop fiber" and runs each
+ * task it finds right there, on that fiber's stack (no switch per task). A
+ * task that waits (cf_future_result, cf_wait, cf_as_completed_next,
+ * cf_map_next) never runs unrelated work on top of its frame:
+ *   1. if the awaited task has not started and belongs to this pool, the
+ *      waiter runs it inline (taking it back from the top of its own deque
+ *      when it is there, the fork-join case; otherwise claiming it where it
+ *      sits, leaving a stale queue entry that is skipped later), as long as
+ *      more than half of the fiber's stack is free;
+ *   2. otherwise the waiting fiber is suspended: the worker switches to a
+ *      fresh loop fiber and goes on with other work. The completion (or the
+ *      timeout, through the pool's timer heap) puts the fiber on the pool's
+ *      ready queue, and whichever worker takes it resumes it, where it
+ *      left off. A fiber may thus resume on another worker.
+ * So the worker's stack use does not grow with nesting, a waiting task
+ * cannot be buried under a task that waits for it, and a timeout is kept
+ * whatever the worker runs meanwhile. Fiber wake-ups go through the
+ * fiber's cf__waiter (core/waiter.h), so every wait in futures/ works the
+ * same on a thread and in a task. The waiter protocol for a fiber: the
+ * sleeper clears `rstate`, marks its waiter SLEEPING and switches away; the
+ * fiber that takes over sets SAVED once the context is saved; a waker that
+ * finds SLEEPING sets WOKEN. Whoever sets the second of SAVED and WOKEN
+ * puts the fiber on the ready queue, exactly once per sleep.
+ *
  * Parking: an idle worker searches (spins) for a bounded time, then
  * registers as sleeping (its `sleeping` flag and the pool's `nsleeping`
- * count), re-checks every queue and sleeps on its waiter (core/waiter.h).
- * Outside submitters wake one sleeper when no worker is searching; the
- * store-then-load on each side (push then read counts / count then read
- * queues) is ordered with seq_cst operations, so either the submitter sees
- * the sleeper or the sleeper sees the task. Workers pushing on their own
- * deque check `nsleeping` with a relaxed load (no fence on the fork-join
- * fast path): a missed wake there costs parallelism, never progress,
- * since the owner runs its own deque; sleepers also wake once a second.
- *
- * Helping: a worker that waits on a future (cf__wait_until) runs tasks
- * instead of sleeping: first its own deque (where the awaited task usually
- * is), then, below a nesting limit, the deque of the worker running the
- * awaited task (leapfrogging), outside work and steals.
+ * count), re-checks every queue and sleeps on its park word. Only idle
+ * workers ever park, so a wake always reaches a worker that will look at
+ * the queues. Outside submitters and fiber wake-ups wake one sleeper when
+ * no worker is searching; the store-then-load on each side (push then read
+ * counts / count then read queues) is ordered with seq_cst operations, so
+ * either the waker sees the sleeper or the sleeper sees the work. Workers
+ * pushing on their own deque check `nsleeping` with a relaxed load (no
+ * fence on the fork-join fast path): a missed wake there costs parallelism,
+ * never progress, since the owner runs its own deque. Sleepers wake at the
+ * earliest timer due; the backstop (CF_PARK_BACKSTOP_S, 0 = none, a build
+ * option) only bounds the damage of a bug.
  *
  * Shutdown: submitters announce themselves in `submitters` (a count plus
  * a SHUTDOWN bit), so once shutdown has set the bit and the count drained,
- * nothing more enters the injection queue; a worker exits when shut down
- * and no queue has work for it. Tasks still queued run (or are cancelled
- * with cancel_futures) before the workers exit.
+ * nothing more enters the injection queue; a worker exits when shut down,
+ * no queue has work and no fiber is suspended. Tasks still queued run (or
+ * are cancelled with cancel_futures, all of them before any of their
+ * listeners runs, and with no lock held) before the workers exit.
  *
- * Locks: none on the submit path; the injection queue's consumer try-lock
- * (never waited for by workers). `join_lock` serialises shutdown's joins.
+ * Locks: none on the submit path; the injection and ready queues' consumer
+ * try-locks (never waited for by workers); `timer_lock` guards the timer
+ * heap (no other lock is taken under it); `join_lock` serialises
+ * shutdown's joins. fib_lock (global) guards the spare fiber descriptors.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -44,47 +70,77 @@
 #include <cfutures/thread_pool.h>
 
 #include "core/alloc.h"
+#include "core/fiber.h"
 #include "core/waiter.h"
 #include "executor/deque.h"
-#include "executor/inject.h"
 #include "executor/executor_internal.h"
+#include "executor/inject.h"
 #include "futures/future_internal.h"
 
-#define MAX_WORKERS      1024
-#define SEARCH_NS        50000u /* idle spin before parking */
-#define HELP_DEPTH_LIMIT 64     /* nested helping frames that may steal */
-#define BACKSTOP_S       1.0    /* sleepers re-check this often */
-#define SHUTDOWN_BIT     ((uint64_t)1 << 63)
-#define INJECT_BATCH     32 /* tasks a worker takes from outside at once */
+#define MAX_WORKERS   1024
+#define SEARCH_NS     50000u /* idle spin before parking */
+#define SHUTDOWN_BIT  ((uint64_t)1 << 63)
+#define INJECT_BATCH  32 /* tasks a worker takes from outside at once */
+#define DEFAULT_STACK ((size_t)256 * 1024)
+#define FIBER_CACHE   16 /* spare fibers a worker keeps mapped */
+#ifndef CF_PARK_BACKSTOP_S
+#define CF_PARK_BACKSTOP_S 1.0 /* 0: sleepers wait for a wake only */
+#endif
 
 typedef struct pool pool;
+typedef struct worker worker;
 
 typedef struct task {
   cf_future fut; /* first: a task is its future */
   cf_fn fn;
   void *arg;
   cf_destroy_fn destroy;
-  cf__inject_node link; /* injection queue */
+  pool *p;
+  cf__inject_node link; /* injection queue; cancel_queued's list */
 } task;
 
-typedef struct worker {
-  cf__deque dq;
-  cf__helper helper;
+/* fib.rstate */
+#define WOKEN   1u /* a waker found the fiber asleep */
+#define SAVED   2u /* its context is saved: it may be resumed */
+#define BLOCKED 4u /* no fiber to switch to: its thread blocks instead */
+#define NO_TIMER ((size_t)-1)
+
+/* A fiber of the pool. Descriptors are immortal (kept on a free list when
+ * their pool goes), so that a late wake through a stale pointer to the
+ * embedded waiter stays harmless; see core/waiter.h. */
+typedef struct fib {
+  cf__fiber f;
+  cf__waiter waiter; /* ops = fib_ops, owner = this fib */
   pool *p;
-  cf__waiter *waiter;        /* set by the worker thread before it is started */
+  worker *w; /* the worker running it; written by that worker on arrival */
+  _Atomic uint32_t rstate;
+  cf__inject_node link; /* ready queue */
+  struct fib *next_free;
+  uint64_t due_ns; /* guarded by p->timer_lock */
+  size_t heap_at;  /* guarded by p->timer_lock: index in timers or NO_TIMER */
+} fib;
+
+struct worker {
+  cf__deque dq;
+  pool *p;
+  cf__waiter park;           /* idle parking; plain futex waiter */
   _Atomic uint32_t sleeping; /* 1 while registered as a sleeper */
   unsigned index;
-  unsigned help_depth; /* worker thread only */
-  uint64_t rng;        /* worker thread only */
+  uint64_t rng;      /* worker thread only */
+  cf__fiber native;  /* the thread's own stack: start and exit only */
+  fib *first;        /* the first loop fiber, made by cf_thread_pool_new */
+  fib *spare;        /* worker thread only: fibers ready for reuse */
+  unsigned nspare;   /* worker thread only */
   pthread_t thread;
   bool started;
-} worker;
+};
 
 struct pool {
   cf_executor base;
   size_t n;
   worker *workers;
   cf__inject inject;
+  cf__inject ready; /* suspended fibers whose wait is over */
   /* Apart: submitters read nsleeping on every submit, while searching
    * workers write nsearching often. */
   _Alignas(CF__CACHE_LINE) _Atomic uint32_t nsleeping;
@@ -94,11 +150,17 @@ struct pool {
   _Alignas(CF__CACHE_LINE) _Atomic bool shutdown; /* submitters drained */
   _Atomic bool cancelling; /* cancel_futures: drop queued tasks */
   _Atomic bool broken;     /* an initializer failed */
-  _Alignas(CF__CACHE_LINE) _Atomic uint32_t started; /* workers with a waiter */
+  _Atomic uint64_t next_due; /* earliest timer, ns; UINT64_MAX: none */
+  _Alignas(CF__CACHE_LINE) _Atomic uint32_t nsuspended; /* fibers asleep */
+  _Alignas(CF__CACHE_LINE) _Atomic uint32_t started; /* workers running */
   cf__waiter *creator; /* woken as workers start */
+  size_t stack_size;
   int (*initializer)(void *);
   void *initarg;
   char name_prefix[16];
+  pthread_mutex_t timer_lock;
+  fib **timers; /* guarded by timer_lock: a binary min-heap on due_ns */
+  size_t ntimers, timers_cap; /* guarded by timer_lock */
   pthread_mutex_t join_lock;
   bool joined; /* guarded by join_lock */
 };
@@ -111,34 +173,43 @@ static void task_dealloc(cf_future *f) {
   cf__free(f, sizeof(task));
 }
 
-static task *task_new(cf_fn fn, void *arg, cf_destroy_fn destroy) {
+static task *task_new(pool *p, cf_fn fn, void *arg, cf_destroy_fn destroy) {
   task *t = cf__alloc(sizeof *t);
   if (!t)
     return NULL;
   cf__future_init(&t->fut, task_dealloc);
-  /* Two references: the caller's future and the pool's. */
+  /* Two references: the caller's future and the queue entry's. */
   atomic_store_explicit(&t->fut.refs, 2, memory_order_relaxed);
   t->fn = fn;
   t->arg = arg;
   t->destroy = destroy;
+  t->p = p;
   return t;
 }
 
-/* Runs (or fails, or cancels) a task on worker w and drops the pool's
- * reference. The future's pool_tag records the runner (index + 1), so that
- * a worker waiting on this task can help its runner (leapfrogging). */
-static void run(worker *w, task *t) {
-  pool *p = w->p;
-  atomic_store_explicit(&t->fut.pool_tag, w->index + 1, memory_order_relaxed);
+/* Claims t (PENDING -> RUNNING) and runs it, or fails or cancels it when
+ * the pool broke or is cancelling. False if t was no longer pending (run
+ * inline by a waiter, or cancelled). Does not touch any worker after the
+ * task ran: the fiber may have moved to another one. */
+static bool execute(task *t) {
+  if (cf__future_set_running(&t->fut) != 0)
+    return false;
+  pool *p = t->p;
   if (atomic_load_explicit(&p->broken, memory_order_acquire)) {
     char *msg = strdup("the pool's initializer failed");
     if (cf__future_complete(&t->fut, CF_EBROKEN, NULL, NULL, msg) != 0)
       free(msg);
   } else if (atomic_load_explicit(&p->cancelling, memory_order_relaxed)) {
     cf__future_cancel(&t->fut);
-  } else if (cf__future_set_running(&t->fut) == 0) {
+  } else {
     cf__run_task(&t->fut, t->fn, t->arg, t->destroy);
   }
+  return true;
+}
+
+/* Runs a task taken from a queue and drops the queue entry's reference. */
+static void run(task *t) {
+  execute(t);
   cf_future_unref(&t->fut);
 }
 
@@ -154,7 +225,7 @@ static void wake_one(pool *p) {
                                                 memory_order_acq_rel,
                                                 memory_order_relaxed)) {
       atomic_fetch_sub_explicit(&p->nsleeping, 1, memory_order_relaxed);
-      cf__waiter_wake(w->waiter);
+      cf__waiter_wake(&w->park);
       return;
     }
   }
@@ -167,15 +238,24 @@ static void wake_all(pool *p) {
     if (atomic_compare_exchange_strong_explicit(
             &w->sleeping, &one, 0, memory_order_acq_rel, memory_order_relaxed))
       atomic_fetch_sub_explicit(&p->nsleeping, 1, memory_order_relaxed);
-    if (w->waiter)
-      cf__waiter_wake(w->waiter);
+    cf__waiter_wake(&w->park);
   }
+}
+
+/* After work was pushed on a shared queue with a seq_cst operation: wakes
+ * a sleeper unless a searcher will find the work. seq_cst loads: the
+ * waker's side of the Dekker pair with park's registration then re-check. */
+static void kick(pool *p) {
+  if (atomic_load_explicit(&p->nsleeping, memory_order_seq_cst) > 0 &&
+      atomic_load_explicit(&p->nsearching, memory_order_seq_cst) == 0)
+    wake_one(p);
 }
 
 /* ---- finding work -------------------------------------------------------- */
 
 static bool work_visible(pool *p) {
-  if (cf__inject_nonempty(&p->inject)) /* seq_cst: Dekker with submit */
+  /* seq_cst inside: Dekker with the pushes */
+  if (cf__inject_nonempty(&p->ready) || cf__inject_nonempty(&p->inject))
     return true;
   for (size_t i = 0; i < p->n; i++)
     if (cf__deque_nonempty(&p->workers[i].dq))
@@ -185,6 +265,10 @@ static bool work_visible(pool *p) {
 
 static task *task_of(cf__inject_node *n) {
   return (task *)((char *)n - offsetof(task, link));
+}
+
+static fib *fib_of(cf__inject_node *n) {
+  return (fib *)((char *)n - offsetof(fib, link));
 }
 
 /* Takes up to INJECT_BATCH outside tasks: returns the oldest to run now
@@ -205,7 +289,7 @@ static task *grab_injected(worker *w) {
   /* Newest first onto the deque, so that our LIFO takes go oldest first. */
   for (int i = n - 1; i > 0; i--)
     if (!cf__deque_push(&w->dq, batch[i]))
-      run(w, batch[i]); /* out of memory growing the deque: run it here */
+      run(batch[i]); /* out of memory growing the deque: run it here */
   if (n > 1 && atomic_load_explicit(&p->nsleeping, memory_order_relaxed))
     wake_one(p);
   return batch[0];
@@ -241,112 +325,390 @@ static task *steal_any(worker *w) {
   return NULL;
 }
 
-static task *find_work(worker *w) {
-  task *t = cf__deque_take(&w->dq);
-  if (t)
-    return t;
-  t = grab_injected(w);
-  if (t)
-    return t;
-  return steal_any(w);
+/* A suspended fiber whose wait is over, if any (NULL also when another
+ * worker holds the queue or a push is in flight: callers look again). */
+static fib *pop_ready(pool *p) {
+  if (!cf__inject_nonempty(&p->ready) || !cf__inject_trylock(&p->ready))
+    return NULL;
+  cf__inject_node *node = cf__inject_pop(&p->ready);
+  cf__inject_unlock(&p->ready);
+  return node ? fib_of(node) : NULL;
 }
+
+/* Something to do: a fiber to resume (first: it finishes started work) or
+ * a task to run. */
+typedef struct work {
+  fib *resume;
+  task *t;
+} work;
+
+static bool find_work(worker *w, work *out) {
+  out->resume = pop_ready(w->p);
+  if (out->resume)
+    return true;
+  out->t = cf__deque_take(&w->dq);
+  if (!out->t)
+    out->t = grab_injected(w);
+  if (!out->t)
+    out->t = steal_any(w);
+  return out->t != NULL;
+}
+
+/* ---- fibers -------------------------------------------------------------- */
+
+static pthread_mutex_t fib_lock = PTHREAD_MUTEX_INITIALIZER;
+static fib *fib_pool; /* guarded by fib_lock: descriptors without stacks */
+
+static void fiber_main(cf__fiber *self, void *msg);
+static const cf__waiter_ops fib_ops;
+
+/* A fiber for worker w to switch to: a spare one, or a new one (NULL when
+ * out of memory or mappings). Worker thread only (or the pool's creator,
+ * before the worker starts). */
+static fib *fib_get(worker *w) {
+  fib *g = w->spare;
+  if (g) {
+    w->spare = g->next_free;
+    w->nspare--;
+    return g;
+  }
+  pthread_mutex_lock(&fib_lock);
+  g = fib_pool;
+  if (g)
+    fib_pool = g->next_free;
+  pthread_mutex_unlock(&fib_lock);
+  if (!g) {
+    g = calloc(1, sizeof *g);
+    if (!g)
+      return NULL;
+    cf__waiter_init(&g->waiter, &fib_ops, g);
+  }
+  if (cf__fiber_new(&g->f, w->p->stack_size, fiber_main) != 0) {
+    pthread_mutex_lock(&fib_lock);
+    g->next_free = fib_pool;
+    fib_pool = g;
+    pthread_mutex_unlock(&fib_lock);
+    return NULL;
+  }
+  g->p = w->p;
+  g->heap_at = NO_TIMER;
+  /* Not asleep: a late wake finds WOKEN set and does nothing. */
+  atomic_store_explicit(&g->rstate, WOKEN | SAVED, memory_order_relaxed);
+  return g;
+}
+
+/* Unmaps g's stack; the descriptor goes to the global spares. */
+static void fib_destroy(fib *g) {
+  cf__fiber_free(&g->f);
+  pthread_mutex_lock(&fib_lock);
+  g->next_free = fib_pool;
+  fib_pool = g;
+  pthread_mutex_unlock(&fib_lock);
+}
+
+/* g is switched out for good (at the top of its loop): keep it as a spare
+ * of worker w, or unmap it. */
+static void fib_put(worker *w, fib *g) {
+  if (w->nspare >= FIBER_CACHE) {
+    fib_destroy(g);
+    return;
+  }
+  g->next_free = w->spare;
+  w->spare = g;
+  w->nspare++;
+}
+
+/* What the fiber that takes over does with the one it replaces. */
+typedef enum { THEN_NOTHING, THEN_RETIRE, THEN_SLEEP } then;
+
+typedef struct hop {
+  worker *w;  /* the worker the switch happened on */
+  fib *from;  /* NULL: the worker's native stack */
+  then after;
+} hop;
+
+static void make_ready(fib *g) {
+  pool *p = g->p;
+  /* seq_cst inside: publishes the saved context; Dekker with park. */
+  cf__inject_push(&p->ready, &g->link);
+  kick(p);
+}
+
+/* The fiber that left to sleep has its context saved now. */
+static void sleep_saved(fib *g) {
+  /* acq_rel: pairs with fib_wake's fetch_or; the later of the two
+   * publishes the fiber to the ready queue. */
+  uint32_t old = atomic_fetch_or_explicit(&g->rstate, SAVED,
+                                          memory_order_acq_rel);
+  if ((old & (SAVED | WOKEN)) == WOKEN)
+    make_ready(g);
+}
+
+/* On fiber `me`, just switched to: takes note of where it runs and
+ * finishes what the previous fiber asked. */
+static void arrive(fib *me, hop *h) {
+  worker *w = h->w;
+  me->w = w;
+  cf__waiter_set_current(&me->waiter);
+  if (h->after == THEN_RETIRE)
+    fib_put(w, h->from);
+  else if (h->after == THEN_SLEEP)
+    sleep_saved(h->from);
+}
+
+/* Leaves fiber `me` (running on me->w) for `to`; returns when `me` is
+ * resumed, perhaps on another worker (me->w then says which). */
+static void leave(fib *me, fib *to, then after) {
+  hop h = {.w = me->w, .from = me, .after = after};
+  hop *back = cf__fiber_switch(&me->f, &to->f, &h);
+  arrive(me, back);
+}
+
+/* ---- timers -------------------------------------------------------------- */
+
+static uint64_t deadline_ns(const cf_deadline *d) {
+  return (uint64_t)d->at.tv_sec * 1000000000u + (uint64_t)d->at.tv_nsec;
+}
+
+/* Heap helpers; callers hold timer_lock. */
+static void heap_set(pool *p, size_t i, fib *g) {
+  p->timers[i] = g;
+  g->heap_at = i;
+}
+
+static void heap_up(pool *p, size_t i) {
+  fib *g = p->timers[i];
+  while (i > 0 && p->timers[(i - 1) / 2]->due_ns > g->due_ns) {
+    heap_set(p, i, p->timers[(i - 1) / 2]);
+    i = (i - 1) / 2;
+  }
+  heap_set(p, i, g);
+}
+
+static void heap_down(pool *p, size_t i) {
+  fib *g = p->timers[i];
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= p->ntimers)
+      break;
+    if (c + 1 < p->ntimers && p->timers[c + 1]->due_ns < p->timers[c]->due_ns)
+      c++;
+    if (p->timers[c]->due_ns >= g->due_ns)
+      break;
+    heap_set(p, i, p->timers[c]);
+    i = c;
+  }
+  heap_set(p, i, g);
+}
+
+static void heap_remove(pool *p, fib *g) {
+  size_t i = g->heap_at;
+  g->heap_at = NO_TIMER;
+  fib *last = p->timers[--p->ntimers];
+  if (last != g) {
+    heap_set(p, i, last);
+    heap_up(p, i);
+    heap_down(p, last->heap_at);
+  }
+}
+
+static void publish_next_due(pool *p) {
+  atomic_store_explicit(&p->next_due,
+                        p->ntimers ? p->timers[0]->due_ns : UINT64_MAX,
+                        memory_order_relaxed);
+}
+
+/* Arms g's timer. False when out of memory. */
+static bool timer_add(pool *p, fib *g, uint64_t due) {
+  pthread_mutex_lock(&p->timer_lock);
+  if (p->ntimers == p->timers_cap) {
+    size_t cap = p->timers_cap ? 2 * p->timers_cap : 16;
+    fib **t = realloc(p->timers, cap * sizeof *t);
+    if (!t) {
+      pthread_mutex_unlock(&p->timer_lock);
+      return false;
+    }
+    p->timers = t;
+    p->timers_cap = cap;
+  }
+  g->due_ns = due;
+  heap_set(p, p->ntimers++, g);
+  heap_up(p, g->heap_at);
+  bool earliest = g->heap_at == 0;
+  publish_next_due(p);
+  pthread_mutex_unlock(&p->timer_lock);
+  /* Sleepers chose their sleep before this timer: one re-arms. */
+  if (earliest && atomic_load_explicit(&p->nsleeping, memory_order_relaxed))
+    wake_one(p);
+  return true;
+}
+
+static void timer_del(pool *p, fib *g) {
+  pthread_mutex_lock(&p->timer_lock);
+  if (g->heap_at != NO_TIMER) {
+    heap_remove(p, g);
+    publish_next_due(p);
+  }
+  pthread_mutex_unlock(&p->timer_lock);
+}
+
+/* Wakes the fibers whose deadline has passed. Cheap when none is armed. */
+static void fire_timers(pool *p) {
+  uint64_t due = atomic_load_explicit(&p->next_due, memory_order_relaxed);
+  if (due == UINT64_MAX || cf__now_ns() < due)
+    return;
+  pthread_mutex_lock(&p->timer_lock);
+  uint64_t now = cf__now_ns();
+  /* Holds timer_lock: pop every expired timer. */
+  while (p->ntimers && p->timers[0]->due_ns <= now) {
+    fib *g = p->timers[0];
+    heap_remove(p, g);
+    cf__waiter_wake(&g->waiter);
+  }
+  publish_next_due(p);
+  pthread_mutex_unlock(&p->timer_lock);
+}
+
+/* ---- the fibers' waiter ops ---------------------------------------------- */
+
+static int fib_sleep(cf__waiter *wt, uint32_t seen, const cf_deadline *d) {
+  fib *me = wt->owner;
+  pool *p = me->p;
+  bool timed = d && !d->forever;
+  if (timed && cf__deadline_passed(d))
+    return CF_ETIMEDOUT;
+  fib *next = fib_get(me->w);
+  if (next && timed && !timer_add(p, me, deadline_ns(d))) {
+    fib_put(me->w, next);
+    next = NULL;
+  }
+  if (!next) {
+    /* No fiber to go on with: block the thread (a wake then goes to the
+     * futex, see fib_wake). Only when out of memory or mappings. */
+    atomic_store_explicit(&me->rstate, BLOCKED, memory_order_relaxed);
+    int rc = cf__waiter_block(wt, seen, d);
+    atomic_store_explicit(&me->rstate, WOKEN | SAVED, memory_order_relaxed);
+    return rc;
+  }
+  atomic_store_explicit(&me->rstate, 0, memory_order_relaxed);
+  uint32_t expect = seen;
+  /* acq_rel: a waker that sees SLEEPING also sees rstate cleared (release);
+   * on failure, acquire as in cf__waiter_seq. */
+  if (!atomic_compare_exchange_strong_explicit(
+          &wt->seq, &expect, seen | CF__WAITER_SLEEPING, memory_order_acq_rel,
+          memory_order_acquire)) {
+    atomic_store_explicit(&me->rstate, WOKEN | SAVED, memory_order_relaxed);
+    if (timed)
+      timer_del(p, me);
+    fib_put(me->w, next);
+    return 0;
+  }
+  /* relaxed: a count for the exit check only; the worker that suspends
+   * reads its own increment. */
+  atomic_fetch_add_explicit(&p->nsuspended, 1, memory_order_relaxed);
+  leave(me, next, THEN_SLEEP);
+  /* Resumed (maybe on another worker): WOKEN and SAVED are both set. */
+  atomic_fetch_sub_explicit(&p->nsuspended, 1, memory_order_relaxed);
+  atomic_fetch_and_explicit(&wt->seq, ~CF__WAITER_SLEEPING,
+                            memory_order_relaxed);
+  if (timed)
+    timer_del(p, me);
+  return timed && cf__deadline_passed(d) ? CF_ETIMEDOUT : 0;
+}
+
+static void fib_wake(cf__waiter *wt) {
+  fib *g = wt->owner;
+  /* acq_rel: pairs with sleep_saved's fetch_or (see there). */
+  uint32_t old =
+      atomic_fetch_or_explicit(&g->rstate, WOKEN, memory_order_acq_rel);
+  if (old & BLOCKED)
+    cf__waiter_futex_wake(wt);
+  else if ((old & (SAVED | WOKEN)) == SAVED)
+    make_ready(g);
+}
+
+static bool fib_run_inline(cf__waiter *wt, cf_future *f) {
+  fib *me = wt->owner;
+  if (f->dealloc != task_dealloc || cf__future_state(f) != CF_PENDING)
+    return false;
+  task *t = (task *)f;
+  if (t->p != me->p ||
+      cf__fiber_stack_left(&me->f) < me->f.stack_size / 2)
+    return false;
+  worker *w = me->w;
+  /* Fork-join: the awaited task is usually the one we pushed last. */
+  task *top = cf__deque_take(&w->dq);
+  if (top == t) {
+    run(t);
+    return true;
+  }
+  if (top)
+    cf__deque_push(&w->dq, top); /* the slot it left: cannot fail */
+  /* Elsewhere (another deque, the injection queue): claim it there; its
+   * entry is skipped when popped. */
+  return execute(t);
+}
+
+static const cf__waiter_ops fib_ops = {
+    .sleep = fib_sleep,
+    .wake = fib_wake,
+    .run_inline = fib_run_inline,
+};
 
 /* ---- parking ------------------------------------------------------------- */
 
-/* Registers w as sleeping, re-checks for work, and sleeps on its waiter
- * until woken, the deadline, or the backstop. `seen` is the waiter sequence
- * read before the caller last looked for work. An idle worker (`idle`)
- * does not sleep once the pool is shut down: it is about to exit. */
-static int park(worker *w, uint32_t seen, const cf_deadline *d, bool idle) {
+static bool may_exit(pool *p) {
+  return atomic_load_explicit(&p->shutdown, memory_order_acquire) &&
+         atomic_load_explicit(&p->nsuspended, memory_order_relaxed) == 0 &&
+         !work_visible(p);
+}
+
+/* Registers w as sleeping, re-checks for work, and sleeps on its park word
+ * until woken, the earliest timer, or the backstop. `seen` is the park
+ * word's sequence read before the caller last looked for work. */
+static void park(worker *w, uint32_t seen) {
   pool *p = w->p;
   atomic_store_explicit(&w->sleeping, 1, memory_order_relaxed);
   /* seq_cst: orders our registration before the re-check of the queues,
-   * against submitters' push-then-read (Dekker). */
+   * against wakers' push-then-read (Dekker). */
   atomic_fetch_add_explicit(&p->nsleeping, 1, memory_order_seq_cst);
-  int rc = 0;
-  if (!work_visible(p) &&
-      !(idle && atomic_load_explicit(&p->shutdown, memory_order_acquire))) {
-    cf_deadline backstop;
-    cf__deadline_from_timeout(BACKSTOP_S, &backstop);
-    const cf_deadline *use = &backstop;
-    if (d && !d->forever && cf__deadline_remaining(d) < BACKSTOP_S)
-      use = d;
-    rc = cf__waiter_sleep(w->waiter, seen, use);
-    if (rc == CF_ETIMEDOUT && use == &backstop)
-      rc = 0;
+  if (!work_visible(p) && !may_exit(p)) {
+    uint64_t due = atomic_load_explicit(&p->next_due, memory_order_relaxed);
+    cf_deadline d = {.forever = true};
+    if (CF_PARK_BACKSTOP_S > 0)
+      cf__deadline_from_timeout(CF_PARK_BACKSTOP_S, &d);
+    if (due != UINT64_MAX && (d.forever || due < deadline_ns(&d))) {
+      d.forever = false;
+      d.at.tv_sec = (time_t)(due / 1000000000u);
+      d.at.tv_nsec = (long)(due % 1000000000u);
+    }
+    cf__waiter_block(&w->park, seen, &d);
   }
   uint32_t one = 1;
   if (atomic_compare_exchange_strong_explicit(
           &w->sleeping, &one, 0, memory_order_acq_rel, memory_order_relaxed))
     atomic_fetch_sub_explicit(&p->nsleeping, 1, memory_order_relaxed);
-  return rc;
-}
-
-/* ---- helping (cf__helper) ------------------------------------------------ */
-
-/* Steals from the worker running `awaited` (a task of ours), whose deque
- * holds the work that `awaited` itself waits for. */
-static task *steal_from_runner(worker *w, cf_future *awaited) {
-  if (!awaited || awaited->dealloc != task_dealloc)
-    return NULL;
-  uint32_t r = atomic_load_explicit(&awaited->pool_tag, memory_order_relaxed);
-  if (r == 0 || r > w->p->n || r - 1 == w->index)
-    return NULL;
-  for (int tries = 0; tries < 4; tries++) {
-    void *x = cf__deque_steal(&w->p->workers[r - 1].dq);
-    if (x != CF__DEQUE_ABORT)
-      return x;
-  }
-  return NULL;
-}
-
-static bool help(cf__helper *h, cf_future *awaited) {
-  worker *w = (worker *)((char *)h - offsetof(worker, helper));
-  /* The awaited task itself, if still ours, is on our deque: take first. */
-  task *t = cf__deque_take(&w->dq);
-  if (!t && w->help_depth < HELP_DEPTH_LIMIT) {
-    t = steal_from_runner(w, awaited);
-    if (!t)
-      t = grab_injected(w);
-    if (!t)
-      t = steal_any(w);
-  }
-  if (!t)
-    return false;
-  w->help_depth++;
-  run(w, t);
-  w->help_depth--;
-  return true;
-}
-
-static int help_park(cf__helper *h, uint32_t seen, const cf_deadline *d) {
-  worker *w = (worker *)((char *)h - offsetof(worker, helper));
-  /* Past the nesting limit we take no outside work, so new work must not
-   * keep us awake: sleep until the awaited future wakes us. */
-  if (w->help_depth >= HELP_DEPTH_LIMIT)
-    return cf__waiter_sleep(w->waiter, seen, d);
-  return park(w, seen, d, false);
 }
 
 /* ---- the worker loop ----------------------------------------------------- */
 
-static void *worker_main(void *arg) {
-  worker *w = arg;
-  pool *p = w->p;
-  tls_worker = w;
-  char name[32];
-  snprintf(name, sizeof name, "%s-%u", p->name_prefix, w->index);
-  name[15] = '\0'; /* Linux allows 15 bytes */
-  pthread_setname_np(pthread_self(), name);
+static void perform(fib *me, work *wk) {
+  if (wk->resume)
+    leave(me, wk->resume, THEN_RETIRE); /* back here when reused */
+  else
+    run(wk->t);
+}
 
-  if (p->initializer && p->initializer(p->initarg) != 0)
-    /* release: pairs with the acquire loads in run / enter_submit. */
-    atomic_store_explicit(&p->broken, true, memory_order_release);
-
+/* The scheduling loop, on a loop fiber. Returns when the worker may exit.
+ * me->w is re-read after everything that may switch. */
+static void loop(fib *me) {
+  work wk;
   for (;;) {
-    task *t = find_work(w);
-    if (t) {
-      run(w, t);
+    worker *w = me->w;
+    pool *p = w->p;
+    fire_timers(p);
+    if (find_work(w, &wk)) {
+      perform(me, &wk);
       continue;
     }
     /* Search for a while before parking. (Limiting searchers to half the
@@ -354,42 +716,74 @@ static void *worker_main(void *arg) {
      * no faster for outside bursts on 2 cores.) */
     atomic_fetch_add_explicit(&p->nsearching, 1, memory_order_relaxed);
     uint64_t start = cf__now_ns();
-    for (unsigned i = 1, pause = 1; !t; i++) {
+    bool found = false;
+    for (unsigned i = 1, pause = 1; !found; i++) {
       /* Exponential backoff keeps searchers from hammering the lines
        * that submitters write. */
       for (unsigned k = 0; k < pause; k++)
         ck_pr_stall();
       if (pause < 64)
         pause *= 2;
-      t = find_work(w);
+      found = find_work(w, &wk);
       if ((i & 7) == 0 && cf__now_ns() - start > SEARCH_NS)
         break;
     }
     uint32_t left =
         atomic_fetch_sub_explicit(&p->nsearching, 1, memory_order_seq_cst);
-    if (t) {
+    if (found) {
       /* The last searcher to find work wakes another, in case there is
        * more (Go's rule). */
       if (left == 1 &&
           atomic_load_explicit(&p->nsleeping, memory_order_relaxed) &&
           work_visible(p))
         wake_one(p);
-      run(w, t);
+      perform(me, &wk);
       continue;
     }
-    uint32_t seen = cf__waiter_seq(w->waiter);
-    t = find_work(w);
-    if (t) {
-      run(w, t);
+    uint32_t seen = cf__waiter_seq(&w->park);
+    fire_timers(p);
+    if (find_work(w, &wk)) {
+      perform(me, &wk);
       continue;
     }
-    if (atomic_load_explicit(&p->shutdown, memory_order_acquire) &&
-        !work_visible(p))
-      break;
-    park(w, seen, NULL, true);
+    if (may_exit(p))
+      return;
+    park(w, seen);
   }
-  w->waiter->helper = NULL;
-  tls_worker = NULL;
+}
+
+static void fiber_main(cf__fiber *self, void *msg) {
+  fib *me = (fib *)((char *)self - offsetof(fib, f));
+  arrive(me, msg);
+  loop(me);
+  /* Exit: let the other workers see it too, then back to the thread's own
+   * stack for good (it unmaps this fiber). */
+  worker *w = me->w;
+  wake_all(w->p);
+  hop h = {.w = w, .from = me, .after = THEN_NOTHING};
+  cf__fiber_switch(&me->f, &w->native, &h);
+  abort(); /* never resumed */
+}
+
+static void *worker_main(worker *w) {
+  pool *p = w->p;
+  char name[32];
+  snprintf(name, sizeof name, "%s-%u", p->name_prefix, w->index);
+  name[15] = '\0'; /* Linux allows 15 bytes */
+  pthread_setname_np(pthread_self(), name);
+
+  if (p->initializer && p->initializer(p->initarg) != 0)
+    /* release: pairs with the acquire loads in execute / enter_submit. */
+    atomic_store_explicit(&p->broken, true, memory_order_release);
+
+  cf__fiber_init_native(&w->native);
+  hop h = {.w = w, .from = NULL, .after = THEN_NOTHING};
+  fib *first = w->first;
+  w->first = NULL;
+  hop *back = cf__fiber_switch(&w->native, &first->f, &h);
+  /* The pool is shutting down and this worker is done. */
+  cf__waiter_set_current(NULL);
+  fib_destroy(back->from);
   return NULL;
 }
 
@@ -416,12 +810,9 @@ static void leave_submit(pool *p) {
 }
 
 static void submit_outside(pool *p, task *t) {
-  /* seq_cst inside: orders the push before the loads below (Dekker with
-   * park's registration then re-check). */
+  /* seq_cst inside: orders the push before kick's loads (Dekker). */
   cf__inject_push(&p->inject, &t->link);
-  if (atomic_load_explicit(&p->nsleeping, memory_order_seq_cst) > 0 &&
-      atomic_load_explicit(&p->nsearching, memory_order_seq_cst) == 0)
-    wake_one(p);
+  kick(p);
 }
 
 static void submit_local(worker *w, task *t) {
@@ -446,7 +837,7 @@ static int pool_submit(cf_executor *ex, cf_fn fn, void *arg,
       return CF_ESHUTDOWN;
     if (atomic_load_explicit(&p->broken, memory_order_relaxed))
       return CF_EBROKEN;
-    task *t = task_new(fn, arg, destroy);
+    task *t = task_new(p, fn, arg, destroy);
     if (!t)
       return CF_ENOMEM;
     submit_local(w, t);
@@ -456,7 +847,7 @@ static int pool_submit(cf_executor *ex, cf_fn fn, void *arg,
   int rc = enter_submit(p);
   if (rc != 0)
     return rc;
-  task *t = task_new(fn, arg, destroy);
+  task *t = task_new(p, fn, arg, destroy);
   if (!t) {
     leave_submit(p);
     return CF_ENOMEM;
@@ -469,30 +860,60 @@ static int pool_submit(cf_executor *ex, cf_fn fn, void *arg,
 
 /* ---- shutdown and lifetime ----------------------------------------------- */
 
-static void cancel_task(task *t) {
-  cf__future_cancel(&t->fut);
-  cf_future_unref(&t->fut);
-}
-
-/* Cancels every queued task at once: the injection stack, and the workers'
- * deques, emptied from the thief's end (safe while their owners run).
- * Tasks that slip in later are cancelled by run(), which sees
+/* Cancels every queued task: the injection queue, and the workers' deques
+ * emptied from the thief's end (safe while their owners run). All of them
+ * become CANCELLED before any of their listeners runs, and no lock is held
+ * then, so a done-callback may wait for another of them or shut down
+ * again. Tasks that slip in later are cancelled by execute(), which sees
  * `cancelling`. */
 static void cancel_queued(pool *p) {
+  cf__inject_node *list = NULL; /* chained through link.next */
   /* A producer mid-push (only possible before shutdown drained the
    * submitters) is waited for: pop returns NULL while nonempty. */
   cf__inject_lock(&p->inject);
+  /* Holds the injection lock: move every node to our list. */
   while (cf__inject_nonempty(&p->inject)) {
     cf__inject_node *node = cf__inject_pop(&p->inject);
-    if (node)
-      cancel_task(task_of(node));
+    if (node) {
+      atomic_store_explicit(&node->next, list, memory_order_relaxed);
+      list = node;
+    }
   }
   cf__inject_unlock(&p->inject);
   for (size_t i = 0; i < p->n; i++) {
     void *x;
-    while ((x = cf__deque_steal(&p->workers[i].dq)) != NULL)
-      if (x != CF__DEQUE_ABORT)
-        cancel_task(x);
+    while ((x = cf__deque_steal(&p->workers[i].dq)) != NULL) {
+      if (x == CF__DEQUE_ABORT)
+        continue;
+      cf__inject_node *node = &((task *)x)->link;
+      atomic_store_explicit(&node->next, list, memory_order_relaxed);
+      list = node;
+    }
+  }
+  /* Phase 1: every pending one becomes CANCELLED, listeners kept. Those
+   * that were not pending (stale entries, cancelled by their owner) are
+   * unlinked right away. */
+  cf__inject_node *cancelled = NULL;
+  while (list) {
+    cf__inject_node *next =
+        atomic_load_explicit(&list->next, memory_order_relaxed);
+    task *t = task_of(list);
+    if (cf__future_cancel_quiet(&t->fut)) {
+      atomic_store_explicit(&list->next, cancelled, memory_order_relaxed);
+      cancelled = list;
+    } else {
+      cf_future_unref(&t->fut);
+    }
+    list = next;
+  }
+  /* Phase 2: their listeners, then the queue's references. */
+  while (cancelled) {
+    cf__inject_node *next =
+        atomic_load_explicit(&cancelled->next, memory_order_relaxed);
+    task *t = task_of(cancelled);
+    cf__future_fire(&t->fut);
+    cf_future_unref(&t->fut);
+    cancelled = next;
   }
 }
 
@@ -529,6 +950,20 @@ static int pool_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
   return 0;
 }
 
+static void free_workers(pool *p, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    worker *w = &p->workers[i];
+    if (w->first)
+      fib_destroy(w->first);
+    while (w->spare) {
+      fib *g = w->spare;
+      w->spare = g->next_free;
+      fib_destroy(g);
+    }
+    cf__deque_fini(&w->dq);
+  }
+}
+
 static void pool_destroy(cf_executor *ex) {
   pool *p = (pool *)ex;
   worker *me = tls_worker;
@@ -536,9 +971,10 @@ static void pool_destroy(cf_executor *ex) {
     return; /* documented misuse: never free a pool from its own worker */
   /* Anything still queued (a worker failed to start) is cancelled. */
   cancel_queued(p);
-  for (size_t i = 0; i < p->n; i++)
-    cf__deque_fini(&p->workers[i].dq);
+  free_workers(p, p->n);
   pthread_mutex_destroy(&p->join_lock);
+  pthread_mutex_destroy(&p->timer_lock);
+  free(p->timers);
   free(p->workers);
   free(p);
 }
@@ -556,21 +992,16 @@ static const struct cf_executor_vt pool_vt = {
     .default_window = pool_default_window,
 };
 
-/* Creates the worker's waiter on its own thread (waiters are per thread)
- * and tells the creator, which waits for every worker to have one. */
 static void *worker_entry(void *arg) {
   worker *w = arg;
   pool *p = w->p;
-  w->waiter = cf__waiter_self();
-  if (w->waiter)
-    w->waiter->helper = &w->helper;
-  else /* cannot park without a waiter: break the pool */
-    atomic_store_explicit(&p->broken, true, memory_order_release);
-  /* release: publishes w->waiter; pairs with the acquire in
-   * cf_thread_pool_new. */
+  tls_worker = w;
+  /* release: pairs with the acquire in cf_thread_pool_new. */
   atomic_fetch_add_explicit(&p->started, 1, memory_order_release);
   cf__waiter_wake(p->creator);
-  return w->waiter ? worker_main(w) : NULL;
+  worker_main(w);
+  tls_worker = NULL;
+  return NULL;
 }
 
 /* The pool and its workers hold cache-line-aligned fields. */
@@ -592,7 +1023,9 @@ int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     n = cpus > 0 ? (size_t)cpus : 1;
   }
-  if (n > MAX_WORKERS)
+  size_t stack = o.stack_size ? o.stack_size : DEFAULT_STACK;
+  if (n > MAX_WORKERS || stack < CF__FIBER_MIN_STACK ||
+      stack > CF__FIBER_MAX_STACK)
     return CF_EINVAL;
   cf__waiter *creator = cf__waiter_self();
   pool *p = zalloc_aligned(sizeof *p);
@@ -602,35 +1035,49 @@ int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
   }
   p->base.vt = &pool_vt;
   cf__inject_init(&p->inject);
+  cf__inject_init(&p->ready);
+  atomic_init(&p->next_due, UINT64_MAX);
   p->n = n;
   p->creator = creator;
+  p->stack_size = stack;
   p->initializer = o.initializer;
   p->initarg = o.initarg;
   snprintf(p->name_prefix, sizeof p->name_prefix, "%s",
            o.thread_name_prefix ? o.thread_name_prefix : "cf-worker");
   pthread_mutex_init(&p->join_lock, NULL);
+  pthread_mutex_init(&p->timer_lock, NULL);
   p->workers = zalloc_aligned(n * sizeof *p->workers);
   if (!p->workers) {
     free(p);
     return CF_ENOMEM;
   }
-  for (size_t i = 0; i < n; i++) {
-    worker *w = &p->workers[i];
+  int rc = 0;
+  size_t made = 0;
+  for (; made < n && rc == 0; made++) {
+    worker *w = &p->workers[made];
     w->p = p;
-    w->index = (unsigned)i;
-    w->rng = 0x9E3779B97F4A7C15u * (i + 1);
-    w->helper.help = help;
-    w->helper.park = help_park;
+    w->index = (unsigned)made;
+    w->rng = 0x9E3779B97F4A7C15u * (made + 1);
+    cf__waiter_init(&w->park, NULL, NULL);
     if (cf__deque_init(&w->dq, 256) != 0) {
-      for (size_t j = 0; j < i; j++)
-        cf__deque_fini(&p->workers[j].dq);
-      free(p->workers);
-      free(p);
-      return CF_ENOMEM;
+      rc = CF_ENOMEM;
+      break;
     }
+    /* Each worker's first loop fiber is made here, so that running out of
+     * memory fails the call instead of a worker. */
+    w->first = fib_get(w);
+    if (!w->first)
+      rc = CF_ENOMEM;
+  }
+  if (rc != 0) {
+    free_workers(p, made);
+    pthread_mutex_destroy(&p->join_lock);
+    pthread_mutex_destroy(&p->timer_lock);
+    free(p->workers);
+    free(p);
+    return rc;
   }
   size_t created = 0;
-  int rc = 0;
   for (; created < n; created++) {
     worker *w = &p->workers[created];
     if (pthread_create(&w->thread, NULL, worker_entry, w) != 0) {
@@ -639,8 +1086,8 @@ int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
     }
     w->started = true;
   }
-  /* Wait until every created worker has its waiter, so that wakes reach
-   * them. Initializers run after this, concurrently with submissions. */
+  /* Wait until every created worker runs, so that wakes reach them.
+   * Initializers run after this, concurrently with submissions. */
   for (;;) {
     uint32_t seen = cf__waiter_seq(creator);
     if (atomic_load_explicit(&p->started, memory_order_acquire) >= created)

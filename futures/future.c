@@ -48,7 +48,6 @@ void cf__future_init(cf_future *f, void (*dealloc)(cf_future *f)) {
   atomic_init(&f->state, CF_PENDING);
   atomic_init(&f->refs, 1);
   f->code = 0;
-  atomic_init(&f->pool_tag, 0);
   f->value = NULL;
   f->destroy = NULL;
   f->message = NULL;
@@ -130,19 +129,27 @@ bool cf__future_unlisten(cf_future *f, cf__listener *l) {
   return found;
 }
 
-/* Runs a detached list (newest first) in registration order. */
+/* Runs a detached list (newest first): the waiters, then the
+ * done-callbacks in registration order. The list is split before any
+ * notification, since a notified waiter may free its node at once. */
 static void fire_listeners(cf_future *f, cf__listener *list) {
-  cf__listener *rev = NULL;
-  while (list) {
+  cf__listener *waiters = NULL, *callbacks = NULL;
+  while (list) { /* reversing: oldest first */
     cf__listener *next = list->next;
-    list->next = rev;
-    rev = list;
+    cf__listener **to = list->wakes_waiter ? &waiters : &callbacks;
+    list->next = *to;
+    *to = list;
     list = next;
   }
-  while (rev) {
-    cf__listener *next = rev->next; /* notify may free rev */
-    rev->notify(rev, f);
-    rev = next;
+  for (cf__listener *l = waiters; l;) {
+    cf__listener *next = l->next; /* notify may free l */
+    l->notify(l, f);
+    l = next;
+  }
+  for (cf__listener *l = callbacks; l;) {
+    cf__listener *next = l->next;
+    l->notify(l, f);
+    l = next;
   }
 }
 
@@ -175,6 +182,24 @@ int cf__future_complete(cf_future *f, int code, void *value,
 bool cf__future_cancel(cf_future *f) {
   return transition(f, 1u << CF_PENDING | 1u << CF_RUNNING, CF_CANCELLED, 0,
                     NULL, NULL, NULL) == 0;
+}
+
+bool cf__future_cancel_quiet(cf_future *f) {
+  uint32_t s = lock_state(f);
+  if (s != CF_PENDING) {
+    unlock_state(f, s);
+    return false;
+  }
+  unlock_state(f, CF_CANCELLED); /* listeners stay until cf__future_fire */
+  return true;
+}
+
+void cf__future_fire(cf_future *f) {
+  uint32_t s = lock_state(f);
+  cf__listener *list = f->listeners;
+  f->listeners = NULL;
+  unlock_state(f, s);
+  fire_listeners(f, list);
 }
 
 /* ---- producer side ------------------------------------------------------- */
@@ -288,6 +313,7 @@ int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg) {
   if (!n)
     return CF_ENOMEM;
   n->l.notify = callback_notify;
+  n->l.wakes_waiter = false;
   n->fn = fn;
   n->arg = arg;
   if (!cf__future_listen(f, &n->l)) {
@@ -309,6 +335,7 @@ static void wake_notify(cf__listener *l, cf_future *f) {
 void cf__wake_node_init(cf__wake_node *n, cf__waiter *w) {
   n->l.next = NULL;
   n->l.notify = wake_notify;
+  n->l.wakes_waiter = true;
   n->w = w;
   atomic_init(&n->fired, 0);
 }
@@ -332,20 +359,21 @@ void cf__node_settle(cf_future *f, cf__listener *l, _Atomic uint32_t *fired) {
   }
 }
 
-int cf__wait_until(bool (*cond)(void *ctx), void *ctx, cf_future *hint,
+int cf__wait_until(bool (*cond)(void *ctx), void *ctx,
+                   cf_future *const *hints, size_t nhints,
                    const cf_deadline *d, cf__waiter *w) {
+  size_t h = 0; /* hints before h are done or cannot run here */
   for (;;) {
     uint32_t seen = cf__waiter_seq(w);
     if (cond(ctx))
       return 0;
-    int rc;
-    if (w->helper) {
-      if (w->helper->help(w->helper, hint))
-        continue;
-      rc = w->helper->park(w->helper, seen, d);
-    } else {
-      rc = cf__waiter_sleep(w, seen, d);
+    if (w->ops) {
+      while (h < nhints && !w->ops->run_inline(w, hints[h]))
+        h++;
+      if (h < nhints)
+        continue; /* ran one: look again */
     }
+    int rc = cf__waiter_sleep(w, seen, d);
     if (rc == CF_ETIMEDOUT)
       return cond(ctx) ? 0 : CF_ETIMEDOUT;
   }
@@ -363,18 +391,15 @@ int cf__future_wait(cf_future *f, const cf_deadline *d) {
   cf__waiter *w = cf__waiter_self();
   if (!w)
     return CF_ENOMEM;
-  if (w->helper) {
-    /* On a pool worker the awaited task is usually on our own deque: run
-     * tasks until it is done before paying for a listener. */
-    while (w->helper->help(w->helper, f))
-      if (cf_future_done(f))
-        return 0;
-  }
+  /* On a pool task, the awaited task is usually still queued (often on
+   * top of our own deque): run it here before paying for a listener. */
+  if (w->ops && w->ops->run_inline(w, f) && cf_future_done(f))
+    return 0;
   cf__wake_node node;
   cf__wake_node_init(&node, w);
   if (!cf__future_listen(f, &node.l))
     return 0;
-  int rc = cf__wait_until(future_is_done, f, f, d, w);
+  int rc = cf__wait_until(future_is_done, f, &f, 1, d, w);
   cf__node_settle(f, &node.l, &node.fired);
   return rc;
 }

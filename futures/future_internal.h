@@ -23,18 +23,21 @@
 #define CF__STATE_MASK 3u
 #define CF__LOCK       4u
 
-/* Something to run when a future becomes done. Listeners are run in the
- * order they were added; `notify` may free the listener. */
+/* Something to run when a future becomes done. Waiters (listeners that
+ * only wake someone: `wakes_waiter`) are run first, so that no thread or
+ * task waiting on the future depends on a done-callback returning; then
+ * the done-callbacks, in the order they were added. `notify` may free the
+ * listener. */
 typedef struct cf__listener {
   struct cf__listener *next;
   void (*notify)(struct cf__listener *l, cf_future *f);
+  bool wakes_waiter; /* never blocks, never runs user code */
 } cf__listener;
 
 struct cf_future {
   _Atomic uint32_t state; /* see above */
   _Atomic uint32_t refs;
   int32_t code;              /* 0: value is the result; else failure code */
-  _Atomic uint32_t pool_tag; /* free for the owning pool's use */
   void *value;               /* written under LOCK, read after FINISHED */
   cf_destroy_fn destroy;     /* ditto */
   char *message;             /* ditto; NULL: cf_strerror(code) */
@@ -63,6 +66,13 @@ int cf__future_set_running(cf_future *f);
 /* Cancels a PENDING or RUNNING future. Pools use the
  * latter to fail futures whose tasks will never run. */
 bool cf__future_cancel(cf_future *f);
+
+/* Cancelling many futures at once (shutdown with cancel_futures), so that
+ * no listener of one runs before all are cancelled: `_quiet` moves a
+ * PENDING future to CANCELLED and leaves its listeners attached (returns
+ * false if it was not PENDING); `_fire` then detaches and runs them. */
+bool cf__future_cancel_quiet(cf_future *f);
+void cf__future_fire(cf_future *f);
 
 static inline uint32_t cf__future_state(const cf_future *f) {
   /* acquire: pairs with the release store that published a final state. */
@@ -96,11 +106,13 @@ void cf__node_fire(_Atomic uint32_t *fired);
 /* Unregisters a node from f, or waits until its notification finished. */
 void cf__node_settle(cf_future *f, cf__listener *l, _Atomic uint32_t *fired);
 
-/* Waits, on waiter w, until cond(ctx) holds or the deadline passes. On a
- * pool worker, runs other tasks (preferring those leading to `hint`)
- * instead of sleeping. Wakes come from listeners that wake w. Returns 0 or
- * CF_ETIMEDOUT. */
-int cf__wait_until(bool (*cond)(void *ctx), void *ctx, cf_future *hint,
+/* Waits, on waiter w, until cond(ctx) holds or the deadline passes. Wakes
+ * come from listeners that wake w. On a pool task's fiber, first runs
+ * inline those of hints[0..nhints) whose tasks have not started (see
+ * cf__waiter_ops.run_inline), then suspends the fiber instead of blocking
+ * the thread. Returns 0 or CF_ETIMEDOUT. */
+int cf__wait_until(bool (*cond)(void *ctx), void *ctx,
+                   cf_future *const *hints, size_t nhints,
                    const cf_deadline *d, cf__waiter *w);
 
 /* Waits until f is done or the deadline; 0, CF_ETIMEDOUT or CF_ENOMEM. */

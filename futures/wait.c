@@ -107,6 +107,7 @@ static int multi_start(multi *m, cf_future *const *fs, size_t n, cf__waiter *w,
   for (size_t i = 0; i < n; i++) {
     multi_node *node = &m->nodes[i];
     node->l.notify = multi_notify;
+    node->l.wakes_waiter = true;
     node->m = m;
     node->index = i;
     atomic_init(&node->fired, 0);
@@ -171,12 +172,8 @@ int cf_wait(cf_future *const *fs, size_t n, double timeout_s,
   rc = multi_start(&c.m, fs, n, w, NULL);
   if (rc != 0)
     return rc;
-  /* Help with the first future still pending, if any. */
-  cf_future *hint = NULL;
-  for (size_t i = 0; i < n && !hint; i++)
-    if (!cf_future_done(fs[i]))
-      hint = fs[i];
-  rc = cf__wait_until(wait_cond, &c, hint, &d, w);
+  /* On a pool task, tasks among fs not started yet may run inline. */
+  rc = cf__wait_until(wait_cond, &c, fs, n, &d, w);
   multi_finish(&c.m);
   if (done)
     for (size_t i = 0; i < n; i++)
@@ -263,12 +260,12 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out) {
     /* seq_cst: Dekker with multi_notify (push ready, then load w): either
      * the notifier sees this waiter or ready_cond sees its push. */
     atomic_store_explicit(&it->m.w, w, memory_order_seq_cst);
-    /* Help with the first future still pending; the cursor only moves
-     * forward, so a whole iteration costs O(n) here. */
+    /* On a pool task, run a not-yet-started one inline; the cursor only
+     * moves forward, so a whole iteration costs O(n) here. */
     while (it->hint_pos < it->m.n && cf_future_done(it->fs[it->hint_pos]))
       it->hint_pos++;
-    cf_future *hint = it->hint_pos < it->m.n ? it->fs[it->hint_pos] : NULL;
-    int rc = cf__wait_until(ready_cond, it, hint, &it->deadline, w);
+    int rc = cf__wait_until(ready_cond, it, it->fs + it->hint_pos,
+                            it->m.n - it->hint_pos, &it->deadline, w);
     if (rc != 0) {
       it->timed_out = rc == CF_ETIMEDOUT;
       return rc;

@@ -1,11 +1,15 @@
-/* Event: a flag under a monitor. */
+/* Event: a flag under a monitor, and a generation count so that set()
+ * releases every thread waiting at that moment even if clear() follows at
+ * once (a waiter that wakes after the clear sees the generation moved). */
 #include <cfutures/sync.h>
+#include <stdint.h>
 
 #include "sync/monitor.h"
 
 struct cf_event {
   cf__monitor m;
-  bool set; /* guarded by m */
+  bool set;     /* guarded by m */
+  uint64_t gen; /* guarded by m: how many times set() was called */
 };
 
 int cf_event_new(bool shared, cf_event **out) {
@@ -29,6 +33,7 @@ int cf_event_set(cf_event *e) {
     return CF_EINVAL;
   cf__monitor_lock(&e->m);
   e->set = true;
+  e->gen++;
   pthread_cond_broadcast(&e->m.cv);
   cf__monitor_unlock(&e->m);
   return 0;
@@ -58,10 +63,11 @@ int cf_event_wait(cf_event *e, double timeout_s) {
     return CF_EINVAL;
   int rc = 0;
   cf__monitor_lock(&e->m);
-  /* Holds m: wait for the flag. */
-  while (!e->set && rc == 0)
+  uint64_t gen = e->gen;
+  /* Holds m: wait for the flag, or for a set() since we came. */
+  while (!e->set && e->gen == gen && rc == 0)
     rc = cf__monitor_wait(&e->m, &d);
-  rc = e->set ? 0 : CF_ETIMEDOUT;
+  rc = e->set || e->gen != gen ? 0 : CF_ETIMEDOUT;
   cf__monitor_unlock(&e->m);
   return rc;
 }

@@ -9,8 +9,9 @@ packages=(
   # clang and its sanitizer runtimes for CC=clang tools/test-all.sh)
   meson ninja-build pkg-config gcc g++ libc6-dev binutils
   clang libclang-rt-14-dev
-  # the library's dependencies
-  libck-dev libjemalloc-dev
+  # the library's dependencies (Boost.Context: only its fcontext switch,
+  # linked statically into libcfutures)
+  libck-dev libjemalloc-dev libboost-context-dev
   # tests
   libcmocka-dev python3 procps
   # examples

@@ -62,16 +62,21 @@ typedef struct cf_map cf_map;
  * the thread that calls cf_map_iter / cf_map_next, never concurrently. */
 typedef int (*cf_next_fn)(void *state, void **item);
 
+/* The largest window and chunksize a map accepts (2^24 items). */
+#define CF_MAP_MAX_WINDOW ((size_t)1 << 24)
+
 typedef struct cf_map_opts {
   /* When true, the whole map must finish within timeout_s seconds counted
    * from the cf_map_* call; cf_map_next returns CF_ETIMEDOUT after that. */
   bool use_timeout;
   double timeout_s;
   /* Tasks kept in flight for a lazy input (0: 2 x workers, at least 16).
-   * cf_map_array submits everything at once unless window is set. */
+   * cf_map_array submits everything at once unless window is set (or n
+   * exceeds CF_MAP_MAX_WINDOW: then that many). At most CF_MAP_MAX_WINDOW,
+   * else CF_EINVAL. */
   size_t window;
   /* Items per message for process pools (0 or 1: one per item). Ignored by
-   * the thread pool. */
+   * the thread pool. At most CF_MAP_MAX_WINDOW, else CF_EINVAL. */
   size_t chunksize;
   /* Destroy function for each task result (may be NULL). */
   cf_destroy_fn result_destroy;
@@ -80,7 +85,8 @@ typedef struct cf_map_opts {
 /* Maps fn over items[0..n), each item passed as a pointer to its
  * `item_size` bytes (the caller keeps `items` alive until the map is freed).
  * opts may be NULL. Returns 0 and *out, CF_EINVAL (NULL ex/fn/out, NULL
- * items with n > 0, item_size == 0, NaN timeout), CF_ESHUTDOWN, CF_EBROKEN,
+ * items with n > 0, item_size == 0, n * item_size overflowing, NaN
+ * timeout, window or chunksize above CF_MAP_MAX_WINDOW), CF_ESHUTDOWN, CF_EBROKEN,
  * CF_ENOMEM. n == 0 is valid: the map yields CF_EDONE at once. */
 CF_API int cf_map_array(cf_executor *ex, cf_fn fn, void *items, size_t n,
                         size_t item_size, const cf_map_opts *opts,

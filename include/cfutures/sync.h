@@ -81,11 +81,13 @@ CF_API void cf_sem_free(cf_sem *s);
 typedef struct cf_event cf_event;
 
 CF_API int cf_event_new(bool shared, cf_event **out);
-/* Sets the flag and wakes every waiter. */
+/* Sets the flag and wakes every waiter: each thread waiting at that moment
+ * returns 0, even if cf_event_clear follows at once (as in Python). */
 CF_API int cf_event_set(cf_event *e);
 CF_API int cf_event_clear(cf_event *e);
 CF_API bool cf_event_is_set(cf_event *e);
-/* Waits until the flag is set: 0 (set), CF_ETIMEDOUT, CF_EINVAL. */
+/* Waits until the flag is set, or until a cf_event_set after the call
+ * began: 0, CF_ETIMEDOUT, CF_EINVAL. */
 CF_API int cf_event_wait(cf_event *e, double timeout_s);
 CF_API void cf_event_free(cf_event *e);
 

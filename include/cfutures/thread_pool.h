@@ -2,11 +2,23 @@
  *
  * Each worker owns a Chase-Lev deque; tasks submitted from outside the pool
  * go through a lock-free injection queue, tasks submitted from a worker go
- * to its own deque, idle workers steal. A worker that waits on a future
- * (cf_future_result, cf_wait, cf_as_completed_next, cf_map_next) runs other
- * tasks meanwhile, so nested parallelism never deadlocks for lack of
- * threads. Done-callbacks of the pool's futures run on the worker that
- * finished the task.
+ * to its own deque, idle workers steal.
+ *
+ * Tasks run on fibers (small stacks of their own, see stack_size). A task
+ * that waits on a future (cf_future_result, cf_wait, cf_as_completed_next,
+ * cf_map_next) runs the awaited task itself when that has not started yet,
+ * and otherwise is suspended while its worker goes on with other tasks: a
+ * wait inside a task never deadlocks for lack of threads, never grows the
+ * worker's stack, and its timeout is kept while a worker is free. A
+ * suspended task may resume on ANOTHER worker thread of the same pool:
+ * do not hold a thread-owned resource across such a wait (a mutex or
+ * cf_lock taken before it and released after it, a pointer to a
+ * thread-local variable); errno and other thread-locals read after the
+ * wait are the new thread's. Blocking calls other than these waits (the
+ * sync toolbox, I/O) block the worker thread as they would anywhere.
+ *
+ * Done-callbacks of the pool's futures run on the worker that finished the
+ * task, after every waiter of the future has been woken.
  */
 #ifndef CFUTURES_THREAD_POOL_H
 #define CFUTURES_THREAD_POOL_H
@@ -29,10 +41,18 @@ typedef struct cf_thread_pool_opts {
    * returns CF_EBROKEN. May be NULL. */
   int (*initializer)(void *arg);
   void *initarg;
+  /* Stack size of the fibers tasks run on, in bytes (rounded up to whole
+   * pages); 0 means 256 KiB. From 16 KiB to 1 GiB (else CF_EINVAL). Pages
+   * cost memory only once touched; a page below each stack is a guard, so
+   * overflowing it crashes instead of corrupting memory. A task that needs
+   * a deeper stack than this (large local arrays, deep recursion) needs a
+   * bigger value. */
+  size_t stack_size;
 } cf_thread_pool_opts;
 
 /* Creates a thread pool (opts may be NULL for the defaults) and returns it in
- * *out. Returns 0, CF_EINVAL (NULL out, too many workers), CF_ENOMEM,
+ * *out. Returns 0, CF_EINVAL (NULL out, too many workers, stack_size out
+ * of range), CF_ENOMEM,
  * CF_ESYS (a thread could not be created). Free it with cf_executor_free. */
 CF_API int cf_thread_pool_new(const cf_thread_pool_opts *opts,
                               cf_executor **out);

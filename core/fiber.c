@@ -1,0 +1,154 @@
+/* Fibers: mapped stacks and the switch between them. See fiber.h. */
+#include "core/fiber.h"
+
+#include <cfutures/common.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* ---- Boost.Context's fcontext (C linkage, assembly) ---------------------- */
+
+typedef void *fcontext_t;
+typedef struct {
+  fcontext_t fctx;
+  void *data;
+} transfer_t;
+transfer_t jump_fcontext(fcontext_t const to, void *vp);
+fcontext_t make_fcontext(void *sp, size_t size, void (*fn)(transfer_t));
+
+/* ---- sanitizer hooks ------------------------------------------------------ */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CF_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CF_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define CF_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CF_TSAN 1
+#endif
+#endif
+
+#ifdef CF_ASAN
+void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom,
+                                    size_t size);
+void __sanitizer_finish_switch_fiber(void *fake_stack_save,
+                                     const void **bottom_old,
+                                     size_t *size_old);
+#endif
+#ifdef CF_TSAN
+void *__tsan_get_current_fiber(void);
+void *__tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void *fiber);
+void __tsan_switch_to_fiber(void *fiber, unsigned flags);
+#endif
+
+/* What travels with a switch: the fiber left, the one entered, and the
+ * caller's message. Lives on the leaving fiber's stack until it resumes. */
+typedef struct hop {
+  cf__fiber *from;
+  cf__fiber *to;
+  void *msg;
+} hop;
+
+static void before_switch(cf__fiber *from, cf__fiber *to) {
+#ifdef CF_ASAN
+  __sanitizer_start_switch_fiber(&from->asan_fake, to->stack_lo,
+                                 to->stack_size);
+#endif
+#ifdef CF_TSAN
+  /* flags 0: the switch orders what `from` did before what `to` does. */
+  __tsan_switch_to_fiber(to->tsan, 0);
+#endif
+  (void)from;
+  (void)to;
+}
+
+/* On the fiber that just got control: records where the left one stopped
+ * and, for a native stack, its bounds (needed to switch back to it). */
+static hop *after_switch(cf__fiber *self, transfer_t t) {
+  hop *h = t.data;
+  h->from->ctx = t.fctx;
+#ifdef CF_ASAN
+  const void *bottom = NULL;
+  size_t size = 0;
+  __sanitizer_finish_switch_fiber(self->asan_fake, &bottom, &size);
+  if (!h->from->map) {
+    h->from->stack_lo = (char *)bottom;
+    h->from->stack_size = size;
+  }
+#endif
+  (void)self;
+  return h;
+}
+
+static void trampoline(transfer_t t) {
+  hop *h = t.data;
+  cf__fiber *self = h->to;
+  void *msg = after_switch(self, t)->msg;
+  self->entry(self, msg);
+  __builtin_unreachable(); /* entry never returns */
+}
+
+void cf__fiber_init_native(cf__fiber *f) {
+  *f = (cf__fiber){0};
+#ifdef CF_TSAN
+  f->tsan = __tsan_get_current_fiber();
+#endif
+}
+
+int cf__fiber_new(cf__fiber *f, size_t stack_size, cf__fiber_entry entry) {
+  if (stack_size < CF__FIBER_MIN_STACK || stack_size > CF__FIBER_MAX_STACK)
+    return CF_EINVAL;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  stack_size = (stack_size + page - 1) / page * page;
+  size_t map_size = stack_size + page;
+  /* MAP_NORESERVE|MAP_STACK: pages cost memory only once touched. */
+  void *map = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
+                   -1, 0);
+  if (map == MAP_FAILED)
+    return CF_ENOMEM;
+  if (mprotect(map, page, PROT_NONE) != 0) { /* the guard page */
+    munmap(map, map_size);
+    return CF_ENOMEM;
+  }
+  *f = (cf__fiber){0};
+  f->map = map;
+  f->map_size = map_size;
+  f->stack_lo = (char *)map + page;
+  f->stack_size = stack_size;
+  f->entry = entry;
+  f->ctx = make_fcontext(f->stack_lo + stack_size, stack_size, trampoline);
+#ifdef CF_TSAN
+  f->tsan = __tsan_create_fiber(0);
+#endif
+  return 0;
+}
+
+void cf__fiber_free(cf__fiber *f) {
+  if (!f || !f->map)
+    return;
+#ifdef CF_TSAN
+  __tsan_destroy_fiber(f->tsan);
+#endif
+  munmap(f->map, f->map_size);
+  f->map = NULL;
+}
+
+void *cf__fiber_switch(cf__fiber *from, cf__fiber *to, void *msg) {
+  hop h = {.from = from, .to = to, .msg = msg};
+  before_switch(from, to);
+  transfer_t t = jump_fcontext(to->ctx, &h);
+  return after_switch(from, t)->msg;
+}
+
+size_t cf__fiber_stack_left(const cf__fiber *f) {
+  uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+  uintptr_t lo = (uintptr_t)f->stack_lo;
+  return sp > lo ? (size_t)(sp - lo) : 0;
+}

@@ -1,0 +1,69 @@
+/* Private: fibers — execution contexts with stacks of their own, switched
+ * in user space.
+ *
+ * The switch itself is Boost.Context's fcontext (jump_fcontext /
+ * make_fcontext, C linkage, from Debian's libboost-context-dev, linked in
+ * statically so that nothing of C++ reaches cfutures' users): about 6 ns per
+ * switch on x86-64, against some 200 ns for ucontext's swapcontext, which
+ * makes a signal-mask system call every time.
+ *
+ * A fiber is either a thread's own stack (cf__fiber_init_native: it can be
+ * left and come back to, never started) or a stack this module maps
+ * (cf__fiber_new: mmap'd, a guard page below it, started at `entry`).
+ * AddressSanitizer and ThreadSanitizer are told about every switch
+ * (__sanitizer_start/finish_switch_fiber, __tsan_create/switch_to_fiber), so
+ * sanitizer builds keep their meaning.
+ *
+ * A fiber may be resumed on another thread than the one that left it: the
+ * caller decides. Code that runs across a switch must not keep pointers to
+ * thread-locals it read before the switch.
+ */
+#ifndef CF_CORE_FIBER_H
+#define CF_CORE_FIBER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct cf__fiber cf__fiber;
+
+/* A fiber's first function: `msg` is what the switch that started it
+ * passed. It must never return: it ends by switching away for good. */
+typedef void (*cf__fiber_entry)(cf__fiber *self, void *msg);
+
+struct cf__fiber {
+  void *ctx;           /* saved context while not running */
+  char *stack_lo;      /* lowest usable byte of the stack */
+  size_t stack_size;   /* usable bytes above stack_lo */
+  void *map;           /* mapping (guard page included); NULL: native */
+  size_t map_size;     /* bytes mapped */
+  cf__fiber_entry entry;
+  void *asan_fake;     /* AddressSanitizer's fake stack while switched out */
+  void *tsan;          /* ThreadSanitizer's fiber handle */
+};
+
+/* Stack sizes are rounded up to whole pages and must lie in this range. */
+#define CF__FIBER_MIN_STACK ((size_t)16 * 1024)
+#define CF__FIBER_MAX_STACK ((size_t)1024 * 1024 * 1024)
+
+/* Describes the calling thread's own stack, so that other fibers can switch
+ * back to it. */
+void cf__fiber_init_native(cf__fiber *f);
+
+/* Maps a stack of at least `stack_size` bytes (see the range above) with a
+ * guard page and prepares `entry` to run on it at the first switch.
+ * Returns 0, CF_EINVAL (size out of range) or CF_ENOMEM. */
+int cf__fiber_new(cf__fiber *f, size_t stack_size, cf__fiber_entry entry);
+
+/* Unmaps a fiber made by cf__fiber_new; it must not be running or
+ * suspended in the middle of anything that still matters. */
+void cf__fiber_free(cf__fiber *f);
+
+/* Leaves `from` (the running fiber) for `to`, passing `msg`. Returns when
+ * some fiber switches back to `from`, with the message that switch passed.
+ * `from`'s context is saved before `to` runs. */
+void *cf__fiber_switch(cf__fiber *from, cf__fiber *to, void *msg);
+
+/* Bytes of stack left below the caller's frame on fiber f (a mapped one). */
+size_t cf__fiber_stack_left(const cf__fiber *f);
+
+#endif
