@@ -39,7 +39,19 @@ void __sanitizer_start_switch_fiber(void **fake_stack_save, const void *bottom,
 void __sanitizer_finish_switch_fiber(void *fake_stack_save,
                                      const void **bottom_old,
                                      size_t *size_old);
+void __asan_unpoison_memory_region(void const volatile *addr, size_t size);
 #endif
+
+/* A fiber's stack may be left with frames that never returned (a fiber
+ * switched away for good), whose redzones stay poisoned in ASan's shadow
+ * even after munmap; a new stack mapped at the same address would then
+ * report overflows in healthy frames. Clear the shadow both ways. */
+static void unpoison_stack(const cf__fiber *f) {
+#ifdef CF_ASAN
+  __asan_unpoison_memory_region(f->stack_lo, f->stack_size);
+#endif
+  (void)f;
+}
 #ifdef CF_TSAN
 void *__tsan_get_current_fiber(void);
 void *__tsan_create_fiber(unsigned flags);
@@ -123,6 +135,7 @@ int cf__fiber_new(cf__fiber *f, size_t stack_size, cf__fiber_entry entry) {
   f->stack_lo = (char *)map + page;
   f->stack_size = stack_size;
   f->entry = entry;
+  unpoison_stack(f);
   f->ctx = make_fcontext(f->stack_lo + stack_size, stack_size, trampoline);
 #ifdef CF_TSAN
   f->tsan = __tsan_create_fiber(0);
@@ -136,6 +149,7 @@ void cf__fiber_free(cf__fiber *f) {
 #ifdef CF_TSAN
   __tsan_destroy_fiber(f->tsan);
 #endif
+  unpoison_stack(f);
   munmap(f->map, f->map_size);
   f->map = NULL;
 }
