@@ -39,7 +39,7 @@ static void bandwidth(cf_executor *ex, size_t n, const char *name) {
     cf_future *f;
     void *v;
     if (cf_process_pool_submit(ex, echo, buf, n, &f) ||
-        cf_future_result(f, -1, &v))
+        cf_future_result(f, CF_FOREVER, &v))
       abort();
     double dt = bench_now() - t0;
     cf_future_unref(f);
@@ -73,7 +73,7 @@ int main(int argc, char **argv) {
       if (cf_submit(ex, tiny, (void *)i, &fs[i]))
         return 1;
     for (int i = 0; i < N; i++) {
-      if (cf_future_result(fs[i], -1, NULL))
+      if (cf_future_result(fs[i], CF_FOREVER, NULL))
         return 1;
       cf_future_unref(fs[i]);
     }
@@ -102,7 +102,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < N; i++) {
       double t0 = bench_now();
       cf_future *f;
-      if (cf_submit(ex, tiny, NULL, &f) || cf_future_result(f, -1, NULL))
+      if (cf_submit(ex, tiny, NULL, &f) || cf_future_result(f, CF_FOREVER, NULL))
         return 1;
       us[i] = (bench_now() - t0) * 1e6;
       cf_future_unref(f);

@@ -15,10 +15,12 @@ uint64_t cf__now_ns(void) {
 int cf__deadline_from_timeout(double timeout_s, cf_deadline *d) {
   if (isnan(timeout_s))
     return CF_EINVAL;
-  d->forever = timeout_s < 0 || timeout_s > CF_MAX_TIMEOUT_S;
+  /* Only +infinity (CF_FOREVER) and absurdly long waits are forever; a
+   * negative timeout (a remaining time that just ran out) has expired. */
+  d->forever = timeout_s > CF_MAX_TIMEOUT_S;
   d->at.tv_sec = 0;
   d->at.tv_nsec = 0; /* forever: unused; zero: already passed */
-  if (d->forever || timeout_s == 0)
+  if (d->forever || timeout_s <= 0)
     return 0;
   clock_gettime(CLOCK_MONOTONIC, &d->at);
   double whole = floor(timeout_s);

@@ -58,13 +58,15 @@ CF_API const char *cf_strerror(int code);
 CF_API const char *cf_err_name(int code);
 
 /* Timeouts, everywhere in cfutures, are seconds as a double:
- *   negative or +infinity  wait forever (like poll(-1));
- *   0                      poll once, never block;
+ *   CF_FOREVER (+infinity) wait as long as it takes;
  *   positive               wait at most that long (values above ~30 years
  *                          are treated as forever);
+ *   0 or negative          expired: poll once, never block (a remaining
+ *                          time `deadline - now` that just went below zero
+ *                          means "no time left", as in Python);
  *   NaN                    CF_EINVAL.
  * A call never returns CF_ETIMEDOUT before the timeout has elapsed. */
-#define CF_FOREVER (-1.0)
+#define CF_FOREVER (__builtin_inf())
 
 /* An error report: the code a task or callback failed with and its message.
  * `message` is borrowed from the object it came from (see each call). */

@@ -8,7 +8,8 @@
  *          done with it; cf_*_free in another process only unmaps its view.
  * The Python names are kept: Lock, RLock, Semaphore, BoundedSemaphore,
  * Event, Condition, Barrier, Timer. Every blocking call takes a timeout in
- * seconds (negative or infinite: forever; 0: try once; NaN: CF_EINVAL);
+ * seconds (CF_FOREVER, i.e. +infinity: forever; 0 or negative: try once;
+ * NaN: CF_EINVAL);
  * none busy-waits. Locks are robust: if a holder dies (its thread exits or
  * its process is killed), the next acquirer gets the lock and CF_EOWNERDEAD
  * instead of hanging forever.

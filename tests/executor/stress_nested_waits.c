@@ -123,7 +123,8 @@ static double pick_timeout(uint64_t *s) {
   }
 }
 
-/* Checks what a wait on child `id` returned. */
+/* Checks what a wait on child `id` returned; `timeout` is the wait's, or -1
+ * for a future known to be done (no CF_ETIMEDOUT may come then). */
 static void check_outcome(int rc, void *v, uint64_t id, double timeout,
                           bool cancelled) {
   if (rc == 0) {

@@ -180,7 +180,7 @@ static void test_timeout_50ms(void **state) {
 
 static void test_wait_forever(void **state) {
   (void)state;
-  const double forevers[] = {-1.0, CF_FOREVER, INFINITY, 1e300};
+  const double forevers[] = {CF_FOREVER, INFINITY, 1e300};
   for (size_t i = 0; i < sizeof forevers / sizeof forevers[0]; i++) {
     cf_future *f = cf_future_new();
     later l;
@@ -193,6 +193,36 @@ static void test_wait_forever(void **state) {
     later_join(&l);
     cf_future_unref(f);
   }
+}
+
+/* A negative timeout (a remaining time that just went below zero) has
+ * expired: the wait polls once, as Python's futures do. The future is
+ * completed by a thread 2 s later, so a wait that sleeps instead fails. */
+static void test_negative_timeout_expires(void **state) {
+  (void)state;
+  const double negatives[] = {-1e-9, -0.5, -1.0, -1e300, -INFINITY};
+  cf_future *f = cf_future_new();
+  later l;
+  later_start(&l, f, 2000000, 0);
+  for (size_t i = 0; i < sizeof negatives / sizeof negatives[0]; i++) {
+    double t = negatives[i], t0 = now_s();
+    cf_error e;
+    cf_future *fs[1] = {f};
+    cf_as_completed *it = NULL;
+    cf_future *got = NULL;
+    assert_int_equal(cf_future_result(f, t, NULL), CF_ETIMEDOUT);
+    assert_int_equal(cf_future_exception(f, t, &e), CF_ETIMEDOUT);
+    assert_int_equal(cf_wait(fs, 1, t, CF_ALL_COMPLETED, NULL), CF_ETIMEDOUT);
+    assert_int_equal(cf_as_completed_new(fs, 1, t, &it), 0);
+    assert_int_equal(cf_as_completed_next(it, &got), CF_ETIMEDOUT);
+    cf_as_completed_free(it);
+    assert_true(now_s() - t0 < 1.0);
+  }
+  /* Done futures answer at once whatever the timeout. */
+  assert_int_equal(cf_future_result(f, CF_FOREVER, NULL), 0);
+  assert_int_equal(cf_future_result(f, -1.0, NULL), 0);
+  later_join(&l);
+  cf_future_unref(f);
 }
 
 static void test_wakes_on_exception_and_cancel(void **state) {
@@ -761,6 +791,7 @@ int main(void) {
       cmocka_unit_test(test_bad_arguments),
       cmocka_unit_test(test_timeout_50ms),
       cmocka_unit_test(test_wait_forever),
+      cmocka_unit_test(test_negative_timeout_expires),
       cmocka_unit_test(test_wakes_on_exception_and_cancel),
       cmocka_unit_test(test_many_waiters),
       cmocka_unit_test(test_callbacks_order_and_failure),

@@ -602,8 +602,71 @@ static void test_timer(void **state) {
   assert_int_equal(cf_timer_start(1, NULL, NULL, &t), CF_EINVAL);
 }
 
+/* ---- negative timeouts have expired ------------------------------------- */
+
+typedef struct rescuer {
+  pthread_t th;
+  cf_lock *lock;
+  cf_sem *sem;
+  cf_event *ev;
+  cf_queue *q;
+  _Atomic int held;
+} rescuer;
+
+/* Holds the lock, then after 2 s releases everything the test waits on,
+ * so a wait that sleeps instead of polling ends (and fails the test). */
+static void *rescue_main(void *p) {
+  rescuer *r = p;
+  cf_lock_acquire(r->lock, CF_FOREVER);
+  atomic_store(&r->held, 1);
+  usleep(2000000);
+  cf_lock_release(r->lock);
+  cf_sem_release(r->sem, 1);
+  cf_event_set(r->ev);
+  cf_queue_put(r->q, (void *)1, CF_FOREVER);
+  return NULL;
+}
+
+static void test_negative_timeouts(void **state) {
+  (void)state;
+  for (int shared = 0; shared < 2; shared++) {
+    rescuer r = {0};
+    assert_int_equal(cf_lock_new(shared, &r.lock), 0);
+    assert_int_equal(cf_sem_new(shared, 0, &r.sem), 0);
+    assert_int_equal(cf_event_new(shared, &r.ev), 0);
+    assert_int_equal(cf_queue_new(CF_QUEUE_FIFO, 0, NULL, &r.q), 0);
+    assert_int_equal(pthread_create(&r.th, NULL, rescue_main, &r), 0);
+    while (!atomic_load(&r.held))
+      usleep(1000);
+    const double negatives[] = {-1e-9, -1.0, -INFINITY};
+    for (size_t i = 0; i < 3; i++) {
+      double t = negatives[i], t0 = now_s();
+      void *item = NULL;
+      assert_int_equal(cf_lock_acquire(r.lock, t), CF_ETIMEDOUT);
+      assert_int_equal(cf_sem_acquire(r.sem, t), CF_ETIMEDOUT);
+      assert_int_equal(cf_event_wait(r.ev, t), CF_ETIMEDOUT);
+      assert_int_equal(cf_queue_get(r.q, t, &item), CF_EEMPTY);
+      assert_true(now_s() - t0 < 1.0);
+    }
+    pthread_join(r.th, NULL);
+    /* Available now: a negative timeout still takes what is there. */
+    void *item = NULL;
+    assert_int_equal(cf_lock_acquire(r.lock, -1.0), 0);
+    assert_int_equal(cf_lock_release(r.lock), 0);
+    assert_int_equal(cf_sem_acquire(r.sem, -1.0), 0);
+    assert_int_equal(cf_event_wait(r.ev, -1.0), 0);
+    assert_int_equal(cf_queue_get(r.q, -1.0, &item), 0);
+    assert_ptr_equal(item, (void *)1);
+    cf_queue_free(r.q);
+    cf_event_free(r.ev);
+    cf_sem_free(r.sem);
+    cf_lock_free(r.lock);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_negative_timeouts),
       cmocka_unit_test(test_lock),
       cmocka_unit_test(test_lock_owner_killed),
       cmocka_unit_test(test_lock_processes),
