@@ -861,6 +861,13 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
   }
 }
 
+/* Beyond ~30 years a task timeout is as good as none (as for every
+ * timeout in cfutures: see core/time.c); in nanoseconds it would overflow
+ * (+inf converts to 0, 1.8e10 s wraps around), and a deadline in the past
+ * kills every task at once. cf_process_pool_new turns such a timeout
+ * into 0, no limit. */
+#define MAX_TASK_TIMEOUT_S 1.0e9
+
 static uint64_t task_deadline(const ppool *p) {
   return p->o.task_timeout_s > 0
              ? cf__now_ns() + (uint64_t)(p->o.task_timeout_s * 1e9)
@@ -1328,6 +1335,8 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   if (o.task_timeout_s != o.task_timeout_s || o.task_timeout_s < 0 ||
       o.max_workers > MAX_PROC_WORKERS)
     return CF_EINVAL;
+  if (o.task_timeout_s > MAX_TASK_TIMEOUT_S) /* +inf too: forever */
+    o.task_timeout_s = 0;
   size_t n = o.max_workers;
   if (n == 0) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);

@@ -1,5 +1,7 @@
 /* Tests for executor/process_pool.c. Every blocking call has a timeout. */
 #include <dirent.h>
+#include <float.h>
+#include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -26,6 +28,30 @@ static pid_t test_pid;
 int __lsan_is_turned_off(void);
 int __lsan_is_turned_off(void) {
   return test_pid && getpid() != test_pid;
+}
+
+/* Every test runs under a watchdog: a hang ends the run with a message
+ * instead of holding it until meson's timeout. */
+static void watchdog_fired(int sig) {
+  (void)sig;
+  static const char msg[] = "watchdog: a test hung; aborting the run\n";
+  ssize_t w = write(2, msg, sizeof msg - 1);
+  (void)w;
+  _exit(99);
+}
+
+static int arm_watchdog(void **state) {
+  (void)state;
+  struct sigaction sa = {.sa_handler = watchdog_fired};
+  sigaction(SIGALRM, &sa, NULL);
+  alarm(120);
+  return 0;
+}
+
+static int disarm_watchdog(void **state) {
+  (void)state;
+  alarm(0);
+  return 0;
 }
 
 static double now_s(void) {
@@ -394,6 +420,38 @@ static void test_task_timeout(void **state) {
   cf_future_unref(f);
   cf_future_unref(g);
   cf_executor_free(ex);
+}
+
+/* An infinite or huge task timeout means no limit (it once overflowed into
+ * a deadline in the past and killed every task at once); a negative or NaN
+ * one is CF_EINVAL. */
+static void test_infinite_task_timeout(void **state) {
+  (void)state;
+  alarm(30);
+  const double forever[] = {INFINITY, 1.8e10, 1e300, DBL_MAX, 2e9};
+  for (size_t k = 0; k < sizeof forever / sizeof forever[0]; k++) {
+    cf_process_pool_opts o = {.max_workers = 1, .task_timeout_s = forever[k]};
+    cf_executor *ex;
+    assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+    cf_future *f, *g;
+    void *v;
+    assert_int_equal(cf_submit(ex, slow, (void *)(intptr_t)30000, &f), 0);
+    assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)9, &g), 0);
+    assert_int_equal(cf_future_result(f, 10, &v), 0);
+    assert_int_equal((intptr_t)v, 30000);
+    assert_int_equal(cf_future_result(g, 10, &v), 0);
+    assert_int_equal((intptr_t)v, 81);
+    cf_future_unref(f);
+    cf_future_unref(g);
+    cf_executor_free(ex);
+  }
+  const double invalid[] = {-1, -INFINITY, NAN, -1e-9};
+  for (size_t k = 0; k < sizeof invalid / sizeof invalid[0]; k++) {
+    cf_process_pool_opts o = {.max_workers = 1, .task_timeout_s = invalid[k]};
+    cf_executor *ex = (cf_executor *)&o;
+    assert_int_equal(cf_process_pool_new(&o, &ex), CF_EINVAL);
+    assert_null(ex);
+  }
 }
 
 static void test_max_tasks_per_child(void **state) {
@@ -770,25 +828,30 @@ static void test_callbacks_in_parent(void **state) {
   cf_executor_free(ex);
 }
 
+/* Each test runs with the watchdog armed. */
+#define TEST(f)                                                                \
+  cmocka_unit_test_setup_teardown(f, arm_watchdog, disarm_watchdog)
+
 int main(void) {
   test_pid = getpid();
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_round_trips),
-      cmocka_unit_test(test_many_small_tasks),
-      cmocka_unit_test(test_big_payloads),
-      cmocka_unit_test(test_many_big_inputs),
-      cmocka_unit_test(test_worker_deaths),
-      cmocka_unit_test(test_task_timeout),
-      cmocka_unit_test(test_max_tasks_per_child),
-      cmocka_unit_test(test_initializer),
-      cmocka_unit_test(test_shutdown),
-      cmocka_unit_test(test_with_thread_pool),
-      cmocka_unit_test(test_map_chunks),
-      cmocka_unit_test(test_no_fd_leaks_into_workers),
-      cmocka_unit_test(test_fork_server_killed),
-      cmocka_unit_test(test_pool_outlives_its_creator_thread),
-      cmocka_unit_test(test_sigchld_ignored_by_host),
-      cmocka_unit_test(test_callbacks_in_parent),
+      TEST(test_round_trips),
+      TEST(test_many_small_tasks),
+      TEST(test_big_payloads),
+      TEST(test_many_big_inputs),
+      TEST(test_worker_deaths),
+      TEST(test_task_timeout),
+      TEST(test_infinite_task_timeout),
+      TEST(test_max_tasks_per_child),
+      TEST(test_initializer),
+      TEST(test_shutdown),
+      TEST(test_with_thread_pool),
+      TEST(test_map_chunks),
+      TEST(test_no_fd_leaks_into_workers),
+      TEST(test_fork_server_killed),
+      TEST(test_pool_outlives_its_creator_thread),
+      TEST(test_sigchld_ignored_by_host),
+      TEST(test_callbacks_in_parent),
   };
   return cmocka_run_group_tests_name("process_pool", tests, NULL, NULL);
 }
