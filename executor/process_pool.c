@@ -1037,8 +1037,10 @@ static void *manager_main(void *arg) {
       break;
     size_t nf = 0;
     fds[nf++] = (struct pollfd){.fd = p->wake_fd, .events = POLLIN};
+    /* Room in the server's queue matters only to ask for a worker, which
+     * a broken pool never does: polling for POLLOUT then would spin. */
     bool want_spawn = false;
-    for (size_t i = 0; i < p->n; i++)
+    for (size_t i = 0; i < p->n && !broken; i++)
       want_spawn |= p->workers[i].state == W_NONE;
     fds[nf++] = (struct pollfd){.fd = p->ctl_fd,
                                 .events = POLLIN | (want_spawn ? POLLOUT : 0)};

@@ -518,6 +518,39 @@ static void test_initializer(void **state) {
   cf_executor_free(ex);
 }
 
+static double cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* A pool broken by its initializer sits idle until freed: its manager
+ * once polled the fork server's socket for POLLOUT (to ask for
+ * replacements it never asked for), a full core until cf_executor_free. */
+static void test_broken_pool_is_idle(void **state) {
+  (void)state;
+  alarm(30);
+  cf_process_pool_opts o = {.max_workers = 2, .initializer = init_fails};
+  cf_executor *ex;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  cf_future *f;
+  int rc;
+  double t0 = now_s();
+  while ((rc = cf_submit(ex, square, NULL, &f)) == 0 && now_s() - t0 < 10) {
+    assert_int_equal(cf_future_result(f, 10, NULL), CF_EBROKEN);
+    cf_future_unref(f);
+    usleep(1000);
+  }
+  assert_int_equal(rc, CF_EBROKEN);
+  usleep(50000); /* both workers' exit reports are in */
+  double c0 = cpu_s();
+  usleep(300000);
+  double used = cpu_s() - c0;
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+  assert_true(used < 0.05); /* spinning: ~0.3 s */
+}
+
 static void test_shutdown(void **state) {
   (void)state;
   cf_executor *ex = new_pool(1);
@@ -844,6 +877,7 @@ int main(void) {
       TEST(test_infinite_task_timeout),
       TEST(test_max_tasks_per_child),
       TEST(test_initializer),
+      TEST(test_broken_pool_is_idle),
       TEST(test_shutdown),
       TEST(test_with_thread_pool),
       TEST(test_map_chunks),
