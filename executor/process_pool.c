@@ -96,7 +96,9 @@ typedef struct ptask {
   cf_destroy_fn destroy; /* KIND_VALUE results */
 } ptask;
 
-/* W_LIVE workers take tasks; W_DEAD ones wait for their exit report. */
+/* W_LIVE workers take tasks; W_DEAD ones wait for their exit report: they
+ * have hung up, retired, or been killed by the manager (their socket is
+ * still read: a result sent before the kill counts). */
 enum { W_NONE, W_SPAWNING, W_LIVE, W_DEAD };
 
 /* Tasks sent to a worker ahead of time, so that it never waits for the
@@ -956,7 +958,7 @@ static void on_worker_readable(ppool *p, pworker *w) {
   }
   ptask *t = w->qn ? inflight_pop(w) : NULL;
   w->done++;
-  if (w->qn) { /* the next one starts now */
+  if (w->qn && !w->timed_out) { /* the next one starts now */
     w->deadline = task_deadline(p);
     w->timed_out = false;
   }
@@ -1054,7 +1056,11 @@ static void *manager_main(void *arg) {
       }
       if (w->qn && w->deadline && !w->timed_out) {
         if (now >= w->deadline) {
+          /* The task may have ended and its result be on its way: it is
+           * still read and counts. But the worker gets nothing more (it
+           * would die with it): its exit report brings a replacement. */
           w->timed_out = true;
+          w->state = W_DEAD;
           kill(w->pid, SIGKILL);
         } else {
           int ms = (int)((w->deadline - now) / 1000000) + 1;

@@ -454,6 +454,69 @@ static void test_infinite_task_timeout(void **state) {
   }
 }
 
+/* Busy for `arg` microseconds (a sleep would add the scheduler's slack). */
+static int busy(void *arg, void **out) {
+  double end = now_s() + (double)(intptr_t)arg * 1e-6;
+  while (now_s() < end)
+    ;
+  *out = arg;
+  return 0;
+}
+
+/* Tasks that end right at their timeout: the manager could kill the worker
+ * and still read the result it had sent (the task succeeds), but then took
+ * the killed worker for live and sent it the next task, which failed with
+ * "killed by signal 9". Now a killed worker gets nothing more: every task
+ * either succeeds or (past its timeout) fails with CF_ETIMEDOUT, none is
+ * blamed for another's death. */
+static void test_task_ending_at_its_timeout(void **state) {
+  (void)state;
+  alarm(60);
+  enum { N = 300, T_US = 5000 };
+  cf_process_pool_opts o = {.max_workers = 2, .task_timeout_s = T_US * 1e-6};
+  cf_executor *ex;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  cf_future *edge[N], *innocent[N];
+  for (int i = 0; i < N; i++) {
+    /* from 0.9 T to 1.1 T, stepping through the instant of the kill */
+    intptr_t us = T_US * 9 / 10 + (i * 37) % (T_US / 5);
+    assert_int_equal(cf_submit(ex, busy, (void *)us, &edge[i]), 0);
+    assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)i, &innocent[i]),
+                     0);
+  }
+  int ok = 0, timed_out = 0, broken_edge = 0, innocent_failed = 0;
+  for (int i = 0; i < N; i++) {
+    void *v;
+    cf_error e;
+    int rc = cf_future_result(edge[i], 30, &v);
+    if (rc == 0) {
+      ok++;
+    } else {
+      assert_int_equal(cf_future_exception(edge[i], 0, &e), 0);
+      if (e.code == CF_ETIMEDOUT)
+        timed_out++;
+      else {
+        broken_edge++;
+        print_message("# edge task %d: %s\n", i, e.message);
+      }
+    }
+    rc = cf_future_result(innocent[i], 30, &v);
+    if (rc != 0 || (intptr_t)v != (intptr_t)i * i) {
+      innocent_failed++;
+      if (cf_future_exception(innocent[i], 0, &e) == 0 && e.message)
+        print_message("# innocent task %d: %s\n", i, e.message);
+    }
+    cf_future_unref(edge[i]);
+    cf_future_unref(innocent[i]);
+  }
+  print_message("# %d in time, %d timed out\n", ok, timed_out);
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+  assert_int_equal(innocent_failed, 0);
+  assert_int_equal(broken_edge, 0);
+  assert_int_equal(ok + timed_out, N);
+}
+
 static void test_max_tasks_per_child(void **state) {
   (void)state;
   cf_process_pool_opts o = {.max_workers = 2, .max_tasks_per_child = 1};
@@ -875,6 +938,7 @@ int main(void) {
       TEST(test_worker_deaths),
       TEST(test_task_timeout),
       TEST(test_infinite_task_timeout),
+      TEST(test_task_ending_at_its_timeout),
       TEST(test_max_tasks_per_child),
       TEST(test_initializer),
       TEST(test_broken_pool_is_idle),
