@@ -466,55 +466,56 @@ static int busy(void *arg, void **out) {
 /* Tasks that end right at their timeout: the manager could kill the worker
  * and still read the result it had sent (the task succeeds), but then took
  * the killed worker for live and sent it the next task, which failed with
- * "killed by signal 9". Now a killed worker gets nothing more: every task
- * either succeeds or (past its timeout) fails with CF_ETIMEDOUT, none is
- * blamed for another's death. */
+ * CF_EBROKEN, "killed by signal 9". Now a killed worker gets nothing more:
+ * a task either succeeds or fails with CF_ETIMEDOUT, none is blamed for
+ * another's death. (A short task can time out too, on a machine so loaded
+ * that it waits a whole timeout for a core: a few are tolerated.) */
 static void test_task_ending_at_its_timeout(void **state) {
   (void)state;
   alarm(60);
-  enum { N = 300, T_US = 5000 };
+  enum { N = 200, T_US = 10000 };
   cf_process_pool_opts o = {.max_workers = 2, .task_timeout_s = T_US * 1e-6};
   cf_executor *ex;
   assert_int_equal(cf_process_pool_new(&o, &ex), 0);
-  cf_future *edge[N], *innocent[N];
+  cf_future *fs[2 * N];
   for (int i = 0; i < N; i++) {
     /* from 0.9 T to 1.1 T, stepping through the instant of the kill */
     intptr_t us = T_US * 9 / 10 + (i * 37) % (T_US / 5);
-    assert_int_equal(cf_submit(ex, busy, (void *)us, &edge[i]), 0);
-    assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)i, &innocent[i]),
+    assert_int_equal(cf_submit(ex, busy, (void *)us, &fs[2 * i]), 0);
+    assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)i, &fs[2 * i + 1]),
                      0);
   }
-  int ok = 0, timed_out = 0, broken_edge = 0, innocent_failed = 0;
-  for (int i = 0; i < N; i++) {
+  int ok = 0, timed_out = 0, innocent_timed_out = 0, blamed = 0, wrong = 0;
+  for (int i = 0; i < 2 * N; i++) {
     void *v;
     cf_error e;
-    int rc = cf_future_result(edge[i], 30, &v);
+    int rc = cf_future_result(fs[i], 30, &v);
+    bool innocent = i % 2;
     if (rc == 0) {
       ok++;
+      intptr_t x = i / 2;
+      wrong += innocent && (intptr_t)v != x * x;
     } else {
-      assert_int_equal(cf_future_exception(edge[i], 0, &e), 0);
-      if (e.code == CF_ETIMEDOUT)
+      assert_int_equal(cf_future_exception(fs[i], 0, &e), 0);
+      if (e.code == CF_ETIMEDOUT) {
         timed_out++;
-      else {
-        broken_edge++;
-        print_message("# edge task %d: %s\n", i, e.message);
+        innocent_timed_out += innocent;
+      } else {
+        blamed++;
+        print_message("# task %d (%s): %s\n", i, innocent ? "short" : "edge",
+                      e.message);
       }
     }
-    rc = cf_future_result(innocent[i], 30, &v);
-    if (rc != 0 || (intptr_t)v != (intptr_t)i * i) {
-      innocent_failed++;
-      if (cf_future_exception(innocent[i], 0, &e) == 0 && e.message)
-        print_message("# innocent task %d: %s\n", i, e.message);
-    }
-    cf_future_unref(edge[i]);
-    cf_future_unref(innocent[i]);
+    cf_future_unref(fs[i]);
   }
-  print_message("# %d in time, %d timed out\n", ok, timed_out);
+  print_message("# %d in time, %d timed out (%d short ones)\n", ok, timed_out,
+                innocent_timed_out);
   cf_executor_free(ex);
   assert_int_equal(count_children(), 0);
-  assert_int_equal(innocent_failed, 0);
-  assert_int_equal(broken_edge, 0);
-  assert_int_equal(ok + timed_out, N);
+  assert_int_equal(blamed, 0);
+  assert_int_equal(wrong, 0);
+  assert_true(innocent_timed_out <= N / 20);
+  assert_int_equal(ok + timed_out, 2 * N);
 }
 
 static void test_max_tasks_per_child(void **state) {
