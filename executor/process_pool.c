@@ -18,8 +18,11 @@
  *     worker; SPAWNED(slot, pid) answers with the worker's socket attached
  *     (SCM_RIGHTS); EXITED(pid, wait status) reports a death.
  *   parent <-> worker: a SOCK_STREAM pair carrying framed messages: TASK
- *     (function pointer, input bytes) one way, RESULT (code, output bytes
- *     or failure message) or INIT_FAILED the other.
+ *     (function pointer, input bytes) one way; STARTED (a header alone,
+ *     sent as the worker starts a task, with a task timeout only: the
+ *     timeout counts from it),
+ *     RESULT (code, output bytes or failure message) or INIT_FAILED the
+ *     other.
  *
  * In the parent one manager thread owns every descriptor: it polls the
  * fork server, the workers and an eventfd that submitters and shutdown
@@ -67,7 +70,7 @@ typedef struct item_result {
   uint32_t msg_len; /* bytes of message following the table, with NUL */
   uint64_t out;
 } item_result;
-enum { MSG_TASK = 1, MSG_RESULT = 2, MSG_INIT_FAILED = 3 };
+enum { MSG_TASK = 1, MSG_RESULT = 2, MSG_INIT_FAILED = 3, MSG_STARTED = 4 };
 enum { CTL_SPAWN = 1, CTL_SPAWNED = 2, CTL_EXITED = 3 };
 
 typedef struct wire {
@@ -116,8 +119,9 @@ typedef struct pworker {
   size_t done;          /* tasks finished by this process */
   ptask *q[PIPE_DEPTH]; /* sent, oldest (running) first */
   unsigned qh, qn;
-  uint64_t deadline; /* ns; the running task's timeout */
-  bool timed_out;
+  bool started;      /* the oldest task sent has started (STARTED read) */
+  uint64_t deadline; /* ns; the running task's timeout, 0: none (yet) */
+  bool timed_out;    /* killed by the manager at its deadline */
 } pworker;
 
 static ptask *inflight_pop(pworker *w) {
@@ -437,6 +441,12 @@ static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o) {
     void *in;
     spin_for_input(sock, SPIN_NS);
     if (recv_msg(sock, &h, &in, true))
+      _exit(0); /* the parent hung up: shutdown */
+    /* A task timeout counts from here, not from when the task was sent
+     * (the initializer or the task before it may have run meanwhile). No
+     * timeout, no report: it would cost every task a message. */
+    wire st = {.type = MSG_STARTED};
+    if (o->task_timeout_s > 0 && send_msg(sock, &st, NULL))
       _exit(0); /* the parent hung up: shutdown */
     wire r = {.type = MSG_RESULT};
     void *payload = NULL;
@@ -823,7 +833,7 @@ static void worker_lost(ppool *p, pworker *w) {
   (void)p;
 }
 
-static void on_worker_readable(ppool *p, pworker *w);
+static int on_worker_readable(ppool *p, pworker *w);
 
 static void on_exit_report(ppool *p, pid_t pid, int status) {
   for (size_t i = 0; i < p->n; i++) {
@@ -851,6 +861,8 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
     }
     requeue_front(p, w); /* the rest never started */
     w->state = W_NONE;
+    w->started = false;
+    w->deadline = 0;
     w->timed_out = false;
     pthread_mutex_lock(&p->mu);
     bool broken = p->broken;
@@ -921,10 +933,6 @@ static void dispatch(ppool *p) {
         i--;          /* this worker still wants one (wraps to 0: fine) */
         continue;
       }
-      if (w->qn == 0) {
-        w->deadline = task_deadline(p);
-        w->timed_out = false;
-      }
       w->q[(w->qh + w->qn) % PIPE_DEPTH] = t;
       w->qn++;
       wire h = {.type = MSG_TASK, .kind = t->kind, .fn = t->fn, .len = t->len};
@@ -941,12 +949,22 @@ static void dispatch(ppool *p) {
   }
 }
 
-static void on_worker_readable(ppool *p, pworker *w) {
+/* Reads and handles one message from w; returns its type (0 when the
+ * worker hung up). */
+static int on_worker_readable(ppool *p, pworker *w) {
   wire r;
   void *payload;
   if (recv_msg(w->fd, &r, &payload, false)) {
     worker_lost(p, w);
-    return;
+    return 0;
+  }
+  if (r.type == MSG_STARTED) {
+    payload_free(&r, payload);
+    if (w->qn && !w->started) {
+      w->started = true;
+      w->deadline = task_deadline(p);
+    }
+    return MSG_STARTED;
   }
   if (r.type == MSG_INIT_FAILED) {
     pthread_mutex_lock(&p->mu);
@@ -954,14 +972,12 @@ static void on_worker_readable(ppool *p, pworker *w) {
     pthread_mutex_unlock(&p->mu);
     fail_pending(p, CF_EBROKEN, "the pool's initializer failed in a worker");
     payload_free(&r, payload);
-    return;
+    return MSG_INIT_FAILED;
   }
   ptask *t = w->qn ? inflight_pop(w) : NULL;
   w->done++;
-  if (w->qn && !w->timed_out) { /* the next one starts now */
-    w->deadline = task_deadline(p);
-    w->timed_out = false;
-  }
+  w->started = false; /* the next one reports its own start */
+  w->deadline = 0;
   /* A worker that reached max_tasks_per_child exits on its own: wait for
    * its exit report (which brings the replacement) instead of feeding it. */
   if (p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child)
@@ -970,6 +986,17 @@ static void on_worker_readable(ppool *p, pworker *w) {
     complete_task(t, &r, payload);
   else
     payload_free(&r, payload);
+  return (int)r.type;
+}
+
+/* A task's result often follows its STARTED report at once: read it in
+ * the same turn instead of going round the loop for it. */
+static void on_worker_ready(ppool *p, pworker *w) {
+  while (on_worker_readable(p, w) == MSG_STARTED) {
+    struct pollfd pfd = {.fd = w->fd, .events = POLLIN};
+    if (poll(&pfd, 1, 0) <= 0)
+      return;
+  }
 }
 
 static bool all_quiet(ppool *p) {
@@ -1084,7 +1111,7 @@ static void *manager_main(void *arg) {
     }
     for (size_t k = 2; k < nf; k++)
       if (fds[k].revents & (POLLIN | POLLHUP | POLLERR))
-        on_worker_readable(p, &p->workers[slot_of[k]]);
+        on_worker_ready(p, &p->workers[slot_of[k]]);
     /* Drain every message from the fork server (it blocks on a full
      * queue, so the queue must not stay full). */
     bool server_gone = false;

@@ -58,7 +58,9 @@ typedef struct cf_process_pool_opts {
   int (*initializer)(void *arg);
   void *initarg; /* passed as is: valid in workers if set before the pool */
   /* A task running longer than this (seconds) has its worker killed and
-   * replaced; its future fails with code CF_ETIMEDOUT. 0, +infinity or
+   * replaced; its future fails with code CF_ETIMEDOUT. The time counts
+   * from the moment the task starts in its worker (the worker reports it):
+   * time queued and the worker's initializer do not count. 0, +infinity or
    * anything above 1e9 (~30 years, as for every timeout in cfutures): no
    * limit. Negative or NaN: cf_process_pool_new returns CF_EINVAL (unlike
    * a wait's timeout, where negative means forever). With a timeout each

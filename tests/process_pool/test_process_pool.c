@@ -591,6 +591,47 @@ static double cpu_s(void) {
 /* A pool broken by its initializer sits idle until freed: its manager
  * once polled the fork server's socket for POLLOUT (to ask for
  * replacements it never asked for), a full core until cf_executor_free. */
+static int init_slow(void *arg) {
+  usleep((useconds_t)(uintptr_t)arg);
+  return 0;
+}
+
+/* The task timeout counts from the moment the task starts in its worker,
+ * not from when it was sent: a slow initializer (0.6 s, with a 0.4 s
+ * timeout) once made every first task time out, and every replacement
+ * worker ran the initializer again, so no task ever completed. */
+static void test_timeout_counts_from_task_start(void **state) {
+  (void)state;
+  alarm(30);
+  cf_process_pool_opts o = {.max_workers = 1,
+                            .task_timeout_s = 0.4,
+                            .initializer = init_slow,
+                            .initarg = (void *)(uintptr_t)600000};
+  cf_executor *ex;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  cf_future *f, *g, *h;
+  void *v;
+  /* 0.25 s of work, sent while the initializer runs */
+  assert_int_equal(cf_submit(ex, slow, (void *)(intptr_t)250000, &f), 0);
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)3, &g), 0);
+  assert_int_equal(cf_submit(ex, hang, NULL, &h), 0); /* still times out */
+  double t0 = now_s();
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  assert_int_equal((intptr_t)v, 250000);
+  assert_true(now_s() - t0 >= 0.6); /* after the initializer */
+  assert_int_equal(cf_future_result(g, 10, &v), 0);
+  assert_int_equal((intptr_t)v, 9);
+  assert_int_equal(cf_future_result(h, 10, &v), CF_EFAILED);
+  cf_error e;
+  assert_int_equal(cf_future_exception(h, 0, &e), 0);
+  assert_int_equal(e.code, CF_ETIMEDOUT);
+  cf_future_unref(f);
+  cf_future_unref(g);
+  cf_future_unref(h);
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
 static void test_broken_pool_is_idle(void **state) {
   (void)state;
   alarm(30);
@@ -942,6 +983,7 @@ int main(void) {
       TEST(test_task_ending_at_its_timeout),
       TEST(test_max_tasks_per_child),
       TEST(test_initializer),
+      TEST(test_timeout_counts_from_task_start),
       TEST(test_broken_pool_is_idle),
       TEST(test_shutdown),
       TEST(test_with_thread_pool),
