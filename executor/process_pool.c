@@ -99,6 +99,25 @@ typedef struct ptask {
   cf_destroy_fn destroy; /* KIND_VALUE results */
 } ptask;
 
+/* One per worker slot, in a MAP_SHARED mapping made before the fork
+ * server is forked (so the server and every worker share it with the
+ * manager): the worker in the slot counts the tasks it has started. When
+ * a worker dies, the manager compares it with the results it has read:
+ * only a task that had started is blamed; the others never ran. No
+ * message, no syscall: one store per task. */
+typedef struct slot_shared {
+  /* Written by the slot's worker (reset by the server before each fork),
+   * read by the manager after the worker's exit report, which the worker's
+   * death orders before the read (through the kernel): relaxed. */
+  _Atomic uint64_t started;
+  char pad[64 - sizeof(uint64_t)];
+} slot_shared;
+
+/* Workers that die before starting any task, in a row, that break the
+ * pool (a crashing initializer would otherwise fork replacements for
+ * ever, their tasks requeued each time). */
+#define EARLY_DEATHS_MAX 5
+
 /* W_LIVE workers take tasks; W_DEAD ones wait for their exit report: they
  * have hung up, retired, or been killed by the manager (their socket is
  * still read: a result sent before the kill counts). */
@@ -122,6 +141,7 @@ typedef struct pworker {
   bool started;      /* the oldest task sent has started (STARTED read) */
   uint64_t deadline; /* ns; the running task's timeout, 0: none (yet) */
   bool timed_out;    /* killed by the manager at its deadline */
+  const char *fault; /* it broke the protocol: the manager killed it */
 } pworker;
 
 static ptask *inflight_pop(pworker *w) {
@@ -141,6 +161,8 @@ typedef struct ppool {
   pthread_t manager;
   pthread_t manager_self; /* set by the manager itself, before it starts */
   pworker *workers;       /* manager only */
+  slot_shared *shared;    /* n slots, shared with the server and workers */
+  unsigned early_deaths;  /* manager only: see EARLY_DEATHS_MAX */
   struct pollfd *pfds;    /* manager only: n + 2 */
   size_t *slot_of;        /* manager only: pfds index -> worker slot */
   pthread_cond_t started_cv;
@@ -268,6 +290,25 @@ static int send_header(int fd, const wire *h, int pass_fd) {
              : 0;
 }
 
+/* A memfd holding data[0..len), or -1 (errno set). */
+static int payload_memfd(const void *data, size_t len) {
+  int mfd = memfd_create("cfutures-payload", MFD_CLOEXEC);
+  if (mfd < 0)
+    return -1;
+  /* write() fills the memfd's pages directly: no page faults to take. */
+  if (write_all_fd(mfd, data, len)) {
+    int e = errno;
+    close(mfd);
+    errno = e;
+    return -1;
+  }
+  return mfd;
+}
+
+/* Sends a message: 0; -1 when the socket failed (the peer is gone, or the
+ * stream is cut); SEND_LOCAL when the payload could not be prepared
+ * (memfd: errno says why), nothing sent, the stream intact. */
+#define SEND_LOCAL (-2)
 static int send_msg(int fd, wire *h, const void *data) {
   if (h->len < BIG_PAYLOAD) {
     h->flags = 0;
@@ -275,14 +316,9 @@ static int send_msg(int fd, wire *h, const void *data) {
       return -1;
     return h->len ? write_full(fd, data, h->len) : 0;
   }
-  int mfd = memfd_create("cfutures-payload", MFD_CLOEXEC);
+  int mfd = payload_memfd(data, h->len);
   if (mfd < 0)
-    return -1;
-  /* write() fills the memfd's pages directly: no page faults to take. */
-  if (write_all_fd(mfd, data, h->len)) {
-    close(mfd);
-    return -1;
-  }
+    return SEND_LOCAL;
   h->flags = FLAG_MAPPED;
   int rc = send_header(fd, h, mfd);
   close(mfd);
@@ -296,6 +332,13 @@ static void payload_free(const wire *h, void *data) {
   else
     free(data);
 }
+
+/* recv_msg's failures besides -1 (end-of-file, socket error, stream cut):
+ * RECV_BAD, a malformed message (the peer broke the protocol); RECV_LOCAL,
+ * the payload could not be received here (no descriptor slot, no memory:
+ * errno says which) and was skipped, the stream intact. */
+#define RECV_BAD   (-2)
+#define RECV_LOCAL (-3)
 
 /* Reads a message; *data is malloc'd, or mapped when h->flags says so
  * (free either with payload_free), NULL for an empty payload. `populate`
@@ -329,13 +372,19 @@ static int recv_msg(int fd, wire *h, void **data, bool populate) {
     return -1;
   }
   if (h->flags & FLAG_MAPPED) {
-    if (mfd < 0)
-      return -1;
+    if (mfd < 0) {
+      /* The descriptor was dropped for want of a slot here (EMFILE); or
+       * it never came: the peer broke the protocol. */
+      errno = EMFILE;
+      return (m.msg_flags & MSG_CTRUNC) ? RECV_LOCAL : RECV_BAD;
+    }
     void *p = mmap(NULL, h->len, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | (populate ? MAP_POPULATE : 0), mfd, 0);
+    int e = errno;
     close(mfd);
+    errno = e;
     if (p == MAP_FAILED)
-      return -1;
+      return RECV_LOCAL;
     *data = p;
     return 0;
   }
@@ -343,8 +392,22 @@ static int recv_msg(int fd, wire *h, void **data, bool populate) {
     close(mfd);
   if (h->len == 0)
     return 0;
+  if (h->len >= BIG_PAYLOAD)
+    return RECV_BAD; /* would have come in a memfd */
   *data = malloc(h->len);
-  if (!*data || read_full(fd, *data, h->len)) {
+  if (!*data) {
+    /* Skip the payload: the stream stays in step. */
+    char skip[4096];
+    for (uint64_t left = h->len; left > 0;) {
+      size_t k = left < sizeof skip ? (size_t)left : sizeof skip;
+      if (read_full(fd, skip, k))
+        return -1;
+      left -= k;
+    }
+    errno = ENOMEM;
+    return RECV_LOCAL;
+  }
+  if (read_full(fd, *data, h->len)) {
     free(*data);
     *data = NULL;
     return -1;
@@ -409,7 +472,12 @@ static void run_chunk(int sock, const wire *h, const void *in) {
     free(msgs[i]);
   free(msgs);
   free(table);
-  if (send_msg(sock, &r, payload))
+  int src = send_msg(sock, &r, payload);
+  if (src == SEND_LOCAL) {
+    wire f = {.type = MSG_RESULT, .kind = KIND_CHUNK, .code = CF_ESYS};
+    src = send_msg(sock, &f, NULL);
+  }
+  if (src)
     _exit(0);
   free(payload);
 }
@@ -429,7 +497,8 @@ static bool spin_for_input(int fd, uint64_t ns) {
 
 #define SPIN_NS 50000u
 
-static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o) {
+static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o,
+                                  slot_shared *sh) {
   if (o->initializer && o->initializer(o->initarg) != 0) {
     wire h = {.type = MSG_INIT_FAILED};
     send_msg(sock, &h, NULL);
@@ -440,8 +509,27 @@ static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o) {
     wire h;
     void *in;
     spin_for_input(sock, SPIN_NS);
-    if (recv_msg(sock, &h, &in, true))
+    int rrc = recv_msg(sock, &h, &in, true);
+    if (rrc != 0 && rrc != RECV_LOCAL)
       _exit(0); /* the parent hung up: shutdown */
+    /* see slot_shared */
+    uint64_t k = atomic_load_explicit(&sh->started, memory_order_relaxed);
+    atomic_store_explicit(&sh->started, k + 1, memory_order_relaxed);
+    if (rrc == RECV_LOCAL) {
+      /* No memory or descriptor for the input here: the task fails and
+       * says why; the worker goes on. */
+      char why[160];
+      snprintf(why, sizeof why,
+               "the worker could not receive the task's input (%s)",
+               strerror(errno));
+      wire f = {.type = MSG_RESULT,
+                .kind = h.kind,
+                .code = errno == ENOMEM ? CF_ENOMEM : CF_ESYS};
+      f.len = h.kind == KIND_CHUNK ? 0 : strlen(why) + 1;
+      if (send_msg(sock, &f, why))
+        _exit(0);
+      continue;
+    }
     /* A task timeout counts from here, not from when the task was sent
      * (the initializer or the task before it may have run meanwhile). No
      * timeout, no report: it would cost every task a message. */
@@ -489,7 +577,20 @@ static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o) {
       r.len = msg ? strlen(msg) + 1 : 0;
     }
     payload_free(&h, in);
-    if (send_msg(sock, &r, payload))
+    int src = send_msg(sock, &r, payload);
+    if (src == SEND_LOCAL) {
+      /* No memfd for a large result (EMFILE, ENOMEM...): the task fails
+       * and says why; the worker goes on. */
+      char why[160];
+      snprintf(why, sizeof why,
+               "the worker could not pass the task's result "
+               "(memfd_create: %s)",
+               strerror(errno));
+      wire f = {.type = MSG_RESULT, .kind = h.kind, .code = CF_ESYS};
+      f.len = strlen(why) + 1;
+      src = send_msg(sock, &f, why);
+    }
+    if (src)
       _exit(0);
     free(payload);
     if (o->max_tasks_per_child && ++done >= o->max_tasks_per_child)
@@ -567,7 +668,8 @@ static void default_signal_handlers(void) {
 }
 
 static _Noreturn void server_main(int ctl_fd, pid_t parent,
-                                  const cf_process_pool_opts *o) {
+                                  const cf_process_pool_opts *o, size_t n,
+                                  slot_shared *shared) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent)
     _exit(0);
@@ -610,8 +712,10 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
         ;
       _exit(0);
     }
-    if (c.op != CTL_SPAWN)
+    if (c.op != CTL_SPAWN || c.slot >= n)
       continue;
+    /* The slot's previous worker has exited (its report came first). */
+    atomic_store_explicit(&shared[c.slot].started, 0, memory_order_relaxed);
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
       ctl fail = {.op = CTL_SPAWNED, .slot = c.slot, .pid = -1};
@@ -625,7 +729,7 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
       close(sfd);
       close(sv[0]);
       sigprocmask(SIG_UNBLOCK, &chld, NULL);
-      worker_main(sv[1], o);
+      worker_main(sv[1], o, &shared[c.slot]);
     }
     close(sv[1]);
     ctl reply = {.op = CTL_SPAWNED, .slot = c.slot, .pid = pid > 0 ? pid : -1};
@@ -845,25 +949,50 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
      * without blocking). */
     while (w->fd >= 0)
       on_worker_readable(p, w);
-    bool retired =
-        p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child;
-    if (w->qn && !retired) {
-      /* The oldest task was running: it fails with the cause. */
+    /* Every result it sent has been read: the oldest task left ran iff the
+     * worker started more tasks than it answered (see slot_shared). */
+    uint64_t started =
+        atomic_load_explicit(&p->shared[i].started, memory_order_relaxed);
+    char how[96];
+    describe_death(status, how, sizeof how);
+    if (w->qn && started > w->done) {
       ptask *t = inflight_pop(w);
-      char how[96];
-      describe_death(status, how, sizeof how);
       if (w->timed_out)
         fail_task(t, CF_ETIMEDOUT,
                   "worker %d ran past the task timeout and was killed", pid);
+      else if (w->fault)
+        fail_task(t, CF_EBROKEN,
+                  "worker %d sent %s while running the task (protocol "
+                  "error) and was killed",
+                  pid, w->fault);
       else
         fail_task(t, CF_EBROKEN, "worker %d %s while running the task", pid,
                   how);
     }
     requeue_front(p, w); /* the rest never started */
+    bool early = started == 0 && !w->timed_out && !w->fault;
     w->state = W_NONE;
+    w->fault = NULL;
     w->started = false;
     w->deadline = 0;
     w->timed_out = false;
+    pthread_mutex_lock(&p->mu);
+    bool was_broken = p->broken;
+    pthread_mutex_unlock(&p->mu);
+    if (early && !was_broken && ++p->early_deaths >= EARLY_DEATHS_MAX) {
+      /* Workers die before they can start anything (the initializer
+       * crashes?): replacing them for ever would requeue the tasks for
+       * ever. */
+      char why[200];
+      snprintf(why, sizeof why,
+               "the pool is broken: %u workers in a row died before "
+               "starting a task (the last one %s)",
+               p->early_deaths, how);
+      pthread_mutex_lock(&p->mu);
+      p->broken = true;
+      pthread_mutex_unlock(&p->mu);
+      fail_pending(p, CF_EBROKEN, why);
+    }
     pthread_mutex_lock(&p->mu);
     bool broken = p->broken;
     pthread_mutex_unlock(&p->mu);
@@ -933,18 +1062,33 @@ static void dispatch(ppool *p) {
         i--;          /* this worker still wants one (wraps to 0: fine) */
         continue;
       }
+      wire h = {.type = MSG_TASK, .kind = t->kind, .fn = t->fn, .len = t->len};
+      int src, mfd = t->mfd;
+      if (mfd < 0 && t->len >= BIG_PAYLOAD &&
+          (mfd = payload_memfd(t->data, t->len)) < 0) {
+        /* Out of descriptors or memory here (EMFILE, ENOMEM): the task
+         * fails with the cause; the worker, which got nothing, stays. */
+        fail_task(t, CF_ESYS,
+                  "the task's input could not be passed to a worker "
+                  "(memfd_create: %s)",
+                  strerror(errno));
+        i--; /* this worker still wants one (wraps to 0: fine) */
+        continue;
+      }
       w->q[(w->qh + w->qn) % PIPE_DEPTH] = t;
       w->qn++;
-      wire h = {.type = MSG_TASK, .kind = t->kind, .fn = t->fn, .len = t->len};
-      int src;
-      if (t->mfd >= 0) {
+      if (mfd >= 0) {
         h.flags = FLAG_MAPPED;
-        src = send_header(w->fd, &h, t->mfd);
+        src = send_header(w->fd, &h, mfd);
+        if (mfd != t->mfd)
+          close(mfd);
       } else {
         src = send_msg(w->fd, &h, t->data);
       }
+      /* It hung up: its exit report settles its tasks (requeued, as it
+       * started none of those it had not read). */
       if (src)
-        worker_lost(p, w); /* died: its exit report settles its tasks */
+        worker_lost(p, w);
     }
   }
 }
@@ -953,14 +1097,53 @@ static void dispatch(ppool *p) {
  * worker hung up). */
 static int on_worker_readable(ppool *p, pworker *w) {
   wire r;
-  void *payload;
-  if (recv_msg(w->fd, &r, &payload, false)) {
+  void *payload = NULL;
+  int rc = recv_msg(w->fd, &r, &payload, false);
+  if (rc == -1) {
     worker_lost(p, w);
     return 0;
   }
+  /* A message of no known type, a result for no task, a start reported
+   * twice: the worker is not to be trusted (a task scribbled on its
+   * socket?). It is killed; a task it had started fails with the cause. */
+  const char *fault =
+      rc == RECV_BAD ? "a malformed message"
+      : r.type != MSG_STARTED && r.type != MSG_RESULT &&
+              r.type != MSG_INIT_FAILED
+          ? "a message of unknown type"
+      : r.type == MSG_RESULT && w->qn == 0 ? "a result for no task"
+      : r.type == MSG_STARTED &&
+              (w->qn == 0 || w->started || p->o.task_timeout_s <= 0)
+          ? "a start report for no task"
+          : NULL;
+  if (fault || (rc == RECV_LOCAL && r.type != MSG_RESULT)) {
+    if (rc == 0)
+      payload_free(&r, payload);
+    w->fault = fault ? fault : "an unexpected payload";
+    worker_lost(p, w);
+    kill(w->pid, SIGKILL); /* not reaped before its exit report: no reuse */
+    return 0;
+  }
+  if (rc == RECV_LOCAL) {
+    /* The result reached us but could not be taken in (no descriptor
+     * slot, no memory): the task fails with the cause, the worker is fine
+     * and stays. */
+    int e = errno;
+    ptask *t = inflight_pop(w);
+    w->done++;
+    w->started = false;
+    w->deadline = 0;
+    p->early_deaths = 0;
+    if (p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child)
+      w->state = W_DEAD;
+    fail_task(t, e == ENOMEM ? CF_ENOMEM : CF_ESYS,
+              "the task's result could not be received from worker %d (%s)",
+              w->pid, strerror(e));
+    return MSG_RESULT;
+  }
   if (r.type == MSG_STARTED) {
     payload_free(&r, payload);
-    if (w->qn && !w->started) {
+    {
       w->started = true;
       w->deadline = task_deadline(p);
     }
@@ -974,18 +1157,16 @@ static int on_worker_readable(ppool *p, pworker *w) {
     payload_free(&r, payload);
     return MSG_INIT_FAILED;
   }
-  ptask *t = w->qn ? inflight_pop(w) : NULL;
+  ptask *t = inflight_pop(w);
   w->done++;
   w->started = false; /* the next one reports its own start */
   w->deadline = 0;
+  p->early_deaths = 0;
   /* A worker that reached max_tasks_per_child exits on its own: wait for
    * its exit report (which brings the replacement) instead of feeding it. */
   if (p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child)
     w->state = W_DEAD;
-  if (t)
-    complete_task(t, &r, payload);
-  else
-    payload_free(&r, payload);
+  complete_task(t, &r, payload);
   return (int)r.type;
 }
 
@@ -1023,7 +1204,7 @@ static int start_server(ppool *p) {
     sigemptyset(&keep);
     sigaddset(&keep, SIGCHLD);
     sigprocmask(SIG_SETMASK, &keep, NULL);
-    server_main(sv[1], parent, &p->o);
+    server_main(sv[1], parent, &p->o, p->n, p->shared);
   }
   close(sv[1]);
   if (pid < 0) {
@@ -1338,6 +1519,8 @@ static void pool_free(ppool *p) {
   free(p->pfds);
   free(p->slot_of);
   free(p->workers);
+  if (p->shared)
+    munmap(p->shared, p->n * sizeof *p->shared);
   free(p);
 }
 
@@ -1392,7 +1575,11 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   p->workers = calloc(n, sizeof *p->workers);
   p->pfds = calloc(n + 2, sizeof *p->pfds);
   p->slot_of = calloc(n + 2, sizeof *p->slot_of);
-  if (!p->workers || !p->pfds || !p->slot_of || p->wake_fd < 0) {
+  p->shared = mmap(NULL, n * sizeof *p->shared, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p->shared == MAP_FAILED)
+    p->shared = NULL;
+  if (!p->workers || !p->pfds || !p->slot_of || !p->shared || p->wake_fd < 0) {
     int rc = p->wake_fd < 0 ? CF_ESYS : CF_ENOMEM;
     pool_free(p);
     return rc;

@@ -8,8 +8,13 @@
  *
  * A worker that dies (a crash, SIGKILL, exit() inside a task) never hangs
  * anyone: the future it was running fails with CF_EBROKEN and a message
- * naming the signal or the exit status, a replacement worker is forked,
- * and the other futures complete normally. Done-callbacks of process-pool
+ * naming the signal, the exit status or the protocol error, a replacement
+ * worker is forked, and the other futures complete normally (those sent
+ * to the dead worker but not started are sent again). Five workers in a
+ * row dying before they start any task (a crashing initializer) break the
+ * pool. A task whose bytes cannot be passed for want of resources (EMFILE
+ * or ENOMEM for a memfd or a mapping) fails alone, with CF_ESYS or
+ * CF_ENOMEM and a message; the worker stays. Done-callbacks of process-pool
  * futures run in the parent, on the pool's manager thread (a callback there
  * must not block for long: it holds up every other result, and it must
  * never wait for another future of the same pool, which only this thread

@@ -12,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -656,6 +659,203 @@ static void test_broken_pool_is_idle(void **state) {
   assert_true(used < 0.05); /* spinning: ~0.3 s */
 }
 
+/* A worker of this process's pool (a child of our child, the fork server),
+ * other than `other`; 0 if none. */
+static pid_t find_worker(pid_t other) {
+  pid_t found = 0;
+  DIR *d = opendir("/proc");
+  struct dirent *de;
+  while ((de = readdir(d)) && !found) {
+    pid_t pid = (pid_t)atoi(de->d_name);
+    if (pid <= 0 || pid == other)
+      continue;
+    char path[300], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+      continue;
+    int ppid = 0, gp = 0;
+    char st;
+    if (fgets(buf, sizeof buf, fp)) {
+      char *q = strrchr(buf, ')');
+      if (q && sscanf(q + 2, "%c %d", &st, &ppid) == 2) {
+        snprintf(path, sizeof path, "/proc/%d/stat", ppid);
+        FILE *fp2 = fopen(path, "r");
+        if (fp2 && fgets(buf, sizeof buf, fp2) && (q = strrchr(buf, ')')))
+          sscanf(q + 2, "%c %d", &st, &gp);
+        if (fp2)
+          fclose(fp2);
+      }
+    }
+    fclose(fp);
+    if (gp == getpid())
+      found = pid;
+  }
+  closedir(d);
+  return found;
+}
+
+/* Blame is exact: tasks sent ahead to a worker that dies before starting
+ * them (here killed in its initializer) go back to the queue; they were
+ * blamed, the oldest failing with "killed by signal 9 while running". */
+static void test_death_before_start_blames_no_task(void **state) {
+  (void)state;
+  alarm(30);
+  cf_process_pool_opts o = {.max_workers = 1,
+                            .initializer = init_slow,
+                            .initarg = (void *)(uintptr_t)300000};
+  cf_executor *ex;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  cf_future *f, *g;
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)2, &f), 0);
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)3, &g), 0);
+  double t0 = now_s();
+  while (!(cf_future_running(f) && cf_future_running(g)) && now_s() - t0 < 10)
+    usleep(1000); /* both sent to the worker, which is in its initializer */
+  pid_t w = find_worker(0);
+  assert_true(w > 0);
+  assert_int_equal(kill(w, SIGKILL), 0);
+  void *v;
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  assert_int_equal((intptr_t)v, 4);
+  assert_int_equal(cf_future_result(g, 10, &v), 0);
+  assert_int_equal((intptr_t)v, 9);
+  cf_future_unref(f);
+  cf_future_unref(g);
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
+static int init_crashes(void *arg) {
+  (void)arg;
+  raise(SIGSEGV);
+  return 0;
+}
+
+/* Workers that die before they can start any task (a crashing
+ * initializer) break the pool after a few tries, with the cause, instead
+ * of forking replacements for ever. */
+static void test_initializer_crash_breaks_pool(void **state) {
+  (void)state;
+  alarm(30);
+  cf_process_pool_opts o = {.max_workers = 2, .initializer = init_crashes};
+  cf_executor *ex;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  cf_future *f;
+  int rc = cf_submit(ex, square, (void *)(intptr_t)2, &f);
+  if (rc == 0) {
+    assert_int_equal(cf_future_result(f, 10, NULL), CF_EBROKEN);
+    cf_error e;
+    assert_int_equal(cf_future_exception(f, 0, &e), 0);
+    print_message("# %s\n", e.message);
+    assert_non_null(strstr(e.message, "signal 11"));
+    cf_future_unref(f);
+  }
+  double t0 = now_s();
+  while ((rc = cf_submit(ex, square, NULL, &f)) == 0 && now_s() - t0 < 10) {
+    assert_int_equal(cf_future_result(f, 10, NULL), CF_EBROKEN);
+    cf_future_unref(f);
+  }
+  assert_int_equal(rc, CF_EBROKEN);
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
+/* The manager running out of descriptors (EMFILE in memfd_create, for an
+ * input of 64 KiB) fails that task with CF_ESYS and says so; the worker,
+ * healthy, is kept (it was cut off, and the task blamed on its "exit"). */
+static void test_manager_out_of_fds(void **state) {
+  (void)state;
+  alarm(30);
+  cf_executor *ex = new_pool(1);
+  cf_future *f;
+  void *v;
+  assert_int_equal(cf_submit(ex, my_pid, NULL, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  pid_t worker = (pid_t)(intptr_t)v;
+  cf_future_unref(f);
+  size_t n = 100 * 1024;
+  char *in = calloc(1, n);
+  assert_non_null(in);
+  struct rlimit old, low;
+  assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+  low = old;
+  low.rlim_cur = (rlim_t)count_fds() + 16;
+  int held[64], nheld = 0;
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+  while (nheld < 64 && (held[nheld] = dup(0)) >= 0)
+    nheld++;
+  int rc = cf_process_pool_submit(ex, reverse, in, n, &f);
+  int rrc = rc == 0 ? cf_future_result(f, 10, &v) : rc;
+  cf_error e = {0};
+  int erc = rc == 0 ? cf_future_exception(f, 0, &e) : rc;
+  char msg[256] = "";
+  if (e.message)
+    snprintf(msg, sizeof msg, "%s", e.message);
+  if (rc == 0)
+    cf_future_unref(f);
+  while (nheld > 0)
+    close(held[--nheld]);
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+  print_message("# %s\n", msg);
+  assert_int_equal(rc, 0);
+  assert_int_equal(rrc, CF_EFAILED);
+  assert_int_equal(erc, 0);
+  assert_int_equal(e.code, CF_ESYS);
+  assert_non_null(strstr(msg, "Too many open files"));
+  /* the same worker serves the next tasks, big input included */
+  assert_int_equal(cf_submit(ex, my_pid, NULL, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  assert_int_equal((pid_t)(intptr_t)v, worker);
+  cf_future_unref(f);
+  assert_int_equal(cf_process_pool_submit(ex, reverse, in, n, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  assert_int_equal(((cf_buf *)v)->len, n);
+  cf_future_unref(f);
+  free(in);
+  cf_executor_free(ex);
+}
+
+/* A task that writes garbage into its worker's socket: the manager reads
+ * a message of no known type. The task fails with CF_EBROKEN and a message
+ * naming the protocol error (it used to "succeed" with a NULL result); the
+ * worker is replaced and the pool goes on. */
+static int scribble(void *arg, void **out) {
+  (void)arg;
+  *out = (void *)(intptr_t)1;
+  for (int fd = 3; fd < 64; fd++) {
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
+      unsigned char junk[32] = {99, 0, 0, 0, 7};
+      ssize_t w = write(fd, junk, sizeof junk);
+      (void)w;
+      break;
+    }
+  }
+  return 0;
+}
+
+static void test_protocol_error(void **state) {
+  (void)state;
+  alarm(30);
+  cf_executor *ex = new_pool(1);
+  cf_future *f;
+  void *v;
+  assert_int_equal(cf_submit(ex, scribble, NULL, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), CF_EBROKEN);
+  cf_error e;
+  assert_int_equal(cf_future_exception(f, 0, &e), 0);
+  print_message("# %s\n", e.message);
+  assert_non_null(strstr(e.message, "protocol"));
+  cf_future_unref(f);
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)5, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  assert_int_equal((intptr_t)v, 25);
+  cf_future_unref(f);
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
 static void test_shutdown(void **state) {
   (void)state;
   cf_executor *ex = new_pool(1);
@@ -985,6 +1185,10 @@ int main(void) {
       TEST(test_initializer),
       TEST(test_timeout_counts_from_task_start),
       TEST(test_broken_pool_is_idle),
+      TEST(test_death_before_start_blames_no_task),
+      TEST(test_initializer_crash_breaks_pool),
+      TEST(test_manager_out_of_fds),
+      TEST(test_protocol_error),
       TEST(test_shutdown),
       TEST(test_with_thread_pool),
       TEST(test_map_chunks),
