@@ -674,6 +674,18 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
   if (getppid() != parent)
     _exit(0);
   default_signal_handlers();
+  /* The terminal's signals go to the whole foreground process group: a
+   * host that handles Ctrl-C lives on, and so must its pool (with default
+   * actions, the server and the running task died of it, and the pool was
+   * broken for good). Ignored here, and in the workers, which inherit it.
+   * The server dies with the parent anyway (PR_SET_PDEATHSIG). */
+  static const int terminal_signals[] = {SIGINT,  SIGQUIT, SIGTSTP,
+                                         SIGTTIN, SIGTTOU, SIGHUP};
+  for (size_t k = 0; k < sizeof terminal_signals / sizeof *terminal_signals;
+       k++) {
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+    sigaction(terminal_signals[k], &ign, NULL);
+  }
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);

@@ -28,6 +28,11 @@
  * cf_future_exception gives the code (CF_ETIMEDOUT for a task killed at
  * its timeout) and the message.
  *
+ * The fork server and the workers ignore the terminal's signals (SIGINT,
+ * SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGHUP): a Ctrl-C that the host
+ * handles leaves the pool working; a task that wants them must install
+ * its own handlers. They die with the host all the same.
+ *
  * The pool owns one thread and one child process (the fork server) from
  * cf_process_pool_new to cf_executor_free, plus its workers. It works in a
  * host that ignores SIGCHLD or runs its own threads, whichever thread made

@@ -856,6 +856,77 @@ static void test_protocol_error(void **state) {
   assert_int_equal(count_children(), 0);
 }
 
+static volatile sig_atomic_t terminal_signals;
+static void count_signal(int sig) {
+  (void)sig;
+  terminal_signals++;
+}
+
+/* Runs in a child of the test, leader of its own process group: a pool,
+ * a task running, then the terminal's signals sent to the whole group (as
+ * Ctrl-C, Ctrl-\, Ctrl-Z or a hang-up would), which the host handles.
+ * Returns 0, or the number of the check that failed. */
+static int terminal_signals_child(void) {
+  if (setpgid(0, 0) != 0)
+    return 1;
+  const int sigs[] = {SIGINT, SIGQUIT, SIGTSTP, SIGHUP};
+  for (int k = 0; k < 4; k++) {
+    struct sigaction sa = {.sa_handler = count_signal};
+    sigaction(sigs[k], &sa, NULL);
+  }
+  cf_process_pool_opts o = {.max_workers = 1};
+  cf_executor *ex;
+  if (cf_process_pool_new(&o, &ex) != 0)
+    return 2;
+  cf_future *f, *g;
+  void *v;
+  if (cf_submit(ex, slow, (void *)(intptr_t)300000, &f) != 0)
+    return 3;
+  double t0 = now_s();
+  while (!cf_future_running(f) && now_s() - t0 < 10)
+    usleep(1000);
+  usleep(50000); /* the task runs in its worker */
+  for (int k = 0; k < 4; k++)
+    if (kill(0, sigs[k]) != 0)
+      return 4;
+  if (cf_future_result(f, 10, &v) != 0 || (intptr_t)v != 300000)
+    return 5; /* the worker or the fork server died */
+  cf_future_unref(f);
+  if (cf_submit(ex, square, (void *)(intptr_t)7, &g) != 0)
+    return 6;
+  if (cf_future_result(g, 10, &v) != 0 || (intptr_t)v != 49)
+    return 7;
+  cf_future_unref(g);
+  cf_executor_free(ex);
+  return terminal_signals == 4 ? 0 : 8;
+}
+
+/* Ctrl-C goes to the whole foreground process group: the host handles it
+ * and lives on, and so must its pool (the fork server, whose handlers are
+ * reset to default, died of it; the running task failed and the pool was
+ * broken for good). The fork server and workers ignore the terminal's
+ * signals. */
+static void test_terminal_signals(void **state) {
+  (void)state;
+  alarm(30);
+  pid_t child = fork();
+  assert_true(child >= 0);
+  if (child == 0)
+    _exit(terminal_signals_child());
+  int st = 0;
+  double t0 = now_s();
+  pid_t r;
+  while ((r = waitpid(child, &st, WNOHANG)) == 0 && now_s() - t0 < 20)
+    usleep(10000);
+  if (r == 0) {
+    kill(-child, SIGKILL);
+    waitpid(child, &st, 0);
+    fail_msg("the child hung");
+  }
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 static void test_shutdown(void **state) {
   (void)state;
   cf_executor *ex = new_pool(1);
@@ -1189,6 +1260,7 @@ int main(void) {
       TEST(test_initializer_crash_breaks_pool),
       TEST(test_manager_out_of_fds),
       TEST(test_protocol_error),
+      TEST(test_terminal_signals),
       TEST(test_shutdown),
       TEST(test_with_thread_pool),
       TEST(test_map_chunks),
