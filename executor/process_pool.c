@@ -32,7 +32,20 @@
  * marks it dead; its task fails when the fork server reports how it died.
  *
  * Locks: `mu` guards the pending list and the flags submitters and the
- * manager share; the workers table belongs to the manager thread alone.
+ * manager share; the workers table belongs to the manager thread alone,
+ * except that the numbers of the manager's sockets (ctl_fd, ctl_peer,
+ * each worker's fd) change only under `fd_mu`, for the fork handlers.
+ * Order: `pools_mu` (the registry of pools) before any `fd_mu`; `mu`
+ * and `fd_mu` are never held together.
+ *
+ * A host that forks without exec: its child would keep copies of the
+ * manager's sockets, and the workers and the fork server would not see
+ * end-of-file until that child exits (cf_executor_free would wait for
+ * it). A pthread_atfork handler closes them in the child: `prepare` takes
+ * `pools_mu` and every pool's `fd_mu`, so the child's copy of the numbers
+ * is consistent. The fork handlers do nothing in the manager's own fork of
+ * the fork server (the server closes everything itself) nor in the
+ * server (single-threaded, its locks' state inherited from anywhere).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -156,8 +169,11 @@ typedef struct ppool {
   cf_process_pool_opts o;
   size_t n;
   pid_t server;
-  int ctl_fd;  /* manager */
-  int wake_fd; /* eventfd */
+  int ctl_fd;   /* manager; changed under fd_mu */
+  int ctl_peer; /* the server's end, until the server is forked; fd_mu */
+  pthread_mutex_t fd_mu;   /* see the fork handlers */
+  struct ppool *next_pool; /* in the registry; guarded by pools_mu */
+  int wake_fd;             /* eventfd */
   pthread_t manager;
   pthread_t manager_self; /* set by the manager itself, before it starts */
   pworker *workers;       /* manager only */
@@ -176,6 +192,80 @@ typedef struct ppool {
   bool joined;        /* guarded by join_mu */
   pthread_mutex_t join_mu;
 } ppool;
+
+/* ---- fork handlers (see the top of the file) ------------------------------
+ */
+
+static pthread_mutex_t pools_mu = PTHREAD_MUTEX_INITIALIZER;
+static ppool *pools; /* every pool of this process; guarded by pools_mu */
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static _Thread_local bool forking_server; /* this manager forks its server */
+static bool atfork_off;                   /* in the fork server: never on */
+
+static bool atfork_skip(void) {
+  return forking_server || atfork_off;
+}
+
+static void atfork_prepare(void) {
+  if (atfork_skip())
+    return;
+  pthread_mutex_lock(&pools_mu);
+  for (ppool *p = pools; p; p = p->next_pool)
+    pthread_mutex_lock(&p->fd_mu);
+}
+
+static void atfork_parent(void) {
+  if (atfork_skip())
+    return;
+  for (ppool *p = pools; p; p = p->next_pool)
+    pthread_mutex_unlock(&p->fd_mu);
+  pthread_mutex_unlock(&pools_mu);
+}
+
+/* In the host's child: the pools' sockets are closed, so that the workers
+ * and fork servers, which belong to the parent, see end-of-file when the
+ * parent hangs up. The pools are unusable here (no manager thread). */
+static void atfork_child(void) {
+  if (atfork_skip())
+    return;
+  for (ppool *p = pools; p; p = p->next_pool) {
+    int *fds[] = {&p->ctl_fd, &p->ctl_peer};
+    for (size_t k = 0; k < 2; k++)
+      if (*fds[k] >= 0) {
+        close(*fds[k]);
+        *fds[k] = -1;
+      }
+    for (size_t i = 0; i < p->n; i++)
+      if (p->workers[i].fd >= 0) {
+        close(p->workers[i].fd);
+        p->workers[i].fd = -1;
+      }
+    pthread_mutex_unlock(&p->fd_mu);
+  }
+  pthread_mutex_unlock(&pools_mu);
+}
+
+static void atfork_register(void) {
+  pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+static void pool_register(ppool *p) {
+  pthread_once(&atfork_once, atfork_register);
+  pthread_mutex_lock(&pools_mu);
+  p->next_pool = pools;
+  pools = p;
+  pthread_mutex_unlock(&pools_mu);
+}
+
+static void pool_unregister(ppool *p) {
+  pthread_mutex_lock(&pools_mu);
+  for (ppool **pp = &pools; *pp; pp = &(*pp)->next_pool)
+    if (*pp == p) {
+      *pp = p->next_pool;
+      break;
+    }
+  pthread_mutex_unlock(&pools_mu);
+}
 
 /* ---- framing ------------------------------------------------------------- */
 
@@ -942,11 +1032,12 @@ static void fail_pending(ppool *p, int code, const char *why) {
 }
 
 static void worker_lost(ppool *p, pworker *w) {
+  pthread_mutex_lock(&p->fd_mu);
   if (w->fd >= 0)
     close(w->fd);
   w->fd = -1;
+  pthread_mutex_unlock(&p->fd_mu);
   w->state = W_DEAD; /* the task waits for the exit report */
-  (void)p;
 }
 
 static int on_worker_readable(ppool *p, pworker *w);
@@ -1205,11 +1296,20 @@ static bool all_quiet(ppool *p) {
  * first workers. Returns 0 or CF_ESYS. */
 static int start_server(ppool *p) {
   int sv[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
+  pthread_mutex_lock(&p->fd_mu);
+  int src = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv);
+  if (src == 0) {
+    p->ctl_fd = sv[0];
+    p->ctl_peer = sv[1];
+  }
+  pthread_mutex_unlock(&p->fd_mu);
+  if (src)
     return CF_ESYS;
   pid_t parent = getpid();
+  forking_server = true; /* no fork handler: see the top of the file */
   pid_t pid = fork();
   if (pid == 0) {
+    atfork_off = true;
     close(sv[0]);
     close_other_fds(sv[1], -1);
     sigset_t keep;
@@ -1218,13 +1318,18 @@ static int start_server(ppool *p) {
     sigprocmask(SIG_SETMASK, &keep, NULL);
     server_main(sv[1], parent, &p->o, p->n, p->shared);
   }
+  forking_server = false;
+  pthread_mutex_lock(&p->fd_mu);
   close(sv[1]);
+  p->ctl_peer = -1;
   if (pid < 0) {
     close(sv[0]);
-    return CF_ESYS;
+    p->ctl_fd = -1;
   }
+  pthread_mutex_unlock(&p->fd_mu);
+  if (pid < 0)
+    return CF_ESYS;
   p->server = pid;
-  p->ctl_fd = sv[0];
   for (size_t i = 0; i < p->n; i++)
     spawn(p, i);
   return 0;
@@ -1311,7 +1416,16 @@ static void *manager_main(void *arg) {
     while (!server_gone && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
       ctl c;
       int fd;
+      /* A worker's socket may come with it: recorded before a fork. */
+      pthread_mutex_lock(&p->fd_mu);
       ssize_t r = recv_ctl(p->ctl_fd, &c, &fd, MSG_DONTWAIT);
+      bool keep =
+          r > 0 && fd >= 0 && c.op == CTL_SPAWNED && c.slot < p->n && c.pid > 0;
+      if (keep)
+        p->workers[c.slot].fd = fd;
+      else if (fd >= 0)
+        close(fd);
+      pthread_mutex_unlock(&p->fd_mu);
       if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         break;
       if (r <= 0) {
@@ -1320,8 +1434,7 @@ static void *manager_main(void *arg) {
       }
       if (c.op == CTL_SPAWNED && c.slot < p->n) {
         pworker *w = &p->workers[c.slot];
-        if (fd >= 0 && c.pid > 0) {
-          w->fd = fd;
+        if (keep) {
           w->pid = c.pid;
           w->done = 0;
           w->state = W_LIVE;
@@ -1330,8 +1443,6 @@ static void *manager_main(void *arg) {
         }
       } else if (c.op == CTL_EXITED) {
         on_exit_report(p, c.pid, c.status);
-      } else if (fd >= 0) {
-        close(fd);
       }
     }
     if (server_gone) {
@@ -1356,6 +1467,7 @@ static void *manager_main(void *arg) {
   /* Tear down: workers see end-of-file and exit; the server reaps them
    * and exits when we hang up. This thread reaps the server before it
    * ends (its end would SIGKILL the server: PR_SET_PDEATHSIG). */
+  pthread_mutex_lock(&p->fd_mu);
   for (size_t i = 0; i < p->n; i++)
     if (p->workers[i].fd >= 0) {
       close(p->workers[i].fd);
@@ -1363,6 +1475,7 @@ static void *manager_main(void *arg) {
     }
   close(p->ctl_fd);
   p->ctl_fd = -1;
+  pthread_mutex_unlock(&p->fd_mu);
   int st;
   while (waitpid(p->server, &st, 0) < 0 && errno == EINTR)
     ;
@@ -1523,11 +1636,13 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
 }
 
 static void pool_free(ppool *p) {
+  pool_unregister(p);
   if (p->wake_fd >= 0)
     close(p->wake_fd);
   pthread_cond_destroy(&p->started_cv);
   pthread_mutex_destroy(&p->mu);
   pthread_mutex_destroy(&p->join_mu);
+  pthread_mutex_destroy(&p->fd_mu);
   free(p->pfds);
   free(p->slot_of);
   free(p->workers);
@@ -1580,7 +1695,9 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   p->n = n;
   p->server = -1;
   p->ctl_fd = -1;
+  p->ctl_peer = -1;
   pthread_mutex_init(&p->mu, NULL);
+  pthread_mutex_init(&p->fd_mu, NULL);
   pthread_mutex_init(&p->join_mu, NULL);
   pthread_cond_init(&p->started_cv, NULL);
   p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1598,6 +1715,7 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   }
   for (size_t i = 0; i < n; i++)
     p->workers[i].fd = -1;
+  pool_register(p); /* for the fork handlers */
   /* The manager runs with every signal blocked: the host's signals go to
    * the host's threads, and the fork server it forks starts with no
    * handler able to run. */

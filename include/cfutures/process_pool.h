@@ -36,7 +36,10 @@
  * The pool owns one thread and one child process (the fork server) from
  * cf_process_pool_new to cf_executor_free, plus its workers. It works in a
  * host that ignores SIGCHLD or runs its own threads, whichever thread made
- * it; it does not survive a fork() of the parent (use it in one process).
+ * it; it does not survive a fork() of the parent (use it in one process),
+ * but a child forked without exec closes the pool's sockets at once
+ * (pthread_atfork), so that it does not hold up the parent's pool: the
+ * parent's cf_executor_free does not wait for such a child to exit.
  */
 #ifndef CFUTURES_PROCESS_POOL_H
 #define CFUTURES_PROCESS_POOL_H

@@ -927,6 +927,41 @@ static void test_terminal_signals(void **state) {
   assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* The host forks a child that does not exec and lives on (3 s here): the
+ * child held copies of the pool's sockets, so the workers and the fork
+ * server never saw end-of-file and cf_executor_free waited for the child
+ * to exit. The child now closes them at once (pthread_atfork). */
+static void test_host_fork_does_not_hold_the_pool(void **state) {
+  (void)state;
+  alarm(30);
+  cf_executor *ex = new_pool(2);
+  cf_future *f;
+  void *v;
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)6, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  cf_future_unref(f);
+  pid_t child = fork();
+  assert_true(child >= 0);
+  if (child == 0) {
+    usleep(3000000);
+    _exit(0);
+  }
+  /* the pool still works in the parent */
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)7, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  assert_int_equal((intptr_t)v, 49);
+  cf_future_unref(f);
+  double t0 = now_s();
+  cf_executor_free(ex);
+  double took = now_s() - t0;
+  kill(child, SIGKILL);
+  int st;
+  waitpid(child, &st, 0);
+  print_message("# cf_executor_free took %.3f s\n", took);
+  assert_true(took < 1.0);
+  assert_int_equal(count_children(), 0);
+}
+
 static void test_shutdown(void **state) {
   (void)state;
   cf_executor *ex = new_pool(1);
@@ -1261,6 +1296,7 @@ int main(void) {
       TEST(test_manager_out_of_fds),
       TEST(test_protocol_error),
       TEST(test_terminal_signals),
+      TEST(test_host_fork_does_not_hold_the_pool),
       TEST(test_shutdown),
       TEST(test_with_thread_pool),
       TEST(test_map_chunks),
