@@ -18,8 +18,11 @@
  *     worker; SPAWNED(slot, pid) answers with the worker's socket attached
  *     (SCM_RIGHTS); EXITED(pid, wait status) reports a death.
  *   parent <-> worker: a SOCK_STREAM pair carrying framed messages: TASK
- *     (function pointer, input bytes) one way, RESULT (code, output bytes
- *     or failure message) or INIT_FAILED the other.
+ *     (function pointer, input bytes) one way; STARTED (a header alone,
+ *     sent as the worker starts a task, with a task timeout only: the
+ *     timeout counts from it),
+ *     RESULT (code, output bytes or failure message) or INIT_FAILED the
+ *     other.
  *
  * In the parent one manager thread owns every descriptor: it polls the
  * fork server, the workers and an eventfd that submitters and shutdown
@@ -29,7 +32,20 @@
  * marks it dead; its task fails when the fork server reports how it died.
  *
  * Locks: `mu` guards the pending list and the flags submitters and the
- * manager share; the workers table belongs to the manager thread alone.
+ * manager share; the workers table belongs to the manager thread alone,
+ * except that the numbers of the manager's sockets (ctl_fd, ctl_peer,
+ * each worker's fd) change only under `fd_mu`, for the fork handlers.
+ * Order: `pools_mu` (the registry of pools) before any `fd_mu`; `mu`
+ * and `fd_mu` are never held together.
+ *
+ * A host that forks without exec: its child would keep copies of the
+ * manager's sockets, and the workers and the fork server would not see
+ * end-of-file until that child exits (cf_executor_free would wait for
+ * it). A pthread_atfork handler closes them in the child: `prepare` takes
+ * `pools_mu` and every pool's `fd_mu`, so the child's copy of the numbers
+ * is consistent. The fork handlers do nothing in the manager's own fork of
+ * the fork server (the server closes everything itself) nor in the
+ * server (single-threaded, its locks' state inherited from anywhere).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -67,7 +83,7 @@ typedef struct item_result {
   uint32_t msg_len; /* bytes of message following the table, with NUL */
   uint64_t out;
 } item_result;
-enum { MSG_TASK = 1, MSG_RESULT = 2, MSG_INIT_FAILED = 3 };
+enum { MSG_TASK = 1, MSG_RESULT = 2, MSG_INIT_FAILED = 3, MSG_STARTED = 4 };
 enum { CTL_SPAWN = 1, CTL_SPAWNED = 2, CTL_EXITED = 3 };
 
 typedef struct wire {
@@ -96,7 +112,28 @@ typedef struct ptask {
   cf_destroy_fn destroy; /* KIND_VALUE results */
 } ptask;
 
-/* W_LIVE workers take tasks; W_DEAD ones wait for their exit report. */
+/* One per worker slot, in a MAP_SHARED mapping made before the fork
+ * server is forked (so the server and every worker share it with the
+ * manager): the worker in the slot counts the tasks it has started. When
+ * a worker dies, the manager compares it with the results it has read:
+ * only a task that had started is blamed; the others never ran. No
+ * message, no syscall: one store per task. */
+typedef struct slot_shared {
+  /* Written by the slot's worker (reset by the server before each fork),
+   * read by the manager after the worker's exit report, which the worker's
+   * death orders before the read (through the kernel): relaxed. */
+  _Atomic uint64_t started;
+  char pad[64 - sizeof(uint64_t)];
+} slot_shared;
+
+/* Workers that die before starting any task, in a row, that break the
+ * pool (a crashing initializer would otherwise fork replacements for
+ * ever, their tasks requeued each time). */
+#define EARLY_DEATHS_MAX 5
+
+/* W_LIVE workers take tasks; W_DEAD ones wait for their exit report: they
+ * have hung up, retired, or been killed by the manager (their socket is
+ * still read: a result sent before the kill counts). */
 enum { W_NONE, W_SPAWNING, W_LIVE, W_DEAD };
 
 /* Tasks sent to a worker ahead of time, so that it never waits for the
@@ -114,8 +151,10 @@ typedef struct pworker {
   size_t done;          /* tasks finished by this process */
   ptask *q[PIPE_DEPTH]; /* sent, oldest (running) first */
   unsigned qh, qn;
-  uint64_t deadline; /* ns; the running task's timeout */
-  bool timed_out;
+  bool started;      /* the oldest task sent has started (STARTED read) */
+  uint64_t deadline; /* ns; the running task's timeout, 0: none (yet) */
+  bool timed_out;    /* killed by the manager at its deadline */
+  const char *fault; /* it broke the protocol: the manager killed it */
 } pworker;
 
 static ptask *inflight_pop(pworker *w) {
@@ -130,11 +169,16 @@ typedef struct ppool {
   cf_process_pool_opts o;
   size_t n;
   pid_t server;
-  int ctl_fd;  /* manager */
-  int wake_fd; /* eventfd */
+  int ctl_fd;   /* manager; changed under fd_mu */
+  int ctl_peer; /* the server's end, until the server is forked; fd_mu */
+  pthread_mutex_t fd_mu;   /* see the fork handlers */
+  struct ppool *next_pool; /* in the registry; guarded by pools_mu */
+  int wake_fd;             /* eventfd */
   pthread_t manager;
   pthread_t manager_self; /* set by the manager itself, before it starts */
   pworker *workers;       /* manager only */
+  slot_shared *shared;    /* n slots, shared with the server and workers */
+  unsigned early_deaths;  /* manager only: see EARLY_DEATHS_MAX */
   struct pollfd *pfds;    /* manager only: n + 2 */
   size_t *slot_of;        /* manager only: pfds index -> worker slot */
   pthread_cond_t started_cv;
@@ -148,6 +192,80 @@ typedef struct ppool {
   bool joined;        /* guarded by join_mu */
   pthread_mutex_t join_mu;
 } ppool;
+
+/* ---- fork handlers (see the top of the file) ------------------------------
+ */
+
+static pthread_mutex_t pools_mu = PTHREAD_MUTEX_INITIALIZER;
+static ppool *pools; /* every pool of this process; guarded by pools_mu */
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static _Thread_local bool forking_server; /* this manager forks its server */
+static bool atfork_off;                   /* in the fork server: never on */
+
+static bool atfork_skip(void) {
+  return forking_server || atfork_off;
+}
+
+static void atfork_prepare(void) {
+  if (atfork_skip())
+    return;
+  pthread_mutex_lock(&pools_mu);
+  for (ppool *p = pools; p; p = p->next_pool)
+    pthread_mutex_lock(&p->fd_mu);
+}
+
+static void atfork_parent(void) {
+  if (atfork_skip())
+    return;
+  for (ppool *p = pools; p; p = p->next_pool)
+    pthread_mutex_unlock(&p->fd_mu);
+  pthread_mutex_unlock(&pools_mu);
+}
+
+/* In the host's child: the pools' sockets are closed, so that the workers
+ * and fork servers, which belong to the parent, see end-of-file when the
+ * parent hangs up. The pools are unusable here (no manager thread). */
+static void atfork_child(void) {
+  if (atfork_skip())
+    return;
+  for (ppool *p = pools; p; p = p->next_pool) {
+    int *fds[] = {&p->ctl_fd, &p->ctl_peer};
+    for (size_t k = 0; k < 2; k++)
+      if (*fds[k] >= 0) {
+        close(*fds[k]);
+        *fds[k] = -1;
+      }
+    for (size_t i = 0; i < p->n; i++)
+      if (p->workers[i].fd >= 0) {
+        close(p->workers[i].fd);
+        p->workers[i].fd = -1;
+      }
+    pthread_mutex_unlock(&p->fd_mu);
+  }
+  pthread_mutex_unlock(&pools_mu);
+}
+
+static void atfork_register(void) {
+  pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
+static void pool_register(ppool *p) {
+  pthread_once(&atfork_once, atfork_register);
+  pthread_mutex_lock(&pools_mu);
+  p->next_pool = pools;
+  pools = p;
+  pthread_mutex_unlock(&pools_mu);
+}
+
+static void pool_unregister(ppool *p) {
+  pthread_mutex_lock(&pools_mu);
+  for (ppool **pp = &pools; *pp; pp = &(*pp)->next_pool)
+    if (*pp == p) {
+      *pp = p->next_pool;
+      break;
+    }
+  pthread_mutex_unlock(&pools_mu);
+}
 
 /* ---- framing ------------------------------------------------------------- */
 
@@ -262,6 +380,25 @@ static int send_header(int fd, const wire *h, int pass_fd) {
              : 0;
 }
 
+/* A memfd holding data[0..len), or -1 (errno set). */
+static int payload_memfd(const void *data, size_t len) {
+  int mfd = memfd_create("cfutures-payload", MFD_CLOEXEC);
+  if (mfd < 0)
+    return -1;
+  /* write() fills the memfd's pages directly: no page faults to take. */
+  if (write_all_fd(mfd, data, len)) {
+    int e = errno;
+    close(mfd);
+    errno = e;
+    return -1;
+  }
+  return mfd;
+}
+
+/* Sends a message: 0; -1 when the socket failed (the peer is gone, or the
+ * stream is cut); SEND_LOCAL when the payload could not be prepared
+ * (memfd: errno says why), nothing sent, the stream intact. */
+#define SEND_LOCAL (-2)
 static int send_msg(int fd, wire *h, const void *data) {
   if (h->len < BIG_PAYLOAD) {
     h->flags = 0;
@@ -269,14 +406,9 @@ static int send_msg(int fd, wire *h, const void *data) {
       return -1;
     return h->len ? write_full(fd, data, h->len) : 0;
   }
-  int mfd = memfd_create("cfutures-payload", MFD_CLOEXEC);
+  int mfd = payload_memfd(data, h->len);
   if (mfd < 0)
-    return -1;
-  /* write() fills the memfd's pages directly: no page faults to take. */
-  if (write_all_fd(mfd, data, h->len)) {
-    close(mfd);
-    return -1;
-  }
+    return SEND_LOCAL;
   h->flags = FLAG_MAPPED;
   int rc = send_header(fd, h, mfd);
   close(mfd);
@@ -290,6 +422,13 @@ static void payload_free(const wire *h, void *data) {
   else
     free(data);
 }
+
+/* recv_msg's failures besides -1 (end-of-file, socket error, stream cut):
+ * RECV_BAD, a malformed message (the peer broke the protocol); RECV_LOCAL,
+ * the payload could not be received here (no descriptor slot, no memory:
+ * errno says which) and was skipped, the stream intact. */
+#define RECV_BAD   (-2)
+#define RECV_LOCAL (-3)
 
 /* Reads a message; *data is malloc'd, or mapped when h->flags says so
  * (free either with payload_free), NULL for an empty payload. `populate`
@@ -323,13 +462,19 @@ static int recv_msg(int fd, wire *h, void **data, bool populate) {
     return -1;
   }
   if (h->flags & FLAG_MAPPED) {
-    if (mfd < 0)
-      return -1;
+    if (mfd < 0) {
+      /* The descriptor was dropped for want of a slot here (EMFILE); or
+       * it never came: the peer broke the protocol. */
+      errno = EMFILE;
+      return (m.msg_flags & MSG_CTRUNC) ? RECV_LOCAL : RECV_BAD;
+    }
     void *p = mmap(NULL, h->len, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | (populate ? MAP_POPULATE : 0), mfd, 0);
+    int e = errno;
     close(mfd);
+    errno = e;
     if (p == MAP_FAILED)
-      return -1;
+      return RECV_LOCAL;
     *data = p;
     return 0;
   }
@@ -337,8 +482,22 @@ static int recv_msg(int fd, wire *h, void **data, bool populate) {
     close(mfd);
   if (h->len == 0)
     return 0;
+  if (h->len >= BIG_PAYLOAD)
+    return RECV_BAD; /* would have come in a memfd */
   *data = malloc(h->len);
-  if (!*data || read_full(fd, *data, h->len)) {
+  if (!*data) {
+    /* Skip the payload: the stream stays in step. */
+    char skip[4096];
+    for (uint64_t left = h->len; left > 0;) {
+      size_t k = left < sizeof skip ? (size_t)left : sizeof skip;
+      if (read_full(fd, skip, k))
+        return -1;
+      left -= k;
+    }
+    errno = ENOMEM;
+    return RECV_LOCAL;
+  }
+  if (read_full(fd, *data, h->len)) {
     free(*data);
     *data = NULL;
     return -1;
@@ -403,7 +562,12 @@ static void run_chunk(int sock, const wire *h, const void *in) {
     free(msgs[i]);
   free(msgs);
   free(table);
-  if (send_msg(sock, &r, payload))
+  int src = send_msg(sock, &r, payload);
+  if (src == SEND_LOCAL) {
+    wire f = {.type = MSG_RESULT, .kind = KIND_CHUNK, .code = CF_ESYS};
+    src = send_msg(sock, &f, NULL);
+  }
+  if (src)
     _exit(0);
   free(payload);
 }
@@ -423,7 +587,8 @@ static bool spin_for_input(int fd, uint64_t ns) {
 
 #define SPIN_NS 50000u
 
-static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o) {
+static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o,
+                                  slot_shared *sh) {
   if (o->initializer && o->initializer(o->initarg) != 0) {
     wire h = {.type = MSG_INIT_FAILED};
     send_msg(sock, &h, NULL);
@@ -434,7 +599,32 @@ static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o) {
     wire h;
     void *in;
     spin_for_input(sock, SPIN_NS);
-    if (recv_msg(sock, &h, &in, true))
+    int rrc = recv_msg(sock, &h, &in, true);
+    if (rrc != 0 && rrc != RECV_LOCAL)
+      _exit(0); /* the parent hung up: shutdown */
+    /* see slot_shared */
+    uint64_t k = atomic_load_explicit(&sh->started, memory_order_relaxed);
+    atomic_store_explicit(&sh->started, k + 1, memory_order_relaxed);
+    if (rrc == RECV_LOCAL) {
+      /* No memory or descriptor for the input here: the task fails and
+       * says why; the worker goes on. */
+      char why[160];
+      snprintf(why, sizeof why,
+               "the worker could not receive the task's input (%s)",
+               strerror(errno));
+      wire f = {.type = MSG_RESULT,
+                .kind = h.kind,
+                .code = errno == ENOMEM ? CF_ENOMEM : CF_ESYS};
+      f.len = h.kind == KIND_CHUNK ? 0 : strlen(why) + 1;
+      if (send_msg(sock, &f, why))
+        _exit(0);
+      continue;
+    }
+    /* A task timeout counts from here, not from when the task was sent
+     * (the initializer or the task before it may have run meanwhile). No
+     * timeout, no report: it would cost every task a message. */
+    wire st = {.type = MSG_STARTED};
+    if (o->task_timeout_s > 0 && send_msg(sock, &st, NULL))
       _exit(0); /* the parent hung up: shutdown */
     wire r = {.type = MSG_RESULT};
     void *payload = NULL;
@@ -477,7 +667,20 @@ static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o) {
       r.len = msg ? strlen(msg) + 1 : 0;
     }
     payload_free(&h, in);
-    if (send_msg(sock, &r, payload))
+    int src = send_msg(sock, &r, payload);
+    if (src == SEND_LOCAL) {
+      /* No memfd for a large result (EMFILE, ENOMEM...): the task fails
+       * and says why; the worker goes on. */
+      char why[160];
+      snprintf(why, sizeof why,
+               "the worker could not pass the task's result "
+               "(memfd_create: %s)",
+               strerror(errno));
+      wire f = {.type = MSG_RESULT, .kind = h.kind, .code = CF_ESYS};
+      f.len = strlen(why) + 1;
+      src = send_msg(sock, &f, why);
+    }
+    if (src)
       _exit(0);
     free(payload);
     if (o->max_tasks_per_child && ++done >= o->max_tasks_per_child)
@@ -555,11 +758,24 @@ static void default_signal_handlers(void) {
 }
 
 static _Noreturn void server_main(int ctl_fd, pid_t parent,
-                                  const cf_process_pool_opts *o) {
+                                  const cf_process_pool_opts *o, size_t n,
+                                  slot_shared *shared) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent)
     _exit(0);
   default_signal_handlers();
+  /* The terminal's signals go to the whole foreground process group: a
+   * host that handles Ctrl-C lives on, and so must its pool (with default
+   * actions, the server and the running task died of it, and the pool was
+   * broken for good). Ignored here, and in the workers, which inherit it.
+   * The server dies with the parent anyway (PR_SET_PDEATHSIG). */
+  static const int terminal_signals[] = {SIGINT,  SIGQUIT, SIGTSTP,
+                                         SIGTTIN, SIGTTOU, SIGHUP};
+  for (size_t k = 0; k < sizeof terminal_signals / sizeof *terminal_signals;
+       k++) {
+    struct sigaction ign = {.sa_handler = SIG_IGN};
+    sigaction(terminal_signals[k], &ign, NULL);
+  }
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
@@ -598,8 +814,10 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
         ;
       _exit(0);
     }
-    if (c.op != CTL_SPAWN)
+    if (c.op != CTL_SPAWN || c.slot >= n)
       continue;
+    /* The slot's previous worker has exited (its report came first). */
+    atomic_store_explicit(&shared[c.slot].started, 0, memory_order_relaxed);
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
       ctl fail = {.op = CTL_SPAWNED, .slot = c.slot, .pid = -1};
@@ -613,7 +831,7 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
       close(sfd);
       close(sv[0]);
       sigprocmask(SIG_UNBLOCK, &chld, NULL);
-      worker_main(sv[1], o);
+      worker_main(sv[1], o, &shared[c.slot]);
     }
     close(sv[1]);
     ctl reply = {.op = CTL_SPAWNED, .slot = c.slot, .pid = pid > 0 ? pid : -1};
@@ -814,14 +1032,15 @@ static void fail_pending(ppool *p, int code, const char *why) {
 }
 
 static void worker_lost(ppool *p, pworker *w) {
+  pthread_mutex_lock(&p->fd_mu);
   if (w->fd >= 0)
     close(w->fd);
   w->fd = -1;
+  pthread_mutex_unlock(&p->fd_mu);
   w->state = W_DEAD; /* the task waits for the exit report */
-  (void)p;
 }
 
-static void on_worker_readable(ppool *p, pworker *w);
+static int on_worker_readable(ppool *p, pworker *w);
 
 static void on_exit_report(ppool *p, pid_t pid, int status) {
   for (size_t i = 0; i < p->n; i++) {
@@ -833,23 +1052,50 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
      * without blocking). */
     while (w->fd >= 0)
       on_worker_readable(p, w);
-    bool retired =
-        p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child;
-    if (w->qn && !retired) {
-      /* The oldest task was running: it fails with the cause. */
+    /* Every result it sent has been read: the oldest task left ran iff the
+     * worker started more tasks than it answered (see slot_shared). */
+    uint64_t started =
+        atomic_load_explicit(&p->shared[i].started, memory_order_relaxed);
+    char how[96];
+    describe_death(status, how, sizeof how);
+    if (w->qn && started > w->done) {
       ptask *t = inflight_pop(w);
-      char how[96];
-      describe_death(status, how, sizeof how);
       if (w->timed_out)
         fail_task(t, CF_ETIMEDOUT,
                   "worker %d ran past the task timeout and was killed", pid);
+      else if (w->fault)
+        fail_task(t, CF_EBROKEN,
+                  "worker %d sent %s while running the task (protocol "
+                  "error) and was killed",
+                  pid, w->fault);
       else
         fail_task(t, CF_EBROKEN, "worker %d %s while running the task", pid,
                   how);
     }
     requeue_front(p, w); /* the rest never started */
+    bool early = started == 0 && !w->timed_out && !w->fault;
     w->state = W_NONE;
+    w->fault = NULL;
+    w->started = false;
+    w->deadline = 0;
     w->timed_out = false;
+    pthread_mutex_lock(&p->mu);
+    bool was_broken = p->broken;
+    pthread_mutex_unlock(&p->mu);
+    if (early && !was_broken && ++p->early_deaths >= EARLY_DEATHS_MAX) {
+      /* Workers die before they can start anything (the initializer
+       * crashes?): replacing them for ever would requeue the tasks for
+       * ever. */
+      char why[200];
+      snprintf(why, sizeof why,
+               "the pool is broken: %u workers in a row died before "
+               "starting a task (the last one %s)",
+               p->early_deaths, how);
+      pthread_mutex_lock(&p->mu);
+      p->broken = true;
+      pthread_mutex_unlock(&p->mu);
+      fail_pending(p, CF_EBROKEN, why);
+    }
     pthread_mutex_lock(&p->mu);
     bool broken = p->broken;
     pthread_mutex_unlock(&p->mu);
@@ -860,6 +1106,13 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
     return;
   }
 }
+
+/* Beyond ~30 years a task timeout is as good as none (as for every
+ * timeout in cfutures: see core/time.c); in nanoseconds it would overflow
+ * (+inf converts to 0, 1.8e10 s wraps around), and a deadline in the past
+ * kills every task at once. cf_process_pool_new turns such a timeout
+ * into 0, no limit. */
+#define MAX_TASK_TIMEOUT_S 1.0e9
 
 static uint64_t task_deadline(const ppool *p) {
   return p->o.task_timeout_s > 0
@@ -912,32 +1165,92 @@ static void dispatch(ppool *p) {
         i--;          /* this worker still wants one (wraps to 0: fine) */
         continue;
       }
-      if (w->qn == 0) {
-        w->deadline = task_deadline(p);
-        w->timed_out = false;
+      wire h = {.type = MSG_TASK, .kind = t->kind, .fn = t->fn, .len = t->len};
+      int src, mfd = t->mfd;
+      if (mfd < 0 && t->len >= BIG_PAYLOAD &&
+          (mfd = payload_memfd(t->data, t->len)) < 0) {
+        /* Out of descriptors or memory here (EMFILE, ENOMEM): the task
+         * fails with the cause; the worker, which got nothing, stays. */
+        fail_task(t, CF_ESYS,
+                  "the task's input could not be passed to a worker "
+                  "(memfd_create: %s)",
+                  strerror(errno));
+        i--; /* this worker still wants one (wraps to 0: fine) */
+        continue;
       }
       w->q[(w->qh + w->qn) % PIPE_DEPTH] = t;
       w->qn++;
-      wire h = {.type = MSG_TASK, .kind = t->kind, .fn = t->fn, .len = t->len};
-      int src;
-      if (t->mfd >= 0) {
+      if (mfd >= 0) {
         h.flags = FLAG_MAPPED;
-        src = send_header(w->fd, &h, t->mfd);
+        src = send_header(w->fd, &h, mfd);
+        if (mfd != t->mfd)
+          close(mfd);
       } else {
         src = send_msg(w->fd, &h, t->data);
       }
+      /* It hung up: its exit report settles its tasks (requeued, as it
+       * started none of those it had not read). */
       if (src)
-        worker_lost(p, w); /* died: its exit report settles its tasks */
+        worker_lost(p, w);
     }
   }
 }
 
-static void on_worker_readable(ppool *p, pworker *w) {
+/* Reads and handles one message from w; returns its type (0 when the
+ * worker hung up). */
+static int on_worker_readable(ppool *p, pworker *w) {
   wire r;
-  void *payload;
-  if (recv_msg(w->fd, &r, &payload, false)) {
+  void *payload = NULL;
+  int rc = recv_msg(w->fd, &r, &payload, false);
+  if (rc == -1) {
     worker_lost(p, w);
-    return;
+    return 0;
+  }
+  /* A message of no known type, a result for no task, a start reported
+   * twice: the worker is not to be trusted (a task scribbled on its
+   * socket?). It is killed; a task it had started fails with the cause. */
+  const char *fault =
+      rc == RECV_BAD ? "a malformed message"
+      : r.type != MSG_STARTED && r.type != MSG_RESULT &&
+              r.type != MSG_INIT_FAILED
+          ? "a message of unknown type"
+      : r.type == MSG_RESULT && w->qn == 0 ? "a result for no task"
+      : r.type == MSG_STARTED &&
+              (w->qn == 0 || w->started || p->o.task_timeout_s <= 0)
+          ? "a start report for no task"
+          : NULL;
+  if (fault || (rc == RECV_LOCAL && r.type != MSG_RESULT)) {
+    if (rc == 0)
+      payload_free(&r, payload);
+    w->fault = fault ? fault : "an unexpected payload";
+    worker_lost(p, w);
+    kill(w->pid, SIGKILL); /* not reaped before its exit report: no reuse */
+    return 0;
+  }
+  if (rc == RECV_LOCAL) {
+    /* The result reached us but could not be taken in (no descriptor
+     * slot, no memory): the task fails with the cause, the worker is fine
+     * and stays. */
+    int e = errno;
+    ptask *t = inflight_pop(w);
+    w->done++;
+    w->started = false;
+    w->deadline = 0;
+    p->early_deaths = 0;
+    if (p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child)
+      w->state = W_DEAD;
+    fail_task(t, e == ENOMEM ? CF_ENOMEM : CF_ESYS,
+              "the task's result could not be received from worker %d (%s)",
+              w->pid, strerror(e));
+    return MSG_RESULT;
+  }
+  if (r.type == MSG_STARTED) {
+    payload_free(&r, payload);
+    {
+      w->started = true;
+      w->deadline = task_deadline(p);
+    }
+    return MSG_STARTED;
   }
   if (r.type == MSG_INIT_FAILED) {
     pthread_mutex_lock(&p->mu);
@@ -945,22 +1258,29 @@ static void on_worker_readable(ppool *p, pworker *w) {
     pthread_mutex_unlock(&p->mu);
     fail_pending(p, CF_EBROKEN, "the pool's initializer failed in a worker");
     payload_free(&r, payload);
-    return;
+    return MSG_INIT_FAILED;
   }
-  ptask *t = w->qn ? inflight_pop(w) : NULL;
+  ptask *t = inflight_pop(w);
   w->done++;
-  if (w->qn) { /* the next one starts now */
-    w->deadline = task_deadline(p);
-    w->timed_out = false;
-  }
+  w->started = false; /* the next one reports its own start */
+  w->deadline = 0;
+  p->early_deaths = 0;
   /* A worker that reached max_tasks_per_child exits on its own: wait for
    * its exit report (which brings the replacement) instead of feeding it. */
   if (p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child)
     w->state = W_DEAD;
-  if (t)
-    complete_task(t, &r, payload);
-  else
-    payload_free(&r, payload);
+  complete_task(t, &r, payload);
+  return (int)r.type;
+}
+
+/* A task's result often follows its STARTED report at once: read it in
+ * the same turn instead of going round the loop for it. */
+static void on_worker_ready(ppool *p, pworker *w) {
+  while (on_worker_readable(p, w) == MSG_STARTED) {
+    struct pollfd pfd = {.fd = w->fd, .events = POLLIN};
+    if (poll(&pfd, 1, 0) <= 0)
+      return;
+  }
 }
 
 static bool all_quiet(ppool *p) {
@@ -976,26 +1296,40 @@ static bool all_quiet(ppool *p) {
  * first workers. Returns 0 or CF_ESYS. */
 static int start_server(ppool *p) {
   int sv[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv))
+  pthread_mutex_lock(&p->fd_mu);
+  int src = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv);
+  if (src == 0) {
+    p->ctl_fd = sv[0];
+    p->ctl_peer = sv[1];
+  }
+  pthread_mutex_unlock(&p->fd_mu);
+  if (src)
     return CF_ESYS;
   pid_t parent = getpid();
+  forking_server = true; /* no fork handler: see the top of the file */
   pid_t pid = fork();
   if (pid == 0) {
+    atfork_off = true;
     close(sv[0]);
     close_other_fds(sv[1], -1);
     sigset_t keep;
     sigemptyset(&keep);
     sigaddset(&keep, SIGCHLD);
     sigprocmask(SIG_SETMASK, &keep, NULL);
-    server_main(sv[1], parent, &p->o);
+    server_main(sv[1], parent, &p->o, p->n, p->shared);
   }
+  forking_server = false;
+  pthread_mutex_lock(&p->fd_mu);
   close(sv[1]);
+  p->ctl_peer = -1;
   if (pid < 0) {
     close(sv[0]);
-    return CF_ESYS;
+    p->ctl_fd = -1;
   }
+  pthread_mutex_unlock(&p->fd_mu);
+  if (pid < 0)
+    return CF_ESYS;
   p->server = pid;
-  p->ctl_fd = sv[0];
   for (size_t i = 0; i < p->n; i++)
     spawn(p, i);
   return 0;
@@ -1030,8 +1364,10 @@ static void *manager_main(void *arg) {
       break;
     size_t nf = 0;
     fds[nf++] = (struct pollfd){.fd = p->wake_fd, .events = POLLIN};
+    /* Room in the server's queue matters only to ask for a worker, which
+     * a broken pool never does: polling for POLLOUT then would spin. */
     bool want_spawn = false;
-    for (size_t i = 0; i < p->n; i++)
+    for (size_t i = 0; i < p->n && !broken; i++)
       want_spawn |= p->workers[i].state == W_NONE;
     fds[nf++] = (struct pollfd){.fd = p->ctl_fd,
                                 .events = POLLIN | (want_spawn ? POLLOUT : 0)};
@@ -1045,7 +1381,11 @@ static void *manager_main(void *arg) {
       }
       if (w->qn && w->deadline && !w->timed_out) {
         if (now >= w->deadline) {
+          /* The task may have ended and its result be on its way: it is
+           * still read and counts. But the worker gets nothing more (it
+           * would die with it): its exit report brings a replacement. */
           w->timed_out = true;
+          w->state = W_DEAD;
           kill(w->pid, SIGKILL);
         } else {
           int ms = (int)((w->deadline - now) / 1000000) + 1;
@@ -1069,14 +1409,23 @@ static void *manager_main(void *arg) {
     }
     for (size_t k = 2; k < nf; k++)
       if (fds[k].revents & (POLLIN | POLLHUP | POLLERR))
-        on_worker_readable(p, &p->workers[slot_of[k]]);
+        on_worker_ready(p, &p->workers[slot_of[k]]);
     /* Drain every message from the fork server (it blocks on a full
      * queue, so the queue must not stay full). */
     bool server_gone = false;
     while (!server_gone && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
       ctl c;
       int fd;
+      /* A worker's socket may come with it: recorded before a fork. */
+      pthread_mutex_lock(&p->fd_mu);
       ssize_t r = recv_ctl(p->ctl_fd, &c, &fd, MSG_DONTWAIT);
+      bool keep =
+          r > 0 && fd >= 0 && c.op == CTL_SPAWNED && c.slot < p->n && c.pid > 0;
+      if (keep)
+        p->workers[c.slot].fd = fd;
+      else if (fd >= 0)
+        close(fd);
+      pthread_mutex_unlock(&p->fd_mu);
       if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         break;
       if (r <= 0) {
@@ -1085,8 +1434,7 @@ static void *manager_main(void *arg) {
       }
       if (c.op == CTL_SPAWNED && c.slot < p->n) {
         pworker *w = &p->workers[c.slot];
-        if (fd >= 0 && c.pid > 0) {
-          w->fd = fd;
+        if (keep) {
           w->pid = c.pid;
           w->done = 0;
           w->state = W_LIVE;
@@ -1095,8 +1443,6 @@ static void *manager_main(void *arg) {
         }
       } else if (c.op == CTL_EXITED) {
         on_exit_report(p, c.pid, c.status);
-      } else if (fd >= 0) {
-        close(fd);
       }
     }
     if (server_gone) {
@@ -1121,6 +1467,7 @@ static void *manager_main(void *arg) {
   /* Tear down: workers see end-of-file and exit; the server reaps them
    * and exits when we hang up. This thread reaps the server before it
    * ends (its end would SIGKILL the server: PR_SET_PDEATHSIG). */
+  pthread_mutex_lock(&p->fd_mu);
   for (size_t i = 0; i < p->n; i++)
     if (p->workers[i].fd >= 0) {
       close(p->workers[i].fd);
@@ -1128,6 +1475,7 @@ static void *manager_main(void *arg) {
     }
   close(p->ctl_fd);
   p->ctl_fd = -1;
+  pthread_mutex_unlock(&p->fd_mu);
   int st;
   while (waitpid(p->server, &st, 0) < 0 && errno == EINTR)
     ;
@@ -1288,14 +1636,18 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
 }
 
 static void pool_free(ppool *p) {
+  pool_unregister(p);
   if (p->wake_fd >= 0)
     close(p->wake_fd);
   pthread_cond_destroy(&p->started_cv);
   pthread_mutex_destroy(&p->mu);
   pthread_mutex_destroy(&p->join_mu);
+  pthread_mutex_destroy(&p->fd_mu);
   free(p->pfds);
   free(p->slot_of);
   free(p->workers);
+  if (p->shared)
+    munmap(p->shared, p->n * sizeof *p->shared);
   free(p);
 }
 
@@ -1328,6 +1680,8 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   if (o.task_timeout_s != o.task_timeout_s || o.task_timeout_s < 0 ||
       o.max_workers > MAX_PROC_WORKERS)
     return CF_EINVAL;
+  if (o.task_timeout_s > MAX_TASK_TIMEOUT_S) /* +inf too: forever */
+    o.task_timeout_s = 0;
   size_t n = o.max_workers;
   if (n == 0) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -1341,20 +1695,27 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   p->n = n;
   p->server = -1;
   p->ctl_fd = -1;
+  p->ctl_peer = -1;
   pthread_mutex_init(&p->mu, NULL);
+  pthread_mutex_init(&p->fd_mu, NULL);
   pthread_mutex_init(&p->join_mu, NULL);
   pthread_cond_init(&p->started_cv, NULL);
   p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   p->workers = calloc(n, sizeof *p->workers);
   p->pfds = calloc(n + 2, sizeof *p->pfds);
   p->slot_of = calloc(n + 2, sizeof *p->slot_of);
-  if (!p->workers || !p->pfds || !p->slot_of || p->wake_fd < 0) {
+  p->shared = mmap(NULL, n * sizeof *p->shared, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p->shared == MAP_FAILED)
+    p->shared = NULL;
+  if (!p->workers || !p->pfds || !p->slot_of || !p->shared || p->wake_fd < 0) {
     int rc = p->wake_fd < 0 ? CF_ESYS : CF_ENOMEM;
     pool_free(p);
     return rc;
   }
   for (size_t i = 0; i < n; i++)
     p->workers[i].fd = -1;
+  pool_register(p); /* for the fork handlers */
   /* The manager runs with every signal blocked: the host's signals go to
    * the host's threads, and the fork server it forks starts with no
    * handler able to run. */

@@ -8,8 +8,13 @@
  *
  * A worker that dies (a crash, SIGKILL, exit() inside a task) never hangs
  * anyone: the future it was running fails with CF_EBROKEN and a message
- * naming the signal or the exit status, a replacement worker is forked,
- * and the other futures complete normally. Done-callbacks of process-pool
+ * naming the signal, the exit status or the protocol error, a replacement
+ * worker is forked, and the other futures complete normally (those sent
+ * to the dead worker but not started are sent again). Five workers in a
+ * row dying before they start any task (a crashing initializer) break the
+ * pool. A task whose bytes cannot be passed for want of resources (EMFILE
+ * or ENOMEM for a memfd or a mapping) fails alone, with CF_ESYS or
+ * CF_ENOMEM and a message; the worker stays. Done-callbacks of process-pool
  * futures run in the parent, on the pool's manager thread (a callback there
  * must not block for long: it holds up every other result, and it must
  * never wait for another future of the same pool, which only this thread
@@ -23,10 +28,18 @@
  * cf_future_exception gives the code (CF_ETIMEDOUT for a task killed at
  * its timeout) and the message.
  *
+ * The fork server and the workers ignore the terminal's signals (SIGINT,
+ * SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU, SIGHUP): a Ctrl-C that the host
+ * handles leaves the pool working; a task that wants them must install
+ * its own handlers. They die with the host all the same.
+ *
  * The pool owns one thread and one child process (the fork server) from
  * cf_process_pool_new to cf_executor_free, plus its workers. It works in a
  * host that ignores SIGCHLD or runs its own threads, whichever thread made
- * it; it does not survive a fork() of the parent (use it in one process).
+ * it; it does not survive a fork() of the parent (use it in one process),
+ * but a child forked without exec closes the pool's sockets at once
+ * (pthread_atfork), so that it does not hold up the parent's pool: the
+ * parent's cf_executor_free does not wait for such a child to exit.
  */
 #ifndef CFUTURES_PROCESS_POOL_H
 #define CFUTURES_PROCESS_POOL_H
@@ -58,8 +71,13 @@ typedef struct cf_process_pool_opts {
   int (*initializer)(void *arg);
   void *initarg; /* passed as is: valid in workers if set before the pool */
   /* A task running longer than this (seconds) has its worker killed and
-   * replaced; its future fails with code CF_ETIMEDOUT. 0: no limit. With a
-   * timeout each worker holds one task at a time (no task sent ahead). */
+   * replaced; its future fails with code CF_ETIMEDOUT. The time counts
+   * from the moment the task starts in its worker (the worker reports it):
+   * time queued and the worker's initializer do not count. 0, +infinity or
+   * anything above 1e9 (~30 years, as for every timeout in cfutures): no
+   * limit. Negative or NaN: cf_process_pool_new returns CF_EINVAL (unlike
+   * a wait's timeout, where negative means forever). With a timeout each
+   * worker holds one task at a time (no task sent ahead). */
   double task_timeout_s;
 } cf_process_pool_opts;
 

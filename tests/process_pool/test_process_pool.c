@@ -1,5 +1,7 @@
 /* Tests for executor/process_pool.c. Every blocking call has a timeout. */
 #include <dirent.h>
+#include <float.h>
+#include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -10,6 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +31,30 @@ static pid_t test_pid;
 int __lsan_is_turned_off(void);
 int __lsan_is_turned_off(void) {
   return test_pid && getpid() != test_pid;
+}
+
+/* Every test runs under a watchdog: a hang ends the run with a message
+ * instead of holding it until meson's timeout. */
+static void watchdog_fired(int sig) {
+  (void)sig;
+  static const char msg[] = "watchdog: a test hung; aborting the run\n";
+  ssize_t w = write(2, msg, sizeof msg - 1);
+  (void)w;
+  _exit(99);
+}
+
+static int arm_watchdog(void **state) {
+  (void)state;
+  struct sigaction sa = {.sa_handler = watchdog_fired};
+  sigaction(SIGALRM, &sa, NULL);
+  alarm(120);
+  return 0;
+}
+
+static int disarm_watchdog(void **state) {
+  (void)state;
+  alarm(0);
+  return 0;
 }
 
 static double now_s(void) {
@@ -396,6 +425,102 @@ static void test_task_timeout(void **state) {
   cf_executor_free(ex);
 }
 
+/* An infinite or huge task timeout means no limit (it once overflowed into
+ * a deadline in the past and killed every task at once); a negative or NaN
+ * one is CF_EINVAL. */
+static void test_infinite_task_timeout(void **state) {
+  (void)state;
+  alarm(30);
+  const double forever[] = {INFINITY, 1.8e10, 1e300, DBL_MAX, 2e9};
+  for (size_t k = 0; k < sizeof forever / sizeof forever[0]; k++) {
+    cf_process_pool_opts o = {.max_workers = 1, .task_timeout_s = forever[k]};
+    cf_executor *ex;
+    assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+    cf_future *f, *g;
+    void *v;
+    assert_int_equal(cf_submit(ex, slow, (void *)(intptr_t)30000, &f), 0);
+    assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)9, &g), 0);
+    assert_int_equal(cf_future_result(f, 10, &v), 0);
+    assert_int_equal((intptr_t)v, 30000);
+    assert_int_equal(cf_future_result(g, 10, &v), 0);
+    assert_int_equal((intptr_t)v, 81);
+    cf_future_unref(f);
+    cf_future_unref(g);
+    cf_executor_free(ex);
+  }
+  const double invalid[] = {-1, -INFINITY, NAN, -1e-9};
+  for (size_t k = 0; k < sizeof invalid / sizeof invalid[0]; k++) {
+    cf_process_pool_opts o = {.max_workers = 1, .task_timeout_s = invalid[k]};
+    cf_executor *ex = (cf_executor *)&o;
+    assert_int_equal(cf_process_pool_new(&o, &ex), CF_EINVAL);
+    assert_null(ex);
+  }
+}
+
+/* Busy for `arg` microseconds (a sleep would add the scheduler's slack). */
+static int busy(void *arg, void **out) {
+  double end = now_s() + (double)(intptr_t)arg * 1e-6;
+  while (now_s() < end)
+    ;
+  *out = arg;
+  return 0;
+}
+
+/* Tasks that end right at their timeout: the manager could kill the worker
+ * and still read the result it had sent (the task succeeds), but then took
+ * the killed worker for live and sent it the next task, which failed with
+ * CF_EBROKEN, "killed by signal 9". Now a killed worker gets nothing more:
+ * a task either succeeds or fails with CF_ETIMEDOUT, none is blamed for
+ * another's death. (A short task can time out too, on a machine so loaded
+ * that it waits a whole timeout for a core: a few are tolerated.) */
+static void test_task_ending_at_its_timeout(void **state) {
+  (void)state;
+  alarm(60);
+  enum { N = 200, T_US = 10000 };
+  cf_process_pool_opts o = {.max_workers = 2, .task_timeout_s = T_US * 1e-6};
+  cf_executor *ex;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  cf_future *fs[2 * N];
+  for (int i = 0; i < N; i++) {
+    /* from 0.9 T to 1.1 T, stepping through the instant of the kill */
+    intptr_t us = T_US * 9 / 10 + (i * 37) % (T_US / 5);
+    assert_int_equal(cf_submit(ex, busy, (void *)us, &fs[2 * i]), 0);
+    assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)i, &fs[2 * i + 1]),
+                     0);
+  }
+  int ok = 0, timed_out = 0, innocent_timed_out = 0, blamed = 0, wrong = 0;
+  for (int i = 0; i < 2 * N; i++) {
+    void *v;
+    cf_error e;
+    int rc = cf_future_result(fs[i], 30, &v);
+    bool innocent = i % 2;
+    if (rc == 0) {
+      ok++;
+      intptr_t x = i / 2;
+      wrong += innocent && (intptr_t)v != x * x;
+    } else {
+      assert_int_equal(cf_future_exception(fs[i], 0, &e), 0);
+      if (e.code == CF_ETIMEDOUT) {
+        timed_out++;
+        innocent_timed_out += innocent;
+      } else {
+        blamed++;
+        print_message("# task %d (%s): %s\n", i, innocent ? "short" : "edge",
+                      e.message);
+      }
+    }
+    cf_future_unref(fs[i]);
+  }
+  print_message("# %d in time, %d timed out (%d short ones)\n", ok, timed_out,
+                innocent_timed_out);
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+  assert_int_equal(blamed, 0);
+  assert_int_equal(wrong, 0);
+  assert_true(innocent_timed_out <= N / 20);
+  assert_int_equal(ok + timed_out, 2 * N);
+}
+
 static void test_max_tasks_per_child(void **state) {
   (void)state;
   cf_process_pool_opts o = {.max_workers = 2, .max_tasks_per_child = 1};
@@ -458,6 +583,383 @@ static void test_initializer(void **state) {
   }
   assert_int_equal(rc, CF_EBROKEN);
   cf_executor_free(ex);
+}
+
+static double cpu_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* A pool broken by its initializer sits idle until freed: its manager
+ * once polled the fork server's socket for POLLOUT (to ask for
+ * replacements it never asked for), a full core until cf_executor_free. */
+static int init_slow(void *arg) {
+  usleep((useconds_t)(uintptr_t)arg);
+  return 0;
+}
+
+/* The task timeout counts from the moment the task starts in its worker,
+ * not from when it was sent: a slow initializer (0.6 s, with a 0.4 s
+ * timeout) once made every first task time out, and every replacement
+ * worker ran the initializer again, so no task ever completed. */
+static void test_timeout_counts_from_task_start(void **state) {
+  (void)state;
+  alarm(30);
+  cf_process_pool_opts o = {.max_workers = 1,
+                            .task_timeout_s = 0.4,
+                            .initializer = init_slow,
+                            .initarg = (void *)(uintptr_t)600000};
+  cf_executor *ex;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  cf_future *f, *g, *h;
+  void *v;
+  /* 0.25 s of work, sent while the initializer runs */
+  assert_int_equal(cf_submit(ex, slow, (void *)(intptr_t)250000, &f), 0);
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)3, &g), 0);
+  assert_int_equal(cf_submit(ex, hang, NULL, &h), 0); /* still times out */
+  double t0 = now_s();
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  assert_int_equal((intptr_t)v, 250000);
+  assert_true(now_s() - t0 >= 0.6); /* after the initializer */
+  assert_int_equal(cf_future_result(g, 10, &v), 0);
+  assert_int_equal((intptr_t)v, 9);
+  assert_int_equal(cf_future_result(h, 10, &v), CF_EFAILED);
+  cf_error e;
+  assert_int_equal(cf_future_exception(h, 0, &e), 0);
+  assert_int_equal(e.code, CF_ETIMEDOUT);
+  cf_future_unref(f);
+  cf_future_unref(g);
+  cf_future_unref(h);
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
+static void test_broken_pool_is_idle(void **state) {
+  (void)state;
+  alarm(30);
+  cf_process_pool_opts o = {.max_workers = 2, .initializer = init_fails};
+  cf_executor *ex;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  cf_future *f;
+  int rc;
+  double t0 = now_s();
+  while ((rc = cf_submit(ex, square, NULL, &f)) == 0 && now_s() - t0 < 10) {
+    assert_int_equal(cf_future_result(f, 10, NULL), CF_EBROKEN);
+    cf_future_unref(f);
+    usleep(1000);
+  }
+  assert_int_equal(rc, CF_EBROKEN);
+  usleep(50000); /* both workers' exit reports are in */
+  double c0 = cpu_s();
+  usleep(300000);
+  double used = cpu_s() - c0;
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+  assert_true(used < 0.05); /* spinning: ~0.3 s */
+}
+
+/* A worker of this process's pool (a child of our child, the fork server),
+ * other than `other`; 0 if none. */
+static pid_t find_worker(pid_t other) {
+  pid_t found = 0;
+  DIR *d = opendir("/proc");
+  struct dirent *de;
+  while ((de = readdir(d)) && !found) {
+    pid_t pid = (pid_t)atoi(de->d_name);
+    if (pid <= 0 || pid == other)
+      continue;
+    char path[300], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+      continue;
+    int ppid = 0, gp = 0;
+    char st;
+    if (fgets(buf, sizeof buf, fp)) {
+      char *q = strrchr(buf, ')');
+      if (q && sscanf(q + 2, "%c %d", &st, &ppid) == 2) {
+        snprintf(path, sizeof path, "/proc/%d/stat", ppid);
+        FILE *fp2 = fopen(path, "r");
+        if (fp2 && fgets(buf, sizeof buf, fp2) && (q = strrchr(buf, ')')))
+          sscanf(q + 2, "%c %d", &st, &gp);
+        if (fp2)
+          fclose(fp2);
+      }
+    }
+    fclose(fp);
+    if (gp == getpid())
+      found = pid;
+  }
+  closedir(d);
+  return found;
+}
+
+/* Blame is exact: tasks sent ahead to a worker that dies before starting
+ * them (here killed in its initializer) go back to the queue; they were
+ * blamed, the oldest failing with "killed by signal 9 while running". */
+static void test_death_before_start_blames_no_task(void **state) {
+  (void)state;
+  alarm(30);
+  cf_process_pool_opts o = {.max_workers = 1,
+                            .initializer = init_slow,
+                            .initarg = (void *)(uintptr_t)300000};
+  cf_executor *ex;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  cf_future *f, *g;
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)2, &f), 0);
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)3, &g), 0);
+  double t0 = now_s();
+  while (!(cf_future_running(f) && cf_future_running(g)) && now_s() - t0 < 10)
+    usleep(1000); /* both sent to the worker, which is in its initializer */
+  pid_t w = find_worker(0);
+  assert_true(w > 0);
+  assert_int_equal(kill(w, SIGKILL), 0);
+  void *v;
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  assert_int_equal((intptr_t)v, 4);
+  assert_int_equal(cf_future_result(g, 10, &v), 0);
+  assert_int_equal((intptr_t)v, 9);
+  cf_future_unref(f);
+  cf_future_unref(g);
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
+static int init_crashes(void *arg) {
+  (void)arg;
+  raise(SIGSEGV);
+  return 0;
+}
+
+/* Workers that die before they can start any task (a crashing
+ * initializer) break the pool after a few tries, with the cause, instead
+ * of forking replacements for ever. */
+static void test_initializer_crash_breaks_pool(void **state) {
+  (void)state;
+  alarm(30);
+  cf_process_pool_opts o = {.max_workers = 2, .initializer = init_crashes};
+  cf_executor *ex;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  cf_future *f;
+  int rc = cf_submit(ex, square, (void *)(intptr_t)2, &f);
+  if (rc == 0) {
+    assert_int_equal(cf_future_result(f, 10, NULL), CF_EBROKEN);
+    cf_error e;
+    assert_int_equal(cf_future_exception(f, 0, &e), 0);
+    print_message("# %s\n", e.message);
+    assert_non_null(strstr(e.message, "signal 11"));
+    cf_future_unref(f);
+  }
+  double t0 = now_s();
+  while ((rc = cf_submit(ex, square, NULL, &f)) == 0 && now_s() - t0 < 10) {
+    assert_int_equal(cf_future_result(f, 10, NULL), CF_EBROKEN);
+    cf_future_unref(f);
+  }
+  assert_int_equal(rc, CF_EBROKEN);
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
+/* The manager running out of descriptors (EMFILE in memfd_create, for an
+ * input of 64 KiB) fails that task with CF_ESYS and says so; the worker,
+ * healthy, is kept (it was cut off, and the task blamed on its "exit"). */
+static void test_manager_out_of_fds(void **state) {
+  (void)state;
+  alarm(30);
+  cf_executor *ex = new_pool(1);
+  cf_future *f;
+  void *v;
+  assert_int_equal(cf_submit(ex, my_pid, NULL, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  pid_t worker = (pid_t)(intptr_t)v;
+  cf_future_unref(f);
+  size_t n = 100 * 1024;
+  char *in = calloc(1, n);
+  assert_non_null(in);
+  struct rlimit old, low;
+  assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+  low = old;
+  low.rlim_cur = (rlim_t)count_fds() + 16;
+  int held[64], nheld = 0;
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+  while (nheld < 64 && (held[nheld] = dup(0)) >= 0)
+    nheld++;
+  int rc = cf_process_pool_submit(ex, reverse, in, n, &f);
+  int rrc = rc == 0 ? cf_future_result(f, 10, &v) : rc;
+  cf_error e = {0};
+  int erc = rc == 0 ? cf_future_exception(f, 0, &e) : rc;
+  char msg[256] = "";
+  if (e.message)
+    snprintf(msg, sizeof msg, "%s", e.message);
+  if (rc == 0)
+    cf_future_unref(f);
+  while (nheld > 0)
+    close(held[--nheld]);
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+  print_message("# %s\n", msg);
+  assert_int_equal(rc, 0);
+  assert_int_equal(rrc, CF_EFAILED);
+  assert_int_equal(erc, 0);
+  assert_int_equal(e.code, CF_ESYS);
+  assert_non_null(strstr(msg, "Too many open files"));
+  /* the same worker serves the next tasks, big input included */
+  assert_int_equal(cf_submit(ex, my_pid, NULL, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  assert_int_equal((pid_t)(intptr_t)v, worker);
+  cf_future_unref(f);
+  assert_int_equal(cf_process_pool_submit(ex, reverse, in, n, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  assert_int_equal(((cf_buf *)v)->len, n);
+  cf_future_unref(f);
+  free(in);
+  cf_executor_free(ex);
+}
+
+/* A task that writes garbage into its worker's socket: the manager reads
+ * a message of no known type. The task fails with CF_EBROKEN and a message
+ * naming the protocol error (it used to "succeed" with a NULL result); the
+ * worker is replaced and the pool goes on. */
+static int scribble(void *arg, void **out) {
+  (void)arg;
+  *out = (void *)(intptr_t)1;
+  for (int fd = 3; fd < 64; fd++) {
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
+      unsigned char junk[32] = {99, 0, 0, 0, 7};
+      ssize_t w = write(fd, junk, sizeof junk);
+      (void)w;
+      break;
+    }
+  }
+  return 0;
+}
+
+static void test_protocol_error(void **state) {
+  (void)state;
+  alarm(30);
+  cf_executor *ex = new_pool(1);
+  cf_future *f;
+  void *v;
+  assert_int_equal(cf_submit(ex, scribble, NULL, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), CF_EBROKEN);
+  cf_error e;
+  assert_int_equal(cf_future_exception(f, 0, &e), 0);
+  print_message("# %s\n", e.message);
+  assert_non_null(strstr(e.message, "protocol"));
+  cf_future_unref(f);
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)5, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  assert_int_equal((intptr_t)v, 25);
+  cf_future_unref(f);
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
+static volatile sig_atomic_t terminal_signals;
+static void count_signal(int sig) {
+  (void)sig;
+  terminal_signals++;
+}
+
+/* Runs in a child of the test, leader of its own process group: a pool,
+ * a task running, then the terminal's signals sent to the whole group (as
+ * Ctrl-C, Ctrl-\, Ctrl-Z or a hang-up would), which the host handles.
+ * Returns 0, or the number of the check that failed. */
+static int terminal_signals_child(void) {
+  if (setpgid(0, 0) != 0)
+    return 1;
+  const int sigs[] = {SIGINT, SIGQUIT, SIGTSTP, SIGHUP};
+  for (int k = 0; k < 4; k++) {
+    struct sigaction sa = {.sa_handler = count_signal};
+    sigaction(sigs[k], &sa, NULL);
+  }
+  cf_process_pool_opts o = {.max_workers = 1};
+  cf_executor *ex;
+  if (cf_process_pool_new(&o, &ex) != 0)
+    return 2;
+  cf_future *f, *g;
+  void *v;
+  if (cf_submit(ex, slow, (void *)(intptr_t)300000, &f) != 0)
+    return 3;
+  double t0 = now_s();
+  while (!cf_future_running(f) && now_s() - t0 < 10)
+    usleep(1000);
+  usleep(50000); /* the task runs in its worker */
+  for (int k = 0; k < 4; k++)
+    if (kill(0, sigs[k]) != 0)
+      return 4;
+  if (cf_future_result(f, 10, &v) != 0 || (intptr_t)v != 300000)
+    return 5; /* the worker or the fork server died */
+  cf_future_unref(f);
+  if (cf_submit(ex, square, (void *)(intptr_t)7, &g) != 0)
+    return 6;
+  if (cf_future_result(g, 10, &v) != 0 || (intptr_t)v != 49)
+    return 7;
+  cf_future_unref(g);
+  cf_executor_free(ex);
+  return terminal_signals == 4 ? 0 : 8;
+}
+
+/* Ctrl-C goes to the whole foreground process group: the host handles it
+ * and lives on, and so must its pool (the fork server, whose handlers are
+ * reset to default, died of it; the running task failed and the pool was
+ * broken for good). The fork server and workers ignore the terminal's
+ * signals. */
+static void test_terminal_signals(void **state) {
+  (void)state;
+  alarm(30);
+  pid_t child = fork();
+  assert_true(child >= 0);
+  if (child == 0)
+    _exit(terminal_signals_child());
+  int st = 0;
+  double t0 = now_s();
+  pid_t r;
+  while ((r = waitpid(child, &st, WNOHANG)) == 0 && now_s() - t0 < 20)
+    usleep(10000);
+  if (r == 0) {
+    kill(-child, SIGKILL);
+    waitpid(child, &st, 0);
+    fail_msg("the child hung");
+  }
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* The host forks a child that does not exec and lives on (3 s here): the
+ * child held copies of the pool's sockets, so the workers and the fork
+ * server never saw end-of-file and cf_executor_free waited for the child
+ * to exit. The child now closes them at once (pthread_atfork). */
+static void test_host_fork_does_not_hold_the_pool(void **state) {
+  (void)state;
+  alarm(30);
+  cf_executor *ex = new_pool(2);
+  cf_future *f;
+  void *v;
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)6, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  cf_future_unref(f);
+  pid_t child = fork();
+  assert_true(child >= 0);
+  if (child == 0) {
+    usleep(3000000);
+    _exit(0);
+  }
+  /* the pool still works in the parent */
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)7, &f), 0);
+  assert_int_equal(cf_future_result(f, 10, &v), 0);
+  assert_int_equal((intptr_t)v, 49);
+  cf_future_unref(f);
+  double t0 = now_s();
+  cf_executor_free(ex);
+  double took = now_s() - t0;
+  kill(child, SIGKILL);
+  int st;
+  waitpid(child, &st, 0);
+  print_message("# cf_executor_free took %.3f s\n", took);
+  assert_true(took < 1.0);
+  assert_int_equal(count_children(), 0);
 }
 
 static void test_shutdown(void **state) {
@@ -770,25 +1272,39 @@ static void test_callbacks_in_parent(void **state) {
   cf_executor_free(ex);
 }
 
+/* Each test runs with the watchdog armed. */
+#define TEST(f)                                                                \
+  cmocka_unit_test_setup_teardown(f, arm_watchdog, disarm_watchdog)
+
 int main(void) {
   test_pid = getpid();
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_round_trips),
-      cmocka_unit_test(test_many_small_tasks),
-      cmocka_unit_test(test_big_payloads),
-      cmocka_unit_test(test_many_big_inputs),
-      cmocka_unit_test(test_worker_deaths),
-      cmocka_unit_test(test_task_timeout),
-      cmocka_unit_test(test_max_tasks_per_child),
-      cmocka_unit_test(test_initializer),
-      cmocka_unit_test(test_shutdown),
-      cmocka_unit_test(test_with_thread_pool),
-      cmocka_unit_test(test_map_chunks),
-      cmocka_unit_test(test_no_fd_leaks_into_workers),
-      cmocka_unit_test(test_fork_server_killed),
-      cmocka_unit_test(test_pool_outlives_its_creator_thread),
-      cmocka_unit_test(test_sigchld_ignored_by_host),
-      cmocka_unit_test(test_callbacks_in_parent),
+      TEST(test_round_trips),
+      TEST(test_many_small_tasks),
+      TEST(test_big_payloads),
+      TEST(test_many_big_inputs),
+      TEST(test_worker_deaths),
+      TEST(test_task_timeout),
+      TEST(test_infinite_task_timeout),
+      TEST(test_task_ending_at_its_timeout),
+      TEST(test_max_tasks_per_child),
+      TEST(test_initializer),
+      TEST(test_timeout_counts_from_task_start),
+      TEST(test_broken_pool_is_idle),
+      TEST(test_death_before_start_blames_no_task),
+      TEST(test_initializer_crash_breaks_pool),
+      TEST(test_manager_out_of_fds),
+      TEST(test_protocol_error),
+      TEST(test_terminal_signals),
+      TEST(test_host_fork_does_not_hold_the_pool),
+      TEST(test_shutdown),
+      TEST(test_with_thread_pool),
+      TEST(test_map_chunks),
+      TEST(test_no_fd_leaks_into_workers),
+      TEST(test_fork_server_killed),
+      TEST(test_pool_outlives_its_creator_thread),
+      TEST(test_sigchld_ignored_by_host),
+      TEST(test_callbacks_in_parent),
   };
   return cmocka_run_group_tests_name("process_pool", tests, NULL, NULL);
 }
