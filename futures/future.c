@@ -53,6 +53,20 @@ void cf__future_init(cf_future *f, void (*dealloc)(cf_future *f)) {
   f->message = NULL;
   f->listeners = NULL;
   f->dealloc = dealloc;
+  f->magic = CF__FUTURE_LIVE;
+}
+
+void cf__future_misused(const cf_future *f, const char *call) {
+  uint32_t m = f->magic;
+  fprintf(stderr,
+          "cfutures (CFUTURES_DEBUG): %s(%p): %s\n", call, (const void *)f,
+          m == CF__FUTURE_DEAD
+              ? "this future was freed: its last reference was dropped "
+                "before (a use after cf_future_unref, or a double unref)"
+              : "this is not a live future (a stray pointer, or its memory "
+                "was overwritten)");
+  fflush(stderr);
+  abort();
 }
 
 cf_future *cf_future_new(void) {
@@ -74,6 +88,7 @@ cf_future *cf__future_new_owned(void) {
 }
 
 cf_future *cf_future_ref(cf_future *f) {
+  CF__CHECK_FUTURE(f);
   if (f)
     atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
   return f;
@@ -82,6 +97,7 @@ cf_future *cf_future_ref(cf_future *f) {
 void cf_future_unref(cf_future *f) {
   if (!f)
     return;
+  CF__CHECK_FUTURE(f);
   /* A sole holder needs no read-modify-write: nobody else can add a
    * reference without holding one. acquire: pairs with the release half of
    * other holders' fetch_sub below, so their writes are visible before we
@@ -94,6 +110,7 @@ void cf_future_unref(cf_future *f) {
   if ((s & CF__STATE_MASK) == CF_FINISHED && f->code == 0 && f->destroy)
     f->destroy(f->value);
   free(f->message);
+  f->magic = CF__FUTURE_DEAD;
   if (f->dealloc)
     f->dealloc(f);
   else
@@ -205,6 +222,7 @@ void cf__future_fire(cf_future *f) {
 /* ---- producer side ------------------------------------------------------- */
 
 int cf_future_set_running_or_notify_cancel(cf_future *f) {
+  CF__CHECK_FUTURE(f);
   if (!f)
     return CF_EINVAL;
   if (f->dealloc)
@@ -223,6 +241,7 @@ int cf__future_set_running(cf_future *f) {
 }
 
 int cf_future_set_result(cf_future *f, void *value, cf_destroy_fn destroy) {
+  CF__CHECK_FUTURE(f);
   if (!f)
     return CF_EINVAL;
   if (f->dealloc)
@@ -231,6 +250,7 @@ int cf_future_set_result(cf_future *f, void *value, cf_destroy_fn destroy) {
 }
 
 int cf_future_set_exception(cf_future *f, int code, const char *fmt, ...) {
+  CF__CHECK_FUTURE(f);
   if (!f || code == 0)
     return CF_EINVAL;
   if (f->dealloc)
@@ -257,22 +277,27 @@ int cf_future_set_exception(cf_future *f, int code, const char *fmt, ...) {
 /* ---- queries ------------------------------------------------------------- */
 
 cf_future_state cf_future_state_of(const cf_future *f) {
+  CF__CHECK_FUTURE(f);
   return f ? (cf_future_state)cf__future_state(f) : CF_PENDING;
 }
 
 bool cf_future_cancelled(const cf_future *f) {
+  CF__CHECK_FUTURE(f);
   return f && cf__future_state(f) == CF_CANCELLED;
 }
 
 bool cf_future_running(const cf_future *f) {
+  CF__CHECK_FUTURE(f);
   return f && cf__future_state(f) == CF_RUNNING;
 }
 
 bool cf_future_done(const cf_future *f) {
+  CF__CHECK_FUTURE(f);
   return f && cf__state_done(cf__future_state(f));
 }
 
 bool cf_future_cancel(cf_future *f) {
+  CF__CHECK_FUTURE(f);
   if (!f)
     return false;
   if (transition(f, 1u << CF_PENDING, CF_CANCELLED, 0, NULL, NULL, NULL) == 0)
@@ -303,6 +328,7 @@ static void callback_notify(cf__listener *l, cf_future *f) {
 }
 
 int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg) {
+  CF__CHECK_FUTURE(f);
   if (!f || !fn)
     return CF_EINVAL;
   if (cf_future_done(f)) {
@@ -416,6 +442,7 @@ int cf__future_outcome(cf_future *f, void **out) {
 }
 
 int cf_future_result(cf_future *f, double timeout_s, void **out) {
+  CF__CHECK_FUTURE(f);
   cf_deadline d;
   if (!f || isnan(timeout_s))
     return CF_EINVAL;
@@ -430,6 +457,7 @@ int cf_future_result(cf_future *f, double timeout_s, void **out) {
 }
 
 int cf_future_exception(cf_future *f, double timeout_s, cf_error *err) {
+  CF__CHECK_FUTURE(f);
   cf_deadline d;
   if (!f || !err || cf__deadline_from_timeout(timeout_s, &d) != 0)
     return CF_EINVAL;

@@ -17,6 +17,7 @@
 #include <cfutures/future.h>
 #include <stdatomic.h>
 
+#include "core/alloc.h"
 #include "core/time.h"
 #include "core/waiter.h"
 
@@ -38,6 +39,7 @@ struct cf_future {
   _Atomic uint32_t state; /* see above */
   _Atomic uint32_t refs;
   int32_t code;              /* 0: value is the result; else failure code */
+  uint32_t magic;            /* CF__FUTURE_LIVE until the last unref */
   void *value;               /* written under LOCK, read after FINISHED */
   cf_destroy_fn destroy;     /* ditto */
   char *message;             /* ditto; NULL: cf_strerror(code) */
@@ -46,6 +48,21 @@ struct cf_future {
    * NULL: a plain future from cf_future_new. */
   void (*dealloc)(cf_future *f);
 };
+
+/* Every live future carries CF__FUTURE_LIVE; the last unref overwrites it
+ * (and the debug allocator poisons the whole block with 0xDD bytes). In
+ * debug mode (CFUTURES_DEBUG, see core/alloc.h) every public future call
+ * checks it first and reports a use after unref, a double unref or a
+ * pointer that is no future, naming the call, then aborts. */
+#define CF__FUTURE_LIVE 0xCF0F0CF0u
+#define CF__FUTURE_DEAD 0xDDDDDDDDu
+_Noreturn void cf__future_misused(const cf_future *f, const char *call);
+#define CF__CHECK_FUTURE_IN(f, call)                                           \
+  do {                                                                         \
+    if ((f) && cf__debug_known() && (f)->magic != CF__FUTURE_LIVE)              \
+      cf__future_misused((f), (call));                                         \
+  } while (0)
+#define CF__CHECK_FUTURE(f) CF__CHECK_FUTURE_IN(f, __func__)
 
 /* A stand-alone future that belongs to an executor (the public promise
  * calls refuse it with CF_EPERM); one reference. NULL when out of memory. */

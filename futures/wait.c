@@ -68,12 +68,14 @@ static int cmp_ptr(const void *a, const void *b) {
  * deadline: a non-empty list, no NULL entries, no duplicates (sorting a
  * copy keeps it O(n log n)), no NaN timeout. */
 static int check_futures(cf_future *const *fs, size_t n, double timeout_s,
-                         cf_deadline *d) {
+                         cf_deadline *d, const char *call) {
   if (!fs || n == 0 || cf__deadline_from_timeout(timeout_s, d) != 0)
     return CF_EINVAL;
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
     if (!fs[i])
       return CF_EINVAL;
+    CF__CHECK_FUTURE_IN(fs[i], call);
+  }
   if (n == 1)
     return 0;
   cf_future **copy = malloc(n * sizeof *copy);
@@ -162,7 +164,7 @@ int cf_wait(cf_future *const *fs, size_t n, double timeout_s,
   if (when != CF_FIRST_COMPLETED && when != CF_FIRST_EXCEPTION &&
       when != CF_ALL_COMPLETED)
     return CF_EINVAL;
-  int rc = check_futures(fs, n, timeout_s, &d);
+  int rc = check_futures(fs, n, timeout_s, &d, __func__);
   if (rc != 0)
     return rc;
   cf__waiter *w = cf__waiter_self();
@@ -199,7 +201,7 @@ int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout_s,
   if (!out)
     return CF_EINVAL;
   *out = NULL;
-  int rc = check_futures(fs, n, timeout_s, &d);
+  int rc = check_futures(fs, n, timeout_s, &d, __func__);
   if (rc != 0)
     return rc;
   cf_as_completed *it = calloc(1, sizeof *it);

@@ -53,7 +53,10 @@ CF_API cf_future *cf_future_new(void);
 CF_API cf_future *cf_future_ref(cf_future *f);
 
 /* Drops a reference; the last one frees the future and destroys its result.
- * NULL is a no-op. Dropping a reference never cancels the work behind it. */
+ * NULL is a no-op. Dropping a reference never cancels the work behind it.
+ * Using a future after its last reference is gone (a double unref too) is
+ * undefined; run with CFUTURES_DEBUG=1 in the environment to have every
+ * future call report it and abort (docs/building.md). */
 CF_API void cf_future_unref(cf_future *f);
 
 /* ---- consumer side ------------------------------------------------------ */
