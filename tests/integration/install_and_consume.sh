@@ -27,6 +27,12 @@ readelf -d "$tmp/prefix/lib/libcfutures.so" | grep -q 'SONAME.*libcfutures.so.0'
 
 # 2. pkg-config consumers, in C and C++.
 export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig"
+# Users get our include directory and nothing else: no public header uses
+# Concurrency Kit or jemalloc, so their flags (ck's -D__x86_64__, an
+# -I/usr/include) must not leak into the user's build.
+cflags=$(pkg-config --cflags cfutures)
+[ "$(echo $cflags)" = "-I$tmp/prefix/include" ] ||
+  { echo "pkg-config --cflags cfutures gives: $cflags"; exit 1; }
 cc -std=c11 -Wall -Werror "$src/tests/integration/consumer.c" -o "$tmp/consumer" \
   $(pkg-config --cflags --libs cfutures)
 out=$(LD_LIBRARY_PATH="$tmp/prefix/lib" "$tmp/consumer")
