@@ -2,10 +2,14 @@
  *
  * Wiring: each worker owns a Chase-Lev deque (deque.h). Submissions from
  * threads outside the pool go through the injection queue (inject.h); a
- * worker that runs dry takes a batch from it, runs the oldest task and puts
- * the rest on its own deque (oldest at the bottom, so outside work runs
- * first-in first-out), where other workers can steal them. Tasks submitted
- * by a worker go to its own deque.
+ * worker that runs dry takes a batch of up to INJECT_BATCH from it into its
+ * inbox (a small FIFO that other workers take from too), and runs the
+ * oldest. A worker looks for outside work in the inboxes (oldest batch
+ * first) before it takes a new batch, so outside tasks start in submission
+ * order whenever a worker is free: only tasks taken at the same moment by
+ * different workers may start in another order. Tasks submitted by a
+ * worker go to its own deque (run LIFO by it, stolen FIFO by others), and
+ * come before outside work.
  *
  * Fibers: tasks run on fibers (core/fiber.h), never on the workers' own
  * stacks. A worker runs its scheduling loop on a "loop fiber" and runs each
@@ -120,8 +124,26 @@ typedef struct fib {
   size_t heap_at;  /* guarded by p->timer_lock: index in timers or NO_TIMER */
 } fib;
 
+/* Outside tasks a worker took from the injection queue, in submission
+ * order: a bounded single-producer, multi-consumer FIFO. Only its worker
+ * fills it, and only when it is empty; the worker and thieves alike take
+ * the oldest entry with a CAS on `head`. Indices only grow (a slot is
+ * index % INJECT_BATCH): a consumer that read a slot and then lost the CAS
+ * race, or whose slot was refilled meanwhile, sees `head` moved and
+ * retries, so no entry is taken twice. `seq` orders batches: thieves take
+ * from the inbox holding the oldest one. */
+typedef struct inbox {
+  _Alignas(CF__CACHE_LINE) _Atomic uint32_t head; /* next entry to take */
+  _Atomic uint32_t tail;  /* one past the last entry; written by its owner */
+  _Atomic uint64_t seq;   /* the batch's number; written by its owner */
+  /* Atomic (relaxed) because a consumer that lost the race may still read
+   * a slot while its owner refills it; it then discards what it read. */
+  _Atomic(task *) slot[INJECT_BATCH];
+} inbox;
+
 struct worker {
   cf__deque dq;
+  inbox in;
   pool *p;
   cf__waiter park;           /* idle parking; plain futex waiter */
   _Atomic uint32_t sleeping; /* 1 while registered as a sleeper */
@@ -140,6 +162,7 @@ struct pool {
   size_t n;
   worker *workers;
   cf__inject inject;
+  uint64_t batches; /* guarded by the injection queue's consumer lock */
   cf__inject ready; /* suspended fibers whose wait is over */
   /* Apart: submitters read nsleeping on every submit, while searching
    * workers write nsearching often. */
@@ -253,12 +276,15 @@ static void kick(pool *p) {
 
 /* ---- finding work -------------------------------------------------------- */
 
+static bool inbox_nonempty(inbox *in);
+
 static bool work_visible(pool *p) {
   /* seq_cst inside: Dekker with the pushes */
   if (cf__inject_nonempty(&p->ready) || cf__inject_nonempty(&p->inject))
     return true;
   for (size_t i = 0; i < p->n; i++)
-    if (cf__deque_nonempty(&p->workers[i].dq))
+    if (cf__deque_nonempty(&p->workers[i].dq) ||
+        inbox_nonempty(&p->workers[i].in))
       return true;
   return false;
 }
@@ -271,28 +297,92 @@ static fib *fib_of(cf__inject_node *n) {
   return (fib *)((char *)n - offsetof(fib, link));
 }
 
-/* Takes up to INJECT_BATCH outside tasks: returns the oldest to run now
- * and leaves the rest on w's deque for w (oldest first) and for thieves.
- * NULL if the queue is empty, busy, or another worker holds it. */
+/* Takes the oldest entry of an inbox, or NULL when it is empty. */
+static task *inbox_take(inbox *in) {
+  /* acquire: pairs with the owner's publication of tail (the slots). */
+  uint32_t h = atomic_load_explicit(&in->head, memory_order_acquire);
+  for (;;) {
+    uint32_t t = atomic_load_explicit(&in->tail, memory_order_acquire);
+    if (h == t)
+      return NULL;
+    task *x =
+        atomic_load_explicit(&in->slot[h % INJECT_BATCH], memory_order_relaxed);
+    if (atomic_compare_exchange_weak_explicit(&in->head, &h, h + 1,
+                                              memory_order_acq_rel,
+                                              memory_order_acquire))
+      return x;
+  }
+}
+
+static bool inbox_nonempty(inbox *in) {
+  /* seq_cst: the sleeper's side of the Dekker pair with the fill. */
+  return atomic_load_explicit(&in->head, memory_order_seq_cst) !=
+         atomic_load_explicit(&in->tail, memory_order_seq_cst);
+}
+
+/* The oldest outside task already taken from the injection queue by some
+ * worker: from the inbox holding the oldest batch (w's own first on a
+ * tie). Outside tasks thus start in submission order while any worker is
+ * free, whoever took them. */
+static task *take_inboxed(worker *w) {
+  pool *p = w->p;
+  for (;;) {
+    inbox *best = NULL;
+    uint64_t best_seq = UINT64_MAX;
+    for (size_t k = 0; k < p->n; k++) {
+      inbox *in = &p->workers[k].in;
+      if (atomic_load_explicit(&in->head, memory_order_relaxed) ==
+          atomic_load_explicit(&in->tail, memory_order_relaxed))
+        continue;
+      uint64_t seq = atomic_load_explicit(&in->seq, memory_order_relaxed);
+      if (seq < best_seq || (seq == best_seq && in == &w->in)) {
+        best = in;
+        best_seq = seq;
+      }
+    }
+    if (!best)
+      return NULL;
+    task *t = inbox_take(best);
+    if (t)
+      return t;
+    /* Emptied meanwhile: look again. */
+  }
+}
+
+/* Takes up to INJECT_BATCH outside tasks into w's (empty) inbox and returns
+ * the oldest, to run now; the others wait there for w and for thieves, in
+ * order. NULL if the queue is empty or another worker holds it, and also
+ * when some inbox still holds outside tasks (those come first). */
 static task *grab_injected(worker *w) {
   pool *p = w->p;
   if (!cf__inject_nonempty(&p->inject) || !cf__inject_trylock(&p->inject))
     return NULL;
-  task *batch[INJECT_BATCH];
-  int n = 0;
+  /* Under the lock, so that a batch published by its previous holder is
+   * seen: older outside tasks waiting in an inbox go first. */
+  for (size_t k = 0; k < p->n; k++)
+    if (inbox_nonempty(&p->workers[k].in)) {
+      cf__inject_unlock(&p->inject);
+      return take_inboxed(w);
+    }
+  inbox *in = &w->in;
+  uint32_t t0 = atomic_load_explicit(&in->tail, memory_order_relaxed);
+  uint32_t n = 0;
   cf__inject_node *node;
   while (n < INJECT_BATCH && (node = cf__inject_pop(&p->inject)))
-    batch[n++] = task_of(node);
-  cf__inject_unlock(&p->inject);
-  if (n == 0)
+    atomic_store_explicit(&in->slot[(t0 + n++) % INJECT_BATCH], task_of(node),
+                          memory_order_relaxed);
+  if (n == 0) {
+    cf__inject_unlock(&p->inject);
     return NULL;
-  /* Newest first onto the deque, so that our LIFO takes go oldest first. */
-  for (int i = n - 1; i > 0; i--)
-    if (!cf__deque_push(&w->dq, batch[i]))
-      run(batch[i]); /* out of memory growing the deque: run it here */
-  if (n > 1 && atomic_load_explicit(&p->nsleeping, memory_order_relaxed))
+  }
+  atomic_store_explicit(&in->seq, p->batches++, memory_order_relaxed);
+  /* seq_cst: publishes the slots (release) and is the filler's side of
+   * the Dekker pair with park's registration then re-check. */
+  atomic_store_explicit(&in->tail, t0 + n, memory_order_seq_cst);
+  cf__inject_unlock(&p->inject);
+  if (n > 1 && atomic_load_explicit(&p->nsleeping, memory_order_seq_cst))
     wake_one(p);
-  return batch[0];
+  return take_inboxed(w);
 }
 
 static uint64_t next_rand(worker *w) {
@@ -347,6 +437,8 @@ static bool find_work(worker *w, work *out) {
   if (out->resume)
     return true;
   out->t = cf__deque_take(&w->dq);
+  if (!out->t)
+    out->t = take_inboxed(w);
   if (!out->t)
     out->t = grab_injected(w);
   if (!out->t)
@@ -881,6 +973,12 @@ static void cancel_queued(pool *p) {
   }
   cf__inject_unlock(&p->inject);
   for (size_t i = 0; i < p->n; i++) {
+    task *t;
+    while ((t = inbox_take(&p->workers[i].in)) != NULL) {
+      cf__inject_node *node = &t->link;
+      atomic_store_explicit(&node->next, list, memory_order_relaxed);
+      list = node;
+    }
     void *x;
     while ((x = cf__deque_steal(&p->workers[i].dq)) != NULL) {
       if (x == CF__DEQUE_ABORT)

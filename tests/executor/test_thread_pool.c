@@ -1570,11 +1570,86 @@ static void test_map_iter_timeout(void **state) {
   assert_true(atomic_load(&ran) <= n);
 }
 
+/* ---- outside tasks start in submission order ---------------------------- */
+
+enum { FIFO_N = 20 };
+static cf_event *fifo_gate[2];
+static _Atomic int fifo_gates_in, fifo_first_started, fifo_done, fifo_seq;
+static int fifo_order[FIFO_N];
+
+/* Holds its worker until its gate opens (a blocking wait: the thread). */
+static int fifo_gate_task(void *arg, void **out) {
+  atomic_fetch_add(&fifo_gates_in, 1);
+  *out = NULL;
+  return cf_event_wait(fifo_gate[(intptr_t)arg], 20);
+}
+
+/* Task 0 keeps its worker busy until every other task ran; the others
+ * record the order they started in. */
+static int fifo_task(void *arg, void **out) {
+  intptr_t i = (intptr_t)arg;
+  *out = NULL;
+  if (i == 0) {
+    atomic_store(&fifo_first_started, 1);
+    double t0 = now_s();
+    while (atomic_load(&fifo_done) < FIFO_N - 1 && now_s() - t0 < 10)
+      usleep(1000);
+    return 0;
+  }
+  fifo_order[i] = atomic_fetch_add(&fifo_seq, 1);
+  atomic_fetch_add(&fifo_done, 1);
+  return 0;
+}
+
+/* Two workers, both held by gates while 20 tasks queue up; one is let go
+ * (it takes the tasks from outside and runs task 0, which holds it), then
+ * the other: it must start tasks 1..19 in order, not newest first. */
+static void test_outside_fifo_order(void **state) {
+  (void)state;
+  for (int round = 0; round < 3; round++) {
+    cf_executor *ex = new_pool(2);
+    atomic_store(&fifo_gates_in, 0);
+    atomic_store(&fifo_first_started, 0);
+    atomic_store(&fifo_done, 0);
+    atomic_store(&fifo_seq, 0);
+    cf_future *gates[2], *fs[FIFO_N];
+    for (intptr_t g = 0; g < 2; g++) {
+      assert_int_equal(cf_event_new(false, &fifo_gate[g]), 0);
+      assert_int_equal(cf_submit(ex, fifo_gate_task, (void *)g, &gates[g]), 0);
+    }
+    double t0 = now_s();
+    while (atomic_load(&fifo_gates_in) < 2 && now_s() - t0 < 10)
+      usleep(1000);
+    assert_int_equal(atomic_load(&fifo_gates_in), 2);
+    for (intptr_t i = 0; i < FIFO_N; i++)
+      assert_int_equal(cf_submit(ex, fifo_task, (void *)i, &fs[i]), 0);
+    cf_event_set(fifo_gate[0]);
+    while (!atomic_load(&fifo_first_started) && now_s() - t0 < 10)
+      usleep(1000);
+    assert_true(atomic_load(&fifo_first_started));
+    cf_event_set(fifo_gate[1]);
+    for (int i = 0; i < FIFO_N; i++) {
+      assert_int_equal(cf_future_result(fs[i], 20, NULL), 0);
+      cf_future_unref(fs[i]);
+    }
+    for (int i = 2; i < FIFO_N; i++)
+      if (fifo_order[i] < fifo_order[i - 1])
+        fail_msg("round %d: task %d started before task %d", round, i,
+                 i - 1);
+    cf_executor_free(ex);
+    for (int g = 0; g < 2; g++) {
+      cf_future_unref(gates[g]);
+      cf_event_free(fifo_gate[g]);
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_args),
       cmocka_unit_test(test_default_size),
       cmocka_unit_test(test_many_tasks),
+      cmocka_unit_test(test_outside_fifo_order),
       cmocka_unit_test(test_failures),
       cmocka_unit_test(test_result_destroy),
       cmocka_unit_test(test_thread_names),
