@@ -32,6 +32,11 @@
 #define UNDER_SANITIZER 1
 #endif
 #endif
+#ifdef UNDER_SANITIZER
+/* From the sanitizers' allocator interface (no header in gcc 12): true
+ * when their malloc made p. */
+int __sanitizer_get_ownership(const volatile void *p);
+#endif
 
 /* ---- the scenarios, run in the child -------------------------------------- */
 
@@ -69,6 +74,13 @@ static int scenario(const char *name) {
     cf_future_unref(f);
     cf_future_unref(f); /* reported, aborts */
   } else if (strcmp(name, "malloc_visible") == 0) {
+#ifdef UNDER_SANITIZER
+    /* The sanitizer's malloc made the future: its tools see it. */
+    cf_future *f = cf_future_new();
+    int owned = f && __sanitizer_get_ownership(f);
+    cf_future_unref(f);
+    return owned ? 0 : 4;
+#else
     /* Futures come from libc's malloc: its counters see them. */
     enum { N = 1000 };
     static cf_future *fs[N];
@@ -82,6 +94,7 @@ static int scenario(const char *name) {
       cf_future_unref(fs[i]);
     printf("grew %zu\n", grew);
     return grew >= N * 48 ? 0 : 4;
+#endif
   } else if (strcmp(name, "normal_use") == 0) {
     /* A correct program runs as usual in debug mode (quarantine and all). */
     cf_executor *ex = NULL;
@@ -188,13 +201,9 @@ static void test_task_double_unref(void **state) {
 
 static void test_malloc_visible(void **state) {
   (void)state;
-#ifdef UNDER_SANITIZER
-  skip(); /* the sanitizers' allocators do not keep mallinfo2's counters */
-#else
   outcome o = run_child("malloc_visible", "1");
   if (!WIFEXITED(o.status) || WEXITSTATUS(o.status) != 0)
     fail_msg("malloc_visible: status 0x%x; %s", o.status, o.err);
-#endif
 }
 
 static void test_normal_use(void **state) {
