@@ -1,9 +1,10 @@
 #include <cfutures/common.h>
 
 #include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
 
 #include "core/report.h"
-#include <stdio.h>
 
 const char *cf_strerror(int code) {
   switch (code) {
@@ -60,4 +61,60 @@ void cf__report(const char *what, int code) {
   void *ctx = reporter_ctx;
   pthread_mutex_unlock(&reporter_lock);
   fn(what, code, ctx);
+}
+
+/* ---- the last error of each thread ---------------------------------------- */
+
+typedef struct last_error {
+  const char *call; /* NULL: no failure yet */
+  int code;
+  const char *why;  /* a literal, or `dyn` */
+  char dyn[256];
+  char text[512];   /* cf_last_error's answer */
+} last_error;
+
+static _Thread_local last_error last;
+
+int cf__fail_at(const char *call, int code, const char *why) {
+  last.call = call;
+  last.code = code;
+  last.why = why;
+  return code;
+}
+
+int cf__fail_fmt(const char *call, int code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(last.dyn, sizeof last.dyn, fmt, ap);
+  va_end(ap);
+  return cf__fail_at(call, code, last.dyn);
+}
+
+int cf__fail_rc(const char *call, int rc) {
+  if (rc == 0)
+    return 0;
+  switch (rc) {
+  case CF_EOWNERDEAD:
+    return cf__fail_at(call, rc,
+                       "acquired, but its previous holder died holding it: "
+                       "what it protected may be half-updated");
+  case CF_EDEADLK:
+    return cf__fail_at(call, rc, "the calling thread already holds it");
+  default:
+    return cf__fail_at(call, rc, NULL);
+  }
+}
+
+int cf__fail_retag(const char *call, int rc) {
+  last.call = call;
+  return rc;
+}
+
+const char *cf_last_error(void) {
+  if (!last.call)
+    return "";
+  snprintf(last.text, sizeof last.text, "%s: %s (%s)", last.call,
+           last.why && *last.why ? last.why : cf_strerror(last.code),
+           cf_err_name(last.code));
+  return last.text;
 }

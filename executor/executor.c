@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/report.h"
 #include "executor/executor_internal.h"
 #include "futures/future_internal.h"
 
@@ -61,12 +62,31 @@ int cf_submit_with(cf_executor *ex, cf_fn fn, void *arg,
   if (out)
     *out = NULL;
   if (!ex || !fn || !out)
-    return CF_EINVAL;
-  return ex->vt->submit(ex, fn, arg, result_destroy, out);
+    return CF__FAIL(CF_EINVAL, !ex   ? "NULL executor"
+                               : !fn ? "NULL task function"
+                                     : "NULL out");
+  int rc = ex->vt->submit(ex, fn, arg, result_destroy, out);
+  return rc ? cf__fail_submit(__func__, rc) : 0;
 }
 
 int cf_submit(cf_executor *ex, cf_fn fn, void *arg, cf_future **out) {
-  return cf_submit_with(ex, fn, arg, NULL, out);
+  int rc = cf_submit_with(ex, fn, arg, NULL, out);
+  return rc ? cf__fail_retag(__func__, rc) : 0;
+}
+
+int cf__fail_submit(const char *call, int rc) {
+  switch (rc) {
+  case CF_ESHUTDOWN:
+    return cf__fail_at(call, rc, "the executor was shut down");
+  case CF_EBROKEN:
+    return cf__fail_at(call, rc,
+                       "the executor is broken (an initializer failed, or "
+                       "its workers could not be started)");
+  case CF_ENOMEM:
+    return cf__fail_at(call, rc, "no memory for the task");
+  default:
+    return cf__fail_at(call, rc, NULL);
+  }
 }
 
 int cf__submit_batch_each(cf_executor *ex, cf_fn fn, const void *items,
@@ -90,8 +110,12 @@ int cf__submit_batch_each(cf_executor *ex, cf_fn fn, const void *items,
 
 int cf_executor_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
   if (!ex)
-    return CF_EINVAL;
-  return ex->vt->shutdown(ex, wait, cancel_futures);
+    return CF__FAIL(CF_EINVAL, "NULL executor");
+  int rc = ex->vt->shutdown(ex, wait, cancel_futures);
+  if (rc == CF_EDEADLK)
+    return CF__FAIL(rc, "wait=true from a task or callback of the same "
+                        "executor would wait for itself");
+  return rc ? CF__FAIL(rc, NULL) : 0;
 }
 
 void cf_executor_free(cf_executor *ex) {

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "core/report.h"
 #include "executor/executor_internal.h"
 #include "futures/future_internal.h"
 
@@ -99,24 +100,30 @@ static void refill(cf_map *m) {
   }
 }
 
-static int map_new(cf_executor *ex, cf_fn fn, const cf_map_opts *opts,
-                   size_t cap, cf_map **out, cf_map **mp) {
+static int map_new(const char *call, cf_executor *ex, cf_fn fn,
+                   const cf_map_opts *opts, size_t cap, cf_map **out,
+                   cf_map **mp) {
   if (!out)
-    return CF_EINVAL;
+    return cf__fail_at(call, CF_EINVAL, "NULL out");
   *out = NULL;
   if (!ex || !fn)
-    return CF_EINVAL;
+    return cf__fail_at(call, CF_EINVAL,
+                       ex ? "NULL task function" : "NULL executor");
   cf_map_opts o = opts ? *opts : (cf_map_opts){0};
   if (o.window > CF_MAP_MAX_WINDOW || o.chunksize > CF_MAP_MAX_WINDOW)
-    return CF_EINVAL;
+    return cf__fail_fmt(call, CF_EINVAL,
+                        "%s %zu is above CF_MAP_MAX_WINDOW (%zu)",
+                        o.window > CF_MAP_MAX_WINDOW ? "window" : "chunksize",
+                        o.window > CF_MAP_MAX_WINDOW ? o.window : o.chunksize,
+                        (size_t)CF_MAP_MAX_WINDOW);
   if (cap > CF_MAP_MAX_WINDOW) /* a huge array: keep this many in flight */
     cap = CF_MAP_MAX_WINDOW;
   cf_deadline d;
   if (cf__deadline_from_timeout(o.use_timeout ? o.timeout_s : CF_FOREVER, &d))
-    return CF_EINVAL;
+    return cf__fail_at(call, CF_EINVAL, "the timeout is NaN");
   cf_map *m = calloc(1, sizeof *m);
   if (!m)
-    return CF_ENOMEM;
+    return cf__fail_at(call, CF_ENOMEM, "no memory for the map");
   m->ex = ex;
   m->fn = fn;
   m->destroy = o.result_destroy;
@@ -132,20 +139,21 @@ static int map_new(cf_executor *ex, cf_fn fn, const cf_map_opts *opts,
   m->ring = malloc(cap * sizeof *m->ring);
   if (!m->ring) {
     free(m);
-    return CF_ENOMEM;
+    return cf__fail_fmt(call, CF_ENOMEM, "no memory for a window of %zu",
+                        cap);
   }
   *mp = m;
   return 0;
 }
 
 /* First fill: an error before any task went in fails the call itself. */
-static int map_start(cf_map *m, cf_map **out) {
+static int map_start(const char *call, cf_map *m, cf_map **out) {
   refill(m);
   if (m->count == 0 && m->input_rc != 0 && m->input_rc != CF_EDONE &&
       !m->next) {
     int rc = m->input_rc;
     cf_map_free(m);
-    return rc;
+    return cf__fail_submit(call, rc);
   }
   *out = m;
   return 0;
@@ -162,16 +170,18 @@ int cf_map_array(cf_executor *ex, cf_fn fn, void *items, size_t n,
       (n > 0 && item_size > SIZE_MAX / n)) {
     if (out)
       *out = NULL;
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, item_size == 0 ? "item_size is 0"
+                               : !items       ? "NULL items with n > 0"
+                                 : "n * item_size overflows");
   }
   cf_map *m = NULL;
-  int rc = map_new(ex, fn, opts, n, out, &m);
+  int rc = map_new(__func__, ex, fn, opts, n, out, &m);
   if (rc != 0)
     return rc;
   m->items = items;
   m->n = n;
   m->item_size = item_size;
-  return map_start(m, out);
+  return map_start(__func__, m, out);
 }
 
 int cf_map_iter(cf_executor *ex, cf_fn fn, cf_next_fn next, void *state,
@@ -179,16 +189,17 @@ int cf_map_iter(cf_executor *ex, cf_fn fn, cf_next_fn next, void *state,
   if (!next) {
     if (out)
       *out = NULL;
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL next function");
   }
   cf_map *m = NULL;
-  int rc = map_new(ex, fn, opts, ex ? default_window(ex) : 0, out, &m);
+  int rc =
+      map_new(__func__, ex, fn, opts, ex ? default_window(ex) : 0, out, &m);
   if (rc != 0)
     return rc;
   m->next = next;
   m->state = state;
   m->chunk = 1; /* lazy items are pointers: one task each */
-  return map_start(m, out);
+  return map_start(__func__, m, out);
 }
 
 static void cancel_ring(cf_map *m) {
@@ -198,38 +209,40 @@ static void cancel_ring(cf_map *m) {
 
 int cf_map_next(cf_map *m, void **out) {
   if (!m || !out)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, m ? "NULL out" : "NULL map");
   *out = NULL;
   if (m->timed_out)
-    return CF_ETIMEDOUT;
+    return CF__FAIL(CF_ETIMEDOUT, "the map's deadline has passed");
   if (m->count == 0)
     refill(m);
   if (m->count == 0) {
     int rc = m->input_rc ? m->input_rc : CF_EDONE;
     m->input_rc = 0; /* an input error is reported once, then the end */
-    return rc;
+    return rc == CF_EDONE
+               ? CF__FAIL(rc, "every item was yielded")
+               : CF__FAILF(rc, "the input stopped with %s", cf_err_name(rc));
   }
   int rc = cf__future_wait(m->ring[m->head], &m->deadline);
   if (rc == CF_ETIMEDOUT) {
     /* The map is over: cancel what has not started. */
     m->timed_out = true;
     cancel_ring(m);
-    return rc;
+    return CF__FAIL(rc, "the map's deadline has passed");
   }
   if (rc != 0)
-    return rc;
+    return cf__fail_outcome(__func__, rc, m->ring[m->head]);
   cf_future_unref(m->last);
   m->last = ring_pop(m);
   m->last_rc = cf__future_outcome(m->last, out);
   refill(m);
-  return m->last_rc;
+  return m->last_rc ? cf__fail_outcome(__func__, m->last_rc, m->last) : 0;
 }
 
 int cf_map_error(const cf_map *m, cf_error *err) {
   if (!m || !err)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, m ? "NULL error record" : "NULL map");
   if (!m->last)
-    return CF_EINVALSTATE;
+    return CF__FAIL(CF_EINVALSTATE, "cf_map_next has yielded no item yet");
   err->code = 0;
   err->message = NULL;
   if (m->last_rc == 0)
@@ -239,7 +252,8 @@ int cf_map_error(const cf_map *m, cf_error *err) {
     err->message = cf_strerror(CF_ECANCELLED);
     return 0;
   }
-  return cf_future_exception(m->last, 0, err);
+  int rc = cf_future_exception(m->last, 0, err);
+  return rc ? cf__fail_retag(__func__, rc) : 0;
 }
 
 void cf_map_free(cf_map *m) {

@@ -75,6 +75,7 @@
 
 #include "core/alloc.h"
 #include "core/fiber.h"
+#include "core/report.h"
 #include "core/waiter.h"
 #include "executor/deque.h"
 #include "executor/executor_internal.h"
@@ -1113,7 +1114,7 @@ static void *zalloc_aligned(size_t size) {
 
 int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
   if (!out)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL out");
   *out = NULL;
   cf_thread_pool_opts o = opts ? *opts : (cf_thread_pool_opts){0};
   size_t n = o.max_workers;
@@ -1122,14 +1123,18 @@ int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
     n = cpus > 0 ? (size_t)cpus : 1;
   }
   size_t stack = o.stack_size ? o.stack_size : DEFAULT_STACK;
-  if (n > MAX_WORKERS || stack < CF__FIBER_MIN_STACK ||
-      stack > CF__FIBER_MAX_STACK)
-    return CF_EINVAL;
+  if (n > MAX_WORKERS)
+    return CF__FAILF(CF_EINVAL, "max_workers %zu is above %d", n,
+                     MAX_WORKERS);
+  if (stack < CF__FIBER_MIN_STACK || stack > CF__FIBER_MAX_STACK)
+    return CF__FAILF(CF_EINVAL,
+                     "stack_size %zu is outside [%zu, %zu]", stack,
+                     (size_t)CF__FIBER_MIN_STACK, (size_t)CF__FIBER_MAX_STACK);
   cf__waiter *creator = cf__waiter_self();
   pool *p = zalloc_aligned(sizeof *p);
   if (!p || !creator) {
     free(p);
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "no memory for the pool");
   }
   p->base.vt = &pool_vt;
   cf__inject_init(&p->inject);
@@ -1147,7 +1152,7 @@ int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
   p->workers = zalloc_aligned(n * sizeof *p->workers);
   if (!p->workers) {
     free(p);
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "no memory for the workers");
   }
   int rc = 0;
   size_t made = 0;
@@ -1173,7 +1178,8 @@ int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
     pthread_mutex_destroy(&p->timer_lock);
     free(p->workers);
     free(p);
-    return rc;
+    return CF__FAIL(rc, "no memory (or mappings) for the workers' deques "
+                        "and fiber stacks");
   }
   size_t created = 0;
   for (; created < n; created++) {
@@ -1195,7 +1201,8 @@ int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
   if (rc != 0) {
     pool_shutdown(&p->base, true, true);
     pool_destroy(&p->base);
-    return rc;
+    return CF__FAILF(rc, "a worker thread could not be created (%zu of %zu "
+                         "were)", created, n);
   }
   *out = &p->base;
   return 0;

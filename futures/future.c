@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <ck_pr.h>
+#include <dlfcn.h>
 
 #include "core/alloc.h"
 #include "core/report.h"
@@ -73,6 +74,8 @@ cf_future *cf_future_new(void) {
   cf_future *f = cf__alloc(sizeof *f);
   if (f)
     cf__future_init(f, NULL);
+  else
+    CF__FAIL(CF_ENOMEM, "no memory for a future");
   return f;
 }
 
@@ -221,13 +224,33 @@ void cf__future_fire(cf_future *f) {
 
 /* ---- producer side ------------------------------------------------------- */
 
+/* The reason a promise call was refused, for cf_last_error. */
+static int refused(const char *call, int rc, const cf_future *f) {
+  if (rc == CF_EINVALSTATE || rc == CF_ECANCELLED)
+    switch (cf__future_state(f)) {
+    case CF_CANCELLED:
+      return cf__fail_at(call, rc, "the future was cancelled");
+    case CF_FINISHED:
+      return cf__fail_at(call, rc, "the future is already finished");
+    case CF_RUNNING:
+      return cf__fail_at(call, rc, "the future is already running");
+    default:
+      break;
+    }
+  return cf__fail_at(call, rc, NULL);
+}
+
+#define NOT_A_PROMISE                                                          \
+  "this future belongs to an executor, which alone completes it"
+
 int cf_future_set_running_or_notify_cancel(cf_future *f) {
   CF__CHECK_FUTURE(f);
   if (!f)
-    return CF_EINVAL;
-  if (f->dealloc)
-    return CF_EPERM; /* an executor's future: only the executor drives it */
-  return cf__future_set_running(f);
+    return CF__FAIL(CF_EINVAL, "NULL future");
+  if (f->dealloc) /* an executor's future: only the executor drives it */
+    return CF__FAIL(CF_EPERM, NOT_A_PROMISE);
+  int rc = cf__future_set_running(f);
+  return rc ? refused(__func__, rc, f) : 0;
 }
 
 int cf__future_set_running(cf_future *f) {
@@ -243,18 +266,21 @@ int cf__future_set_running(cf_future *f) {
 int cf_future_set_result(cf_future *f, void *value, cf_destroy_fn destroy) {
   CF__CHECK_FUTURE(f);
   if (!f)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL future");
   if (f->dealloc)
-    return CF_EPERM;
-  return cf__future_complete(f, 0, value, destroy, NULL);
+    return CF__FAIL(CF_EPERM, NOT_A_PROMISE);
+  int rc = cf__future_complete(f, 0, value, destroy, NULL);
+  return rc ? refused(__func__, rc, f) : 0;
 }
 
 int cf_future_set_exception(cf_future *f, int code, const char *fmt, ...) {
   CF__CHECK_FUTURE(f);
-  if (!f || code == 0)
-    return CF_EINVAL;
+  if (!f)
+    return CF__FAIL(CF_EINVAL, "NULL future");
+  if (code == 0)
+    return CF__FAIL(CF_EINVAL, "the code is 0 (a failure needs a CF_E* code)");
   if (f->dealloc)
-    return CF_EPERM;
+    return CF__FAIL(CF_EPERM, NOT_A_PROMISE);
   char *msg = NULL;
   int rc = 0;
   if (fmt) {
@@ -262,14 +288,15 @@ int cf_future_set_exception(cf_future *f, int code, const char *fmt, ...) {
     va_start(ap, fmt);
     if (vasprintf(&msg, fmt, ap) < 0) {
       msg = NULL;
-      rc = CF_ENOMEM;
+      rc = CF__FAIL(CF_ENOMEM,
+                    "no memory for the message (the code was set alone)");
     }
     va_end(ap);
   }
   int st = cf__future_complete(f, code, NULL, NULL, msg);
   if (st != 0) {
     free(msg);
-    return st;
+    return refused(__func__, st, f);
   }
   return rc;
 }
@@ -313,10 +340,23 @@ typedef struct callback_node {
   void *arg;
 } callback_node;
 
+/* Reports a failed done-callback by its name (when the dynamic linker
+ * knows it), its address and its future's. */
 static void run_callback(cf_done_fn fn, cf_future *f, void *arg) {
   int rc = fn(f, arg);
-  if (rc != 0)
-    cf__report("done-callback", rc);
+  if (rc == 0)
+    return;
+  char what[256];
+  Dl_info info;
+  void *addr;
+  memcpy(&addr, &fn, sizeof addr); /* a function pointer, as data */
+  if (dladdr(addr, &info) && info.dli_sname)
+    snprintf(what, sizeof what, "done-callback %s (%p) of future %p",
+             info.dli_sname, addr, (void *)f);
+  else
+    snprintf(what, sizeof what, "done-callback %p of future %p", addr,
+             (void *)f);
+  cf__report(what, rc);
 }
 
 static void callback_notify(cf__listener *l, cf_future *f) {
@@ -330,14 +370,14 @@ static void callback_notify(cf__listener *l, cf_future *f) {
 int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg) {
   CF__CHECK_FUTURE(f);
   if (!f || !fn)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, f ? "NULL callback" : "NULL future");
   if (cf_future_done(f)) {
     run_callback(fn, f, arg);
     return 0;
   }
   callback_node *n = cf__alloc(sizeof *n);
   if (!n)
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "no memory for the callback");
   n->l.notify = callback_notify;
   n->l.wakes_waiter = false;
   n->fn = fn;
@@ -441,31 +481,55 @@ int cf__future_outcome(cf_future *f, void **out) {
   return 0;
 }
 
+int cf__fail_outcome(const char *call, int rc, const cf_future *f) {
+  switch (rc) {
+  case CF_ETIMEDOUT:
+    return cf__fail_at(call, rc, "the future is not done yet");
+  case CF_ENOMEM:
+    return cf__fail_at(call, rc, "no memory to wait");
+  case CF_ECANCELLED:
+    return cf__fail_at(call, rc, "the future was cancelled");
+  case CF_EFAILED:
+  case CF_EBROKEN:
+    return cf__fail_fmt(call, rc, "the task failed with %s: %s",
+                        cf_err_name(f->code),
+                        f->message ? f->message : cf_strerror(f->code));
+  default:
+    return cf__fail_at(call, rc, NULL);
+  }
+}
+
 int cf_future_result(cf_future *f, double timeout_s, void **out) {
   CF__CHECK_FUTURE(f);
   cf_deadline d;
-  if (!f || isnan(timeout_s))
-    return CF_EINVAL;
-  if (cf_future_done(f)) /* fast path: no clock read */
-    return cf__future_outcome(f, out);
-  if (cf__deadline_from_timeout(timeout_s, &d) != 0)
-    return CF_EINVAL;
-  int rc = cf__future_wait(f, &d);
-  if (rc != 0)
-    return rc;
-  return cf__future_outcome(f, out);
+  if (!f)
+    return CF__FAIL(CF_EINVAL, "NULL future");
+  if (isnan(timeout_s))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
+  int rc;
+  if (cf_future_done(f)) { /* fast path: no clock read */
+    rc = cf__future_outcome(f, out);
+  } else {
+    cf__deadline_from_timeout(timeout_s, &d);
+    rc = cf__future_wait(f, &d);
+    if (rc == 0)
+      rc = cf__future_outcome(f, out);
+  }
+  return rc ? cf__fail_outcome(__func__, rc, f) : 0;
 }
 
 int cf_future_exception(cf_future *f, double timeout_s, cf_error *err) {
   CF__CHECK_FUTURE(f);
   cf_deadline d;
-  if (!f || !err || cf__deadline_from_timeout(timeout_s, &d) != 0)
-    return CF_EINVAL;
+  if (!f || !err)
+    return CF__FAIL(CF_EINVAL, f ? "NULL error record" : "NULL future");
+  if (cf__deadline_from_timeout(timeout_s, &d) != 0)
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
   int rc = cf__future_wait(f, &d);
   if (rc != 0)
-    return rc;
+    return cf__fail_outcome(__func__, rc, f);
   if (cf__future_state(f) == CF_CANCELLED)
-    return CF_ECANCELLED;
+    return cf__fail_outcome(__func__, CF_ECANCELLED, f);
   err->code = f->code;
   err->message = f->code == 0 ? NULL
                  : f->message ? f->message

@@ -71,6 +71,11 @@ cf_future *cf__future_new_owned(void);
 /* Initialises an embedded future: PENDING, one reference. */
 void cf__future_init(cf_future *f, void (*dealloc)(cf_future *f));
 
+/* Records a failed wait's outcome on f (rc: CF_ETIMEDOUT, CF_ECANCELLED,
+ * CF_EFAILED, CF_EBROKEN, CF_ENOMEM) as the last error of `call`, with the
+ * task's own message for a failure; returns rc. */
+int cf__fail_outcome(const char *call, int rc, const cf_future *f);
+
 /* Completes f with code (0: value) and message (owned: freed with free()).
  * Returns 0 or CF_EINVALSTATE (then value and message stay the caller's). */
 int cf__future_complete(cf_future *f, int code, void *value,

@@ -8,6 +8,7 @@
  * waited for until the completer has finished touching it. */
 #include <stdlib.h>
 
+#include "core/report.h"
 #include "futures/future_internal.h"
 
 typedef struct multi_node multi_node;
@@ -69,25 +70,30 @@ static int cmp_ptr(const void *a, const void *b) {
  * copy keeps it O(n log n)), no NaN timeout. */
 static int check_futures(cf_future *const *fs, size_t n, double timeout_s,
                          cf_deadline *d, const char *call) {
-  if (!fs || n == 0 || cf__deadline_from_timeout(timeout_s, d) != 0)
-    return CF_EINVAL;
+  if (!fs)
+    return cf__fail_at(call, CF_EINVAL, "NULL list of futures");
+  if (n == 0)
+    return cf__fail_at(call, CF_EINVAL, "the list of futures is empty");
+  if (cf__deadline_from_timeout(timeout_s, d) != 0)
+    return cf__fail_at(call, CF_EINVAL, "the timeout is NaN");
   for (size_t i = 0; i < n; i++) {
     if (!fs[i])
-      return CF_EINVAL;
+      return cf__fail_fmt(call, CF_EINVAL, "future %zu of %zu is NULL", i, n);
     CF__CHECK_FUTURE_IN(fs[i], call);
   }
   if (n == 1)
     return 0;
   cf_future **copy = malloc(n * sizeof *copy);
   if (!copy)
-    return CF_ENOMEM;
+    return cf__fail_at(call, CF_ENOMEM, "no memory to check the list");
   for (size_t i = 0; i < n; i++)
     copy[i] = fs[i];
   qsort(copy, n, sizeof *copy, cmp_ptr);
   int rc = 0;
   for (size_t i = 1; i < n && rc == 0; i++)
     if (copy[i] == copy[i - 1])
-      rc = CF_EINVAL;
+      rc = cf__fail_fmt(call, CF_EINVAL, "future %p is listed twice",
+                        (void *)copy[i]);
   free(copy);
   return rc;
 }
@@ -163,24 +169,30 @@ int cf_wait(cf_future *const *fs, size_t n, double timeout_s,
   cf_deadline d;
   if (when != CF_FIRST_COMPLETED && when != CF_FIRST_EXCEPTION &&
       when != CF_ALL_COMPLETED)
-    return CF_EINVAL;
+    return CF__FAILF(CF_EINVAL, "unknown return_when %d", (int)when);
   int rc = check_futures(fs, n, timeout_s, &d, __func__);
   if (rc != 0)
     return rc;
   cf__waiter *w = cf__waiter_self();
   if (!w)
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "no memory for a waiter");
   wait_ctx c = {.when = when};
   rc = multi_start(&c.m, fs, n, w, NULL);
   if (rc != 0)
-    return rc;
+    return CF__FAIL(rc, "no memory to wait on the futures");
   /* On a pool task, tasks among fs not started yet may run inline. */
   rc = cf__wait_until(wait_cond, &c, fs, n, &d, w);
   multi_finish(&c.m);
-  if (done)
-    for (size_t i = 0; i < n; i++)
-      done[i] = cf_future_done(fs[i]);
-  return rc;
+  size_t ndone = 0;
+  for (size_t i = 0; i < n; i++) {
+    bool d1 = cf_future_done(fs[i]);
+    ndone += d1;
+    if (done)
+      done[i] = d1;
+  }
+  if (rc == CF_ETIMEDOUT)
+    return CF__FAILF(rc, "%zu (of %zu) futures unfinished", n - ndone, n);
+  return rc ? CF__FAIL(rc, NULL) : 0;
 }
 
 /* ---- as_completed -------------------------------------------------------- */
@@ -199,18 +211,18 @@ int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout_s,
                         cf_as_completed **out) {
   cf_deadline d;
   if (!out)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL out");
   *out = NULL;
   int rc = check_futures(fs, n, timeout_s, &d, __func__);
   if (rc != 0)
     return rc;
   cf_as_completed *it = calloc(1, sizeof *it);
   if (!it)
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "no memory for the iterator");
   it->fs = malloc(n * sizeof *it->fs);
   if (!it->fs) {
     free(it);
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "no memory for the iterator");
   }
   for (size_t i = 0; i < n; i++)
     it->fs[i] = cf_future_ref(fs[i]);
@@ -221,7 +233,7 @@ int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout_s,
       cf_future_unref(it->fs[i]);
     free(it->fs);
     free(it);
-    return rc;
+    return CF__FAIL(rc, "no memory for the iterator");
   }
   *out = it;
   return 0;
@@ -249,16 +261,17 @@ static bool ready_cond(void *p) {
 
 int cf_as_completed_next(cf_as_completed *it, cf_future **out) {
   if (!it || !out)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, it ? "NULL out" : "NULL iterator");
   *out = NULL;
   if (it->yielded == it->m.n)
-    return CF_EDONE;
+    return CF__FAIL(CF_EDONE, "every future was yielded");
   if (it->timed_out)
-    return CF_ETIMEDOUT;
+    return CF__FAILF(CF_ETIMEDOUT, "%zu (of %zu) futures unfinished",
+                     cf_as_completed_unfinished(it), it->m.n);
   if (!it->queue) {
     cf__waiter *w = cf__waiter_self();
     if (!w)
-      return CF_ENOMEM;
+      return CF__FAIL(CF_ENOMEM, "no memory for a waiter");
     /* seq_cst: Dekker with multi_notify (push ready, then load w): either
      * the notifier sees this waiter or ready_cond sees its push. */
     atomic_store_explicit(&it->m.w, w, memory_order_seq_cst);
@@ -270,7 +283,10 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out) {
                             it->m.n - it->hint_pos, &it->deadline, w);
     if (rc != 0) {
       it->timed_out = rc == CF_ETIMEDOUT;
-      return rc;
+      return it->timed_out
+                 ? CF__FAILF(rc, "%zu (of %zu) futures unfinished",
+                             cf_as_completed_unfinished(it), it->m.n)
+                 : CF__FAIL(rc, NULL);
     }
     drain_ready(it);
   }
@@ -279,6 +295,14 @@ int cf_as_completed_next(cf_as_completed *it, cf_future **out) {
   it->yielded++;
   *out = it->fs[node->index];
   return 0;
+}
+
+size_t cf_as_completed_unfinished(const cf_as_completed *it) {
+  size_t k = 0;
+  if (it)
+    for (size_t i = 0; i < it->m.n; i++)
+      k += !cf_future_done(it->fs[i]);
+  return k;
 }
 
 void cf_as_completed_free(cf_as_completed *it) {

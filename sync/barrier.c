@@ -3,6 +3,7 @@
 #include <cfutures/sync.h>
 
 #include "sync/monitor.h"
+#include "core/report.h"
 
 struct cf_barrier {
   cf__monitor m;
@@ -15,17 +16,17 @@ struct cf_barrier {
 
 int cf_barrier_new(bool shared, unsigned parties, cf_barrier **out) {
   if (!out)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL out");
   *out = NULL;
   if (parties == 0)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "parties is 0");
   cf_barrier *b = cf__sync_alloc(sizeof *b, shared);
   if (!b)
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "out of memory");
   int rc = cf__monitor_init(&b->m, shared);
   if (rc) {
     cf__sync_free(b, sizeof *b);
-    return rc;
+    return CF__RET(rc);
   }
   b->parties = parties;
   *out = b;
@@ -41,12 +42,15 @@ static void break_locked(cf_barrier *b) {
 
 int cf_barrier_wait(cf_barrier *b, double timeout_s, unsigned *index) {
   cf_deadline d;
-  if (!b || cf__deadline_from_timeout(timeout_s, &d))
-    return CF_EINVAL;
+  if (!b)
+    return CF__FAIL(CF_EINVAL, "NULL barrier");
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
   cf__monitor_lock(&b->m);
   if (b->broken) {
     cf__monitor_unlock(&b->m);
-    return CF_EBROKEN;
+    return CF__FAIL(CF_EBROKEN, "the barrier is broken (a wait timed out, "
+                                "or it was aborted): reset it first");
   }
   unsigned me = b->count++;
   if (index)
@@ -73,12 +77,12 @@ int cf_barrier_wait(cf_barrier *b, double timeout_s, unsigned *index) {
   if (rc == 0 && (gen == b->generation || b->passed != gen))
     rc = CF_EBROKEN;
   cf__monitor_unlock(&b->m);
-  return rc;
+  return CF__RET(rc);
 }
 
 int cf_barrier_abort(cf_barrier *b) {
   if (!b)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL barrier");
   cf__monitor_lock(&b->m);
   break_locked(b);
   cf__monitor_unlock(&b->m);
@@ -87,7 +91,7 @@ int cf_barrier_abort(cf_barrier *b) {
 
 int cf_barrier_reset(cf_barrier *b) {
   if (!b)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL barrier");
   cf__monitor_lock(&b->m);
   /* Current waiters see their generation end without passing: they get
    * CF_EBROKEN; the next generation starts clean. */

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "sync/lock_internal.h"
+#include "core/report.h"
 
 struct cf_cond {
   pthread_cond_t cv;
@@ -13,13 +14,17 @@ struct cf_cond {
 
 int cf_cond_new(bool shared, cf_lock *lock, cf_cond **out) {
   if (!out)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL out");
   *out = NULL;
   if (lock && lock->shared != shared)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL,
+                    shared ? "the lock is private but the condition is "
+                             "process-shared (both must be shared)"
+                           : "the lock is process-shared but the condition "
+                             "is private (both must be the same flavour)");
   cf_cond *c = cf__sync_alloc(sizeof *c, shared);
   if (!c)
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "out of memory");
   int rc = cf__cond_init(&c->cv, shared);
   if (!rc && !lock) {
     rc = cf__lock_init(&c->own, shared);
@@ -28,7 +33,7 @@ int cf_cond_new(bool shared, cf_lock *lock, cf_cond **out) {
   }
   if (rc) {
     cf__sync_free(c, sizeof *c);
-    return rc;
+    return CF__RET(rc);
   }
   c->lock = lock ? lock : &c->own;
   *out = c;
@@ -51,32 +56,39 @@ static int wait_once(cf_cond *c, const cf_deadline *d) {
 
 int cf_cond_wait(cf_cond *c, double timeout_s) {
   cf_deadline d;
-  if (!c || cf__deadline_from_timeout(timeout_s, &d))
-    return CF_EINVAL;
+  if (!c)
+    return CF__FAIL(CF_EINVAL, "NULL condition");
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
   if (!cf__lock_held_by_me(c->lock))
-    return CF_EPERM;
-  return wait_once(c, &d);
+    return CF__FAIL(CF_EPERM, "the calling thread does not hold the "
+                              "condition's lock");
+  return CF__RET(wait_once(c, &d));
 }
 
 int cf_cond_wait_for(cf_cond *c, bool (*pred)(void *arg), void *arg,
                      double timeout_s) {
   cf_deadline d;
-  if (!c || !pred || cf__deadline_from_timeout(timeout_s, &d))
-    return CF_EINVAL;
+  if (!c || !pred)
+    return CF__FAIL(CF_EINVAL, c ? "NULL predicate" : "NULL condition");
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
   if (!cf__lock_held_by_me(c->lock))
-    return CF_EPERM;
+    return CF__FAIL(CF_EPERM, "the calling thread does not hold the "
+                              "condition's lock");
   /* Holds the lock (released inside each wait). */
   while (!pred(arg))
     if (wait_once(c, &d) == CF_ETIMEDOUT)
-      return pred(arg) ? 0 : CF_ETIMEDOUT;
+      return pred(arg) ? 0 : CF__FAIL(CF_ETIMEDOUT, "the predicate is still false");
   return 0;
 }
 
 int cf_cond_notify(cf_cond *c, unsigned n) {
   if (!c)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL condition");
   if (!cf__lock_held_by_me(c->lock))
-    return CF_EPERM;
+    return CF__FAIL(CF_EPERM, "the calling thread does not hold the "
+                              "condition's lock");
   for (unsigned i = 0; i < n; i++)
     pthread_cond_signal(&c->cv);
   return 0;
@@ -84,9 +96,10 @@ int cf_cond_notify(cf_cond *c, unsigned n) {
 
 int cf_cond_notify_all(cf_cond *c) {
   if (!c)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL condition");
   if (!cf__lock_held_by_me(c->lock))
-    return CF_EPERM;
+    return CF__FAIL(CF_EPERM, "the calling thread does not hold the "
+                              "condition's lock");
   pthread_cond_broadcast(&c->cv);
   return 0;
 }

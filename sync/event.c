@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "sync/monitor.h"
+#include "core/report.h"
 
 struct cf_event {
   cf__monitor m;
@@ -14,15 +15,15 @@ struct cf_event {
 
 int cf_event_new(bool shared, cf_event **out) {
   if (!out)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL out");
   *out = NULL;
   cf_event *e = cf__sync_alloc(sizeof *e, shared);
   if (!e)
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "out of memory");
   int rc = cf__monitor_init(&e->m, shared);
   if (rc) {
     cf__sync_free(e, sizeof *e);
-    return rc;
+    return CF__RET(rc);
   }
   *out = e;
   return 0;
@@ -30,7 +31,7 @@ int cf_event_new(bool shared, cf_event **out) {
 
 int cf_event_set(cf_event *e) {
   if (!e)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL event");
   cf__monitor_lock(&e->m);
   e->set = true;
   e->gen++;
@@ -41,7 +42,7 @@ int cf_event_set(cf_event *e) {
 
 int cf_event_clear(cf_event *e) {
   if (!e)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL event");
   cf__monitor_lock(&e->m);
   e->set = false;
   cf__monitor_unlock(&e->m);
@@ -59,8 +60,10 @@ bool cf_event_is_set(cf_event *e) {
 
 int cf_event_wait(cf_event *e, double timeout_s) {
   cf_deadline d;
-  if (!e || cf__deadline_from_timeout(timeout_s, &d))
-    return CF_EINVAL;
+  if (!e)
+    return CF__FAIL(CF_EINVAL, "NULL event");
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
   int rc = 0;
   cf__monitor_lock(&e->m);
   uint64_t gen = e->gen;
@@ -69,7 +72,7 @@ int cf_event_wait(cf_event *e, double timeout_s) {
     rc = cf__monitor_wait(&e->m, &d);
   rc = e->set || e->gen != gen ? 0 : CF_ETIMEDOUT;
   cf__monitor_unlock(&e->m);
-  return rc;
+  return CF__RET(rc);
 }
 
 void cf_event_free(cf_event *e) {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "sync/lock_internal.h"
+#include "core/report.h"
 
 int cf__lock_init(cf_lock *l, bool shared) {
   l->shared = shared;
@@ -16,15 +17,15 @@ int cf__lock_init(cf_lock *l, bool shared) {
 
 int cf_lock_new(bool shared, cf_lock **out) {
   if (!out)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL out");
   *out = NULL;
   cf_lock *l = cf__sync_alloc(sizeof *l, shared);
   if (!l)
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "out of memory");
   int rc = cf__lock_init(l, shared);
   if (rc) {
     cf__sync_free(l, sizeof *l);
-    return rc;
+    return CF__RET(rc);
   }
   *out = l;
   return 0;
@@ -43,18 +44,22 @@ int cf__lock_acquire(cf_lock *l, const cf_deadline *d) {
 
 int cf_lock_acquire(cf_lock *l, double timeout_s) {
   cf_deadline d;
-  if (!l || cf__deadline_from_timeout(timeout_s, &d))
-    return CF_EINVAL;
-  return cf__lock_acquire(l, &d);
+  if (!l)
+    return CF__FAIL(CF_EINVAL, "NULL lock");
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
+  return CF__RET(cf__lock_acquire(l, &d));
 }
 
 int cf_lock_release(cf_lock *l) {
   if (!l)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL lock");
   if (!cf__lock_held_by_me(l))
-    return CF_EPERM;
+    return CF__FAIL(CF_EPERM, "the calling thread does not hold the lock");
   atomic_store_explicit(&l->owner, 0, memory_order_relaxed);
-  return pthread_mutex_unlock(&l->mu) ? CF_EPERM : 0;
+  return pthread_mutex_unlock(&l->mu)
+             ? CF__FAIL(CF_EPERM, "the calling thread does not hold the lock")
+             : 0;
 }
 
 bool cf_lock_locked(cf_lock *l) {
@@ -83,16 +88,16 @@ struct cf_rlock {
 
 int cf_rlock_new(bool shared, cf_rlock **out) {
   if (!out)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL out");
   *out = NULL;
   cf_rlock *l = cf__sync_alloc(sizeof *l, shared);
   if (!l)
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "out of memory");
   atomic_init(&l->owner, 0);
   int rc = cf__mutex_init(&l->mu, shared, true);
   if (rc) {
     cf__sync_free(l, sizeof *l);
-    return rc;
+    return CF__RET(rc);
   }
   *out = l;
   return 0;
@@ -100,8 +105,10 @@ int cf_rlock_new(bool shared, cf_rlock **out) {
 
 int cf_rlock_acquire(cf_rlock *l, double timeout_s) {
   cf_deadline d;
-  if (!l || cf__deadline_from_timeout(timeout_s, &d))
-    return CF_EINVAL;
+  if (!l)
+    return CF__FAIL(CF_EINVAL, "NULL lock");
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
   int rc = cf__mutex_lock(&l->mu, &d);
   if (rc == CF_EOWNERDEAD)
     l->depth = 0; /* the dead holder's levels died with it */
@@ -109,17 +116,19 @@ int cf_rlock_acquire(cf_rlock *l, double timeout_s) {
     l->depth++;
     atomic_store_explicit(&l->owner, gettid(), memory_order_relaxed);
   }
-  return rc;
+  return CF__RET(rc);
 }
 
 int cf_rlock_release(cf_rlock *l) {
   if (!l)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL lock");
   if (atomic_load_explicit(&l->owner, memory_order_relaxed) != gettid())
-    return CF_EPERM;
+    return CF__FAIL(CF_EPERM, "the calling thread does not hold the lock");
   if (--l->depth == 0)
     atomic_store_explicit(&l->owner, 0, memory_order_relaxed);
-  return pthread_mutex_unlock(&l->mu) ? CF_EPERM : 0;
+  return pthread_mutex_unlock(&l->mu)
+             ? CF__FAIL(CF_EPERM, "the calling thread does not hold the lock")
+             : 0;
 }
 
 void cf_rlock_free(cf_rlock *l) {

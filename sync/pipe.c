@@ -3,6 +3,7 @@
  * MSG_NOSIGNAL so a closed peer is CF_EEOF, never SIGPIPE. */
 #include <cfutures/queue.h>
 #include <errno.h>
+#include <string.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/time.h"
+#include "core/report.h"
 
 struct cf_pipe {
   int fd;
@@ -29,11 +31,11 @@ static cf_pipe *end_new(int fd, bool send, bool recv) {
 
 int cf_pipe_new(bool duplex, cf_pipe **a, cf_pipe **b) {
   if (!a || !b)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, a ? "NULL barrier" : "NULL a");
   *a = *b = NULL;
   int fds[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds))
-    return CF_ESYS;
+    return CF__FAILF(CF_ESYS, "socketpair: %s", strerror(errno));
   if (!duplex) {
     shutdown(fds[0], SHUT_RD);
     shutdown(fds[1], SHUT_WR);
@@ -46,7 +48,7 @@ int cf_pipe_new(bool duplex, cf_pipe **a, cf_pipe **b) {
     *a = *b = NULL;
     close(fds[0]);
     close(fds[1]);
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "out of memory");
   }
   return 0;
 }
@@ -100,12 +102,15 @@ static int send_all(cf_pipe *p, const void *buf, size_t n, const cf_deadline *d,
 
 int cf_pipe_send(cf_pipe *p, const void *data, size_t len, double timeout_s) {
   cf_deadline d;
-  if (!p || (!data && len) || cf__deadline_from_timeout(timeout_s, &d))
-    return CF_EINVAL;
+  if (!p || (!data && len))
+    return CF__FAIL(CF_EINVAL, p ? "NULL data with len > 0" : "NULL pipe");
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
   if (!p->can_send)
-    return CF_EPERM;
+    return CF__FAIL(CF_EPERM, "this end of the pipe is receive-only");
   if (p->broken)
-    return CF_EBROKEN;
+    return CF__FAIL(CF_EBROKEN, "an earlier send was cut off: the stream "
+                                "is out of step");
   uint64_t hdr = len;
   bool started = false;
   int rc = send_all(p, &hdr, sizeof hdr, &d, &started);
@@ -116,7 +121,7 @@ int cf_pipe_send(cf_pipe *p, const void *data, size_t len, double timeout_s) {
     shutdown(p->fd, SHUT_WR);
     p->broken = true;
   }
-  return rc;
+  return CF__RET(rc);
 }
 
 /* Reads n bytes; `d` applies until the first byte arrives (*started).
@@ -147,19 +152,22 @@ static int recv_all(cf_pipe *p, void *buf, size_t n, const cf_deadline *d,
 
 int cf_pipe_recv(cf_pipe *p, double timeout_s, void **data, size_t *len) {
   cf_deadline d;
-  if (!p || !data || !len || cf__deadline_from_timeout(timeout_s, &d))
-    return CF_EINVAL;
+  if (!p || !data || !len)
+    return CF__FAIL(CF_EINVAL, !p ? "NULL pipe" : "NULL data or len");
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
   *data = NULL;
   *len = 0;
   if (!p->can_recv)
-    return CF_EPERM;
+    return CF__FAIL(CF_EPERM, "this end of the pipe is send-only");
   uint64_t hdr;
   bool started = false;
   int rc = recv_all(p, &hdr, sizeof hdr, &d, &started);
   if (rc != 0)
-    return rc;
+    return CF__RET(rc);
   if (hdr > SIZE_MAX / 2)
-    return CF_ETOOBIG;
+    return CF__FAILF(CF_ETOOBIG, "the peer announced %llu bytes",
+                     (unsigned long long)hdr);
   void *buf = NULL;
   if (hdr > 0 && !(buf = malloc((size_t)hdr))) {
     /* Drain the message so the stream stays in step, then report. */
@@ -175,7 +183,7 @@ int cf_pipe_recv(cf_pipe *p, double timeout_s, void **data, size_t *len) {
   rc = recv_all(p, buf, (size_t)hdr, NULL, &started);
   if (rc != 0) {
     free(buf);
-    return rc;
+    return CF__RET(rc);
   }
   *data = buf;
   *len = (size_t)hdr;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "sync/monitor.h"
+#include "core/report.h"
 
 struct cf_queue {
   pthread_mutex_t mu;
@@ -19,16 +20,16 @@ struct cf_queue {
 int cf_queue_new(cf_queue_kind kind, size_t maxsize, cf_compare_fn cmp,
                  cf_queue **out) {
   if (!out)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL out");
   *out = NULL;
   if (kind != CF_QUEUE_FIFO && kind != CF_QUEUE_LIFO &&
       kind != CF_QUEUE_PRIORITY)
-    return CF_EINVAL;
+    return CF__FAILF(CF_EINVAL, "unknown queue kind %d", (int)kind);
   if (kind == CF_QUEUE_PRIORITY && !cmp)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "a priority queue needs a compare function");
   cf_queue *q = calloc(1, sizeof *q);
   if (!q)
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "out of memory");
   q->kind = kind;
   q->cmp = cmp;
   q->maxsize = maxsize;
@@ -37,7 +38,7 @@ int cf_queue_new(cf_queue_kind kind, size_t maxsize, cf_compare_fn cmp,
       cf__cond_init(&q->not_full, false) ||
       cf__cond_init(&q->all_done, false)) {
     free(q); /* pthread objects need no destroy on Linux when unused */
-    return CF_ESYS;
+    return CF__FAIL(CF_ESYS, "its mutex or conditions could not be made");
   }
   *out = q;
   return 0;
@@ -100,8 +101,10 @@ static bool is_full(cf_queue *q) {
 
 int cf_queue_put(cf_queue *q, void *item, double timeout_s) {
   cf_deadline d;
-  if (!q || cf__deadline_from_timeout(timeout_s, &d))
-    return CF_EINVAL;
+  if (!q)
+    return CF__FAIL(CF_EINVAL, "NULL queue");
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
   cf__mutex_lock(&q->mu, NULL);
   int rc = 0;
   /* Holds mu: wait for room. */
@@ -122,13 +125,15 @@ int cf_queue_put(cf_queue *q, void *item, double timeout_s) {
     pthread_cond_signal(&q->not_empty);
   }
   pthread_mutex_unlock(&q->mu);
-  return rc;
+  return CF__RET(rc);
 }
 
 int cf_queue_get(cf_queue *q, double timeout_s, void **out) {
   cf_deadline d;
-  if (!q || !out || cf__deadline_from_timeout(timeout_s, &d))
-    return CF_EINVAL;
+  if (!q || !out)
+    return CF__FAIL(CF_EINVAL, q ? "NULL out" : "NULL queue");
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
   *out = NULL;
   cf__mutex_lock(&q->mu, NULL);
   int rc = 0;
@@ -151,15 +156,17 @@ int cf_queue_get(cf_queue *q, double timeout_s, void **out) {
     pthread_cond_signal(&q->not_full);
   }
   pthread_mutex_unlock(&q->mu);
-  return rc;
+  return CF__RET(rc);
 }
 
 int cf_queue_put_nowait(cf_queue *q, void *item) {
-  return cf_queue_put(q, item, 0);
+  int rc = cf_queue_put(q, item, 0);
+  return rc ? cf__fail_retag(__func__, rc) : 0;
 }
 
 int cf_queue_get_nowait(cf_queue *q, void **out) {
-  return cf_queue_get(q, 0, out);
+  int rc = cf_queue_get(q, 0, out);
+  return rc ? cf__fail_retag(__func__, rc) : 0;
 }
 
 size_t cf_queue_qsize(cf_queue *q) {
@@ -186,7 +193,7 @@ bool cf_queue_full(cf_queue *q) {
 
 int cf_queue_task_done(cf_queue *q) {
   if (!q)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL queue");
   int rc = 0;
   cf__mutex_lock(&q->mu, NULL);
   if (q->unfinished == 0)
@@ -194,13 +201,15 @@ int cf_queue_task_done(cf_queue *q) {
   else if (--q->unfinished == 0)
     pthread_cond_broadcast(&q->all_done);
   pthread_mutex_unlock(&q->mu);
-  return rc;
+  return CF__RET(rc);
 }
 
 int cf_queue_join(cf_queue *q, double timeout_s) {
   cf_deadline d;
-  if (!q || cf__deadline_from_timeout(timeout_s, &d))
-    return CF_EINVAL;
+  if (!q)
+    return CF__FAIL(CF_EINVAL, "NULL queue");
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
   int rc = 0;
   cf__mutex_lock(&q->mu, NULL);
   /* Holds mu: wait for every item to be done. */
@@ -208,7 +217,7 @@ int cf_queue_join(cf_queue *q, double timeout_s) {
     rc = cf__cond_wait(&q->all_done, &q->mu, &d);
   rc = q->unfinished == 0 ? 0 : CF_ETIMEDOUT;
   pthread_mutex_unlock(&q->mu);
-  return rc;
+  return CF__RET(rc);
 }
 
 void cf_queue_free(cf_queue *q) {

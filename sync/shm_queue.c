@@ -34,6 +34,7 @@
 
 #include "core/time.h"
 #include "sync/monitor.h"
+#include "core/report.h"
 
 #define HDR         sizeof(uint64_t)
 #define STORE_SLOTS 65536 /* LIFO/priority capacity when unbounded */
@@ -74,28 +75,28 @@ static size_t area_size(cf_queue_kind kind, size_t ring_bytes, size_t slots) {
 int cf_shm_queue_new(cf_queue_kind kind, size_t maxsize, size_t ring_bytes,
                      cf_shm_queue **out) {
   if (!out)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL out");
   *out = NULL;
   if (kind != CF_QUEUE_FIFO && kind != CF_QUEUE_LIFO &&
       kind != CF_QUEUE_PRIORITY)
-    return CF_EINVAL;
+    return CF__FAILF(CF_EINVAL, "unknown queue kind %d", (int)kind);
   if (ring_bytes == 0)
     ring_bytes = 64 * 1024;
   if (ring_bytes < 64)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "ring_bytes below 64");
   size_t slots = maxsize ? maxsize : STORE_SLOTS;
   if (kind != CF_QUEUE_FIFO && slots > SIZE_MAX / sizeof(entry) / 2)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "maxsize is too large");
   size_t area = area_size(kind, ring_bytes, slots);
   cf_shm_queue *q = cf__sync_alloc(sizeof *q + area, true);
   if (!q)
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "out of memory");
   if (cf__mutex_init(&q->mu, true, false) || cf__cond_init(&q->data, true) ||
       cf__cond_init(&q->space, true) || cf__cond_init(&q->all_done, true) ||
       cf__mutex_init(&q->wlock, true, false) ||
       cf__mutex_init(&q->rlock, true, false)) {
     cf__sync_free(q, sizeof *q + area);
-    return CF_ESYS;
+    return CF__FAIL(CF_ESYS, "its process-shared mutexes could not be made");
   }
   q->kind = kind;
   q->creator = getpid();
@@ -289,20 +290,25 @@ static int ring_put(cf_shm_queue *q, const void *data, size_t len,
 int cf_shm_queue_put(cf_shm_queue *q, const void *data, size_t len,
                      double timeout_s) {
   cf_deadline d;
-  if (!q || (!data && len) || cf__deadline_from_timeout(timeout_s, &d))
-    return CF_EINVAL;
+  if (!q || (!data && len))
+    return CF__FAIL(CF_EINVAL, q ? "NULL data with len > 0" : "NULL queue");
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
   if (q->kind != CF_QUEUE_FIFO)
-    return store_put(q, data, len, 0, &d);
-  return ring_put(q, data, len, &d);
+    return CF__RET(store_put(q, data, len, 0, &d));
+  return CF__RET(ring_put(q, data, len, &d));
 }
 
 int cf_shm_queue_put_prio(cf_shm_queue *q, const void *data, size_t len,
                           int64_t priority, double timeout_s) {
   cf_deadline d;
-  if (!q || (!data && len) || q->kind != CF_QUEUE_PRIORITY ||
-      cf__deadline_from_timeout(timeout_s, &d))
-    return CF_EINVAL;
-  return store_put(q, data, len, priority, &d);
+  if (!q || (!data && len))
+    return CF__FAIL(CF_EINVAL, q ? "NULL data with len > 0" : "NULL queue");
+  if (q->kind != CF_QUEUE_PRIORITY)
+    return CF__FAIL(CF_EINVAL, "not a priority queue");
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
+  return CF__RET(store_put(q, data, len, priority, &d));
 }
 
 static int ring_put(cf_shm_queue *q, const void *data, size_t len,
@@ -426,15 +432,17 @@ static int read_payload(cf_shm_queue *q, unsigned char *buf, uint64_t len,
 int cf_shm_queue_get(cf_shm_queue *q, double timeout_s, void **data,
                      size_t *len) {
   cf_deadline d;
-  if (!q || !data || !len || cf__deadline_from_timeout(timeout_s, &d))
-    return CF_EINVAL;
+  if (!q || !data || !len)
+    return CF__FAIL(CF_EINVAL, q ? "NULL data or len" : "NULL queue");
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
   *data = NULL;
   *len = 0;
   if (q->kind != CF_QUEUE_FIFO)
-    return store_get(q, &d, data, len);
+    return CF__RET(store_get(q, &d, data, len));
   int rc = cf__mutex_lock(&q->rlock, &d);
   if (rc == CF_ETIMEDOUT)
-    return CF_EEMPTY;
+    return CF__FAIL(CF_EEMPTY, "no item came in time");
   cf__mutex_lock(&q->mu, NULL);
   if (rc == CF_EOWNERDEAD && q->skip > 0)
     q->count--; /* a reader died mid-record: that message is gone */
@@ -466,7 +474,8 @@ int cf_shm_queue_get(cf_shm_queue *q, double timeout_s, void **data,
   pthread_mutex_unlock(&q->rlock);
   if (rc != 0) {
     free(buf);
-    return rc == CF_ENOMEM ? CF_ENOMEM : CF_EEMPTY;
+    return rc == CF_ENOMEM ? CF__FAIL(CF_ENOMEM, "no memory for the item")
+                           : CF__FAIL(CF_EEMPTY, "no item came in time");
   }
   *data = buf;
   *len = (size_t)hdr;
@@ -495,7 +504,7 @@ bool cf_shm_queue_full(cf_shm_queue *q) {
 
 int cf_shm_queue_task_done(cf_shm_queue *q) {
   if (!q)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL queue");
   int rc = 0;
   cf__mutex_lock(&q->mu, NULL);
   if (q->unfinished == 0)
@@ -503,13 +512,15 @@ int cf_shm_queue_task_done(cf_shm_queue *q) {
   else if (--q->unfinished == 0)
     pthread_cond_broadcast(&q->all_done);
   pthread_mutex_unlock(&q->mu);
-  return rc;
+  return CF__RET(rc);
 }
 
 int cf_shm_queue_join(cf_shm_queue *q, double timeout_s) {
   cf_deadline d;
-  if (!q || cf__deadline_from_timeout(timeout_s, &d))
-    return CF_EINVAL;
+  if (!q)
+    return CF__FAIL(CF_EINVAL, "NULL queue");
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
   int rc = 0;
   cf__mutex_lock(&q->mu, NULL);
   /* Holds mu: wait for every message to be done. */
@@ -517,7 +528,7 @@ int cf_shm_queue_join(cf_shm_queue *q, double timeout_s) {
     rc = cf__cond_wait(&q->all_done, &q->mu, &d);
   rc = q->unfinished == 0 ? 0 : CF_ETIMEDOUT;
   pthread_mutex_unlock(&q->mu);
-  return rc;
+  return CF__RET(rc);
 }
 
 void cf_shm_queue_free(cf_shm_queue *q) {

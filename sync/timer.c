@@ -39,17 +39,18 @@ static void *timer_main(void *p) {
 int cf_timer_start(double delay_s, int (*fn)(void *arg), void *arg,
                    cf_timer **out) {
   if (!out)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL out");
   *out = NULL;
   if (!fn || isnan(delay_s) || delay_s < 0)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, !fn ? "NULL function"
+                               : "the delay is NaN or negative");
   cf_timer *t = calloc(1, sizeof *t);
   if (!t)
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "out of memory");
   int rc = cf__monitor_init(&t->m, false);
   if (rc) {
     free(t);
-    return rc;
+    return CF__RET(rc);
   }
   cf__deadline_from_timeout(delay_s, &t->at); /* 0: already passed */
   t->fn = fn;
@@ -57,7 +58,7 @@ int cf_timer_start(double delay_s, int (*fn)(void *arg), void *arg,
   if (pthread_create(&t->thread, NULL, timer_main, t) != 0) {
     cf__monitor_destroy(&t->m);
     free(t);
-    return CF_ESYS;
+    return CF__FAIL(CF_ESYS, "its thread could not be created");
   }
   *out = t;
   return 0;

@@ -57,6 +57,16 @@ CF_API const char *cf_strerror(int code);
  * "CF_E?" for unknown codes. Never returns NULL. */
 CF_API const char *cf_err_name(int code);
 
+/* What the last cfutures call that failed on the calling thread said, as
+ * dlerror and sqlite3_errmsg do: the call, what was wrong and the code,
+ * e.g. "cf_cond_new: the lock is private but the condition is
+ * process-shared (CF_EINVAL)". Set by every call that returns a CF_E* code
+ * (CF_EDONE, the normal end of an iteration, included), and by the calls
+ * that return NULL for failure; successful calls leave it as it was, like
+ * errno. "" before the thread's first failure. Never NULL; the string
+ * belongs to the thread and is valid until its next cf_last_error call. */
+CF_API const char *cf_last_error(void);
+
 /* Timeouts, everywhere in cfutures, are seconds as a double:
  *   CF_FOREVER (+infinity) wait as long as it takes;
  *   positive               wait at most that long (values above ~30 years
@@ -77,8 +87,9 @@ typedef struct cf_error {
 
 /* Called when something fails where no caller can be told: a done-callback
  * that returns non-zero, a timer function that fails. The default handler
- * prints one line to stderr. `what` names the failing thing, `code` is what
- * it returned. The handler may be called from any thread, concurrently.
+ * prints one line to stderr. `what` names the failing thing (for a
+ * done-callback: the function's name when the dynamic linker knows it, its
+ * address and its future's), `code` is what it returned. The handler may be called from any thread, concurrently.
  * Passing NULL restores the default. Returns the previous handler. */
 typedef void (*cf_report_fn)(const char *what, int code, void *ctx);
 CF_API cf_report_fn cf_set_report_handler(cf_report_fn fn, void *ctx);

@@ -156,6 +156,11 @@ CF_API int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout_s,
  * a time. */
 CF_API int cf_as_completed_next(cf_as_completed *it, cf_future **out);
 
+/* How many of the iterator's futures are not done yet: after CF_ETIMEDOUT,
+ * the N of Python's "N (of M) futures unfinished" (cf_last_error says it
+ * too). 0 for NULL. */
+CF_API size_t cf_as_completed_unfinished(const cf_as_completed *it);
+
 /* Frees the iterator and drops its references. NULL is a no-op. */
 CF_API void cf_as_completed_free(cf_as_completed *it);
 
