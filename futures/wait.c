@@ -66,14 +66,18 @@ static int cmp_ptr(const void *a, const void *b) {
 }
 
 /* Checks arguments shared by cf_wait and cf_as_completed_new and makes the
- * deadline: a non-empty list, no NULL entries, no duplicates (sorting a
- * copy keeps it O(n log n)), no NaN timeout. */
+ * deadline: no NULL list with n > 0, no NULL entry, no NaN timeout. A
+ * future listed more than once counts once, as in Python: *uniq gets a
+ * malloc'd list of the distinct futures in first-seen order (NULL when
+ * there are no duplicates: fs itself is that list) and *nuniq its length.
+ * Sorting a copy keeps it O(n log n). */
 static int check_futures(cf_future *const *fs, size_t n, double timeout_s,
-                         cf_deadline *d, const char *call) {
-  if (!fs)
+                         cf_deadline *d, const char *call, cf_future ***uniq,
+                         size_t *nuniq) {
+  *uniq = NULL;
+  *nuniq = n;
+  if (!fs && n > 0)
     return cf__fail_at(call, CF_EINVAL, "NULL list of futures");
-  if (n == 0)
-    return cf__fail_at(call, CF_EINVAL, "the list of futures is empty");
   if (cf__deadline_from_timeout(timeout_s, d) != 0)
     return cf__fail_at(call, CF_EINVAL, "the timeout is NaN");
   for (size_t i = 0; i < n; i++) {
@@ -81,7 +85,7 @@ static int check_futures(cf_future *const *fs, size_t n, double timeout_s,
       return cf__fail_fmt(call, CF_EINVAL, "future %zu of %zu is NULL", i, n);
     CF__CHECK_FUTURE_IN(fs[i], call);
   }
-  if (n == 1)
+  if (n < 2)
     return 0;
   cf_future **copy = malloc(n * sizeof *copy);
   if (!copy)
@@ -89,13 +93,38 @@ static int check_futures(cf_future *const *fs, size_t n, double timeout_s,
   for (size_t i = 0; i < n; i++)
     copy[i] = fs[i];
   qsort(copy, n, sizeof *copy, cmp_ptr);
-  int rc = 0;
-  for (size_t i = 1; i < n && rc == 0; i++)
-    if (copy[i] == copy[i - 1])
-      rc = cf__fail_fmt(call, CF_EINVAL, "future %p is listed twice",
-                        (void *)copy[i]);
+  size_t distinct = 1;
+  for (size_t i = 1; i < n; i++)
+    distinct += copy[i] != copy[i - 1];
+  if (distinct == n) {
+    free(copy);
+    return 0;
+  }
+  /* Keep each future's first occurrence: `taken` marks, per distinct
+   * pointer (its first index in the sorted copy), whether it was kept. */
+  cf_future **out = malloc(distinct * sizeof *out);
+  bool *taken = calloc(n, sizeof *taken);
+  if (!out || !taken) {
+    free(out);
+    free(taken);
+    free(copy);
+    return cf__fail_at(call, CF_ENOMEM, "no memory to check the list");
+  }
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    cf_future **hit = bsearch(&fs[i], copy, n, sizeof *copy, cmp_ptr);
+    while (hit > copy && hit[-1] == fs[i]) /* the first of its run */
+      hit--;
+    if (!taken[hit - copy]) {
+      taken[hit - copy] = true;
+      out[k++] = fs[i];
+    }
+  }
+  free(taken);
   free(copy);
-  return rc;
+  *uniq = out;
+  *nuniq = distinct;
+  return 0;
 }
 
 /* Registers a node on every future. Futures already done are counted
@@ -104,7 +133,7 @@ static int multi_start(multi *m, cf_future *const *fs, size_t n, cf__waiter *w,
                        multi_node **already_done) {
   m->fs = fs;
   m->n = n;
-  m->nodes = calloc(n, sizeof *m->nodes);
+  m->nodes = calloc(n ? n : 1, sizeof *m->nodes); /* n == 0: an empty iterator */
   if (!m->nodes)
     return CF_ENOMEM;
   atomic_init(&m->w, w);
@@ -170,28 +199,37 @@ int cf_wait(cf_future *const *fs, size_t n, double timeout_s,
   if (when != CF_FIRST_COMPLETED && when != CF_FIRST_EXCEPTION &&
       when != CF_ALL_COMPLETED)
     return CF__FAILF(CF_EINVAL, "unknown return_when %d", (int)when);
-  int rc = check_futures(fs, n, timeout_s, &d, __func__);
+  cf_future **uniq;
+  size_t nu;
+  int rc = check_futures(fs, n, timeout_s, &d, __func__, &uniq, &nu);
   if (rc != 0)
     return rc;
+  if (n == 0) /* nothing to wait for: every condition holds */
+    return 0;
+  cf_future *const *ws = uniq ? uniq : fs;
   cf__waiter *w = cf__waiter_self();
-  if (!w)
+  if (!w) {
+    free(uniq);
     return CF__FAIL(CF_ENOMEM, "no memory for a waiter");
+  }
   wait_ctx c = {.when = when};
-  rc = multi_start(&c.m, fs, n, w, NULL);
-  if (rc != 0)
+  rc = multi_start(&c.m, ws, nu, w, NULL);
+  if (rc != 0) {
+    free(uniq);
     return CF__FAIL(rc, "no memory to wait on the futures");
+  }
   /* On a pool task, tasks among fs not started yet may run inline. */
-  rc = cf__wait_until(wait_cond, &c, fs, n, &d, w);
+  rc = cf__wait_until(wait_cond, &c, ws, nu, &d, w);
   multi_finish(&c.m);
   size_t ndone = 0;
-  for (size_t i = 0; i < n; i++) {
-    bool d1 = cf_future_done(fs[i]);
-    ndone += d1;
-    if (done)
-      done[i] = d1;
-  }
+  for (size_t i = 0; i < nu; i++)
+    ndone += cf_future_done(ws[i]);
+  if (done)
+    for (size_t i = 0; i < n; i++)
+      done[i] = cf_future_done(fs[i]);
+  free(uniq);
   if (rc == CF_ETIMEDOUT)
-    return CF__FAILF(rc, "%zu (of %zu) futures unfinished", n - ndone, n);
+    return CF__FAILF(rc, "%zu (of %zu) futures unfinished", nu - ndone, nu);
   return rc ? CF__FAIL(rc, NULL) : 0;
 }
 
@@ -213,23 +251,29 @@ int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout_s,
   if (!out)
     return CF__FAIL(CF_EINVAL, "NULL out");
   *out = NULL;
-  int rc = check_futures(fs, n, timeout_s, &d, __func__);
+  cf_future **uniq;
+  size_t nu;
+  int rc = check_futures(fs, n, timeout_s, &d, __func__, &uniq, &nu);
   if (rc != 0)
     return rc;
   cf_as_completed *it = calloc(1, sizeof *it);
-  if (!it)
+  if (!it) {
+    free(uniq);
     return CF__FAIL(CF_ENOMEM, "no memory for the iterator");
-  it->fs = malloc(n * sizeof *it->fs);
+  }
+  /* Each distinct future once; an empty list makes an iterator that ends
+   * at once. */
+  it->fs = uniq ? uniq : malloc((nu ? nu : 1) * sizeof *it->fs);
   if (!it->fs) {
     free(it);
     return CF__FAIL(CF_ENOMEM, "no memory for the iterator");
   }
-  for (size_t i = 0; i < n; i++)
-    it->fs[i] = cf_future_ref(fs[i]);
+  for (size_t i = 0; i < nu; i++)
+    it->fs[i] = cf_future_ref(uniq ? uniq[i] : fs[i]);
   it->deadline = d;
-  rc = multi_start(&it->m, it->fs, n, cf__waiter_self(), &it->queue);
+  rc = multi_start(&it->m, it->fs, nu, cf__waiter_self(), &it->queue);
   if (rc != 0) {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < nu; i++)
       cf_future_unref(it->fs[i]);
     free(it->fs);
     free(it);

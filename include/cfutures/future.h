@@ -130,22 +130,25 @@ typedef enum cf_return_when {
 } cf_return_when;
 
 /* Waits until `when` holds for fs[0..n) or the timeout passes. On return
- * done[i] (if done is not NULL) says whether fs[i] is done. Returns 0 when
- * the condition holds, CF_ETIMEDOUT when time ran out first, CF_EINVAL for
- * NULL fs or a NULL entry, n == 0, a future listed twice, a NaN timeout or an
- * unknown `when`. "Exception" means failed (CF_EFAILED or CF_EBROKEN), not
- * cancelled, as in Python. Borrows the futures. */
+ * done[i] (if done is not NULL) says whether fs[i] is done. As in Python,
+ * n == 0 returns 0 at once (fs may then be NULL), and a future listed more
+ * than once counts once. Returns 0 when the condition holds, CF_ETIMEDOUT
+ * when time ran out first (cf_last_error says how many were unfinished),
+ * CF_EINVAL for NULL fs with n > 0, a NULL entry, a NaN timeout or an
+ * unknown `when`, CF_ENOMEM. "Exception" means failed (CF_EFAILED or
+ * CF_EBROKEN), not cancelled, as in Python. Borrows the futures. */
 CF_API int cf_wait(cf_future *const *fs, size_t n, double timeout_s,
                    cf_return_when when, bool *done);
 
 /* An iterator that yields futures as they complete. */
 typedef struct cf_as_completed cf_as_completed;
 
-/* Creates an iterator over fs[0..n) that yields each future once, in
- * completion order (those already done first). The timeout counts from this
- * call. It takes its own reference on each future. Returns 0 and *out,
- * or CF_EINVAL (NULL fs/out, NULL entry, n == 0, duplicates, NaN timeout),
- * CF_ENOMEM. */
+/* Creates an iterator over fs[0..n) that yields each distinct future once
+ * (one listed twice is yielded once), in completion order (those already
+ * done first); with n == 0 (fs may be NULL) it ends at once. The timeout
+ * counts from this call. It takes its own reference on each future.
+ * Returns 0 and *out, or CF_EINVAL (NULL out, NULL fs with n > 0, NULL
+ * entry, NaN timeout), CF_ENOMEM. */
 CF_API int cf_as_completed_new(cf_future *const *fs, size_t n, double timeout_s,
                                cf_as_completed **out);
 

@@ -24,13 +24,49 @@ static void test_wait_bad_args(void **state) {
   new_futures(fs, 2);
   bool done[3];
   assert_int_equal(cf_wait(NULL, 1, 0, CF_ALL_COMPLETED, done), CF_EINVAL);
-  assert_int_equal(cf_wait(fs, 0, 0, CF_ALL_COMPLETED, done), CF_EINVAL);
   assert_int_equal(cf_wait(fs, 2, NAN, CF_ALL_COMPLETED, done), CF_EINVAL);
   assert_int_equal(cf_wait(fs, 2, 0, (cf_return_when)7, done), CF_EINVAL);
-  fs[2] = fs[0]; /* duplicate */
-  assert_int_equal(cf_wait(fs, 3, 0, CF_ALL_COMPLETED, done), CF_EINVAL);
+  assert_int_equal(cf_wait(NULL, 0, NAN, CF_ALL_COMPLETED, NULL), CF_EINVAL);
   fs[2] = NULL;
   assert_int_equal(cf_wait(fs, 3, 0, CF_ALL_COMPLETED, done), CF_EINVAL);
+  free_futures(fs, 2);
+}
+
+/* As in Python: an empty list is done at once, whatever the condition; a
+ * future listed twice counts once. */
+static void test_wait_empty_and_duplicates(void **state) {
+  (void)state;
+  const cf_return_when whens[] = {CF_FIRST_COMPLETED, CF_FIRST_EXCEPTION,
+                                  CF_ALL_COMPLETED};
+  for (int k = 0; k < 3; k++) {
+    assert_int_equal(cf_wait(NULL, 0, CF_FOREVER, whens[k], NULL), 0);
+    cf_future *none[1] = {NULL};
+    assert_int_equal(cf_wait(none, 0, 1, whens[k], NULL), 0);
+  }
+  cf_future *fs[4];
+  new_futures(fs, 2);
+  fs[2] = fs[0];
+  fs[3] = fs[1];
+  bool done[4] = {true, true, true, true};
+  /* Nothing done: a timeout, each entry (duplicates too) says not done. */
+  assert_int_equal(cf_wait(fs, 4, 0.01, CF_FIRST_COMPLETED, done),
+                   CF_ETIMEDOUT);
+  for (int i = 0; i < 4; i++)
+    assert_false(done[i]);
+  /* One of two distinct futures done: ALL still waits for the other. */
+  cf_future_set_result(fs[0], NULL, NULL);
+  assert_int_equal(cf_wait(fs, 4, 0.01, CF_ALL_COMPLETED, done),
+                   CF_ETIMEDOUT);
+  assert_true(done[0] && done[2]);
+  assert_false(done[1] || done[3]);
+  assert_int_equal(cf_wait(fs, 4, 0, CF_FIRST_COMPLETED, done), 0);
+  const int order[] = {1};
+  script s = {.fs = fs, .order = order, .n = 1, .delay_us = 20000};
+  script_run(&s);
+  assert_int_equal(cf_wait(fs, 4, 10, CF_ALL_COMPLETED, done), 0);
+  for (int i = 0; i < 4; i++)
+    assert_true(done[i]);
+  pthread_join(s.th, NULL);
   free_futures(fs, 2);
 }
 
@@ -294,6 +330,7 @@ static void test_wait_all_racing(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_wait_bad_args),
+      cmocka_unit_test(test_wait_empty_and_duplicates),
       cmocka_unit_test(test_wait_first_completed),
       cmocka_unit_test(test_wait_all_completed),
       cmocka_unit_test(test_wait_first_exception),
