@@ -98,6 +98,10 @@ static const char *reason(int status) {
   switch (status) {
   case 200:
     return "OK";
+  case 301:
+    return "Moved Permanently";
+  case 302:
+    return "Found";
   case 400:
     return "Bad Request";
   case 404:
@@ -115,12 +119,16 @@ static const char *reason(int status) {
 
 static void respond(int fd, const httpd_response *res, bool with_body,
                     double timeout) {
-  char head[256];
+  char head[2048];
   int n =
       snprintf(head, sizeof head,
                "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
-               "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-               res->status, reason(res->status), res->content_type, res->len);
+               "Content-Length: %zu\r\n%s%s%sConnection: close\r\n\r\n",
+               res->status, reason(res->status), res->content_type, res->len,
+               res->location ? "Location: " : "",
+               res->location ? res->location : "", res->location ? "\r\n" : "");
+  if (n < 0 || (size_t)n >= sizeof head)
+    return; /* a Location too long for the head: no answer */
   if (write_all(fd, head, (size_t)n, timeout) && with_body && res->len)
     write_all(fd, res->body, res->len, timeout);
 }
@@ -153,6 +161,7 @@ static int serve(void *arg, void **out) {
   if (n != -1)
     respond(c->fd, &res, !head_only, h->opts.io_timeout);
   free(res.body);
+  free(res.location);
   close(c->fd);
   free(c);
   atomic_fetch_sub_explicit(&h->open, 1, memory_order_relaxed);
@@ -232,6 +241,14 @@ httpd *httpd_start(const httpd_opts *opts, httpd_handler handler, void *ctx) {
   struct sockaddr_in a = {.sin_family = AF_INET,
                           .sin_port = htons((uint16_t)h->opts.port),
                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (h->opts.addr && (inet_pton(AF_INET, h->opts.addr, &a.sin_addr) != 1 ||
+                       (ntohl(a.sin_addr.s_addr) >> 24) != 127)) {
+    pthread_cond_destroy(&h->cond);
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+    errno = EINVAL;
+    return NULL;
+  }
   socklen_t alen = sizeof a;
   cf_thread_pool_opts po = {.max_workers = h->opts.workers,
                             .thread_name_prefix = "httpd"};

@@ -6,7 +6,8 @@
  * with "Connection: close". Everything is bounded: the request head size,
  * the time each read or write may wait, and the number of connections
  * accepted but not yet finished (beyond it, new ones get a 503 at once).
- * It listens on 127.0.0.1 only. */
+ * It listens on a loopback address only (127.0.0.1 unless told another one
+ * of 127.0.0.0/8, such as 127.0.0.2 for a second "host"). */
 #ifndef CF_EXAMPLES_HTTPD_H
 #define CF_EXAMPLES_HTTPD_H
 
@@ -16,6 +17,7 @@
 typedef struct httpd httpd;
 
 typedef struct httpd_opts {
+  const char *addr;   /* an IPv4 address in 127.0.0.0/8 (NULL: 127.0.0.1) */
   int port;           /* 0: an ephemeral port (see httpd_port) */
   size_t workers;     /* pool threads = requests handled at once (0: 8) */
   size_t max_pending; /* connections waiting for a worker (0: 256) */
@@ -33,6 +35,7 @@ typedef struct httpd_response {
   const char *content_type; /* preset to "text/html" (a static string) */
   char *body;               /* malloc'd by the handler, freed by the server */
   size_t len;
+  char *location; /* a 3xx's Location, malloc'd (or NULL), freed likewise */
 } httpd_response;
 
 /* Builds the response to one request. Runs on a pool worker, concurrently
@@ -41,7 +44,8 @@ typedef void (*httpd_handler)(void *ctx, const httpd_request *req,
                               httpd_response *res);
 
 /* Starts serving (opts may be NULL). Returns the server, or NULL with errno
- * set if the socket, the pool or the accept thread could not be made. */
+ * set if the socket, the pool or the accept thread could not be made
+ * (EINVAL: addr is not a loopback address). */
 httpd *httpd_start(const httpd_opts *opts, httpd_handler handler, void *ctx);
 
 /* The port the server listens on. */

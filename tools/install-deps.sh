@@ -15,7 +15,7 @@ packages=(
   # tests
   libcmocka-dev python3 procps
   # examples
-  libcurl4-openssl-dev
+  libcurl4-openssl-dev libgumbo-dev
 )
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -17,9 +17,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 static const char *exe; /* the example under test */
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 typedef struct run {
   int status; /* exit status, or -1 if it did not exit normally */
@@ -79,23 +88,34 @@ static bool has_line(const run *r, const char *text) {
 
 /* ---- crawler ------------------------------------------------------------ */
 
-/* The demo site has 3000 pages, 30 distinct missing pages, 6 links to a
- * closed port, 1 slow page and 1 link to another host (see crawler.c). */
+/* The demo site (examples/crawl_site.c): 3000 generated pages and 25 pages
+ * under /t/ reachable by a correct crawler (2 more that robots.txt
+ * disallows), 32 missing pages (30 under /missing/, 2 under /t/), 6 links
+ * to a closed port, whose robots.txt is refused, 1 slow page, 2 links to
+ * other hosts, 19 redirects: 2 to other hosts, 2 to known URLs, and a
+ * chain of 12 that the default limit of 10 hops cuts. The demo checks
+ * itself from the site's request log; these are the totals it prints. */
 static void crawler_demo(void **state) {
   (void)state;
   run r = run_example("--demo -n 16");
   assert_int_equal(r.status, 0);
   assert_true(has_line(&r, "demo: PASS"));
   assert_null(strstr(r.out, "MISMATCH"));
-  assert_int_equal(field(&r, "pages"), 3000);
-  assert_int_equal(field(&r, "failed"), 37);
-  assert_int_equal(field(&r, "http 404"), 30);
-  assert_int_equal(field(&r, "refused"), 6);
+  assert_int_equal(field(&r, "pages"), 3025);
+  assert_int_equal(field(&r, "failed"), 35);
+  assert_int_equal(field(&r, "http 404"), 32);
+  assert_int_equal(field(&r, "refused"), 1);
   assert_int_equal(field(&r, "timeouts"), 1);
   assert_int_equal(field(&r, "unknown host"), 0);
+  assert_int_equal(field(&r, "redirect limit"), 1);
   assert_int_equal(field(&r, "other"), 0);
-  assert_int_equal(field(&r, "offsite"), 1);
+  assert_int_equal(field(&r, "offsite"), 2);
+  assert_int_equal(field(&r, "redirects"), 19);
+  assert_int_equal(field(&r, "disallowed"), 2);
+  assert_int_equal(field(&r, "unreachable"), 6);
   assert_true(field(&r, "bytes") > 3000 * 100);
+  assert_true(has_line(&r, "site:           3078 requests served, 0 repeated, "
+                           "0 to the other host"));
   free(r.out);
 }
 
@@ -105,17 +125,131 @@ static void crawler_demo_one_in_flight(void **state) {
   run r = run_example("--demo -n 1 -q");
   assert_int_equal(r.status, 0);
   assert_true(has_line(&r, "demo: PASS"));
-  assert_int_equal(field(&r, "pages"), 3000);
-  assert_int_equal(field(&r, "failed"), 37);
+  assert_int_equal(field(&r, "pages"), 3025);
+  assert_int_equal(field(&r, "failed"), 35);
   free(r.out);
 }
 
-/* Crawling a URL where nothing listens: one refused request, a summary,
- * exit 0 (a failed URL is a result, not a crash). Port 1 is privileged
- * and unused here. */
+/* Without robots.txt: the 2 disallowed pages are fetched, and each of the
+ * 6 links to the closed port is refused. */
+static void crawler_demo_no_robots(void **state) {
+  (void)state;
+  run r = run_example("--demo --no-robots -q");
+  assert_int_equal(r.status, 0);
+  assert_true(has_line(&r, "demo: PASS"));
+  assert_int_equal(field(&r, "pages"), 3027);
+  assert_int_equal(field(&r, "refused"), 6);
+  assert_int_equal(field(&r, "failed"), 40);
+  assert_int_equal(field(&r, "disallowed"), -1); /* no such line */
+  free(r.out);
+}
+
+/* --dir-index "": /t/d/ and /t/d/index.html are two pages (the site
+ * serves one page there and expects it asked twice). */
+static void crawler_demo_dir_index_off(void **state) {
+  (void)state;
+  run r = run_example("--demo --dir-index '' -q");
+  assert_int_equal(r.status, 0);
+  assert_true(has_line(&r, "demo: PASS"));
+  assert_int_equal(field(&r, "pages"), 3026);
+  free(r.out);
+}
+
+/* -r 2: chains are cut after 2 hops (the 12-hop chain and r1 -> r2 -> r3
+ * still fits). */
+static void crawler_demo_redirect_limit(void **state) {
+  (void)state;
+  run r = run_example("--demo -r 2 -q");
+  assert_int_equal(r.status, 0);
+  assert_true(has_line(&r, "demo: PASS"));
+  assert_int_equal(field(&r, "redirects"), 11);
+  assert_int_equal(field(&r, "redirect limit"), 1);
+  free(r.out);
+}
+
+/* Limits end the crawl early; the demo then checks only what must hold
+ * anyway (nothing asked twice, nothing forbidden, nothing elsewhere). */
+static void crawler_demo_limits(void **state) {
+  (void)state;
+  run r = run_example("--demo -d 0 -q");
+  assert_int_equal(r.status, 0);
+  assert_true(has_line(&r, "demo: PASS (a partial crawl: checked what must "
+                           "hold anyway)"));
+  assert_int_equal(field(&r, "pages"), 1);
+  assert_int_equal(field(&r, "too deep"), 6); /* page 0's links */
+  free(r.out);
+  r = run_example("--demo -l 100 -q");
+  assert_int_equal(r.status, 0);
+  assert_true(has_line(&r, "demo: PASS (a partial crawl: checked what must "
+                           "hold anyway)"));
+  assert_true(has_line(&r, "requests:       102 (100 for pages, 2 for "
+                           "robots.txt)"));
+  assert_true(field(&r, "left") > 0);
+  free(r.out);
+}
+
+/* Ctrl-C: SIGINT half a second into a crawl that takes longer (one request
+ * at a time, a page that times out after 2 s) stops it with exit 130, the
+ * summary so far and the demo's partial check. */
+static void crawler_sigint(void **state) {
+  (void)state;
+  int out[2];
+  assert_int_equal(pipe(out), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    dup2(out[1], STDOUT_FILENO);
+    close(out[0]);
+    close(out[1]);
+    execl(exe, exe, "--demo", "-n", "1", "-q", (char *)NULL);
+    _exit(127);
+  }
+  close(out[1]);
+  char buf[1 << 16];
+  size_t len = 0;
+  ssize_t k;
+  /* The banner comes first: the crawl has begun. */
+  while (!memchr(buf, '\n', len) &&
+         (k = read(out[0], buf + len, sizeof buf - 1 - len)) > 0)
+    len += (size_t)k;
+  struct timespec half = {0, 500 * 1000 * 1000};
+  nanosleep(&half, NULL);
+  kill(pid, SIGINT);
+  double t0 = now();
+  while ((k = read(out[0], buf + len, sizeof buf - 1 - len)) > 0)
+    len += (size_t)k;
+  buf[len] = '\0';
+  close(out[0]);
+  int st;
+  assert_int_equal(waitpid(pid, &st, 0), pid);
+  for (char *line = buf, *end; *line; line = end + (*end != '\0')) {
+    end = line + strcspn(line, "\n");
+    printf("#   %.*s\n", (int)(end - line), line); /* TAP comments */
+  }
+  assert_true(now() - t0 < 4.0); /* in-flight requests end within 2 s */
+  assert_true(WIFEXITED(st));
+  assert_int_equal(WEXITSTATUS(st), 130);
+  run r = {130, buf};
+  assert_true(field(&r, "interrupted") >= 0);
+  assert_true(field(&r, "pages") < 3025);
+  assert_true(has_line(&r, "demo: PASS (a partial crawl: checked what must "
+                           "hold anyway)"));
+}
+
+/* Crawling a URL where nothing listens: its robots.txt is refused, which
+ * (RFC 9309) disallows the origin: one refused request, the start URL left
+ * alone, a summary, exit 0 (a failed URL is a result, not a crash). Port 1
+ * is privileged and unused here. */
 static void crawler_refused_start(void **state) {
   (void)state;
   run r = run_example("http://127.0.0.1:1/ -t 2 -q");
+  assert_int_equal(r.status, 0);
+  assert_int_equal(field(&r, "pages"), 0);
+  assert_int_equal(field(&r, "refused"), 1);
+  assert_int_equal(field(&r, "failed"), 1);
+  assert_int_equal(field(&r, "unreachable"), 1);
+  free(r.out);
+  r = run_example("http://127.0.0.1:1/ -t 2 -q --no-robots");
   assert_int_equal(r.status, 0);
   assert_int_equal(field(&r, "pages"), 0);
   assert_int_equal(field(&r, "refused"), 1);
@@ -125,8 +259,16 @@ static void crawler_refused_start(void **state) {
 
 static void crawler_usage(void **state) {
   (void)state;
-  const char *bad[] = {"", "ftp://127.0.0.1/", "--demo -n 0",
-                       "--demo -n 100000", "--demo http://127.0.0.1/"};
+  const char *bad[] = {"",
+                       "ftp://127.0.0.1/",
+                       "--demo -n 0",
+                       "--demo -n 100000",
+                       "--demo http://127.0.0.1/",
+                       "--demo -d -1",
+                       "--demo -r x",
+                       "--demo -l 0",
+                       "--demo --dir-index a/b",
+                       "'http://bad host/'"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     run r = run_example(bad[i]);
     assert_int_equal(r.status, 2);
@@ -203,6 +345,11 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(crawler_demo),
         cmocka_unit_test(crawler_demo_one_in_flight),
+        cmocka_unit_test(crawler_demo_no_robots),
+        cmocka_unit_test(crawler_demo_dir_index_off),
+        cmocka_unit_test(crawler_demo_redirect_limit),
+        cmocka_unit_test(crawler_demo_limits),
+        cmocka_unit_test(crawler_sigint),
         cmocka_unit_test(crawler_refused_start),
         cmocka_unit_test(crawler_usage),
     };
