@@ -2,6 +2,7 @@
 #include "core/fiber.h"
 
 #include <cfutures/common.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -141,6 +142,55 @@ int cf__fiber_new(cf__fiber *f, size_t stack_size, cf__fiber_entry entry) {
   f->tsan = __tsan_create_fiber(0);
 #endif
   return 0;
+}
+
+void cf__fiber_reset(cf__fiber *f, cf__fiber_entry entry) {
+  f->entry = entry;
+  unpoison_stack(f);
+  f->ctx = make_fcontext(f->stack_lo + f->stack_size, f->stack_size,
+                         trampoline);
+#ifdef CF_TSAN
+  __tsan_destroy_fiber(f->tsan);
+  f->tsan = __tsan_create_fiber(0);
+#endif
+}
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static cf__fiber cache[CF__FIBER_CACHE]; /* guarded by cache_lock */
+static size_t ncached;                    /* guarded by cache_lock */
+
+static size_t page_round(size_t n) {
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  return (n + page - 1) / page * page;
+}
+
+int cf__fiber_take(cf__fiber *f, size_t stack_size, cf__fiber_entry entry) {
+  size_t want = page_round(stack_size);
+  pthread_mutex_lock(&cache_lock);
+  for (size_t i = ncached; i-- > 0;)
+    if (cache[i].stack_size == want) {
+      *f = cache[i];
+      cache[i] = cache[--ncached];
+      pthread_mutex_unlock(&cache_lock);
+      cf__fiber_reset(f, entry);
+      return 0;
+    }
+  pthread_mutex_unlock(&cache_lock);
+  return cf__fiber_new(f, stack_size, entry);
+}
+
+void cf__fiber_give(cf__fiber *f) {
+  if (!f->map)
+    return;
+  pthread_mutex_lock(&cache_lock);
+  if (ncached < CF__FIBER_CACHE) {
+    cache[ncached++] = *f;
+    pthread_mutex_unlock(&cache_lock);
+  } else {
+    pthread_mutex_unlock(&cache_lock);
+    cf__fiber_free(f);
+  }
+  f->map = NULL;
 }
 
 void cf__fiber_free(cf__fiber *f) {

@@ -54,6 +54,21 @@ void cf__fiber_init_native(cf__fiber *f);
  * Returns 0, CF_EINVAL (size out of range) or CF_ENOMEM. */
 int cf__fiber_new(cf__fiber *f, size_t stack_size, cf__fiber_entry entry);
 
+/* Makes a mapped fiber that will never be resumed where it stopped (it
+ * finished, or was never started) start afresh at `entry` on its stack at
+ * the next switch to it: how stacks are pooled and reused. */
+void cf__fiber_reset(cf__fiber *f, cf__fiber_entry entry);
+
+/* A pool of mapped stacks for short-lived fibers (green tasks, greenlets):
+ * cf__fiber_take fills *f with a cached stack of exactly `stack_size` bytes
+ * (rounded to pages) reset to `entry`, or maps a new one (same returns as
+ * cf__fiber_new); cf__fiber_give hands a finished or unstarted fiber's
+ * stack back (unmapped when the pool holds CF__FIBER_CACHE already). Any
+ * thread. */
+#define CF__FIBER_CACHE 256
+int cf__fiber_take(cf__fiber *f, size_t stack_size, cf__fiber_entry entry);
+void cf__fiber_give(cf__fiber *f);
+
 /* Unmaps a fiber made by cf__fiber_new; it must not be running or
  * suspended in the middle of anything that still matters. */
 void cf__fiber_free(cf__fiber *f);

@@ -37,10 +37,21 @@ void cf__fail_clear(void) {
 }
 
 void cf__run_task(cf_future *f, cf_fn fn, void *arg, cf_destroy_fn destroy) {
+  cf__run_task_cancellable(f, fn, arg, destroy, NULL);
+}
+
+void cf__run_task_cancellable(cf_future *f, cf_fn fn, void *arg,
+                              cf_destroy_fn destroy,
+                              const _Atomic bool *cancel) {
   void *out = NULL;
   if (fail_message)
     cf__fail_clear();
   int rc = fn(arg, &out);
+  if (rc == CF_ECANCELLED && cancel && atomic_load(cancel)) {
+    cf__fail_clear();
+    cf__future_cancel(f);
+    return;
+  }
   if (rc == 0) {
     /* If the future was completed behind our back (the pool broke), the
      * result has no other owner: destroy it. */

@@ -9,6 +9,7 @@
 #define CF_EXECUTOR_INTERNAL_H
 
 #include <cfutures/executor.h>
+#include <stdatomic.h>
 
 struct cf_executor_vt {
   const char *name; /* "thread_pool", "process_pool" */
@@ -37,6 +38,10 @@ struct cf_executor {
  * calls fn(arg, &out), then completes `f` (already RUNNING) with the result
  * or with the failure code and recorded message. */
 void cf__run_task(cf_future *f, cf_fn fn, void *arg, cf_destroy_fn destroy);
+/* cf__run_task for a task that can be cancelled while it runs: when *cancel
+ * is set and the task returns CF_ECANCELLED, its future becomes CANCELLED. */
+void cf__run_task_cancellable(cf_future *f, cf_fn fn, void *arg,
+                              cf_destroy_fn destroy, const _Atomic bool *cancel);
 
 /* Generic submit_batch for pools without batching: one submit per item
  * (item pointer = items + i * item_size). */

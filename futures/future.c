@@ -442,6 +442,8 @@ int cf__wait_until(bool (*cond)(void *ctx), void *ctx,
     int rc = cf__waiter_sleep(w, seen, d);
     if (rc == CF_ETIMEDOUT)
       return cond(ctx) ? 0 : CF_ETIMEDOUT;
+    if (rc != 0) /* a green task's wait, cancelled: CF_ECANCELLED */
+      return rc;
   }
 }
 
@@ -488,7 +490,10 @@ int cf__fail_outcome(const char *call, int rc, const cf_future *f) {
   case CF_ENOMEM:
     return cf__fail_at(call, rc, "no memory to wait");
   case CF_ECANCELLED:
-    return cf__fail_at(call, rc, "the future was cancelled");
+    return cf__fail_at(call, rc,
+                       cf__future_state(f) == CF_CANCELLED
+                           ? "the future was cancelled"
+                           : "the waiting green task was cancelled");
   case CF_EFAILED:
   case CF_EBROKEN:
     return cf__fail_fmt(call, rc, "the task failed with %s: %s",

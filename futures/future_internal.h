@@ -132,7 +132,8 @@ void cf__node_settle(cf_future *f, cf__listener *l, _Atomic uint32_t *fired);
  * come from listeners that wake w. On a pool task's fiber, first runs
  * inline those of hints[0..nhints) whose tasks have not started (see
  * cf__waiter_ops.run_inline), then suspends the fiber instead of blocking
- * the thread. Returns 0 or CF_ETIMEDOUT. */
+ * the thread. Returns 0 or CF_ETIMEDOUT (or CF_ECANCELLED: a cancelled green
+ * task's wait). */
 int cf__wait_until(bool (*cond)(void *ctx), void *ctx,
                    cf_future *const *hints, size_t nhints,
                    const cf_deadline *d, cf__waiter *w);

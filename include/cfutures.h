@@ -10,5 +10,6 @@
 #include <cfutures/process_pool.h>
 #include <cfutures/sync.h>
 #include <cfutures/queue.h>
+#include <cfutures/green.h>
 
 #endif

@@ -11,7 +11,7 @@ packages=(
   clang libclang-rt-14-dev
   # the library's dependencies (Boost.Context: only its fcontext switch,
   # linked statically into libcfutures)
-  libck-dev libjemalloc-dev libboost-context-dev
+  libck-dev libjemalloc-dev libboost-context-dev libuv1-dev
   # tests
   libcmocka-dev python3 procps
   # examples

@@ -1,0 +1,710 @@
+/* The green-task loop: tasks on fibers, scheduled by one thread, on libuv.
+ *
+ * Why libuv: it is the loop C users know (and what gevent itself can run
+ * on); it gives timers, a thread-safe wake-up (uv_async) and, for the
+ * sockets to come, every kind of I/O readiness, portable and well kept.
+ * The scheduler itself (ready queue, timer heap, fiber switches) is ours,
+ * so a switch costs a fiber switch, not a trip through libuv.
+ *
+ * Threads: the owner thread runs the scheduler on its own stack (`native`)
+ * inside cf_loop_run*; it switches to a task's fiber and gets control back
+ * when the task suspends or ends. Everything in the loop belongs to the
+ * owner thread except `remote_mu`'s lists, where any thread drops new tasks
+ * and wake-ups, then pokes uv_async. A green task's waits use its own
+ * cf__waiter (ops: green_ops): sleeping suspends the task; a wake from any
+ * thread queues it on the remote list (holding a reference to its future,
+ * so the task outlives the queue entry), and the scheduler makes it ready
+ * if it is still suspended. Wakers only call a waiter's wake while its
+ * owner sleeps, and every wait settles its wake nodes before it returns, so
+ * a task is alive whenever its waiter is woken.
+ *
+ * Timers: one uv_timer armed at the earliest due time of a min-heap of
+ * tasks (sleeps, wait deadlines, spawn_after starts).
+ *
+ * Lifetime: a task's future holds the task (it is embedded); the caller
+ * holds one reference and the loop another until the task has ended (or
+ * was cancelled before it started) and has been taken off every list.
+ */
+#include <cfutures/green.h>
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <uv.h>
+
+#include "core/alloc.h"
+#include "core/fiber.h"
+#include "core/report.h"
+#include "core/waiter.h"
+#include "executor/executor_internal.h"
+#include "futures/future_internal.h"
+
+#define NO_TIMER ((size_t)-1)
+
+typedef enum { T_NEW, T_READY, T_RUNNING, T_SUSPENDED, T_DONE } tstate;
+
+typedef struct gtask {
+  cf_future fut; /* first: a task is its future */
+  cf_fn fn;
+  void *arg;
+  cf_loop *loop;
+  cf__fiber f;       /* mapped when the task first runs */
+  cf__waiter waiter; /* ops = green_ops, owner = this task */
+  tstate state;      /* owner thread */
+  struct gtask *ready_next;  /* owner thread: the ready queue */
+  bool in_ready;             /* owner thread: on the ready queue */
+  struct gtask *spawn_next;  /* remote_mu: the spawned list */
+  struct gtask *wake_next;   /* remote_mu: the woken list (a task may be on
+                              * both at once: a cancel before it started) */
+  struct gtask *live_prev, *live_next; /* every task not ended */
+  _Atomic bool wake_queued;  /* on the remote wake list */
+  _Atomic bool cancel;       /* cf_green_cancel was called */
+  uint64_t due;              /* ns, in the timer heap */
+  size_t heap_at;            /* owner thread: index in the heap */
+  bool timed_out;            /* owner thread: the last suspension timed out */
+  bool sleeping;             /* owner thread: in cf_green_sleep/yield */
+} gtask;
+
+struct cf_loop {
+  uv_loop_t uv;
+  uv_async_t async;
+  uv_timer_t timer;
+  pthread_t owner;
+  cf__fiber native; /* the scheduler, on the owner thread's stack */
+  cf__waiter w;     /* woken (uv_async) when a run's future completes */
+  size_t stack_size;
+  gtask *ready_head, *ready_tail; /* owner thread */
+  gtask *live;                    /* owner thread: started or queued tasks */
+  gtask **heap;                   /* owner thread: timers, by due */
+  size_t nheap, heap_cap;
+  pthread_mutex_t remote_mu;
+  gtask *spawned_head, *spawned_tail; /* remote_mu: new tasks, in order */
+  gtask *woken;                       /* remote_mu: wake-ups */
+  _Atomic size_t ntasks;              /* not ended */
+  _Atomic bool closing;
+  bool running; /* owner thread: inside cf_loop_run* */
+};
+
+static _Thread_local gtask *running_task;
+
+static uint64_t now_ns(void) {
+  return cf__now_ns();
+}
+
+/* ---- the timer heap (owner thread) ---------------------------------------- */
+
+static void heap_swap(cf_loop *l, size_t i, size_t j) {
+  gtask *t = l->heap[i];
+  l->heap[i] = l->heap[j];
+  l->heap[j] = t;
+  l->heap[i]->heap_at = i;
+  l->heap[j]->heap_at = j;
+}
+
+static void heap_up(cf_loop *l, size_t i) {
+  while (i > 0 && l->heap[(i - 1) / 2]->due > l->heap[i]->due) {
+    heap_swap(l, i, (i - 1) / 2);
+    i = (i - 1) / 2;
+  }
+}
+
+static void heap_down(cf_loop *l, size_t i) {
+  for (;;) {
+    size_t c = 2 * i + 1, m = i;
+    if (c < l->nheap && l->heap[c]->due < l->heap[m]->due)
+      m = c;
+    if (c + 1 < l->nheap && l->heap[c + 1]->due < l->heap[m]->due)
+      m = c + 1;
+    if (m == i)
+      return;
+    heap_swap(l, i, m);
+    i = m;
+  }
+}
+
+static bool heap_add(cf_loop *l, gtask *t, uint64_t due) {
+  if (l->nheap == l->heap_cap) {
+    size_t cap = l->heap_cap ? 2 * l->heap_cap : 64;
+    gtask **h = realloc(l->heap, cap * sizeof *h);
+    if (!h)
+      return false;
+    l->heap = h;
+    l->heap_cap = cap;
+  }
+  t->due = due;
+  t->heap_at = l->nheap;
+  l->heap[l->nheap++] = t;
+  heap_up(l, t->heap_at);
+  return true;
+}
+
+static void heap_del(cf_loop *l, gtask *t) {
+  size_t i = t->heap_at;
+  if (i == NO_TIMER)
+    return;
+  t->heap_at = NO_TIMER;
+  l->nheap--;
+  if (i == l->nheap)
+    return;
+  l->heap[i] = l->heap[l->nheap];
+  l->heap[i]->heap_at = i;
+  heap_up(l, i);
+  heap_down(l, l->heap[i]->heap_at);
+}
+
+/* ---- queues ----------------------------------------------------------------- */
+
+/* Queues t to run (once: a task already queued stays where it is). */
+static void ready_push(cf_loop *l, gtask *t) {
+  if (t->in_ready)
+    return;
+  t->in_ready = true;
+  if (t->state != T_NEW)
+    t->state = T_READY;
+  t->ready_next = NULL;
+  if (l->ready_tail)
+    l->ready_tail->ready_next = t;
+  else
+    l->ready_head = t;
+  l->ready_tail = t;
+}
+
+static gtask *ready_pop(cf_loop *l) {
+  gtask *t = l->ready_head;
+  if (t) {
+    l->ready_head = t->ready_next;
+    if (!l->ready_head)
+      l->ready_tail = NULL;
+    t->in_ready = false;
+  }
+  return t;
+}
+
+static void live_add(cf_loop *l, gtask *t) {
+  t->live_prev = NULL;
+  t->live_next = l->live;
+  if (l->live)
+    l->live->live_prev = t;
+  l->live = t;
+}
+
+static void live_del(cf_loop *l, gtask *t) {
+  if (t->live_prev)
+    t->live_prev->live_next = t->live_next;
+  else
+    l->live = t->live_next;
+  if (t->live_next)
+    t->live_next->live_prev = t->live_prev;
+}
+
+static bool on_owner(const cf_loop *l) {
+  return pthread_equal(l->owner, pthread_self());
+}
+
+/* Any thread: asks the scheduler to look at a suspended task again. */
+static void queue_wake(gtask *t) {
+  if (atomic_exchange_explicit(&t->wake_queued, true, memory_order_acq_rel))
+    return; /* already queued */
+  cf_loop *l = t->loop;
+  cf_future_ref(&t->fut); /* dropped by drain_remote */
+  pthread_mutex_lock(&l->remote_mu);
+  t->wake_next = l->woken;
+  l->woken = t;
+  pthread_mutex_unlock(&l->remote_mu);
+  uv_async_send(&l->async);
+}
+
+/* ---- tasks -------------------------------------------------------------- */
+
+static const cf__waiter_ops green_ops;
+
+static void task_dealloc(cf_future *f) {
+  cf__free(f, sizeof(gtask));
+}
+
+/* The loop is done with t: off every list, its stack back in the pool. */
+static void task_retire(cf_loop *l, gtask *t) {
+  heap_del(l, t);
+  live_del(l, t);
+  cf__fiber_give(&t->f);
+  t->state = T_DONE;
+  atomic_fetch_sub_explicit(&l->ntasks, 1, memory_order_release);
+  cf_future_unref(&t->fut); /* the loop's reference */
+}
+
+/* Runs on the task's fiber. */
+static void task_entry(cf__fiber *self, void *msg) {
+  (void)msg;
+  gtask *t = (gtask *)((char *)self - offsetof(gtask, f));
+  cf__run_task_cancellable(&t->fut, t->fn, t->arg, NULL, &t->cancel);
+  t->state = T_DONE;
+  cf__fiber_switch(&t->f, &t->loop->native, NULL);
+  abort(); /* an ended task is never resumed */
+}
+
+/* Owner thread, on the scheduler: gives t the thread until it suspends or
+ * ends. */
+static void run_task(cf_loop *l, gtask *t) {
+  if (t->state == T_NEW) {
+    /* Cancelled before it started, or cannot start. */
+    if (cf__future_set_running(&t->fut) != 0) {
+      task_retire(l, t);
+      return;
+    }
+    if (cf__fiber_take(&t->f, l->stack_size, task_entry) != 0) {
+      char *m = strdup("no memory or mappings for the green task's stack");
+      if (cf__future_complete(&t->fut, CF_ENOMEM, NULL, NULL, m) != 0)
+        free(m);
+      task_retire(l, t);
+      return;
+    }
+  }
+  t->state = T_RUNNING;
+  running_task = t;
+  cf__waiter_set_current(&t->waiter);
+  cf__fiber_switch(&l->native, &t->f, NULL);
+  cf__waiter_set_current(NULL);
+  running_task = NULL;
+  if (t->state == T_DONE)
+    task_retire(l, t);
+}
+
+/* On the task: gives the thread back to the scheduler until resumed. */
+static void suspend(gtask *t) {
+  t->state = T_SUSPENDED;
+  cf__waiter_set_current(NULL);
+  running_task = NULL;
+  cf__fiber_switch(&t->f, &t->loop->native, NULL);
+  /* run_task resumed us and set running_task / the waiter back. */
+}
+
+static uint64_t deadline_ns(const cf_deadline *d) {
+  return (uint64_t)d->at.tv_sec * 1000000000u + (uint64_t)d->at.tv_nsec;
+}
+
+/* cf__waiter_ops.sleep for a green task: suspends it until a wake, its
+ * deadline, or a cancel. */
+static int green_sleep(cf__waiter *w, uint32_t seen, const cf_deadline *d) {
+  gtask *t = w->owner;
+  cf_loop *l = t->loop;
+  if (atomic_load_explicit(&t->cancel, memory_order_acquire))
+    return CF_ECANCELLED;
+  bool timed = d && !d->forever;
+  if (timed && cf__deadline_passed(d))
+    return CF_ETIMEDOUT;
+  if (timed && !heap_add(l, t, deadline_ns(d)))
+    return cf__waiter_block(w, seen, d); /* no memory for a timer */
+  uint32_t expect = seen;
+  /* acq_rel: a waker that sees SLEEPING queues us; on failure, acquire as
+   * in cf__waiter_seq. */
+  if (!atomic_compare_exchange_strong_explicit(
+          &w->seq, &expect, seen | CF__WAITER_SLEEPING, memory_order_acq_rel,
+          memory_order_acquire)) {
+    heap_del(l, t);
+    return 0;
+  }
+  t->timed_out = false;
+  suspend(t);
+  atomic_fetch_and_explicit(&w->seq, ~CF__WAITER_SLEEPING,
+                            memory_order_relaxed);
+  heap_del(l, t);
+  if (atomic_load_explicit(&t->cancel, memory_order_acquire))
+    return CF_ECANCELLED;
+  return t->timed_out ? CF_ETIMEDOUT : 0;
+}
+
+static void green_wake(cf__waiter *w) {
+  queue_wake(w->owner);
+}
+
+/* Green tasks never run other tasks inline: they are the loop's. */
+static bool green_run_inline(cf__waiter *w, cf_future *f) {
+  (void)w;
+  (void)f;
+  return false;
+}
+
+static const cf__waiter_ops green_ops = {
+    .sleep = green_sleep,
+    .wake = green_wake,
+    .run_inline = green_run_inline,
+};
+
+/* ---- the scheduler (owner thread) ---------------------------------------- */
+
+/* Takes what other threads dropped off: new tasks and wake-ups. */
+static void drain_remote(cf_loop *l) {
+  pthread_mutex_lock(&l->remote_mu);
+  gtask *spawned = l->spawned_head, *woken = l->woken;
+  l->spawned_head = l->spawned_tail = NULL;
+  l->woken = NULL;
+  pthread_mutex_unlock(&l->remote_mu);
+  uint64_t now = now_ns();
+  while (spawned) {
+    gtask *t = spawned;
+    spawned = t->spawn_next;
+    live_add(l, t);
+    if (t->due > now && heap_add(l, t, t->due))
+      continue; /* spawn_after: started by the timer */
+    ready_push(l, t);
+  }
+  while (woken) {
+    gtask *t = woken;
+    woken = t->wake_next;
+    atomic_store_explicit(&t->wake_queued, false, memory_order_release);
+    bool cancelled = atomic_load_explicit(&t->cancel, memory_order_acquire);
+    if (t->state == T_SUSPENDED && (!t->sleeping || cancelled)) {
+      /* (a yielding task is T_READY, already queued) */
+      heap_del(l, t);
+      ready_push(l, t);
+    } else if (t->state == T_NEW && cancelled && t->heap_at != NO_TIMER) {
+      heap_del(l, t); /* spawn_after, cancelled: retire it now */
+      ready_push(l, t);
+    }
+    cf_future_unref(&t->fut);
+  }
+}
+
+static void fire_timers(cf_loop *l) {
+  uint64_t now = now_ns();
+  while (l->nheap && l->heap[0]->due <= now) {
+    gtask *t = l->heap[0];
+    heap_del(l, t);
+    if (t->state == T_SUSPENDED)
+      t->timed_out = true;
+    ready_push(l, t);
+  }
+}
+
+static void on_async(uv_async_t *h) {
+  (void)h; /* the scheduler drains the lists itself */
+}
+
+static void on_timer(uv_timer_t *h) {
+  (void)h; /* fire_timers does the work */
+}
+
+/* The loop's own waiter: woken (by a completing future) while the
+ * scheduler waits in uv_run. */
+static void loop_wake(cf__waiter *w) {
+  cf_loop *l = w->owner;
+  uv_async_send(&l->async);
+}
+
+static int loop_no_sleep(cf__waiter *w, uint32_t seen, const cf_deadline *d) {
+  return cf__waiter_block(w, seen, d); /* never used: the scheduler polls */
+}
+
+static const cf__waiter_ops loop_ops = {
+    .sleep = loop_no_sleep,
+    .wake = loop_wake,
+    .run_inline = green_run_inline,
+};
+
+/* Runs until until(l, ctx) holds or the deadline passes. */
+static int schedule(cf_loop *l, bool (*until)(cf_loop *l, void *ctx),
+                    void *ctx, const cf_deadline *d) {
+  cf__fiber_init_native(&l->native);
+  for (;;) {
+    uint32_t seen = cf__waiter_seq(&l->w);
+    drain_remote(l);
+    fire_timers(l);
+    gtask *t;
+    /* One round: the tasks ready now (those they make ready run next
+     * round, so that a task that keeps yielding cannot starve timers). */
+    gtask *last = l->ready_tail;
+    while (last && (t = ready_pop(l))) {
+      run_task(l, t);
+      if (t == last)
+        break;
+    }
+    if (until(l, ctx))
+      return 0;
+    if (!d->forever && cf__deadline_passed(d))
+      return CF_ETIMEDOUT;
+    if (l->ready_head) {
+      uv_run(&l->uv, UV_RUN_NOWAIT);
+      continue;
+    }
+    /* Nothing to run: sleep in libuv until a timer, a remote drop-off or
+     * the awaited future. */
+    uint64_t wake_at = l->nheap ? l->heap[0]->due : UINT64_MAX;
+    if (!d->forever && deadline_ns(d) < wake_at)
+      wake_at = deadline_ns(d);
+    uint64_t now = now_ns();
+    uv_update_time(&l->uv); /* libuv counts timers from its cached now */
+    if (wake_at != UINT64_MAX)
+      uv_timer_start(&l->timer, on_timer,
+                     wake_at > now ? (wake_at - now + 999999) / 1000000 : 0,
+                     0);
+    uint32_t expect = seen;
+    if (atomic_compare_exchange_strong_explicit(
+            &l->w.seq, &expect, seen | CF__WAITER_SLEEPING,
+            memory_order_acq_rel, memory_order_acquire)) {
+      pthread_mutex_lock(&l->remote_mu);
+      bool dropped = l->spawned_head || l->woken;
+      pthread_mutex_unlock(&l->remote_mu);
+      uv_run(&l->uv, dropped ? UV_RUN_NOWAIT : UV_RUN_ONCE);
+      atomic_fetch_and_explicit(&l->w.seq, ~CF__WAITER_SLEEPING,
+                                memory_order_relaxed);
+    }
+    uv_timer_stop(&l->timer);
+  }
+}
+
+/* ---- public API ------------------------------------------------------------ */
+
+int cf_loop_new(const cf_loop_opts *opts, cf_loop **out) {
+  if (!out)
+    return CF__FAIL(CF_EINVAL, "NULL out");
+  *out = NULL;
+  size_t stack = opts && opts->stack_size ? opts->stack_size
+                                          : CF_GREEN_STACK_DEFAULT;
+  if (stack < CF_GREEN_STACK_MIN || stack > CF_GREEN_STACK_MAX)
+    return CF__FAILF(CF_EINVAL, "stack_size %zu is outside [%zu, %zu]", stack,
+                     CF_GREEN_STACK_MIN, CF_GREEN_STACK_MAX);
+  cf_loop *l = calloc(1, sizeof *l);
+  if (!l)
+    return CF__FAIL(CF_ENOMEM, "no memory for the loop");
+  int e = uv_loop_init(&l->uv);
+  if (e == 0 && (e = uv_async_init(&l->uv, &l->async, on_async)) != 0)
+    uv_loop_close(&l->uv);
+  if (e != 0) {
+    free(l);
+    return CF__FAILF(CF_ESYS, "libuv: %s", uv_strerror(e));
+  }
+  uv_timer_init(&l->uv, &l->timer);
+  pthread_mutex_init(&l->remote_mu, NULL);
+  cf__waiter_init(&l->w, &loop_ops, l);
+  l->owner = pthread_self();
+  l->stack_size = stack;
+  *out = l;
+  return 0;
+}
+
+static int spawn(const char *call, cf_loop *l, double delay_s, cf_fn fn,
+                 void *arg, cf_future **out) {
+  if (out)
+    *out = NULL;
+  if (!l || !fn || !out)
+    return cf__fail_at(call, CF_EINVAL, !l    ? "NULL loop"
+                                        : !fn ? "NULL task function"
+                                              : "NULL out");
+  if (isnan(delay_s) || delay_s < 0)
+    return cf__fail_at(call, CF_EINVAL, "the delay is NaN or negative");
+  gtask *t = cf__alloc(sizeof *t);
+  if (!t)
+    return cf__fail_at(call, CF_ENOMEM, "no memory for the task");
+  memset((char *)t + sizeof t->fut, 0, sizeof *t - sizeof t->fut);
+  cf__future_init(&t->fut, task_dealloc);
+  /* Two references: the caller's and the loop's. */
+  atomic_store_explicit(&t->fut.refs, 2, memory_order_relaxed);
+  t->fn = fn;
+  t->arg = arg;
+  t->loop = l;
+  t->state = T_NEW;
+  t->heap_at = NO_TIMER;
+  cf__waiter_init(&t->waiter, &green_ops, t);
+  t->due = delay_s > 0 ? now_ns() + (uint64_t)(delay_s * 1e9) : 0;
+  pthread_mutex_lock(&l->remote_mu);
+  /* Under the lock: cf_loop_free sets `closing` under it too, so no task
+   * slips in after it looked. */
+  if (atomic_load_explicit(&l->closing, memory_order_relaxed)) {
+    pthread_mutex_unlock(&l->remote_mu);
+    cf__free(t, sizeof *t);
+    return cf__fail_at(call, CF_ESHUTDOWN, "the loop is being freed");
+  }
+  atomic_fetch_add_explicit(&l->ntasks, 1, memory_order_relaxed);
+  t->spawn_next = NULL;
+  if (l->spawned_tail)
+    l->spawned_tail->spawn_next = t;
+  else
+    l->spawned_head = t;
+  l->spawned_tail = t;
+  pthread_mutex_unlock(&l->remote_mu);
+  if (!on_owner(l) || !l->running)
+    uv_async_send(&l->async);
+  *out = &t->fut;
+  return 0;
+}
+
+int cf_loop_spawn(cf_loop *l, cf_fn fn, void *arg, cf_future **out) {
+  return spawn(__func__, l, 0, fn, arg, out);
+}
+
+int cf_loop_spawn_after(cf_loop *l, double delay_s, cf_fn fn, void *arg,
+                        cf_future **out) {
+  return spawn(__func__, l, delay_s, fn, arg, out);
+}
+
+static int check_runner(const char *call, cf_loop *l) {
+  if (!l)
+    return cf__fail_at(call, CF_EINVAL, "NULL loop");
+  if (!on_owner(l))
+    return cf__fail_at(call, CF_EPERM,
+                       "only the thread that made the loop runs it");
+  if (running_task || l->running)
+    return cf__fail_at(call, CF_EDEADLK,
+                       "called from inside the loop (a green task, or a "
+                       "callback run by it)");
+  return 0;
+}
+
+static bool future_done(cf_loop *l, void *f) {
+  (void)l;
+  return cf_future_done(f);
+}
+
+static bool no_tasks(cf_loop *l, void *ctx) {
+  (void)ctx;
+  return atomic_load_explicit(&l->ntasks, memory_order_acquire) == 0;
+}
+
+int cf_loop_run_until_complete(cf_loop *l, cf_future *f, double timeout_s) {
+  int rc = check_runner(__func__, l);
+  if (rc != 0)
+    return rc;
+  if (!f)
+    return CF__FAIL(CF_EINVAL, "NULL future");
+  CF__CHECK_FUTURE(f);
+  cf_deadline d;
+  if (cf__deadline_from_timeout(timeout_s, &d) != 0)
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
+  cf__wake_node node;
+  cf__wake_node_init(&node, &l->w);
+  bool listening = cf__future_listen(f, &node.l);
+  l->running = true;
+  rc = schedule(l, future_done, f, &d);
+  l->running = false;
+  if (listening)
+    cf__node_settle(f, &node.l, &node.fired);
+  return rc ? CF__FAIL(rc, "the future is not done yet") : 0;
+}
+
+int cf_loop_run(cf_loop *l, double timeout_s) {
+  int rc = check_runner(__func__, l);
+  if (rc != 0)
+    return rc;
+  cf_deadline d;
+  if (cf__deadline_from_timeout(timeout_s, &d) != 0)
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
+  l->running = true;
+  rc = schedule(l, no_tasks, NULL, &d);
+  l->running = false;
+  return rc ? CF__FAILF(rc, "%zu green tasks are not done",
+                        atomic_load(&l->ntasks))
+            : 0;
+}
+
+size_t cf_loop_tasks(const cf_loop *l) {
+  return l ? atomic_load_explicit(&((cf_loop *)l)->ntasks,
+                                  memory_order_acquire)
+           : 0;
+}
+
+static void on_closed(uv_handle_t *h) {
+  (void)h;
+}
+
+int cf_loop_free(cf_loop *l) {
+  if (!l)
+    return 0;
+  int rc = check_runner(__func__, l);
+  if (rc != 0)
+    return rc;
+  pthread_mutex_lock(&l->remote_mu);
+  atomic_store_explicit(&l->closing, true, memory_order_relaxed);
+  pthread_mutex_unlock(&l->remote_mu);
+  /* Cancel everything, then let the started tasks unwind: every wait of a
+   * cancelled task returns CF_ECANCELLED at once. */
+  drain_remote(l);
+  for (gtask *t = l->live; t; t = t->live_next)
+    cf_green_cancel(&t->fut);
+  drain_remote(l);
+  cf_deadline forever = {.forever = true};
+  l->running = true;
+  schedule(l, no_tasks, NULL, &forever);
+  l->running = false;
+  uv_close((uv_handle_t *)&l->async, on_closed);
+  uv_close((uv_handle_t *)&l->timer, on_closed);
+  uv_run(&l->uv, UV_RUN_DEFAULT);
+  uv_loop_close(&l->uv);
+  pthread_mutex_destroy(&l->remote_mu);
+  free(l->heap);
+  free(l);
+  return 0;
+}
+
+cf_loop *cf_loop_current(void) {
+  return running_task ? running_task->loop : NULL;
+}
+
+/* Suspends the running task until its timer fires (or a cancel). */
+static int green_pause(gtask *t, uint64_t due) {
+  cf_loop *l = t->loop;
+  if (atomic_load_explicit(&t->cancel, memory_order_acquire))
+    return CF_ECANCELLED;
+  t->sleeping = true;
+  if (due == 0 || !heap_add(l, t, due)) {
+    /* yield (or no memory for a timer): back at the end of the queue, as
+     * T_READY, so that no wake queues it twice */
+    ready_push(l, t);
+    cf__waiter_set_current(NULL);
+    running_task = NULL;
+    cf__fiber_switch(&t->f, &l->native, NULL);
+  } else {
+    suspend(t);
+  }
+  t->sleeping = false;
+  heap_del(l, t);
+  return atomic_load_explicit(&t->cancel, memory_order_acquire)
+             ? CF_ECANCELLED
+             : 0;
+}
+
+int cf_green_sleep(double seconds) {
+  if (isnan(seconds) || seconds < 0)
+    return CF__FAIL(CF_EINVAL, "the duration is NaN or negative");
+  gtask *t = running_task;
+  if (!t) {
+    struct timespec ts = {(time_t)seconds,
+                          (long)((seconds - floor(seconds)) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+    return 0;
+  }
+  uint64_t due = now_ns() + (uint64_t)(seconds * 1e9);
+  int rc = green_pause(t, due ? due : 1);
+  return rc ? CF__FAIL(rc, "the green task was cancelled") : 0;
+}
+
+int cf_green_yield(void) {
+  gtask *t = running_task;
+  if (!t) {
+    sched_yield();
+    return 0;
+  }
+  int rc = green_pause(t, 0);
+  return rc ? CF__FAIL(rc, "the green task was cancelled") : 0;
+}
+
+int cf_green_cancel(cf_future *f) {
+  if (!f)
+    return CF__FAIL(CF_EINVAL, "NULL future");
+  CF__CHECK_FUTURE(f);
+  if (f->dealloc != task_dealloc)
+    return CF__FAIL(CF_EINVAL, "not a green task's future");
+  gtask *t = (gtask *)f;
+  if (cf_future_done(f))
+    return CF__FAIL(CF_EINVALSTATE, "the task has ended");
+  atomic_store_explicit(&t->cancel, true, memory_order_release);
+  /* Not started: cancel it now (the scheduler retires it). Started: wake
+   * it wherever it waits. */
+  cf__future_cancel_quiet(f) ? cf__future_fire(f) : (void)0;
+  queue_wake(t);
+  return 0;
+}

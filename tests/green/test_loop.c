@@ -1,0 +1,424 @@
+/* The green-task loop: spawn and run, concurrent sleeps, waits on pool
+ * futures from green tasks, timeouts, cancels, spawns from other threads,
+ * spawn_after, yields, misuse, and freeing a loop with suspended tasks. */
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <cfutures.h>
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static cf_loop *new_loop(void) {
+  cf_loop *l = NULL;
+  assert_int_equal(cf_loop_new(NULL, &l), 0);
+  assert_non_null(l);
+  return l;
+}
+
+static int twice(void *arg, void **out) {
+  *out = (void *)((intptr_t)arg * 2);
+  return 0;
+}
+
+static void test_spawn_and_run(void **state) {
+  (void)state;
+  cf_loop *l = new_loop();
+  assert_null(cf_loop_current());
+  cf_future *f;
+  assert_int_equal(cf_loop_spawn(l, twice, (void *)21, &f), 0);
+  assert_int_equal(cf_loop_tasks(l), 1);
+  assert_int_equal(cf_loop_run_until_complete(l, f, 10), 0);
+  void *v;
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  assert_int_equal((intptr_t)v, 42);
+  assert_int_equal(cf_loop_tasks(l), 0);
+  cf_future_unref(f);
+  assert_int_equal(cf_loop_free(l), 0);
+}
+
+/* Ten tasks sleep 0.1 s each: together they take about 0.1 s, not 1 s
+ * (gevent's "the total is the longest task, not the sum"). */
+static _Atomic int slept;
+static int nap(void *arg, void **out) {
+  (void)arg;
+  if (cf_loop_current() == NULL)
+    return cf_fail(CF_EINVAL, "not in a green task");
+  int rc = cf_green_sleep(0.1);
+  atomic_fetch_add(&slept, 1);
+  *out = NULL;
+  return rc;
+}
+
+static void test_sleeps_overlap(void **state) {
+  (void)state;
+  cf_loop *l = new_loop();
+  cf_future *fs[10];
+  atomic_store(&slept, 0);
+  double t0 = now_s();
+  for (int i = 0; i < 10; i++)
+    assert_int_equal(cf_loop_spawn(l, nap, NULL, &fs[i]), 0);
+  assert_int_equal(cf_loop_run(l, 10), 0);
+  double took = now_s() - t0;
+  assert_int_equal(atomic_load(&slept), 10);
+  assert_true(took >= 0.1);
+  assert_true(took < 0.8); /* the sum would be 1 s */
+  for (int i = 0; i < 10; i++) {
+    assert_int_equal(cf_future_result(fs[i], 0, NULL), 0);
+    cf_future_unref(fs[i]);
+  }
+  assert_int_equal(cf_loop_free(l), 0);
+}
+
+/* A green task waits for a thread-pool task (run_in_executor) while other
+ * green tasks keep running on the loop. */
+static cf_executor *pool;
+static _Atomic int ticks;
+static _Atomic bool pool_done;
+
+static int slow_square(void *arg, void **out) {
+  usleep(50000);
+  *out = (void *)((intptr_t)arg * (intptr_t)arg);
+  return 0;
+}
+
+static int await_pool(void *arg, void **out) {
+  cf_future *f;
+  int rc = cf_submit(pool, slow_square, arg, &f);
+  if (rc != 0)
+    return rc;
+  void *v = NULL;
+  rc = cf_future_result(f, 10, &v);
+  cf_future_unref(f);
+  atomic_store(&pool_done, true);
+  *out = v;
+  return rc;
+}
+
+static int ticker(void *arg, void **out) {
+  (void)arg;
+  while (!atomic_load(&pool_done)) {
+    atomic_fetch_add(&ticks, 1);
+    cf_green_sleep(0.005);
+  }
+  *out = NULL;
+  return 0;
+}
+
+static void test_await_pool_future(void **state) {
+  (void)state;
+  cf_thread_pool_opts o = {.max_workers = 2};
+  assert_int_equal(cf_thread_pool_new(&o, &pool), 0);
+  cf_loop *l = new_loop();
+  atomic_store(&ticks, 0);
+  atomic_store(&pool_done, false);
+  cf_future *a, *t;
+  assert_int_equal(cf_loop_spawn(l, await_pool, (void *)12, &a), 0);
+  assert_int_equal(cf_loop_spawn(l, ticker, NULL, &t), 0);
+  assert_int_equal(cf_loop_run_until_complete(l, a, 10), 0);
+  void *v;
+  assert_int_equal(cf_future_result(a, 0, &v), 0);
+  assert_int_equal((intptr_t)v, 144);
+  assert_true(atomic_load(&ticks) >= 3); /* the loop ran meanwhile */
+  assert_int_equal(cf_loop_run(l, 10), 0);
+  cf_future_unref(a);
+  cf_future_unref(t);
+  assert_int_equal(cf_loop_free(l), 0);
+  cf_executor_free(pool);
+}
+
+/* Green tasks joining green tasks: one waits for all with cf_wait. */
+static cf_loop *jl;
+static int joiner(void *arg, void **out) {
+  (void)arg;
+  cf_future *fs[5];
+  for (intptr_t i = 0; i < 5; i++)
+    if (cf_loop_spawn(jl, nap, NULL, &fs[i]) != 0)
+      return CF_ENOMEM;
+  int rc = cf_wait(fs, 5, 10, CF_ALL_COMPLETED, NULL);
+  for (int i = 0; i < 5; i++)
+    cf_future_unref(fs[i]);
+  *out = (void *)(intptr_t)atomic_load(&slept);
+  return rc;
+}
+
+static void test_joinall(void **state) {
+  (void)state;
+  jl = new_loop();
+  atomic_store(&slept, 0);
+  cf_future *f;
+  assert_int_equal(cf_loop_spawn(jl, joiner, NULL, &f), 0);
+  assert_int_equal(cf_loop_run_until_complete(jl, f, 10), 0);
+  void *v;
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  assert_int_equal((intptr_t)v, 5);
+  cf_future_unref(f);
+  assert_int_equal(cf_loop_free(jl), 0);
+}
+
+/* Timeouts: inside a task, of run_until_complete, of run. */
+static cf_future *never;
+static int wait_never(void *arg, void **out) {
+  (void)arg;
+  double t0 = now_s();
+  int rc = cf_future_result(never, 0.05, NULL);
+  double took = now_s() - t0;
+  *out = (void *)(intptr_t)(took >= 0.05 && took < 2.0);
+  return rc == CF_ETIMEDOUT ? 0 : cf_fail(CF_EINVAL, "wait gave %d", rc);
+}
+
+static void test_timeouts(void **state) {
+  (void)state;
+  cf_loop *l = new_loop();
+  never = cf_future_new();
+  cf_future *f;
+  assert_int_equal(cf_loop_spawn(l, wait_never, NULL, &f), 0);
+  assert_int_equal(cf_loop_run_until_complete(l, f, 10), 0);
+  void *v;
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  assert_true((intptr_t)v);
+  cf_future_unref(f);
+  double t0 = now_s();
+  assert_int_equal(cf_loop_run_until_complete(l, never, 0.05), CF_ETIMEDOUT);
+  assert_true(now_s() - t0 >= 0.05);
+  assert_int_equal(cf_loop_run_until_complete(l, never, 0), CF_ETIMEDOUT);
+  assert_int_equal(cf_loop_run_until_complete(l, never, -1), CF_ETIMEDOUT);
+  assert_int_equal(cf_loop_spawn(l, nap, NULL, &f), 0);
+  assert_int_equal(cf_loop_run(l, 0.01), CF_ETIMEDOUT);
+  assert_int_equal(cf_loop_run(l, 10), 0);
+  cf_future_unref(f);
+  cf_future_unref(never);
+  assert_int_equal(cf_loop_free(l), 0);
+}
+
+/* Cancels: before start, in a wait, and a task that goes on anyway. */
+static _Atomic int started;
+static int wait_forever(void *arg, void **out) {
+  (void)arg;
+  atomic_fetch_add(&started, 1);
+  *out = NULL;
+  int rc = cf_future_result(never, CF_FOREVER, NULL);
+  if (rc != CF_ECANCELLED)
+    return cf_fail(CF_EINVAL, "wait gave %d", rc);
+  /* Every later wait is cancelled too. */
+  if (cf_green_sleep(5) != CF_ECANCELLED)
+    return cf_fail(CF_EINVAL, "sleep after cancel");
+  return CF_ECANCELLED;
+}
+
+static int shrug_cancel(void *arg, void **out) {
+  (void)arg;
+  int rc = cf_green_sleep(5);
+  *out = (void *)7;
+  return rc == CF_ECANCELLED ? 0 : CF_EINVAL; /* handles it, returns 7 */
+}
+
+static void test_cancel(void **state) {
+  (void)state;
+  cf_loop *l = new_loop();
+  never = cf_future_new();
+  atomic_store(&started, 0);
+  cf_future *a, *b, *c;
+  assert_int_equal(cf_loop_spawn(l, wait_forever, NULL, &a), 0);
+  assert_int_equal(cf_loop_spawn(l, wait_forever, NULL, &b), 0);
+  assert_int_equal(cf_loop_spawn(l, shrug_cancel, NULL, &c), 0);
+  assert_int_equal(cf_green_cancel(b), 0); /* before it starts */
+  assert_true(cf_future_cancelled(b));
+  assert_int_equal(cf_loop_run_until_complete(l, never, 0.05), CF_ETIMEDOUT);
+  assert_int_equal(atomic_load(&started), 1); /* b never ran */
+  assert_int_equal(cf_green_cancel(a), 0);
+  assert_int_equal(cf_green_cancel(c), 0);
+  assert_int_equal(cf_loop_run(l, 10), 0);
+  assert_true(cf_future_cancelled(a));
+  void *v;
+  assert_int_equal(cf_future_result(c, 0, &v), 0);
+  assert_int_equal((intptr_t)v, 7);
+  assert_int_equal(cf_green_cancel(a), CF_EINVALSTATE);
+  assert_int_equal(cf_green_cancel(NULL), CF_EINVAL);
+  cf_future *p = cf_future_new();
+  assert_int_equal(cf_green_cancel(p), CF_EINVAL); /* not a green task */
+  cf_future_unref(p);
+  cf_future_unref(a);
+  cf_future_unref(b);
+  cf_future_unref(c);
+  cf_future_unref(never);
+  assert_int_equal(cf_loop_free(l), 0);
+}
+
+/* Another thread spawns 1,000 tasks into a running loop, then completes the
+ * future the loop runs until. */
+static cf_loop *sl;
+static cf_future *spawner_done;
+static _Atomic int counted;
+static int count(void *arg, void **out) {
+  (void)arg;
+  atomic_fetch_add(&counted, 1);
+  *out = NULL;
+  return 0;
+}
+
+static void *spawner(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 1000; i++) {
+    cf_future *f;
+    if (cf_loop_spawn(sl, count, NULL, &f) == 0)
+      cf_future_unref(f);
+    if (i % 100 == 0)
+      usleep(1000);
+  }
+  cf_future_set_result(spawner_done, NULL, NULL);
+  return NULL;
+}
+
+static void test_spawn_from_other_thread(void **state) {
+  (void)state;
+  sl = new_loop();
+  atomic_store(&counted, 0);
+  spawner_done = cf_future_new();
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, spawner, NULL), 0);
+  assert_int_equal(cf_loop_run_until_complete(sl, spawner_done, 20), 0);
+  pthread_join(th, NULL);
+  assert_int_equal(cf_loop_run(sl, 10), 0);
+  assert_int_equal(atomic_load(&counted), 1000);
+  cf_future_unref(spawner_done);
+  assert_int_equal(cf_loop_free(sl), 0);
+}
+
+/* spawn_after starts no earlier than its delay; yields interleave. */
+static double started_at;
+static int note_start(void *arg, void **out) {
+  (void)arg;
+  started_at = now_s();
+  *out = NULL;
+  return 0;
+}
+
+static char trace[64];
+static _Atomic int tpos;
+static int yielder(void *arg, void **out) {
+  for (int i = 0; i < 3; i++) {
+    trace[atomic_fetch_add(&tpos, 1)] = (char)(intptr_t)arg;
+    cf_green_yield();
+  }
+  *out = NULL;
+  return 0;
+}
+
+static void test_spawn_after_and_yield(void **state) {
+  (void)state;
+  cf_loop *l = new_loop();
+  cf_future *f, *g;
+  double t0 = now_s();
+  assert_int_equal(cf_loop_spawn_after(l, 0.08, note_start, NULL, &f), 0);
+  assert_int_equal(cf_loop_spawn_after(l, NAN, note_start, NULL, &g),
+                   CF_EINVAL);
+  assert_int_equal(cf_loop_run_until_complete(l, f, 10), 0);
+  assert_true(started_at - t0 >= 0.08);
+  cf_future_unref(f);
+  atomic_store(&tpos, 0);
+  memset(trace, 0, sizeof trace);
+  assert_int_equal(cf_loop_spawn(l, yielder, (void *)'a', &f), 0);
+  assert_int_equal(cf_loop_spawn(l, yielder, (void *)'b', &g), 0);
+  assert_int_equal(cf_loop_run(l, 10), 0);
+  assert_string_equal(trace, "ababab");
+  cf_future_unref(f);
+  cf_future_unref(g);
+  assert_int_equal(cf_loop_free(l), 0);
+}
+
+/* Misuse: the wrong thread, from inside a task, NULLs, bad options. */
+static cf_loop *ml;
+static int run_inside(void *arg, void **out) {
+  (void)arg;
+  *out = (void *)(intptr_t)cf_loop_run(ml, 1);
+  return 0;
+}
+
+static void *run_elsewhere(void *arg) {
+  return (void *)(intptr_t)cf_loop_run(arg, 1);
+}
+
+static void test_misuse(void **state) {
+  (void)state;
+  cf_loop *l = (cf_loop *)1;
+  cf_loop_opts o = {.stack_size = 1024};
+  assert_int_equal(cf_loop_new(&o, &l), CF_EINVAL);
+  assert_null(l);
+  assert_int_equal(cf_loop_new(NULL, NULL), CF_EINVAL);
+  ml = new_loop();
+  cf_future *f = (cf_future *)1;
+  assert_int_equal(cf_loop_spawn(NULL, twice, NULL, &f), CF_EINVAL);
+  assert_null(f);
+  assert_int_equal(cf_loop_spawn(ml, NULL, NULL, &f), CF_EINVAL);
+  assert_int_equal(cf_loop_run_until_complete(ml, NULL, 1), CF_EINVAL);
+  assert_int_equal(cf_loop_run(ml, NAN), CF_EINVAL);
+  assert_int_equal(cf_green_sleep(-1), CF_EINVAL);
+  assert_int_equal(cf_green_sleep(0.001), 0); /* a plain thread sleeps */
+  assert_int_equal(cf_green_yield(), 0);
+  pthread_t th;
+  void *rc;
+  assert_int_equal(pthread_create(&th, NULL, run_elsewhere, ml), 0);
+  pthread_join(th, &rc);
+  assert_int_equal((intptr_t)rc, CF_EPERM);
+  assert_int_equal(cf_loop_spawn(ml, run_inside, NULL, &f), 0);
+  assert_int_equal(cf_loop_run_until_complete(ml, f, 10), 0);
+  void *v;
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  assert_int_equal((intptr_t)v, CF_EDEADLK);
+  cf_future_unref(f);
+  assert_int_equal(cf_loop_free(ml), 0);
+  assert_int_equal(cf_loop_free(NULL), 0);
+}
+
+/* Freeing a loop with tasks suspended and not started: the suspended ones
+ * see their waits cancelled and return; the others never run. */
+static void test_free_with_tasks(void **state) {
+  (void)state;
+  cf_loop *l = new_loop();
+  never = cf_future_new();
+  atomic_store(&started, 0);
+  cf_future *fs[6];
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(cf_loop_spawn(l, wait_forever, NULL, &fs[i]), 0);
+  assert_int_equal(cf_loop_run_until_complete(l, never, 0.02), CF_ETIMEDOUT);
+  for (int i = 3; i < 6; i++)
+    assert_int_equal(cf_loop_spawn(l, wait_forever, NULL, &fs[i]), 0);
+  assert_int_equal(cf_loop_free(l), 0);
+  assert_int_equal(atomic_load(&started), 3);
+  for (int i = 0; i < 6; i++) {
+    assert_true(cf_future_cancelled(fs[i]));
+    cf_future_unref(fs[i]);
+  }
+  cf_future_unref(never);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_spawn_and_run),
+      cmocka_unit_test(test_sleeps_overlap),
+      cmocka_unit_test(test_await_pool_future),
+      cmocka_unit_test(test_joinall),
+      cmocka_unit_test(test_timeouts),
+      cmocka_unit_test(test_cancel),
+      cmocka_unit_test(test_spawn_from_other_thread),
+      cmocka_unit_test(test_spawn_after_and_yield),
+      cmocka_unit_test(test_misuse),
+      cmocka_unit_test(test_free_with_tasks),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
