@@ -150,10 +150,11 @@ static void heap_del(cf_loop *l, gtask *t) {
   l->nheap--;
   if (i == l->nheap)
     return;
-  l->heap[i] = l->heap[l->nheap];
-  l->heap[i]->heap_at = i;
+  gtask *moved = l->heap[l->nheap];
+  l->heap[i] = moved;
+  moved->heap_at = i;
   heap_up(l, i);
-  heap_down(l, l->heap[i]->heap_at);
+  heap_down(l, moved->heap_at);
 }
 
 /* ---- queues ----------------------------------------------------------------- */
@@ -385,7 +386,11 @@ static void on_async(uv_async_t *h) {
 }
 
 static void on_timer(uv_timer_t *h) {
-  (void)h; /* fire_timers does the work */
+  /* fire_timers does the work. uv_run(UV_RUN_ONCE) runs due timers before
+   * it polls, and would then block for I/O even though a timer just fired
+   * (a timer already due by the time uv_run looked): stopping the loop
+   * makes that poll return at once. */
+  uv_stop(h->loop);
 }
 
 /* The loop's own waiter: woken (by a completing future) while the
@@ -629,6 +634,7 @@ int cf_loop_free(cf_loop *l) {
   l->running = true;
   schedule(l, no_tasks, NULL, &forever);
   l->running = false;
+  drain_remote(l); /* wake-ups queued last: drop their references */
   uv_close((uv_handle_t *)&l->async, on_closed);
   uv_close((uv_handle_t *)&l->timer, on_closed);
   uv_run(&l->uv, UV_RUN_DEFAULT);

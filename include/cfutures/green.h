@@ -131,7 +131,9 @@ CF_API size_t cf_loop_tasks(const cf_loop *l);
 
 /* Frees the loop. Tasks that have not started are cancelled; tasks
  * suspended in a wait are cancelled as by cf_green_cancel and run until
- * they return. Then libuv is closed. Returns 0, CF_EPERM (not the owner
+ * they return. Then libuv is closed. Spawns by other threads racing with
+ * it get CF_ESHUTDOWN; once it has returned the loop is gone, so those
+ * threads must be done with it (as with any freed object). Returns 0, CF_EPERM (not the owner
  * thread), CF_EDEADLK (from a green task); NULL: 0. */
 CF_API int cf_loop_free(cf_loop *l);
 
