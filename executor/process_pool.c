@@ -28,7 +28,8 @@
  * fork server, the workers and an eventfd that submitters and shutdown
  * ring, hands pending tasks to idle workers (one at a time each), completes
  * futures (so done-callbacks run on it), kills workers past the task
- * timeout and asks for replacements. A worker's socket reaching end-of-file
+ * timeout and asks for replacements (after a failed fork, with a growing
+ * delay: see FORK_BACKOFF_MAX_NS). A worker's socket reaching end-of-file
  * marks it dead; its task fails when the fork server reports how it died.
  *
  * Locks: `mu` guards the pending list and the flags submitters and the
@@ -96,7 +97,7 @@ typedef struct wire {
 
 typedef struct ctl {
   uint32_t op, slot;
-  int32_t pid, status;
+  int32_t pid, status; /* SPAWNED with pid -1: status is fork's errno */
 } ctl;
 
 typedef struct ptask {
@@ -130,6 +131,18 @@ typedef struct slot_shared {
  * pool (a crashing initializer would otherwise fork replacements for
  * ever, their tasks requeued each time). */
 #define EARLY_DEATHS_MAX 5
+
+/* A fork of a worker that fails (EAGAIN from RLIMIT_NPROC or a
+ * container's pids.max, ENOMEM) is retried after a delay that doubles
+ * from 1 ms up to 100 ms; the manager sleeps meanwhile (the fork server
+ * only forks when asked): nothing spins. A pool left with no live worker
+ * after FORK_GIVE_UP_NS of failures fails its waiting tasks, and those
+ * submitted later while that lasts, with CF_ESYS naming fork's errno; it
+ * goes on retrying every 100 ms and serves again once a fork works. With
+ * a live worker it serves on with fewer workers, retrying the others. */
+#define FORK_BACKOFF_MIN_NS 1000000ull
+#define FORK_BACKOFF_MAX_NS 100000000ull
+#define FORK_GIVE_UP_NS     2000000000ull
 
 /* W_LIVE workers take tasks; W_DEAD ones wait for their exit report: they
  * have hung up, retired, or been killed by the manager (their socket is
@@ -179,6 +192,11 @@ typedef struct ppool {
   pworker *workers;       /* manager only */
   slot_shared *shared;    /* n slots, shared with the server and workers */
   unsigned early_deaths;  /* manager only: see EARLY_DEATHS_MAX */
+  /* Failed forks (manager only; see FORK_BACKOFF_MAX_NS): */
+  uint64_t spawn_at;      /* ns; no SPAWN asked for before it (backoff) */
+  uint64_t backoff_ns;    /* the next delay after a failure; 0: none yet */
+  uint64_t failing_since; /* ns; the first failure of a run, 0: none */
+  int fork_errno;         /* the last failure's errno */
   struct pollfd *pfds;    /* manager only: n + 2 */
   size_t *slot_of;        /* manager only: pfds index -> worker slot */
   pthread_cond_t started_cv;
@@ -757,9 +775,53 @@ static void default_signal_handlers(void) {
   }
 }
 
+/* Test-only fault injection: CF__TEST_FAIL_FORK, read when a pool is
+ * made, makes its fork server fail forks of workers with EAGAIN, as
+ * RLIMIT_NPROC or a container's pids.max would (which do not apply to
+ * root). "N": the next N forks fail; "always": every one; "K+N" or
+ * "K+always": the same after K forks that work. Not an interface: the
+ * tests use it to check how the pool copes. */
+typedef struct fork_faults {
+  long skip; /* forks that work first */
+  long fail; /* then forks that fail; -1: all */
+} fork_faults;
+
+static fork_faults fork_faults_from_env(void) {
+  fork_faults ff = {0, 0};
+  const char *s = getenv("CF__TEST_FAIL_FORK");
+  if (!s || !*s)
+    return ff;
+  char *end;
+  long k = strtol(s, &end, 10);
+  if (end != s && *end == '+') {
+    ff.skip = k > 0 ? k : 0;
+    s = end + 1;
+  }
+  if (strcmp(s, "always") == 0) {
+    ff.fail = -1;
+  } else {
+    k = strtol(s, &end, 10);
+    ff.fail = end != s && k > 0 ? k : 0;
+  }
+  return ff;
+}
+
+/* fork(), unless a test said it should fail (see fork_faults). */
+static pid_t fork_worker(fork_faults *ff) {
+  if (ff->skip > 0) {
+    ff->skip--;
+  } else if (ff->fail != 0) {
+    if (ff->fail > 0)
+      ff->fail--;
+    errno = EAGAIN;
+    return -1;
+  }
+  return fork();
+}
+
 static _Noreturn void server_main(int ctl_fd, pid_t parent,
                                   const cf_process_pool_opts *o, size_t n,
-                                  slot_shared *shared) {
+                                  slot_shared *shared, fork_faults ff) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent)
     _exit(0);
@@ -821,10 +883,12 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
       ctl fail = {.op = CTL_SPAWNED, .slot = c.slot, .pid = -1};
+      fail.status = errno;
       send_ctl(ctl_fd, &fail, -1, 0); /* the manager will ask again */
       continue;
     }
-    pid = fork();
+    pid = fork_worker(&ff);
+    int fork_errno = errno;
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       close(ctl_fd);
@@ -834,7 +898,10 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
       worker_main(sv[1], o, &shared[c.slot]);
     }
     close(sv[1]);
-    ctl reply = {.op = CTL_SPAWNED, .slot = c.slot, .pid = pid > 0 ? pid : -1};
+    ctl reply = {.op = CTL_SPAWNED,
+                 .slot = c.slot,
+                 .pid = pid > 0 ? pid : -1,
+                 .status = pid > 0 ? 0 : fork_errno};
     send_ctl(ctl_fd, &reply, pid > 0 ? sv[0] : -1, 0);
     close(sv[0]);
   }
@@ -1096,13 +1163,9 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
       pthread_mutex_unlock(&p->mu);
       fail_pending(p, CF_EBROKEN, why);
     }
-    pthread_mutex_lock(&p->mu);
-    bool broken = p->broken;
-    pthread_mutex_unlock(&p->mu);
-    /* Replace it even while shutting down: queued tasks still need a
+    /* W_NONE: the manager's loop asks for a replacement (unless the pool
+     * is broken), even while shutting down: queued tasks still need a
      * worker (the manager stops once nothing is left). */
-    if (!broken)
-      spawn(p, i);
     return;
   }
 }
@@ -1283,6 +1346,37 @@ static void on_worker_ready(ppool *p, pworker *w) {
   }
 }
 
+/* The fork server could not fork w's process (err: errno): asked again
+ * after the backoff. */
+static void fork_failed(ppool *p, pworker *w, int err) {
+  w->state = W_NONE;
+  uint64_t now = cf__now_ns();
+  if (!p->failing_since)
+    p->failing_since = now;
+  p->fork_errno = err;
+  p->backoff_ns = p->backoff_ns ? 2 * p->backoff_ns : FORK_BACKOFF_MIN_NS;
+  if (p->backoff_ns > FORK_BACKOFF_MAX_NS)
+    p->backoff_ns = FORK_BACKOFF_MAX_NS;
+  p->spawn_at = now + p->backoff_ns;
+}
+
+/* With no live worker after FORK_GIVE_UP_NS of failed forks, the waiting
+ * tasks fail (and those submitted while it lasts): nothing can run them.
+ * Forks are still retried; one that works ends this. */
+static void give_up_forking(ppool *p) {
+  if (!p->failing_since || cf__now_ns() - p->failing_since < FORK_GIVE_UP_NS)
+    return;
+  for (size_t i = 0; i < p->n; i++)
+    if (p->workers[i].state == W_LIVE)
+      return;
+  char why[200];
+  snprintf(why, sizeof why,
+           "fork of a worker failed: %s (no worker could be started for "
+           "%.0f s)",
+           strerror(p->fork_errno), (double)FORK_GIVE_UP_NS / 1e9);
+  fail_pending(p, CF_ESYS, why);
+}
+
 static bool all_quiet(ppool *p) {
   for (size_t i = 0; i < p->n; i++)
     if (p->workers[i].qn)
@@ -1306,6 +1400,7 @@ static int start_server(ppool *p) {
   if (src)
     return CF_ESYS;
   pid_t parent = getpid();
+  fork_faults ff = fork_faults_from_env(); /* tests only */
   forking_server = true; /* no fork handler: see the top of the file */
   pid_t pid = fork();
   if (pid == 0) {
@@ -1316,7 +1411,7 @@ static int start_server(ppool *p) {
     sigemptyset(&keep);
     sigaddset(&keep, SIGCHLD);
     sigprocmask(SIG_SETMASK, &keep, NULL);
-    server_main(sv[1], parent, &p->o, p->n, p->shared);
+    server_main(sv[1], parent, &p->o, p->n, p->shared, ff);
   }
   forking_server = false;
   pthread_mutex_lock(&p->fd_mu);
@@ -1354,6 +1449,8 @@ static void *manager_main(void *arg) {
     pthread_mutex_unlock(&p->mu);
     if (broken)
       fail_pending(p, CF_EBROKEN, "the pool is broken");
+    else
+      give_up_forking(p);
     dispatch(p);
     /* Checked after dispatch, which may have dropped the last pending
      * (cancelled) task: nothing would wake us for that. */
@@ -1365,14 +1462,19 @@ static void *manager_main(void *arg) {
     size_t nf = 0;
     fds[nf++] = (struct pollfd){.fd = p->wake_fd, .events = POLLIN};
     /* Room in the server's queue matters only to ask for a worker, which
-     * a broken pool never does: polling for POLLOUT then would spin. */
+     * a broken pool never does, nor one waiting to retry a failed fork:
+     * polling for POLLOUT then would spin. */
     bool want_spawn = false;
     for (size_t i = 0; i < p->n && !broken; i++)
       want_spawn |= p->workers[i].state == W_NONE;
-    fds[nf++] = (struct pollfd){.fd = p->ctl_fd,
-                                .events = POLLIN | (want_spawn ? POLLOUT : 0)};
     int timeout_ms = -1;
     uint64_t now = cf__now_ns();
+    if (want_spawn && now < p->spawn_at) {
+      want_spawn = false;
+      timeout_ms = (int)((p->spawn_at - now) / 1000000) + 1;
+    }
+    fds[nf++] = (struct pollfd){.fd = p->ctl_fd,
+                                .events = POLLIN | (want_spawn ? POLLOUT : 0)};
     for (size_t i = 0; i < p->n; i++) {
       pworker *w = &p->workers[i];
       if (w->fd >= 0 && w->state != W_NONE) {
@@ -1438,8 +1540,11 @@ static void *manager_main(void *arg) {
           w->pid = c.pid;
           w->done = 0;
           w->state = W_LIVE;
+          p->failing_since = 0;
+          p->backoff_ns = 0;
+          p->spawn_at = 0;
         } else {
-          w->state = W_NONE; /* fork failed; retried below */
+          fork_failed(p, w, c.status); /* retried below, after a delay */
         }
       } else if (c.op == CTL_EXITED) {
         on_exit_report(p, c.pid, c.status);
@@ -1460,7 +1565,8 @@ static void *manager_main(void *arg) {
     pthread_mutex_lock(&p->mu);
     bool br = p->broken;
     pthread_mutex_unlock(&p->mu);
-    for (size_t i = 0; i < p->n && !br; i++)
+    bool due = cf__now_ns() >= p->spawn_at;
+    for (size_t i = 0; i < p->n && !br && due; i++)
       if (p->workers[i].state == W_NONE)
         spawn(p, i);
   }

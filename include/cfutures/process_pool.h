@@ -14,7 +14,13 @@
  * row dying before they start any task (a crashing initializer) break the
  * pool. A task whose bytes cannot be passed for want of resources (EMFILE
  * or ENOMEM for a memfd or a mapping) fails alone, with CF_ESYS or
- * CF_ENOMEM and a message; the worker stays. Done-callbacks of process-pool
+ * CF_ENOMEM and a message; the worker stays. A fork of a worker that
+ * fails (RLIMIT_NPROC, a container's pids.max) is retried after a delay
+ * growing from 1 ms to 100 ms, without spinning; a pool that keeps a live
+ * worker serves on with fewer, and one left with none for 2 s fails its
+ * waiting futures (and later ones, while that lasts) with CF_ESYS and
+ * "fork of a worker failed: <strerror(errno)>", and serves again once a
+ * fork works. Done-callbacks of process-pool
  * futures run in the parent, on the pool's manager thread (a callback there
  * must not block for long: it holds up every other result, and it must
  * never wait for another future of the same pool, which only this thread

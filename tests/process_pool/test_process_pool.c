@@ -1,5 +1,6 @@
 /* Tests for executor/process_pool.c. Every blocking call has a timeout. */
 #include <dirent.h>
+#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
@@ -1226,6 +1227,131 @@ static void test_sigchld_ignored_by_host(void **state) {
   assert_int_equal((intptr_t)v, 36);
 }
 
+/* CPU seconds used by process `pid` (user + system), from /proc. */
+static double proc_cpu_s(pid_t pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return 0;
+  double s = 0;
+  if (fgets(buf, sizeof buf, f)) {
+    char *q = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt
+     * majflt cmajflt utime stime */
+    if (q &&
+        sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+               &ut, &st) == 2)
+      s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+  }
+  fclose(f);
+  return s;
+}
+
+/* A pool whose fork server is told (test-only CF__TEST_FAIL_FORK, read
+ * when the pool is made) to fail forks of workers with EAGAIN. */
+static cf_executor *new_pool_failing_forks(size_t workers, const char *how) {
+  setenv("CF__TEST_FAIL_FORK", how, 1);
+  cf_executor *ex = new_pool(workers);
+  unsetenv("CF__TEST_FAIL_FORK");
+  return ex;
+}
+
+/* fork() failing in the fork server for good (RLIMIT_NPROC, a container's
+ * pids.max): futures never completed while the manager and the server
+ * spun both CPUs, asking for and failing forks. The pool now retries with
+ * a growing delay and, with no live worker after a few seconds, fails the
+ * waiting futures with CF_ESYS naming fork's errno; it never spins. */
+static void test_fork_always_fails(void **state) {
+  (void)state;
+  alarm(30);
+  cf_executor *ex = new_pool_failing_forks(2, "always");
+  pid_t server = 0;
+  assert_int_equal(list_children(&server), 1);
+  double t0 = now_s(), c0 = cpu_s(), s0 = proc_cpu_s(server);
+  cf_future *fs[3];
+  for (intptr_t i = 0; i < 3; i++)
+    assert_int_equal(cf_submit(ex, square, (void *)i, &fs[i]), 0);
+  int rcs[3];
+  for (int i = 0; i < 3; i++)
+    rcs[i] = cf_future_result(fs[i], 8, NULL);
+  double wall = now_s() - t0;
+  double cpu = cpu_s() - c0, server_cpu = proc_cpu_s(server) - s0;
+  print_message("# failed after %.2f s; CPU: this process %.3f s, the fork "
+                "server %.3f s\n",
+                wall, cpu, server_cpu);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(rcs[i], CF_EFAILED);
+    cf_error e;
+    assert_int_equal(cf_future_exception(fs[i], 0, &e), 0);
+    assert_int_equal(e.code, CF_ESYS);
+    if (i == 0)
+      print_message("# %s\n", e.message);
+    char want[128];
+    snprintf(want, sizeof want, "fork of a worker failed: %s",
+             strerror(EAGAIN));
+    assert_non_null(strstr(e.message, want));
+    cf_future_unref(fs[i]);
+  }
+  assert_true(wall < 6);
+  assert_true(cpu < 0.3 * wall);
+  assert_true(server_cpu < 0.3 * wall);
+  /* Still no worker: a later task fails without the wait. */
+  cf_future *f;
+  assert_int_equal(cf_submit(ex, square, NULL, &f), 0);
+  t0 = now_s();
+  assert_int_equal(cf_future_result(f, 8, NULL), CF_EFAILED);
+  assert_true(now_s() - t0 < 1);
+  cf_future_unref(f);
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
+/* The first forks fail, then they work again: retried, every task
+ * completes. */
+static void test_fork_fails_then_recovers(void **state) {
+  (void)state;
+  alarm(30);
+  cf_executor *ex = new_pool_failing_forks(2, "7");
+  cf_future *fs[20];
+  for (intptr_t i = 0; i < 20; i++)
+    assert_int_equal(cf_submit(ex, square, (void *)i, &fs[i]), 0);
+  for (intptr_t i = 0; i < 20; i++) {
+    void *v;
+    assert_int_equal(cf_future_result(fs[i], 10, &v), 0);
+    assert_int_equal((intptr_t)v, i * i);
+    cf_future_unref(fs[i]);
+  }
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
+/* One worker forked, then every fork fails: the pool serves on with one
+ * worker past the time after which a pool with none gives up, retrying
+ * the other slot slowly (no spinning). */
+static void test_fork_fails_with_a_live_worker(void **state) {
+  (void)state;
+  alarm(30);
+  cf_executor *ex = new_pool_failing_forks(2, "1+always");
+  double t0 = now_s(), c0 = cpu_s();
+  usleep(2300000); /* past the give-up time */
+  double wall = now_s() - t0, cpu = cpu_s() - c0;
+  print_message("# CPU %.3f s over %.2f s\n", cpu, wall);
+  cf_future *fs[10];
+  for (intptr_t i = 0; i < 10; i++)
+    assert_int_equal(cf_submit(ex, square, (void *)i, &fs[i]), 0);
+  for (intptr_t i = 0; i < 10; i++) {
+    void *v;
+    assert_int_equal(cf_future_result(fs[i], 10, &v), 0);
+    assert_int_equal((intptr_t)v, i * i);
+    cf_future_unref(fs[i]);
+  }
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+  assert_true(cpu < 0.1 * wall);
+}
+
 /* Done-callbacks run in the parent, on the pool's manager thread, which
  * cannot wait for its own pool to shut down. */
 typedef struct cb_seen {
@@ -1305,6 +1431,9 @@ int main(void) {
       TEST(test_pool_outlives_its_creator_thread),
       TEST(test_sigchld_ignored_by_host),
       TEST(test_callbacks_in_parent),
+      TEST(test_fork_always_fails),
+      TEST(test_fork_fails_then_recovers),
+      TEST(test_fork_fails_with_a_live_worker),
   };
   return cmocka_run_group_tests_name("process_pool", tests, NULL, NULL);
 }
