@@ -192,6 +192,7 @@ typedef struct ppool {
   pworker *workers;       /* manager only */
   slot_shared *shared;    /* n slots, shared with the server and workers */
   unsigned early_deaths;  /* manager only: see EARLY_DEATHS_MAX */
+  char broken_why[200];   /* manager only: why `broken` was set */
   /* Failed forks (manager only; see FORK_BACKOFF_MAX_NS): */
   uint64_t spawn_at;      /* ns; no SPAWN asked for before it (backoff) */
   uint64_t backoff_ns;    /* the next delay after a failure; 0: none yet */
@@ -1098,6 +1099,16 @@ static void fail_pending(ppool *p, int code, const char *why) {
     fail_task(t, code, "%s", why);
 }
 
+/* Breaks the pool: queued tasks, and those put back later by a dying
+ * worker, fail with `why`. Manager only. */
+static void break_pool(ppool *p, const char *why) {
+  snprintf(p->broken_why, sizeof p->broken_why, "%s", why);
+  pthread_mutex_lock(&p->mu);
+  p->broken = true;
+  pthread_mutex_unlock(&p->mu);
+  fail_pending(p, CF_EBROKEN, why);
+}
+
 static void worker_lost(ppool *p, pworker *w) {
   pthread_mutex_lock(&p->fd_mu);
   if (w->fd >= 0)
@@ -1158,10 +1169,7 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
                "the pool is broken: %u workers in a row died before "
                "starting a task (the last one %s)",
                p->early_deaths, how);
-      pthread_mutex_lock(&p->mu);
-      p->broken = true;
-      pthread_mutex_unlock(&p->mu);
-      fail_pending(p, CF_EBROKEN, why);
+      break_pool(p, why);
     }
     /* W_NONE: the manager's loop asks for a replacement (unless the pool
      * is broken), even while shutting down: queued tasks still need a
@@ -1316,10 +1324,7 @@ static int on_worker_readable(ppool *p, pworker *w) {
     return MSG_STARTED;
   }
   if (r.type == MSG_INIT_FAILED) {
-    pthread_mutex_lock(&p->mu);
-    p->broken = true;
-    pthread_mutex_unlock(&p->mu);
-    fail_pending(p, CF_EBROKEN, "the pool's initializer failed in a worker");
+    break_pool(p, "the pool's initializer failed in a worker");
     payload_free(&r, payload);
     return MSG_INIT_FAILED;
   }
@@ -1447,8 +1452,10 @@ static void *manager_main(void *arg) {
     pthread_mutex_lock(&p->mu);
     bool broken = p->broken;
     pthread_mutex_unlock(&p->mu);
+    /* Tasks put back by a worker that died after the pool broke (sent to
+     * it before) fail with the same cause. */
     if (broken)
-      fail_pending(p, CF_EBROKEN, "the pool is broken");
+      fail_pending(p, CF_EBROKEN, p->broken_why);
     else
       give_up_forking(p);
     dispatch(p);
@@ -1552,14 +1559,11 @@ static void *manager_main(void *arg) {
     }
     if (server_gone) {
       /* The fork server is gone: nothing can run any more. */
-      pthread_mutex_lock(&p->mu);
-      p->broken = true;
-      pthread_mutex_unlock(&p->mu);
       for (size_t i = 0; i < p->n; i++)
         while (p->workers[i].qn)
           fail_task(inflight_pop(&p->workers[i]), CF_EBROKEN,
                     "the fork server died");
-      fail_pending(p, CF_EBROKEN, "the fork server died");
+      break_pool(p, "the fork server died");
       break;
     }
     pthread_mutex_lock(&p->mu);
