@@ -8,9 +8,16 @@
  *
  * A worker that dies (a crash, SIGKILL, exit() inside a task) never hangs
  * anyone: the future it was running fails with CF_EBROKEN and a message
- * naming the signal, the exit status or the protocol error, a replacement
+ * naming the signal, the exit status or the protocol error (a task that
+ * writes garbage on its worker's socket: the worker is killed), a
+ * replacement
  * worker is forked, and the other futures complete normally (those sent
- * to the dead worker but not started are sent again). Five workers in a
+ * to the dead worker but not started are sent again). Death is known from
+ * the exit status, so a process a task forks and leaves behind (holding
+ * the worker's socket) holds nothing up. In a worker the pool's socket
+ * sits at descriptor 512 or above (where the limit allows): a task
+ * writing to a low descriptor number the host used before the pool gets
+ * EBADF, not the pool's socket. Five workers in a
  * row dying before they start any task (a crashing initializer) break the
  * pool. A task whose bytes cannot be passed for want of resources (EMFILE
  * or ENOMEM for a memfd or a mapping) fails alone, with CF_ESYS or
