@@ -184,6 +184,7 @@ typedef struct pworker {
   uint64_t deadline; /* ns; the running task's timeout, 0: none (yet) */
   bool timed_out;    /* killed by the manager at its deadline */
   const char *fault; /* it broke the protocol: the manager killed it */
+  bool reaped;       /* its exit report came: its pid may be reused */
   /* What the manager has received and not yet handled: rx[rx_off,
    * rx_len) (partial frames wait here: a read never waits for bytes
    * that have not arrived), and the descriptors that came with it,
@@ -1332,7 +1333,8 @@ static void worker_lost(ppool *p, pworker *w) {
 static void worker_fault(ppool *p, pworker *w, const char *fault) {
   w->fault = fault;
   worker_lost(p, w);
-  kill(w->pid, SIGKILL);
+  if (!w->reaped)
+    kill(w->pid, SIGKILL);
 }
 
 static void on_worker_ready(ppool *p, pworker *w);
@@ -1346,6 +1348,7 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
      * take what is there first (the process is gone: it has sent all it
      * will). End-of-file is not awaited: a process the task forked may
      * hold the socket open long after. */
+    w->reaped = true; /* whatever it sent, it is not to be killed now */
     if (w->fd >= 0)
       on_worker_ready(p, w);
     if (w->fd >= 0)
@@ -1782,6 +1785,7 @@ static void *manager_main(void *arg) {
         if (keep) {
           w->pid = c.pid;
           w->done = 0;
+          w->reaped = false;
           w->state = W_LIVE;
           p->failing_since = 0;
           p->backoff_ns = 0;
