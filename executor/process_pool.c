@@ -940,10 +940,17 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
       send_ctl(ctl_fd, &fail, -1, 0); /* the manager will ask again */
       continue;
     }
+    pid_t server = getpid();
     pid = fork_worker(&ff);
     int fork_errno = errno;
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
+      /* The server may have died before the line above (then no signal
+       * will come): such a worker would live on, orphaned, running
+       * whatever task reached it (seen: one sleeping in a task long after
+       * its pool was gone, holding the test run's output pipe). */
+      if (getppid() != server)
+        _exit(0);
       close(ctl_fd);
       close(sfd);
       close(sv[0]);
