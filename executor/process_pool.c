@@ -22,14 +22,23 @@
  *     sent as the worker starts a task, with a task timeout only: the
  *     timeout counts from it),
  *     RESULT (code, output bytes or failure message) or INIT_FAILED the
- *     other.
+ *     other. Every frame starts with a magic number and its length is
+ *     bounded (below 64 KiB inline, larger ones in a memfd no shorter than
+ *     it): bytes a task scribbles on the socket are a protocol error, not
+ *     a length to wait for. In a worker the socket sits at descriptor 512
+ *     or above (WORKER_FD_MIN), away from the low numbers that the host's
+ *     own descriptors use in the parent.
  *
  * In the parent one manager thread owns every descriptor: it polls the
  * fork server, the workers and an eventfd that submitters and shutdown
  * ring, hands pending tasks to idle workers (one at a time each), completes
  * futures (so done-callbacks run on it), kills workers past the task
- * timeout and asks for replacements. A worker's socket reaching end-of-file
- * marks it dead; its task fails when the fork server reports how it died.
+ * timeout and asks for replacements (after a failed fork, with a growing
+ * delay: see FORK_BACKOFF_MAX_NS). It never waits on a worker's socket:
+ * it reads what has arrived into a per-worker buffer, where partial frames
+ * wait (see on_worker_ready). A worker is known dead from the fork
+ * server's exit report, which settles its tasks; end-of-file is not
+ * needed (a process forked by a task may keep the socket open).
  *
  * Locks: `mu` guards the pending list and the flags submitters and the
  * manager share; the workers table belongs to the manager thread alone,
@@ -62,6 +71,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -86,17 +96,24 @@ typedef struct item_result {
 enum { MSG_TASK = 1, MSG_RESULT = 2, MSG_INIT_FAILED = 3, MSG_STARTED = 4 };
 enum { CTL_SPAWN = 1, CTL_SPAWNED = 2, CTL_EXITED = 3 };
 
+/* A frame's header; the payload (len bytes) follows, or travels in a
+ * memfd passed with the header's first byte (FLAG_MAPPED). Every header
+ * starts with WIRE_MAGIC, so that bytes a task scribbles on its worker's
+ * socket are caught at the first byte that differs, not taken for a
+ * length to wait for. */
+#define WIRE_MAGIC 0x31504643u /* "CFP1" */
 typedef struct wire {
+  uint32_t magic; /* WIRE_MAGIC, set by the senders */
   uint32_t type, kind;
-  uint64_t fn;
   int32_t code;
-  uint32_t flags;
+  uint64_t fn;
+  uint32_t flags, reserved;
   uint64_t len;
 } wire;
 
 typedef struct ctl {
   uint32_t op, slot;
-  int32_t pid, status;
+  int32_t pid, status; /* SPAWNED with pid -1: status is fork's errno */
 } ctl;
 
 typedef struct ptask {
@@ -131,6 +148,18 @@ typedef struct slot_shared {
  * ever, their tasks requeued each time). */
 #define EARLY_DEATHS_MAX 5
 
+/* A fork of a worker that fails (EAGAIN from RLIMIT_NPROC or a
+ * container's pids.max, ENOMEM) is retried after a delay that doubles
+ * from 1 ms up to 100 ms; the manager sleeps meanwhile (the fork server
+ * only forks when asked): nothing spins. A pool left with no live worker
+ * after FORK_GIVE_UP_NS of failures fails its waiting tasks, and those
+ * submitted later while that lasts, with CF_ESYS naming fork's errno; it
+ * goes on retrying every 100 ms and serves again once a fork works. With
+ * a live worker it serves on with fewer workers, retrying the others. */
+#define FORK_BACKOFF_MIN_NS 1000000ull
+#define FORK_BACKOFF_MAX_NS 100000000ull
+#define FORK_GIVE_UP_NS     2000000000ull
+
 /* W_LIVE workers take tasks; W_DEAD ones wait for their exit report: they
  * have hung up, retired, or been killed by the manager (their socket is
  * still read: a result sent before the kill counts). */
@@ -155,6 +184,15 @@ typedef struct pworker {
   uint64_t deadline; /* ns; the running task's timeout, 0: none (yet) */
   bool timed_out;    /* killed by the manager at its deadline */
   const char *fault; /* it broke the protocol: the manager killed it */
+  bool reaped;       /* its exit report came: its pid may be reused */
+  /* What the manager has received and not yet handled: rx[rx_off,
+   * rx_len) (partial frames wait here: a read never waits for bytes
+   * that have not arrived), and the descriptors that came with it,
+   * oldest first (RX_FD_DROPPED: one the kernel could not pass, EMFILE). */
+  char *rx;
+  size_t rx_off, rx_len, rx_cap;
+  int rx_fds[4];
+  unsigned rx_nfds;
 } pworker;
 
 static ptask *inflight_pop(pworker *w) {
@@ -179,6 +217,12 @@ typedef struct ppool {
   pworker *workers;       /* manager only */
   slot_shared *shared;    /* n slots, shared with the server and workers */
   unsigned early_deaths;  /* manager only: see EARLY_DEATHS_MAX */
+  char broken_why[200];   /* manager only: why `broken` was set */
+  /* Failed forks (manager only; see FORK_BACKOFF_MAX_NS): */
+  uint64_t spawn_at;      /* ns; no SPAWN asked for before it (backoff) */
+  uint64_t backoff_ns;    /* the next delay after a failure; 0: none yet */
+  uint64_t failing_since; /* ns; the first failure of a run, 0: none */
+  int fork_errno;         /* the last failure's errno */
   struct pollfd *pfds;    /* manager only: n + 2 */
   size_t *slot_of;        /* manager only: pfds index -> worker slot */
   pthread_cond_t started_cv;
@@ -351,7 +395,8 @@ static void eager_memfd_close(int fd) {
   atomic_fetch_sub_explicit(&eager_memfds, 1, memory_order_relaxed);
 }
 
-static int send_header(int fd, const wire *h, int pass_fd) {
+static int send_header(int fd, wire *h, int pass_fd) {
+  h->magic = WIRE_MAGIC;
   struct iovec iov = {.iov_base = (void *)h, .iov_len = sizeof *h};
   union {
     char buf[CMSG_SPACE(sizeof(int))];
@@ -401,6 +446,7 @@ static int payload_memfd(const void *data, size_t len) {
 #define SEND_LOCAL (-2)
 static int send_msg(int fd, wire *h, const void *data) {
   if (h->len < BIG_PAYLOAD) {
+    h->magic = WIRE_MAGIC;
     h->flags = 0;
     if (write_full(fd, h, sizeof *h))
       return -1;
@@ -430,10 +476,11 @@ static void payload_free(const wire *h, void *data) {
 #define RECV_BAD   (-2)
 #define RECV_LOCAL (-3)
 
-/* Reads a message; *data is malloc'd, or mapped when h->flags says so
- * (free either with payload_free), NULL for an empty payload. `populate`
- * maps every page at once (a worker reads its whole input); the manager
- * leaves a mapped result's page faults to the thread that reads it. */
+/* Reads a message, waiting for it: the worker's way (it has nothing else
+ * to do; the manager never waits: see rx_take). *data is malloc'd, or
+ * mapped when h->flags says so (free either with payload_free), NULL for
+ * an empty payload. `populate` maps every page at once (a worker reads
+ * its whole input). */
 static int recv_msg(int fd, wire *h, void **data, bool populate) {
   *data = NULL;
   struct iovec iov = {.iov_base = h, .iov_len = sizeof *h};
@@ -461,7 +508,17 @@ static int recv_msg(int fd, wire *h, void **data, bool populate) {
       close(mfd);
     return -1;
   }
+  if (h->magic != WIRE_MAGIC) {
+    if (mfd >= 0)
+      close(mfd);
+    return RECV_BAD;
+  }
   if (h->flags & FLAG_MAPPED) {
+    struct stat st;
+    if (mfd >= 0 && (fstat(mfd, &st) != 0 || (uint64_t)st.st_size < h->len)) {
+      close(mfd); /* a mapping past its end would fault (SIGBUS) */
+      return RECV_BAD;
+    }
     if (mfd < 0) {
       /* The descriptor was dropped for want of a slot here (EMFILE); or
        * it never came: the peer broke the protocol. */
@@ -757,9 +814,67 @@ static void default_signal_handlers(void) {
   }
 }
 
+/* Test-only fault injection: CF__TEST_FAIL_FORK, read when a pool is
+ * made, makes its fork server fail forks of workers with EAGAIN, as
+ * RLIMIT_NPROC or a container's pids.max would (which do not apply to
+ * root). "N": the next N forks fail; "always": every one; "K+N" or
+ * "K+always": the same after K forks that work. Not an interface: the
+ * tests use it to check how the pool copes. */
+typedef struct fork_faults {
+  long skip; /* forks that work first */
+  long fail; /* then forks that fail; -1: all */
+} fork_faults;
+
+static fork_faults fork_faults_from_env(void) {
+  fork_faults ff = {0, 0};
+  const char *s = getenv("CF__TEST_FAIL_FORK");
+  if (!s || !*s)
+    return ff;
+  char *end;
+  long k = strtol(s, &end, 10);
+  if (end != s && *end == '+') {
+    ff.skip = k > 0 ? k : 0;
+    s = end + 1;
+  }
+  if (strcmp(s, "always") == 0) {
+    ff.fail = -1;
+  } else {
+    k = strtol(s, &end, 10);
+    ff.fail = end != s && k > 0 ? k : 0;
+  }
+  return ff;
+}
+
+/* fork(), unless a test said it should fail (see fork_faults). */
+static pid_t fork_worker(fork_faults *ff) {
+  if (ff->skip > 0) {
+    ff->skip--;
+  } else if (ff->fail != 0) {
+    if (ff->fail > 0)
+      ff->fail--;
+    errno = EAGAIN;
+    return -1;
+  }
+  return fork();
+}
+
+/* A worker's socket is moved to a high descriptor number: the fork server
+ * closes what the host had open, so the low numbers are free in a worker,
+ * and a task writing to one it believes is the host's (a log file opened
+ * before the pool, say) would write into the pool's socket. From
+ * WORKER_FD_MIN on where the descriptor limit allows; else where it was. */
+#define WORKER_FD_MIN 512
+static int high_fd(int fd) {
+  int hi = fcntl(fd, F_DUPFD_CLOEXEC, WORKER_FD_MIN);
+  if (hi < 0)
+    return fd;
+  close(fd);
+  return hi;
+}
+
 static _Noreturn void server_main(int ctl_fd, pid_t parent,
                                   const cf_process_pool_opts *o, size_t n,
-                                  slot_shared *shared) {
+                                  slot_shared *shared, fork_faults ff) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent)
     _exit(0);
@@ -821,20 +936,32 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
       ctl fail = {.op = CTL_SPAWNED, .slot = c.slot, .pid = -1};
+      fail.status = errno;
       send_ctl(ctl_fd, &fail, -1, 0); /* the manager will ask again */
       continue;
     }
-    pid = fork();
+    pid_t server = getpid();
+    pid = fork_worker(&ff);
+    int fork_errno = errno;
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
+      /* The server may have died before the line above (then no signal
+       * will come): such a worker would live on, orphaned, running
+       * whatever task reached it (seen: one sleeping in a task long after
+       * its pool was gone, holding the test run's output pipe). */
+      if (getppid() != server)
+        _exit(0);
       close(ctl_fd);
       close(sfd);
       close(sv[0]);
       sigprocmask(SIG_UNBLOCK, &chld, NULL);
-      worker_main(sv[1], o, &shared[c.slot]);
+      worker_main(high_fd(sv[1]), o, &shared[c.slot]);
     }
     close(sv[1]);
-    ctl reply = {.op = CTL_SPAWNED, .slot = c.slot, .pid = pid > 0 ? pid : -1};
+    ctl reply = {.op = CTL_SPAWNED,
+                 .slot = c.slot,
+                 .pid = pid > 0 ? pid : -1,
+                 .status = pid > 0 ? 0 : fork_errno};
     send_ctl(ctl_fd, &reply, pid > 0 ? sv[0] : -1, 0);
     close(sv[0]);
   }
@@ -1031,16 +1158,193 @@ static void fail_pending(ppool *p, int code, const char *why) {
     fail_task(t, code, "%s", why);
 }
 
+/* Breaks the pool: queued tasks, and those put back later by a dying
+ * worker, fail with `why`. Manager only. */
+static void break_pool(ppool *p, const char *why) {
+  snprintf(p->broken_why, sizeof p->broken_why, "%s", why);
+  pthread_mutex_lock(&p->mu);
+  p->broken = true;
+  pthread_mutex_unlock(&p->mu);
+  fail_pending(p, CF_EBROKEN, why);
+}
+
+/* ---- receiving from workers (manager) -----------------------------------
+ *
+ * The manager never waits on a worker's socket: it reads what has arrived
+ * (MSG_DONTWAIT) into the worker's buffer and handles the complete frames
+ * in it; a partial frame waits there for the rest. A worker's death is
+ * known from its exit report, not from end-of-file (a helper process
+ * forked by a task may hold the socket open long after). Sends to a
+ * worker do block, but never for long: a worker holds at most PIPE_DEPTH
+ * unread tasks of under BIG_PAYLOAD bytes each (more goes in a memfd),
+ * which the socket's buffer (~200 KiB) takes in without waiting. */
+
+#define RX_FD_DROPPED (-1)
+#define RX_MIN        16384 /* bytes asked for per read, at least */
+
+static void rx_reset(pworker *w) {
+  for (unsigned k = 0; k < w->rx_nfds; k++)
+    if (w->rx_fds[k] >= 0)
+      close(w->rx_fds[k]);
+  free(w->rx);
+  w->rx = NULL;
+  w->rx_off = w->rx_len = w->rx_cap = 0;
+  w->rx_nfds = 0;
+}
+
+/* Takes the next complete frame out of w's buffer: RX_MORE, none yet;
+ * 0, *h and *data as recv_msg's; RECV_LOCAL, the payload could not be
+ * taken in here (*err says why: ENOMEM, EMFILE...), skipped; RECV_BAD,
+ * not a frame (*bad says what came). */
+#define RX_MORE 1
+static int rx_take(pworker *w, wire *h, void **data, int *err,
+                   const char **bad) {
+  *data = NULL;
+  const char *b = w->rx + w->rx_off;
+  size_t have = w->rx_len - w->rx_off;
+  static const uint32_t magic = WIRE_MAGIC;
+  if (memcmp(b, &magic, have < sizeof magic ? have : sizeof magic) != 0) {
+    *bad = "bytes that are not a message (no magic number)";
+    return RECV_BAD;
+  }
+  if (have < sizeof *h)
+    return RX_MORE;
+  memcpy(h, b, sizeof *h);
+  bool mapped = (h->flags & FLAG_MAPPED) != 0;
+  if ((h->flags & ~FLAG_MAPPED) || (!mapped && h->len >= BIG_PAYLOAD)) {
+    *bad = "a message of impossible length or flags";
+    return RECV_BAD;
+  }
+  if (!mapped && have < sizeof *h + h->len)
+    return RX_MORE;
+  w->rx_off += sizeof *h;
+  if (!mapped) {
+    if (h->len == 0)
+      return 0;
+    *data = malloc(h->len);
+    if (*data)
+      memcpy(*data, b + sizeof *h, h->len);
+    w->rx_off += h->len;
+    *err = ENOMEM;
+    return *data ? 0 : RECV_LOCAL;
+  }
+  /* The memfd came with the header's first byte, so it is here. */
+  if (w->rx_nfds == 0) {
+    *bad = "a mapped payload without its descriptor";
+    return RECV_BAD;
+  }
+  int mfd = w->rx_fds[0];
+  w->rx_nfds--;
+  memmove(w->rx_fds, w->rx_fds + 1, w->rx_nfds * sizeof *w->rx_fds);
+  if (mfd == RX_FD_DROPPED) {
+    *err = EMFILE; /* the kernel had no descriptor slot for it here */
+    return RECV_LOCAL;
+  }
+  struct stat st;
+  if (fstat(mfd, &st) != 0 || (uint64_t)st.st_size < h->len) {
+    close(mfd); /* a mapping past its end would fault (SIGBUS) */
+    *bad = "a mapped payload longer than its memfd";
+    return RECV_BAD;
+  }
+  void *m = mmap(NULL, h->len, PROT_READ | PROT_WRITE, MAP_PRIVATE, mfd, 0);
+  *err = errno;
+  close(mfd);
+  if (m == MAP_FAILED)
+    return RECV_LOCAL;
+  *data = m;
+  return 0;
+}
+
+/* One read of what w has sent, without waiting: 1, bytes were read; 0 at
+ * end-of-file or on an error; RX_AGAIN when nothing has arrived; RECV_BAD
+ * when more descriptors came than frames can use; RECV_LOCAL when the
+ * buffer cannot grow (ENOMEM). */
+#define RX_AGAIN (-4)
+static int rx_fill(pworker *w) {
+  size_t have = w->rx_len - w->rx_off;
+  size_t need = sizeof(wire) + RX_MIN; /* room for a whole frame, or more */
+  if (have >= sizeof(wire)) {
+    wire h;
+    memcpy(&h, w->rx + w->rx_off, sizeof h); /* checked by rx_take */
+    if (!(h.flags & FLAG_MAPPED))
+      need += h.len;
+  }
+  if (need < have + RX_MIN)
+    need = have + RX_MIN;
+  if (w->rx_off && (w->rx_off == w->rx_len || w->rx_off + need > w->rx_cap)) {
+    memmove(w->rx, w->rx + w->rx_off, have);
+    w->rx_off = 0;
+    w->rx_len = have;
+  }
+  if (need > w->rx_cap) {
+    char *nb = realloc(w->rx, need);
+    if (!nb)
+      return RECV_LOCAL;
+    w->rx = nb;
+    w->rx_cap = need;
+  }
+  struct iovec iov = {.iov_base = w->rx + w->rx_len,
+                      .iov_len = w->rx_cap - w->rx_len};
+  union {
+    char buf[CMSG_SPACE(sizeof(int) * 8)];
+    struct cmsghdr align;
+  } u;
+  struct msghdr m = {.msg_iov = &iov,
+                     .msg_iovlen = 1,
+                     .msg_control = u.buf,
+                     .msg_controllen = sizeof u.buf};
+  ssize_t r;
+  do
+    r = recvmsg(w->fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  while (r < 0 && errno == EINTR);
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    return RX_AGAIN;
+  if (r <= 0)
+    return 0;
+  bool excess = false;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+      continue;
+    size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t j = 0; j < k; j++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(cm) + j * sizeof(int), sizeof fd);
+      if (w->rx_nfds < sizeof w->rx_fds / sizeof *w->rx_fds)
+        w->rx_fds[w->rx_nfds++] = fd;
+      else {
+        close(fd);
+        excess = true;
+      }
+    }
+  }
+  if ((m.msg_flags & MSG_CTRUNC) &&
+      w->rx_nfds < sizeof w->rx_fds / sizeof *w->rx_fds)
+    w->rx_fds[w->rx_nfds++] = RX_FD_DROPPED;
+  w->rx_len += (size_t)r;
+  return excess ? RECV_BAD : 1;
+}
+
 static void worker_lost(ppool *p, pworker *w) {
   pthread_mutex_lock(&p->fd_mu);
   if (w->fd >= 0)
     close(w->fd);
   w->fd = -1;
   pthread_mutex_unlock(&p->fd_mu);
+  rx_reset(w);
   w->state = W_DEAD; /* the task waits for the exit report */
 }
 
-static int on_worker_readable(ppool *p, pworker *w);
+/* w broke the protocol: it is killed (not reaped before its exit report:
+ * its pid is not reused meanwhile); a task it had started fails with the
+ * cause. */
+static void worker_fault(ppool *p, pworker *w, const char *fault) {
+  w->fault = fault;
+  worker_lost(p, w);
+  if (!w->reaped)
+    kill(w->pid, SIGKILL);
+}
+
+static void on_worker_ready(ppool *p, pworker *w);
 
 static void on_exit_report(ppool *p, pid_t pid, int status) {
   for (size_t i = 0; i < p->n; i++) {
@@ -1048,10 +1352,14 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
     if (w->pid != pid || w->state == W_NONE)
       continue;
     /* The report can overtake results still unread in the worker's socket:
-     * take them first (the process is gone, so this reads to end-of-file
-     * without blocking). */
-    while (w->fd >= 0)
-      on_worker_readable(p, w);
+     * take what is there first (the process is gone: it has sent all it
+     * will). End-of-file is not awaited: a process the task forked may
+     * hold the socket open long after. */
+    w->reaped = true; /* whatever it sent, it is not to be killed now */
+    if (w->fd >= 0)
+      on_worker_ready(p, w);
+    if (w->fd >= 0)
+      worker_lost(p, w);
     /* Every result it sent has been read: the oldest task left ran iff the
      * worker started more tasks than it answered (see slot_shared). */
     uint64_t started =
@@ -1091,18 +1399,11 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
                "the pool is broken: %u workers in a row died before "
                "starting a task (the last one %s)",
                p->early_deaths, how);
-      pthread_mutex_lock(&p->mu);
-      p->broken = true;
-      pthread_mutex_unlock(&p->mu);
-      fail_pending(p, CF_EBROKEN, why);
+      break_pool(p, why);
     }
-    pthread_mutex_lock(&p->mu);
-    bool broken = p->broken;
-    pthread_mutex_unlock(&p->mu);
-    /* Replace it even while shutting down: queued tasks still need a
+    /* W_NONE: the manager's loop asks for a replacement (unless the pool
+     * is broken), even while shutting down: queued tasks still need a
      * worker (the manager stops once nothing is left). */
-    if (!broken)
-      spawn(p, i);
     return;
   }
 }
@@ -1196,42 +1497,31 @@ static void dispatch(ppool *p) {
   }
 }
 
-/* Reads and handles one message from w; returns its type (0 when the
- * worker hung up). */
-static int on_worker_readable(ppool *p, pworker *w) {
-  wire r;
-  void *payload = NULL;
-  int rc = recv_msg(w->fd, &r, &payload, false);
-  if (rc == -1) {
-    worker_lost(p, w);
-    return 0;
-  }
+/* Handles a frame from w (rc: rx_take's 0 or RECV_LOCAL, with err). */
+static void on_worker_msg(ppool *p, pworker *w, int rc, wire *r, void *payload,
+                          int err) {
   /* A message of no known type, a result for no task, a start reported
    * twice: the worker is not to be trusted (a task scribbled on its
    * socket?). It is killed; a task it had started fails with the cause. */
   const char *fault =
-      rc == RECV_BAD ? "a malformed message"
-      : r.type != MSG_STARTED && r.type != MSG_RESULT &&
-              r.type != MSG_INIT_FAILED
+      r->type != MSG_STARTED && r->type != MSG_RESULT &&
+              r->type != MSG_INIT_FAILED
           ? "a message of unknown type"
-      : r.type == MSG_RESULT && w->qn == 0 ? "a result for no task"
-      : r.type == MSG_STARTED &&
+      : r->type == MSG_RESULT && w->qn == 0 ? "a result for no task"
+      : r->type == MSG_STARTED &&
               (w->qn == 0 || w->started || p->o.task_timeout_s <= 0)
           ? "a start report for no task"
           : NULL;
-  if (fault || (rc == RECV_LOCAL && r.type != MSG_RESULT)) {
+  if (fault || (rc == RECV_LOCAL && r->type != MSG_RESULT)) {
     if (rc == 0)
-      payload_free(&r, payload);
-    w->fault = fault ? fault : "an unexpected payload";
-    worker_lost(p, w);
-    kill(w->pid, SIGKILL); /* not reaped before its exit report: no reuse */
-    return 0;
+      payload_free(r, payload);
+    worker_fault(p, w, fault ? fault : "an unexpected payload");
+    return;
   }
   if (rc == RECV_LOCAL) {
     /* The result reached us but could not be taken in (no descriptor
      * slot, no memory): the task fails with the cause, the worker is fine
      * and stays. */
-    int e = errno;
     ptask *t = inflight_pop(w);
     w->done++;
     w->started = false;
@@ -1239,26 +1529,21 @@ static int on_worker_readable(ppool *p, pworker *w) {
     p->early_deaths = 0;
     if (p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child)
       w->state = W_DEAD;
-    fail_task(t, e == ENOMEM ? CF_ENOMEM : CF_ESYS,
+    fail_task(t, err == ENOMEM ? CF_ENOMEM : CF_ESYS,
               "the task's result could not be received from worker %d (%s)",
-              w->pid, strerror(e));
-    return MSG_RESULT;
+              w->pid, strerror(err));
+    return;
   }
-  if (r.type == MSG_STARTED) {
-    payload_free(&r, payload);
-    {
-      w->started = true;
-      w->deadline = task_deadline(p);
-    }
-    return MSG_STARTED;
+  if (r->type == MSG_STARTED) {
+    payload_free(r, payload);
+    w->started = true;
+    w->deadline = task_deadline(p);
+    return;
   }
-  if (r.type == MSG_INIT_FAILED) {
-    pthread_mutex_lock(&p->mu);
-    p->broken = true;
-    pthread_mutex_unlock(&p->mu);
-    fail_pending(p, CF_EBROKEN, "the pool's initializer failed in a worker");
-    payload_free(&r, payload);
-    return MSG_INIT_FAILED;
+  if (r->type == MSG_INIT_FAILED) {
+    break_pool(p, "the pool's initializer failed in a worker");
+    payload_free(r, payload);
+    return;
   }
   ptask *t = inflight_pop(w);
   w->done++;
@@ -1269,18 +1554,78 @@ static int on_worker_readable(ppool *p, pworker *w) {
    * its exit report (which brings the replacement) instead of feeding it. */
   if (p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child)
     w->state = W_DEAD;
-  complete_task(t, &r, payload);
-  return (int)r.type;
+  complete_task(t, r, payload);
 }
 
-/* A task's result often follows its STARTED report at once: read it in
- * the same turn instead of going round the loop for it. */
+/* Reads what w has sent, without waiting, and handles every complete
+ * frame; stops when nothing more has arrived (a task's result often
+ * follows its STARTED report at once: it is read in the same turn). A
+ * worker that sends what is not a frame is killed as a protocol error. */
 static void on_worker_ready(ppool *p, pworker *w) {
-  while (on_worker_readable(p, w) == MSG_STARTED) {
-    struct pollfd pfd = {.fd = w->fd, .events = POLLIN};
-    if (poll(&pfd, 1, 0) <= 0)
+  while (w->fd >= 0) {
+    wire r;
+    void *payload;
+    int err = 0;
+    const char *bad = NULL;
+    int rc =
+        w->rx_len > w->rx_off ? rx_take(w, &r, &payload, &err, &bad) : RX_MORE;
+    if (rc == RECV_BAD) {
+      worker_fault(p, w, bad);
       return;
+    }
+    if (rc != RX_MORE) {
+      on_worker_msg(p, w, rc, &r, payload, err);
+      continue;
+    }
+    int n = rx_fill(w);
+    if (n == RX_AGAIN)
+      return;
+    if (n == RECV_BAD) {
+      worker_fault(p, w, "descriptors that belong to no message");
+      return;
+    }
+    if (n == RECV_LOCAL) {
+      /* No memory for its frame: the worker cannot be heard; the task it
+       * runs fails when it is killed (as for a protocol error). */
+      worker_fault(p, w, "a message the manager had no memory for");
+      return;
+    }
+    if (n == 0) {
+      worker_lost(p, w); /* it hung up; its exit report settles its tasks */
+      return;
+    }
   }
+}
+
+/* The fork server could not fork w's process (err: errno): asked again
+ * after the backoff. */
+static void fork_failed(ppool *p, pworker *w, int err) {
+  w->state = W_NONE;
+  uint64_t now = cf__now_ns();
+  if (!p->failing_since)
+    p->failing_since = now;
+  p->fork_errno = err;
+  p->backoff_ns = p->backoff_ns ? 2 * p->backoff_ns : FORK_BACKOFF_MIN_NS;
+  if (p->backoff_ns > FORK_BACKOFF_MAX_NS)
+    p->backoff_ns = FORK_BACKOFF_MAX_NS;
+  p->spawn_at = now + p->backoff_ns;
+}
+
+/* With no live worker after FORK_GIVE_UP_NS of failed forks, the waiting
+ * tasks fail (and those submitted while it lasts): nothing can run them.
+ * Forks are still retried; one that works ends this. */
+static void give_up_forking(ppool *p) {
+  if (!p->failing_since || cf__now_ns() - p->failing_since < FORK_GIVE_UP_NS)
+    return;
+  for (size_t i = 0; i < p->n; i++)
+    if (p->workers[i].state == W_LIVE)
+      return;
+  char why[200];
+  snprintf(why, sizeof why,
+           "fork of a worker failed: %s (no worker could be started for "
+           "%.0f s)",
+           strerror(p->fork_errno), (double)FORK_GIVE_UP_NS / 1e9);
+  fail_pending(p, CF_ESYS, why);
 }
 
 static bool all_quiet(ppool *p) {
@@ -1306,6 +1651,7 @@ static int start_server(ppool *p) {
   if (src)
     return CF_ESYS;
   pid_t parent = getpid();
+  fork_faults ff = fork_faults_from_env(); /* tests only */
   forking_server = true; /* no fork handler: see the top of the file */
   pid_t pid = fork();
   if (pid == 0) {
@@ -1316,7 +1662,7 @@ static int start_server(ppool *p) {
     sigemptyset(&keep);
     sigaddset(&keep, SIGCHLD);
     sigprocmask(SIG_SETMASK, &keep, NULL);
-    server_main(sv[1], parent, &p->o, p->n, p->shared);
+    server_main(sv[1], parent, &p->o, p->n, p->shared, ff);
   }
   forking_server = false;
   pthread_mutex_lock(&p->fd_mu);
@@ -1352,8 +1698,12 @@ static void *manager_main(void *arg) {
     pthread_mutex_lock(&p->mu);
     bool broken = p->broken;
     pthread_mutex_unlock(&p->mu);
+    /* Tasks put back by a worker that died after the pool broke (sent to
+     * it before) fail with the same cause. */
     if (broken)
-      fail_pending(p, CF_EBROKEN, "the pool is broken");
+      fail_pending(p, CF_EBROKEN, p->broken_why);
+    else
+      give_up_forking(p);
     dispatch(p);
     /* Checked after dispatch, which may have dropped the last pending
      * (cancelled) task: nothing would wake us for that. */
@@ -1365,14 +1715,19 @@ static void *manager_main(void *arg) {
     size_t nf = 0;
     fds[nf++] = (struct pollfd){.fd = p->wake_fd, .events = POLLIN};
     /* Room in the server's queue matters only to ask for a worker, which
-     * a broken pool never does: polling for POLLOUT then would spin. */
+     * a broken pool never does, nor one waiting to retry a failed fork:
+     * polling for POLLOUT then would spin. */
     bool want_spawn = false;
     for (size_t i = 0; i < p->n && !broken; i++)
       want_spawn |= p->workers[i].state == W_NONE;
-    fds[nf++] = (struct pollfd){.fd = p->ctl_fd,
-                                .events = POLLIN | (want_spawn ? POLLOUT : 0)};
     int timeout_ms = -1;
     uint64_t now = cf__now_ns();
+    if (want_spawn && now < p->spawn_at) {
+      want_spawn = false;
+      timeout_ms = (int)((p->spawn_at - now) / 1000000) + 1;
+    }
+    fds[nf++] = (struct pollfd){.fd = p->ctl_fd,
+                                .events = POLLIN | (want_spawn ? POLLOUT : 0)};
     for (size_t i = 0; i < p->n; i++) {
       pworker *w = &p->workers[i];
       if (w->fd >= 0 && w->state != W_NONE) {
@@ -1437,9 +1792,13 @@ static void *manager_main(void *arg) {
         if (keep) {
           w->pid = c.pid;
           w->done = 0;
+          w->reaped = false;
           w->state = W_LIVE;
+          p->failing_since = 0;
+          p->backoff_ns = 0;
+          p->spawn_at = 0;
         } else {
-          w->state = W_NONE; /* fork failed; retried below */
+          fork_failed(p, w, c.status); /* retried below, after a delay */
         }
       } else if (c.op == CTL_EXITED) {
         on_exit_report(p, c.pid, c.status);
@@ -1447,20 +1806,18 @@ static void *manager_main(void *arg) {
     }
     if (server_gone) {
       /* The fork server is gone: nothing can run any more. */
-      pthread_mutex_lock(&p->mu);
-      p->broken = true;
-      pthread_mutex_unlock(&p->mu);
       for (size_t i = 0; i < p->n; i++)
         while (p->workers[i].qn)
           fail_task(inflight_pop(&p->workers[i]), CF_EBROKEN,
                     "the fork server died");
-      fail_pending(p, CF_EBROKEN, "the fork server died");
+      break_pool(p, "the fork server died");
       break;
     }
     pthread_mutex_lock(&p->mu);
     bool br = p->broken;
     pthread_mutex_unlock(&p->mu);
-    for (size_t i = 0; i < p->n && !br; i++)
+    bool due = cf__now_ns() >= p->spawn_at;
+    for (size_t i = 0; i < p->n && !br && due; i++)
       if (p->workers[i].state == W_NONE)
         spawn(p, i);
   }
@@ -1468,11 +1825,13 @@ static void *manager_main(void *arg) {
    * and exits when we hang up. This thread reaps the server before it
    * ends (its end would SIGKILL the server: PR_SET_PDEATHSIG). */
   pthread_mutex_lock(&p->fd_mu);
-  for (size_t i = 0; i < p->n; i++)
+  for (size_t i = 0; i < p->n; i++) {
     if (p->workers[i].fd >= 0) {
       close(p->workers[i].fd);
       p->workers[i].fd = -1;
     }
+    rx_reset(&p->workers[i]);
+  }
   close(p->ctl_fd);
   p->ctl_fd = -1;
   pthread_mutex_unlock(&p->fd_mu);

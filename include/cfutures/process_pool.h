@@ -8,19 +8,34 @@
  *
  * A worker that dies (a crash, SIGKILL, exit() inside a task) never hangs
  * anyone: the future it was running fails with CF_EBROKEN and a message
- * naming the signal, the exit status or the protocol error, a replacement
- * worker is forked, and the other futures complete normally (those sent
- * to the dead worker but not started are sent again). Five workers in a
- * row dying before they start any task (a crashing initializer) break the
- * pool. A task whose bytes cannot be passed for want of resources (EMFILE
- * or ENOMEM for a memfd or a mapping) fails alone, with CF_ESYS or
- * CF_ENOMEM and a message; the worker stays. Done-callbacks of process-pool
- * futures run in the parent, on the pool's manager thread (a callback there
- * must not block for long: it holds up every other result, and it must
- * never wait for another future of the same pool, which only this thread
- * can complete; it may submit, cf_executor_shutdown(wait=true) from it
- * returns CF_EDEADLK, and it must not call cf_executor_free on its own
- * pool). The futures mix freely with
+ * naming the signal, the exit status or the protocol error (a task that
+ * writes garbage on its worker's socket: the worker is killed), a
+ * replacement worker is forked, and the other futures complete normally
+ * (those sent to the dead worker but not started are sent again). Five
+ * workers in a row dying before they start any task (a crashing initializer)
+ * break the pool. A task whose bytes cannot be passed for want of resources
+ * (EMFILE or ENOMEM for a memfd or a mapping) fails alone, with CF_ESYS or
+ * CF_ENOMEM and a message; the worker stays.
+ *
+ * Death is known from the exit status, so a process a task forks and leaves
+ * behind (holding the worker's socket) holds nothing up. In a worker the
+ * pool's socket sits at descriptor 512 or above (where the limit allows): a
+ * task writing to a low descriptor number the host used before the pool gets
+ * EBADF, not the pool's socket.
+ *
+ * A fork of a worker that fails (RLIMIT_NPROC, a container's pids.max) is
+ * retried after a delay growing from 1 ms to 100 ms, without spinning; a
+ * pool that keeps a live worker serves on with fewer, and one left with none
+ * for 2 s fails its waiting futures (and later ones, while that lasts) with
+ * CF_ESYS and "fork of a worker failed: <strerror(errno)>", and serves again
+ * once a fork works.
+ *
+ * Done-callbacks of process-pool futures run in the parent, on the pool's
+ * manager thread (a callback there must not block for long: it holds up
+ * every other result, and it must never wait for another future of the same
+ * pool, which only this thread can complete; it may submit,
+ * cf_executor_shutdown(wait=true) from it returns CF_EDEADLK, and it must
+ * not call cf_executor_free on its own pool). The futures mix freely with
  * thread-pool futures in cf_wait and cf_as_completed.
  *
  * A task's failure code reaches the future as is: cf_future_result returns

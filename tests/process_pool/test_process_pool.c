@@ -1,5 +1,6 @@
 /* Tests for executor/process_pool.c. Every blocking call has a timeout. */
 #include <dirent.h>
+#include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
@@ -820,18 +821,31 @@ static void test_manager_out_of_fds(void **state) {
  * a message of no known type. The task fails with CF_EBROKEN and a message
  * naming the protocol error (it used to "succeed" with a NULL result); the
  * worker is replaced and the pool goes on. */
+/* Writes buf to every socket this process holds (in a worker: its
+ * channel to the parent, wherever it sits). Returns how many. */
+static int write_to_sockets(const void *buf, size_t n) {
+  int count = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (!d)
+    return 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    int fd = atoi(de->d_name);
+    struct stat st;
+    if (de->d_name[0] == '.' || fd <= 2 || fd == dirfd(d) ||
+        fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
+      continue;
+    count += write(fd, buf, n) == (ssize_t)n;
+  }
+  closedir(d);
+  return count;
+}
+
 static int scribble(void *arg, void **out) {
   (void)arg;
   *out = (void *)(intptr_t)1;
-  for (int fd = 3; fd < 64; fd++) {
-    struct stat st;
-    if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
-      unsigned char junk[32] = {99, 0, 0, 0, 7};
-      ssize_t w = write(fd, junk, sizeof junk);
-      (void)w;
-      break;
-    }
-  }
+  unsigned char junk[32] = {99, 0, 0, 0, 7};
+  write_to_sockets(junk, sizeof junk);
   return 0;
 }
 
@@ -1226,6 +1240,313 @@ static void test_sigchld_ignored_by_host(void **state) {
   assert_int_equal((intptr_t)v, 36);
 }
 
+/* CPU seconds used by process `pid` (user + system), from /proc. */
+static double proc_cpu_s(pid_t pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (!f)
+    return 0;
+  double s = 0;
+  if (fgets(buf, sizeof buf, f)) {
+    char *q = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt
+     * majflt cmajflt utime stime */
+    if (q &&
+        sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+               &ut, &st) == 2)
+      s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+  }
+  fclose(f);
+  return s;
+}
+
+/* A pool whose fork server is told (test-only CF__TEST_FAIL_FORK, read
+ * when the pool is made) to fail forks of workers with EAGAIN. */
+static cf_executor *new_pool_failing_forks(size_t workers, const char *how) {
+  setenv("CF__TEST_FAIL_FORK", how, 1);
+  cf_executor *ex = new_pool(workers);
+  unsetenv("CF__TEST_FAIL_FORK");
+  return ex;
+}
+
+/* fork() failing in the fork server for good (RLIMIT_NPROC, a container's
+ * pids.max): futures never completed while the manager and the server
+ * spun both CPUs, asking for and failing forks. The pool now retries with
+ * a growing delay and, with no live worker after a few seconds, fails the
+ * waiting futures with CF_ESYS naming fork's errno; it never spins. A
+ * pool that got one worker before forks began to fail (`one`, alongside)
+ * serves on past that time, retrying the other slot slowly. */
+static void test_fork_always_fails(void **state) {
+  (void)state;
+  alarm(30);
+  cf_executor *ex = new_pool_failing_forks(2, "always");
+  pid_t server = 0;
+  assert_int_equal(list_children(&server), 1);
+  cf_executor *one = new_pool_failing_forks(2, "1+always");
+  double t0 = now_s(), c0 = cpu_s(), s0 = proc_cpu_s(server);
+  cf_future *fs[3];
+  for (intptr_t i = 0; i < 3; i++)
+    assert_int_equal(cf_submit(ex, square, (void *)i, &fs[i]), 0);
+  int rcs[3];
+  for (int i = 0; i < 3; i++)
+    rcs[i] = cf_future_result(fs[i], 8, NULL);
+  double wall = now_s() - t0;
+  double cpu = cpu_s() - c0, server_cpu = proc_cpu_s(server) - s0;
+  print_message("# failed after %.2f s; CPU: this process %.3f s, the fork "
+                "server %.3f s\n",
+                wall, cpu, server_cpu);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(rcs[i], CF_EFAILED);
+    cf_error e;
+    assert_int_equal(cf_future_exception(fs[i], 0, &e), 0);
+    assert_int_equal(e.code, CF_ESYS);
+    if (i == 0)
+      print_message("# %s\n", e.message);
+    char want[128];
+    snprintf(want, sizeof want, "fork of a worker failed: %s",
+             strerror(EAGAIN));
+    assert_non_null(strstr(e.message, want));
+    cf_future_unref(fs[i]);
+  }
+  assert_true(wall < 6);
+  assert_true(cpu < 0.3 * wall);
+  assert_true(server_cpu < 0.3 * wall);
+  /* Still no worker: a later task fails without the wait. */
+  cf_future *f;
+  assert_int_equal(cf_submit(ex, square, NULL, &f), 0);
+  t0 = now_s();
+  assert_int_equal(cf_future_result(f, 8, NULL), CF_EFAILED);
+  assert_true(now_s() - t0 < 1);
+  cf_future_unref(f);
+  cf_executor_free(ex);
+  /* `one` was made as long ago as ex gave up, and more: it serves. */
+  usleep(200000);
+  cf_future *gs[10];
+  for (intptr_t i = 0; i < 10; i++)
+    assert_int_equal(cf_submit(one, square, (void *)i, &gs[i]), 0);
+  for (intptr_t i = 0; i < 10; i++) {
+    void *v;
+    assert_int_equal(cf_future_result(gs[i], 10, &v), 0);
+    assert_int_equal((intptr_t)v, i * i);
+    cf_future_unref(gs[i]);
+  }
+  cf_executor_free(one);
+  assert_int_equal(count_children(), 0);
+}
+
+/* The first forks fail, then they work again: retried, every task
+ * completes. */
+static void test_fork_fails_then_recovers(void **state) {
+  (void)state;
+  alarm(30);
+  cf_executor *ex = new_pool_failing_forks(2, "7");
+  cf_future *fs[20];
+  for (intptr_t i = 0; i < 20; i++)
+    assert_int_equal(cf_submit(ex, square, (void *)i, &fs[i]), 0);
+  for (intptr_t i = 0; i < 20; i++) {
+    void *v;
+    assert_int_equal(cf_future_result(fs[i], 10, &v), 0);
+    assert_int_equal((intptr_t)v, i * i);
+    cf_future_unref(fs[i]);
+  }
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
+/* A task that forks a helper process (living `arg` microseconds): the
+ * helper keeps a copy of the worker's socket, so end-of-file never comes
+ * when the worker dies. Returns the helper's pid. */
+static int fork_helper(void *arg, void **out) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    usleep((useconds_t)(intptr_t)arg);
+    _exit(0);
+  }
+  *out = (void *)(intptr_t)pid;
+  return pid > 0 ? 0 : cf_fail(CF_ESYS, "fork");
+}
+
+static int fork_helper_and_hang(void *arg, void **out) {
+  int rc = fork_helper(arg, out);
+  if (rc == 0)
+    sleep(3600); /* killed at its timeout */
+  return rc;
+}
+
+/* The manager learnt of a worker's death from end-of-file on its socket,
+ * and read the socket to its end when the exit report came: a helper
+ * forked by a task, holding the socket, froze the whole pool (every task,
+ * every timeout, cf_executor_free) until the helper exited. Death is now
+ * known from the fork server's exit report alone. Here helpers live 3 s;
+ * the worker retires after its task (max_tasks_per_child = 1), or is
+ * killed at its timeout. */
+static void test_helper_holds_worker_socket(void **state) {
+  (void)state;
+  alarm(30);
+  pid_t helpers[2] = {0, 0};
+  for (int round = 0; round < 2; round++) {
+    cf_process_pool_opts o = {.max_workers = 2};
+    if (round == 0)
+      o.max_tasks_per_child = 1;
+    else
+      o.task_timeout_s = 0.2;
+    cf_executor *ex;
+    assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+    cf_future *h, *fs[6];
+    void *v;
+    double t0 = now_s();
+    assert_int_equal(cf_submit(ex, round ? fork_helper_and_hang : fork_helper,
+                               (void *)(intptr_t)3000000, &h),
+                     0);
+    int hrc = cf_future_result(h, 10, &v);
+    if (hrc == 0)
+      helpers[round] = (pid_t)(intptr_t)v;
+    for (intptr_t i = 0; i < 6; i++)
+      assert_int_equal(cf_submit(ex, square, (void *)i, &fs[i]), 0);
+    int rcs[6];
+    for (intptr_t i = 0; i < 6; i++)
+      rcs[i] = cf_future_result(fs[i], 10, &v);
+    double tasks = now_s() - t0;
+    double t1 = now_s();
+    cf_executor_free(ex);
+    double freed = now_s() - t1;
+    cf_error e = {0};
+    if (round == 1)
+      assert_int_equal(cf_future_exception(h, 0, &e), 0);
+    print_message("# %s: tasks done in %.3f s, cf_executor_free took %.3f s\n",
+                  round ? "timeout" : "max_tasks_per_child", tasks, freed);
+    cf_future_unref(h);
+    for (int i = 0; i < 6; i++) {
+      assert_int_equal(rcs[i], 0);
+      cf_future_unref(fs[i]);
+    }
+    assert_int_equal(hrc, round ? CF_EFAILED : 0);
+    if (round == 1)
+      assert_int_equal(e.code, CF_ETIMEDOUT);
+    assert_true(tasks < 1.5);
+    assert_true(freed < 1.0);
+    assert_int_equal(count_children(), 0);
+  }
+  for (int i = 0; i < 2; i++)
+    if (helpers[i] > 0)
+      kill(helpers[i], SIGKILL); /* not our child: init reaps it */
+}
+
+/* A fake message header in the layout the pool used before its frames
+ * carried a magic number: a result of 60000 bytes (below 64 KiB, which
+ * would have been refused at once), then a little text. The manager read
+ * the header and blocked for ever waiting for the payload. */
+static int fake_header(void *arg, void **out) {
+  (void)arg;
+  struct {
+    uint32_t type, kind;
+    uint64_t fn;
+    int32_t code;
+    uint32_t flags;
+    uint64_t len;
+  } h = {.type = 2, .kind = 1, .len = 60000};
+  char buf[sizeof h + 16];
+  memcpy(buf, &h, sizeof h);
+  memcpy(buf + sizeof h, "garbage garbage\n", 16);
+  *out = (void *)(intptr_t)write_to_sockets(buf, sizeof buf);
+  return 0;
+}
+
+/* A few bytes of text, less than a header, then the task goes on for a
+ * while: the manager waited for the rest of the header, holding up the
+ * pool as long as the task ran. */
+static int short_garbage(void *arg, void **out) {
+  write_to_sockets("oops!\n", 6);
+  usleep((useconds_t)(intptr_t)arg);
+  *out = arg;
+  return 0;
+}
+
+static void check_protocol_error(cf_future *f, double within) {
+  double t0 = now_s();
+  int rc = cf_future_result(f, within, NULL);
+  double took = now_s() - t0;
+  cf_error e = {0};
+  if (rc != CF_ETIMEDOUT)
+    assert_int_equal(cf_future_exception(f, 0, &e), 0);
+  print_message("# %.3f s: %s\n", took, e.message ? e.message : "(none)");
+  assert_int_equal(rc, CF_EBROKEN);
+  assert_non_null(strstr(e.message, "protocol error"));
+}
+
+/* Garbage written by a task into its worker's socket: the worker is killed
+ * and its task fails with a protocol error, at once; the pool never blocks
+ * on it and every other task completes. */
+static void test_garbage_on_worker_socket(void **state) {
+  (void)state;
+  alarm(30);
+  cf_executor *ex = new_pool(2);
+  cf_future *g, *s, *fs[6];
+  void *v;
+  assert_int_equal(cf_submit(ex, fake_header, NULL, &g), 0);
+  check_protocol_error(g, 5);
+  cf_future_unref(g);
+  /* A task holding its worker for 2 s after writing less than a header:
+   * found out long before it ends; meanwhile the other worker serves. */
+  assert_int_equal(cf_submit(ex, short_garbage, (void *)(intptr_t)2000000, &s),
+                   0);
+  double t0 = now_s();
+  while (!cf_future_running(s) && now_s() - t0 < 10)
+    usleep(1000);
+  for (intptr_t i = 0; i < 6; i++)
+    assert_int_equal(cf_submit(ex, square, (void *)i, &fs[i]), 0);
+  for (intptr_t i = 0; i < 6; i++) {
+    assert_int_equal(cf_future_result(fs[i], 1.5, &v), 0);
+    assert_int_equal((intptr_t)v, i * i);
+    cf_future_unref(fs[i]);
+  }
+  check_protocol_error(s, 1.5);
+  assert_true(now_s() - t0 < 1.5);
+  cf_future_unref(s);
+  assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)9, &g), 0);
+  assert_int_equal(cf_future_result(g, 10, &v), 0);
+  assert_int_equal((intptr_t)v, 81);
+  cf_future_unref(g);
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
+/* Writes a line to every descriptor from 3 to 63 that is open, as a task
+ * would to a log file the host opened before the pool (the fork server
+ * closes inherited descriptors, so the numbers are free in a worker).
+ * Returns how many writes went through. */
+static int write_low_fds(void *arg, void **out) {
+  (void)arg;
+  int n = 0;
+  for (int fd = 3; fd < 64; fd++)
+    n += write(fd, "log: hello\n", 11) == 11;
+  *out = (void *)(intptr_t)n;
+  return 0;
+}
+
+/* The worker's socket sat on the lowest free descriptor number, one that
+ * the host's own descriptors (a log file opened before the pool) use in
+ * the parent: a task writing to such a number wrote into the pool's
+ * socket. The socket now sits high (from 512 where the limit allows):
+ * the writes fail with EBADF and the task succeeds. */
+static void test_task_writes_to_low_fds(void **state) {
+  (void)state;
+  alarm(30);
+  cf_executor *ex = new_pool(1);
+  for (int i = 0; i < 2; i++) {
+    cf_future *f;
+    void *v;
+    assert_int_equal(cf_submit(ex, write_low_fds, NULL, &f), 0);
+    assert_int_equal(cf_future_result(f, 10, &v), 0);
+    assert_int_equal((intptr_t)v, 0);
+    cf_future_unref(f);
+  }
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
 /* Done-callbacks run in the parent, on the pool's manager thread, which
  * cannot wait for its own pool to shut down. */
 typedef struct cb_seen {
@@ -1305,6 +1626,11 @@ int main(void) {
       TEST(test_pool_outlives_its_creator_thread),
       TEST(test_sigchld_ignored_by_host),
       TEST(test_callbacks_in_parent),
+      TEST(test_fork_always_fails),
+      TEST(test_fork_fails_then_recovers),
+      TEST(test_helper_holds_worker_socket),
+      TEST(test_garbage_on_worker_socket),
+      TEST(test_task_writes_to_low_fds),
   };
   return cmocka_run_group_tests_name("process_pool", tests, NULL, NULL);
 }
