@@ -89,7 +89,7 @@ struct cf_loop {
   bool running; /* owner thread: inside cf_loop_run* */
 };
 
-static _Thread_local gtask *running_task;
+static _Thread_local gtask *running_task CF__TLS_FAST;
 
 static uint64_t now_ns(void) {
   return cf__now_ns();
