@@ -1952,9 +1952,14 @@ int cf_process_pool_submit(cf_executor *ex, cf_proc_fn fn, const void *data,
   if (out)
     *out = NULL;
   if (!ex || !fn || !out || (!data && len) || cf_process_pool_size(ex) == 0)
-    return CF_EINVAL;
-  return enqueue((ppool *)ex, KIND_BYTES, (uint64_t)(uintptr_t)fn, data, len,
-                 NULL, out);
+    return CF__FAIL(CF_EINVAL, !ex ? "NULL executor"
+                               : !fn ? "NULL task function"
+                               : !out ? "NULL out"
+                               : (!data && len) ? "NULL data with len > 0"
+                                                : "not a process pool");
+  int rc = enqueue((ppool *)ex, KIND_BYTES, (uint64_t)(uintptr_t)fn, data,
+                   len, NULL, out);
+  return rc ? cf__fail_submit(__func__, rc) : 0;
 }
 
 static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
@@ -2033,12 +2038,14 @@ size_t cf_process_pool_size(const cf_executor *ex) {
 
 int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   if (!out)
-    return CF_EINVAL;
+    return CF__FAIL(CF_EINVAL, "NULL out");
   *out = NULL;
   cf_process_pool_opts o = opts ? *opts : (cf_process_pool_opts){0};
-  if (o.task_timeout_s != o.task_timeout_s || o.task_timeout_s < 0 ||
-      o.max_workers > MAX_PROC_WORKERS)
-    return CF_EINVAL;
+  if (o.task_timeout_s != o.task_timeout_s || o.task_timeout_s < 0)
+    return CF__FAIL(CF_EINVAL, "task_timeout_s is NaN or negative");
+  if (o.max_workers > MAX_PROC_WORKERS)
+    return CF__FAILF(CF_EINVAL, "max_workers %zu is above %d", o.max_workers,
+                     MAX_PROC_WORKERS);
   if (o.task_timeout_s > MAX_TASK_TIMEOUT_S) /* +inf too: forever */
     o.task_timeout_s = 0;
   size_t n = o.max_workers;
@@ -2048,7 +2055,7 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   }
   ppool *p = calloc(1, sizeof *p);
   if (!p)
-    return CF_ENOMEM;
+    return CF__FAIL(CF_ENOMEM, "no memory for the pool");
   p->base.vt = &pp_vt;
   p->o = o;
   p->n = n;
@@ -2070,7 +2077,8 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   if (!p->workers || !p->pfds || !p->slot_of || !p->shared || p->wake_fd < 0) {
     int rc = p->wake_fd < 0 ? CF_ESYS : CF_ENOMEM;
     pool_free(p);
-    return rc;
+    return CF__FAIL(rc, rc == CF_ESYS ? "eventfd failed"
+                                      : "no memory for the workers' tables");
   }
   for (size_t i = 0; i < n; i++)
     p->workers[i].fd = -1;
@@ -2085,7 +2093,7 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (prc != 0) {
     pool_free(p);
-    return CF_ESYS;
+    return CF__FAIL(CF_ESYS, "the manager thread could not be created");
   }
   pthread_mutex_lock(&p->mu);
   while (!p->started)
@@ -2095,7 +2103,7 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   if (rc != 0) {
     pthread_join(p->manager, NULL);
     pool_free(p);
-    return rc;
+    return CF__FAIL(rc, "the fork server could not be started");
   }
   *out = &p->base;
   return 0;

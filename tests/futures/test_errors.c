@@ -44,6 +44,12 @@ static void test_argument_errors(void **state) {
   cf_thread_pool_opts o = {.max_workers = 5000};
   assert_int_equal(cf_thread_pool_new(&o, &ex), CF_EINVAL);
   expect_error("cf_thread_pool_new", "max_workers 5000", NULL);
+  cf_process_pool_opts po = {.max_workers = 300};
+  assert_int_equal(cf_process_pool_new(&po, &ex), CF_EINVAL);
+  expect_error("cf_process_pool_new", "max_workers 300", NULL);
+  po = (cf_process_pool_opts){.task_timeout_s = -1};
+  assert_int_equal(cf_process_pool_new(&po, &ex), CF_EINVAL);
+  expect_error("cf_process_pool_new", "task_timeout_s", NULL);
   assert_int_equal(cf_submit(NULL, fails, NULL, &(cf_future *){NULL}),
                    CF_EINVAL);
   expect_error("cf_submit", "NULL executor", NULL);
