@@ -43,12 +43,12 @@ void cf__run_task(cf_future *f, cf_fn fn, void *arg, cf_destroy_fn destroy);
 void cf__run_task_cancellable(cf_future *f, cf_fn fn, void *arg,
                               cf_destroy_fn destroy, const _Atomic bool *cancel);
 
-/* Generic submit_batch for pools without batching: one submit per item
- * (item pointer = items + i * item_size). */
 /* Records why a submit failed (rc: CF_ESHUTDOWN, CF_EBROKEN, CF_ENOMEM...)
  * as the last error of `call`; returns rc. */
 int cf__fail_submit(const char *call, int rc);
 
+/* Generic submit_batch for pools without batching: one submit per item
+ * (item pointer = items + i * item_size). */
 int cf__submit_batch_each(cf_executor *ex, cf_fn fn, const void *items,
                           size_t count, size_t item_size, cf_destroy_fn destroy,
                           cf_future **outs);

@@ -42,6 +42,7 @@
 #include "core/waiter.h"
 #include "executor/executor_internal.h"
 #include "futures/future_internal.h"
+#include "green/green_internal.h"
 
 #define NO_TIMER ((size_t)-1)
 
@@ -67,6 +68,7 @@ typedef struct gtask {
   size_t heap_at;            /* owner thread: index in the heap */
   bool timed_out;            /* owner thread: the last suspension timed out */
   bool sleeping;             /* owner thread: in cf_green_sleep/yield */
+  void *tag;                 /* owner thread: see cf__green_tag */
 } gtask;
 
 struct cf_loop {
@@ -647,6 +649,15 @@ int cf_loop_free(cf_loop *l) {
 
 cf_loop *cf_loop_current(void) {
   return running_task ? running_task->loop : NULL;
+}
+
+void *cf__green_tag(void) {
+  return running_task ? running_task->tag : NULL;
+}
+
+void cf__green_set_tag(void *tag) {
+  if (running_task)
+    running_task->tag = tag;
 }
 
 /* Suspends the running task until its timer fires (or a cancel). */

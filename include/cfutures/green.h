@@ -137,6 +137,30 @@ CF_API size_t cf_loop_tasks(const cf_loop *l);
  * thread), CF_EDEADLK (from a green task); NULL: 0. */
 CF_API int cf_loop_free(cf_loop *l);
 
+/* ---- the green pool (eventlet's GreenPool) --------------------------------- */
+
+#define CF_GREEN_POOL_MAX ((size_t)1 << 20)
+
+/* Creates an executor whose tasks run as green tasks on loop l, at most
+ * `size` at a time (1..CF_GREEN_POOL_MAX); the others wait in submission
+ * order. Everything an executor does works on it: cf_submit (eventlet's
+ * spawn; its future is the task's), cf_map_array / cf_map_iter (imap: in
+ * input order, at most `window` in flight), cf_executor_shutdown and
+ * cf_executor_free (which wait for the running tasks: on the loop's owner
+ * thread they run the loop to do so, in a green task they suspend it).
+ * Any thread may submit; the tasks run on the loop's thread when it runs.
+ * Free the pool before its loop. Returns 0, CF_EINVAL, CF_ENOMEM. */
+CF_API int cf_green_pool_new(cf_loop *l, size_t size, cf_executor **out);
+
+/* Waits until the pool has nothing queued or running (eventlet's waitall),
+ * running the loop when called from its owner thread. Returns 0,
+ * CF_ETIMEDOUT, CF_EINVAL (not a green pool, NaN), CF_EDEADLK (from one of
+ * the pool's own tasks). */
+CF_API int cf_green_pool_waitall(cf_executor *ex, double timeout_s);
+
+/* How many of the pool's tasks are running (started, not ended) now. */
+CF_API size_t cf_green_pool_running(const cf_executor *ex);
+
 /* ---- inside a green task -------------------------------------------------- */
 
 /* The loop running the calling green task; NULL outside green tasks. */
