@@ -5,7 +5,7 @@ import collections
 import statistics
 import sys
 
-LOWER_IS_BETTER = {"ns/task", "us", "ms/2s"}
+LOWER_IS_BETTER = {"ns/task", "us", "ms/2s", "ns/switch", "bytes/task"}
 TITLES = {
     "fib": "nested fib(30), task per call",
     "burst": "1M tiny tasks from outside",
@@ -18,6 +18,9 @@ TITLES = {
     # For bandwidth the reference is memcpy: the ratio is cfutures' share.
     "bw_1MiB": "procs: 1 MiB there+back (x: of memcpy)",
     "bw_64MiB": "procs: 64 MiB there+back (x: of memcpy)",
+    "green_switch": "green: switch between two fibers",
+    "green_spawn_join": "green: spawn + join an empty task",
+    "green_sleeper_mem": "green: memory of a sleeping task",
 }
 
 results = collections.defaultdict(list)
