@@ -57,7 +57,11 @@ static atomic_uint next_number;
 /* ---- forking ----------------------------------------------------------- */
 
 static _Noreturn void child_main(int (*fn)(void *), void *arg, bool daemon,
-                                 pid_t parent, const sigset_t *mask) {
+                                 pid_t parent, const sigset_t *mask,
+                                 const char *comm) {
+  if (comm &&
+      comm[0]) /* forked by the helper: take the caller's name, not its own */
+    prctl(PR_SET_NAME, comm);
   if (daemon) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) /* the parent died before the line above */
@@ -74,14 +78,15 @@ static _Noreturn void child_main(int (*fn)(void *), void *arg, bool daemon,
  * p->pidfd. Returns 0 or CF_ESYS with errno in *err and a reason in
  * *why. */
 static int fork_child(cf_process *p, int (*fn)(void *), void *arg,
-                      const sigset_t *mask, int *err, const char **why) {
+                      const sigset_t *mask, const char *comm, int *err,
+                      const char **why) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid == 0)
-    child_main(fn, arg, p->daemon, parent, mask);
+    child_main(fn, arg, p->daemon, parent, mask, comm);
   *err = errno;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (pid < 0) {
@@ -109,6 +114,7 @@ typedef struct fork_req {
   int (*fn)(void *);
   void *arg;
   sigset_t mask; /* the caller's, for the child */
+  char comm[16]; /* the caller's thread name, for the child */
   int rc, err;
   const char *why;
   bool done;
@@ -129,7 +135,8 @@ static void *helper_main(void *unused) {
     while (!helper_req)
       pthread_cond_wait(&helper_cv, &helper_mu);
     fork_req *r = helper_req;
-    r->rc = fork_child(r->p, r->fn, r->arg, &r->mask, &r->err, &r->why);
+    r->rc =
+        fork_child(r->p, r->fn, r->arg, &r->mask, r->comm, &r->err, &r->why);
     r->done = true;
     helper_req = NULL;
     pthread_cond_broadcast(&helper_cv);
@@ -154,6 +161,8 @@ static int fork_daemon(cf_process *p, int (*fn)(void *), void *arg,
                        const sigset_t *mask, int *err, const char **why) {
   pthread_once(&helper_once, helper_register);
   fork_req r = {.p = p, .fn = fn, .arg = arg, .mask = *mask};
+  if (pthread_getname_np(pthread_self(), r.comm, sizeof r.comm) != 0)
+    r.comm[0] = 0;
   pthread_mutex_lock(&helper_mu);
   if (!helper_running) {
     pthread_attr_t attr;
@@ -219,7 +228,7 @@ int cf_process_start(int (*fn)(void *arg), void *arg,
   int err = 0;
   const char *why = "";
   int rc = p->daemon ? fork_daemon(p, fn, arg, &mask, &err, &why)
-                     : fork_child(p, fn, arg, &mask, &err, &why);
+                     : fork_child(p, fn, arg, &mask, NULL, &err, &why);
   if (rc) {
     pthread_mutex_destroy(&p->mu);
     free(p->name);

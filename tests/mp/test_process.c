@@ -419,6 +419,37 @@ static void test_child_sees_memory_and_fds(void **state) {
   assert_int_equal(cf_process_free(p), 0);
 }
 
+static int write_comm(void *arg) {
+  char comm[16] = {0};
+  prctl(PR_GET_NAME, comm);
+  return write((int)(intptr_t)arg, comm, sizeof comm) == sizeof comm ? 0 : 1;
+}
+
+/* A daemon is forked by the library's helper thread, but it carries the
+ * name of the thread that started it, as a plain fork would. */
+static void test_daemon_command_name(void **state) {
+  (void)state;
+  char old[16];
+  assert_int_equal(pthread_getname_np(pthread_self(), old, sizeof old), 0);
+  assert_int_equal(pthread_setname_np(pthread_self(), "mail-sender"), 0);
+  int fds[2];
+  assert_int_equal(pipe(fds), 0);
+  for (int daemon = 0; daemon < 2; daemon++) {
+    cf_process_opts o = {.daemon = daemon};
+    cf_process *p;
+    assert_int_equal(
+        cf_process_start(write_comm, (void *)(intptr_t)fds[1], &o, &p), 0);
+    assert_int_equal(cf_process_join(p, 10), 0);
+    char comm[16];
+    assert_int_equal(read(fds[0], comm, sizeof comm), (ssize_t)sizeof comm);
+    assert_string_equal(comm, "mail-sender");
+    assert_int_equal(cf_process_free(p), 0);
+  }
+  close(fds[0]);
+  close(fds[1]);
+  assert_int_equal(pthread_setname_np(pthread_self(), old), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_exitcode_and_names),
@@ -430,6 +461,7 @@ int main(void) {
       cmocka_unit_test(test_daemon_dies_with_parent),
       cmocka_unit_test(test_daemon_outlives_starting_thread),
       cmocka_unit_test(test_child_sees_memory_and_fds),
+      cmocka_unit_test(test_daemon_command_name),
   };
   return cmocka_run_group_tests_name("process", tests, NULL, NULL);
 }
