@@ -117,12 +117,12 @@ static void test_join_timeouts(void **state) {
   assert_int_equal(cf_thread_join(t, 0.1), CF_ETIMEDOUT);
   double waited = now_s() - t0;
   assert_true(waited >= 0.1);
-  assert_true(waited < 0.35);
+  assert_true(waited < 1.0);
   assert_non_null(strstr(cf_last_error(), "cf_thread_join"));
   t0 = now_s();
   assert_int_equal(cf_thread_join(t, 0), CF_ETIMEDOUT);
   assert_int_equal(cf_thread_join(t, -1), CF_ETIMEDOUT);
-  assert_true(now_s() - t0 < 0.05);
+  assert_true(now_s() - t0 < 0.5);
   assert_true(cf_thread_is_alive(t));
   assert_false(cf_future_done(cf_thread_future(t)));
   /* Succeeds when the thread ends in time. */
@@ -336,12 +336,12 @@ static void test_timer_join(void **state) {
   (void)state;
   atomic_store(&fired, 0);
   cf_timer *t;
-  assert_int_equal(cf_timer_start(0.3, fire, NULL, &t), 0);
+  assert_int_equal(cf_timer_start(1.0, fire, NULL, &t), 0);
   double t0 = now_s();
   assert_int_equal(cf_timer_join(t, 0.1), CF_ETIMEDOUT);
   double waited = now_s() - t0;
   assert_true(waited >= 0.1);
-  assert_true(waited < 0.3);
+  assert_true(waited < 0.8); /* fn, due at 1 s, has not run yet */
   assert_int_equal(cf_timer_join(t, 0), CF_ETIMEDOUT);
   assert_int_equal(atomic_load(&fired), 0);
   assert_int_equal(cf_timer_join(t, 10), 0);
