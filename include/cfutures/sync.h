@@ -168,7 +168,10 @@ CF_API void cf_timer_free(cf_timer *t);
  * as submitted to executors), whose outcome is a future: 0 and *out is
  * its result; non-zero (best through cf_fail, which adds a message) is
  * its failure, read with cf_future_exception. Threads of the calling
- * process only.
+ * process only. fn must return: a thread ended by pthread_exit or
+ * pthread_cancel never finishes its future, and its joiners wait for
+ * ever. The future's done-callbacks run on the thread itself, as fn
+ * returns.
  */
 
 typedef struct cf_thread cf_thread;
