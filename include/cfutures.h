@@ -9,6 +9,7 @@
 #include <cfutures/thread_pool.h>
 #include <cfutures/process_pool.h>
 #include <cfutures/sync.h>
+#include <cfutures/process.h>
 #include <cfutures/queue.h>
 #include <cfutures/green.h>
 

@@ -1,5 +1,7 @@
 /* Timer: a thread that waits out a delay on an Event-like monitor, then
- * runs the function unless cancelled. */
+ * runs the function unless cancelled. It sets `finished` under the monitor
+ * as it ends, for cf_timer_join (which waits on the monitor's
+ * CLOCK_MONOTONIC condition); cf_timer_free releases the pthread. */
 #include <cfutures/sync.h>
 #include <math.h>
 #include <stdlib.h>
@@ -11,15 +13,21 @@ enum { WAITING, CANCELLED, RUNNING_FN, DONE };
 
 struct cf_timer {
   cf__monitor m;
-  int state; /* guarded by m */
+  int state;     /* guarded by m */
+  bool finished; /* guarded by m: the thread is past fn (or the cancel) */
   cf_deadline at;
   int (*fn)(void *);
   void *arg;
   pthread_t thread;
 };
 
+/* The timer whose function the calling thread runs, for cf_timer_join's
+ * self-check. */
+static _Thread_local cf_timer *current;
+
 static void *timer_main(void *p) {
   cf_timer *t = p;
+  current = t;
   cf__monitor_lock(&t->m);
   /* Holds m: sleep until the deadline or a cancel. */
   while (t->state == WAITING && cf__monitor_wait(&t->m, &t->at) == 0)
@@ -33,6 +41,10 @@ static void *timer_main(void *p) {
     if (rc != 0)
       cf__report("timer function", rc);
   }
+  cf__monitor_lock(&t->m);
+  t->finished = true;
+  pthread_cond_broadcast(&t->m.cv);
+  cf__monitor_unlock(&t->m);
   return NULL;
 }
 
@@ -75,6 +87,26 @@ bool cf_timer_cancel(cf_timer *t) {
   }
   cf__monitor_unlock(&t->m);
   return cancelled;
+}
+
+int cf_timer_join(cf_timer *t, double timeout_s) {
+  if (!t)
+    return CF__FAIL(CF_EINVAL, "NULL timer");
+  cf_deadline d;
+  if (cf__deadline_from_timeout(timeout_s, &d))
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
+  if (current == t)
+    return CF__FAIL(CF_EDEADLK, "called from the timer's own function");
+  cf__monitor_lock(&t->m);
+  /* Holds m: wait for the thread to finish. */
+  while (!t->finished) {
+    if (cf__monitor_wait(&t->m, &d) == CF_ETIMEDOUT && !t->finished) {
+      cf__monitor_unlock(&t->m);
+      return CF__FAIL(CF_ETIMEDOUT, "the timer has not finished");
+    }
+  }
+  cf__monitor_unlock(&t->m);
+  return 0;
 }
 
 void cf_timer_free(cf_timer *t) {

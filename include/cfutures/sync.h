@@ -7,17 +7,18 @@
  *          fork()). Free it in the creating process once the others are
  *          done with it; cf_*_free in another process only unmaps its view.
  * The Python names are kept: Lock, RLock, Semaphore, BoundedSemaphore,
- * Event, Condition, Barrier, Timer. Every blocking call takes a timeout in
- * seconds (CF_FOREVER, i.e. +infinity: forever; 0 or negative: try once;
- * NaN: CF_EINVAL);
- * none busy-waits. Locks are robust: if a holder dies (its thread exits or
- * its process is killed), the next acquirer gets the lock and CF_EOWNERDEAD
- * instead of hanging forever.
+ * Event, Condition, Barrier, Timer, and Thread (threads only). Every blocking
+ * call takes a timeout in seconds (CF_FOREVER, i.e. +infinity: forever; 0 or
+ * negative: try once; NaN: CF_EINVAL); none busy-waits. Locks are robust: if a
+ * holder dies (its thread exits or its process is killed), the next acquirer
+ * gets the lock and CF_EOWNERDEAD instead of hanging forever.
  */
 #ifndef CFUTURES_SYNC_H
 #define CFUTURES_SYNC_H
 
 #include <cfutures/common.h>
+#include <cfutures/executor.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -152,9 +153,79 @@ CF_API int cf_timer_start(double delay_s, int (*fn)(void *arg), void *arg,
 /* Cancels the timer: returns true if fn will not run (it had not started),
  * false if it already ran or is running. */
 CF_API bool cf_timer_cancel(cf_timer *t);
+/* Waits up to timeout_s for the timer's thread to end: after fn ran (and
+ * returned) or the timer was cancelled, as Python's Timer.join. Several
+ * threads may join at once; joining again returns 0 at once. Returns 0;
+ * CF_ETIMEDOUT; CF_EINVAL (NULL t, NaN timeout); CF_EDEADLK when called
+ * from the timer's own function (it would wait for itself). */
+CF_API int cf_timer_join(cf_timer *t, double timeout_s);
 /* Waits for the timer's thread to end (after fn ran or the timer was
  * cancelled) and frees it. NULL is a no-op. */
 CF_API void cf_timer_free(cf_timer *t);
+
+/* ---- Thread ---------------------------------------------------------------
+ * A thread running a task function `int fn(void *arg, void **out)` (cf_fn,
+ * as submitted to executors), whose outcome is a future: 0 and *out is
+ * its result; non-zero (best through cf_fail, which adds a message) is
+ * its failure, read with cf_future_exception. Threads of the calling
+ * process only. fn must return: a thread ended by pthread_exit or
+ * pthread_cancel never finishes its future, and its joiners wait for
+ * ever. The future's done-callbacks run on the thread itself, as fn
+ * returns.
+ */
+
+typedef struct cf_thread cf_thread;
+
+/* Options for cf_thread_start; a zeroed struct (or NULL) gives the
+ * defaults. */
+typedef struct cf_thread_opts {
+  /* The thread's name, copied; NULL: "Thread-N", N counting from 1, as
+   * Python. The system name (pthread_setname_np: ps, top, gdb) is its
+   * first 15 bytes; cf_thread_name gives it whole. */
+  const char *name;
+  /* Destroys fn's result when the thread's future dies (may be NULL). */
+  cf_destroy_fn result_destroy;
+} cf_thread_opts;
+
+/* Starts a thread running fn(arg, &out) and returns once it runs (as
+ * Python's start, so ident and native_id are known). *out is the thread,
+ * owned by the caller until cf_thread_free. Returns 0; CF_EINVAL (NULL fn
+ * or out); CF_ENOMEM; CF_ESYS (pthread_create failed). On error *out is
+ * NULL and fn never runs. */
+CF_API int cf_thread_start(cf_fn fn, void *arg, const cf_thread_opts *opts,
+                           cf_thread **out);
+
+/* Waits up to timeout_s (CF_FOREVER: as long as it takes; 0 or negative:
+ * only look) for the thread to end, then releases it (pthread_join). Any
+ * number of threads may join one thread at once; joining again returns 0
+ * at once. Returns 0; CF_ETIMEDOUT; CF_EINVAL (NULL t, NaN timeout);
+ * CF_EDEADLK when t is the calling thread (Python's "cannot join current
+ * thread"). How fn ended is in cf_thread_future. */
+CF_API int cf_thread_join(cf_thread *t, double timeout_s);
+
+/* True from cf_thread_start until fn has returned; false for NULL. */
+CF_API bool cf_thread_is_alive(cf_thread *t);
+
+/* The thread's future, finished when fn returns: cf_future_result gives
+ * its result (CF_EFAILED if it failed), cf_future_exception its failure
+ * code and the cf_fail message. Borrowed from t (valid until
+ * cf_thread_free; take a cf_future_ref to keep it longer); cancelling it
+ * does nothing (the thread is already running). NULL for NULL. */
+CF_API cf_future *cf_thread_future(cf_thread *t);
+
+/* The name (borrowed from t, valid until cf_thread_free); NULL for NULL. */
+CF_API const char *cf_thread_name(const cf_thread *t);
+/* Python's ident (the pthread_t as a number) and native_id (the kernel's
+ * thread id, gettid); 0 for NULL. */
+CF_API unsigned long cf_thread_ident(const cf_thread *t);
+CF_API pid_t cf_thread_native_id(const cf_thread *t);
+
+/* Frees t. A thread that has not ended yet is detached: it runs on, and
+ * its resources are released when it ends (as a Python Thread nobody
+ * joins; the process may still exit under it). Its future is freed with
+ * it unless the caller took a reference. Call it once, after every other
+ * call on t has returned. NULL is a no-op. */
+CF_API void cf_thread_free(cf_thread *t);
 
 #ifdef __cplusplus
 }
