@@ -1,5 +1,9 @@
 /* Futures: the state machine, completion, listeners and single-future
  * waits. See future_internal.h for the locking protocol. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <math.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -386,6 +390,63 @@ int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg) {
     cf__free(n, sizeof *n);
     run_callback(fn, f, arg);
   }
+  return 0;
+}
+
+/* ---- a pollable descriptor ------------------------------------------------ */
+
+typedef struct fd_node {
+  cf__listener l;
+  int fd; /* our own duplicate of the caller's eventfd */
+} fd_node;
+
+static void signal_fd(int fd) {
+  uint64_t one = 1;
+  while (write(fd, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+}
+
+static void fd_notify(cf__listener *l, cf_future *f) {
+  (void)f;
+  fd_node *n = (fd_node *)l;
+  signal_fd(n->fd);
+  close(n->fd);
+  free(n);
+}
+
+int cf_future_pollfd(cf_future *f, int *fd) {
+  CF__CHECK_FUTURE(f);
+  if (!f || !fd)
+    return CF__FAIL(CF_EINVAL, f ? "NULL fd" : "NULL future");
+  *fd = -1;
+  int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (efd < 0)
+    return CF__FAILF(CF_ESYS, "eventfd: %s", strerror(errno));
+  fd_node *n = NULL;
+  if (!cf_future_done(f)) {
+    n = malloc(sizeof *n);
+    if (!n) {
+      close(efd);
+      return CF__FAIL(CF_ENOMEM, "no memory for the listener");
+    }
+    n->fd = fcntl(efd, F_DUPFD_CLOEXEC, 0);
+    if (n->fd < 0) {
+      int e = errno;
+      free(n);
+      close(efd);
+      return CF__FAILF(CF_ESYS, "dup: %s", strerror(e));
+    }
+    n->l.notify = fd_notify;
+    n->l.wakes_waiter = true; /* a write never blocks or calls user code */
+    if (cf__future_listen(f, &n->l)) {
+      *fd = efd;
+      return 0;
+    }
+    close(n->fd); /* done meanwhile */
+    free(n);
+  }
+  signal_fd(efd);
+  *fd = efd;
   return 0;
 }
 

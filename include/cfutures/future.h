@@ -97,6 +97,16 @@ CF_API cf_future_state cf_future_state_of(const cf_future *f);
  * runs), CF_ENOMEM (fn never runs). */
 CF_API int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg);
 
+/* A descriptor that becomes readable once `f` is done, for code that waits
+ * in a loop of its own (poll, epoll, libuv, GLib) instead of a thread per
+ * wait. It is an eventfd (close-on-exec, non-blocking): readable, and
+ * read() gives a count of 1, from the moment f is done (at once if it
+ * already is); it never becomes readable otherwise. The caller owns it and
+ * closes it whenever it likes; cfutures keeps a duplicate of its own until
+ * f is done. Returns 0 and *fd, CF_EINVAL (NULL f or fd), CF_ENOMEM,
+ * CF_ESYS (no descriptor: see errno). */
+CF_API int cf_future_pollfd(cf_future *f, int *fd);
+
 /* ---- producer (promise) side -------------------------------------------
  * For futures made by cf_future_new only: on a future returned by an
  * executor these return CF_EPERM (the executor alone drives it). The caller

@@ -1,6 +1,7 @@
 /* Tests for futures/future.c: states, results, exceptions, callbacks,
  * reference counting, timeouts. */
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -222,6 +223,40 @@ static void test_negative_timeout_expires(void **state) {
   assert_int_equal(cf_future_result(f, CF_FOREVER, NULL), 0);
   assert_int_equal(cf_future_result(f, -1.0, NULL), 0);
   later_join(&l);
+  cf_future_unref(f);
+}
+
+/* A pollable descriptor per future: readable exactly when it is done. */
+static void test_pollfd(void **state) {
+  (void)state;
+  int fd = 7;
+  assert_int_equal(cf_future_pollfd(NULL, &fd), CF_EINVAL);
+  cf_future *f = cf_future_new();
+  assert_int_equal(cf_future_pollfd(f, NULL), CF_EINVAL);
+  assert_int_equal(cf_future_pollfd(f, &fd), 0);
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  assert_int_equal(poll(&p, 1, 50), 0); /* not done: not readable */
+  later l;
+  double t0 = now_s();
+  later_start(&l, f, 30000, 0);
+  assert_int_equal(poll(&p, 1, 5000), 1);
+  assert_true(now_s() - t0 >= 0.03);
+  assert_true(cf_future_done(f));
+  uint64_t n = 0;
+  assert_int_equal(read(fd, &n, sizeof n), (ssize_t)sizeof n);
+  assert_int_equal(n, 1);
+  later_join(&l);
+  close(fd);
+  /* Already done: readable at once. Closing early is fine too. */
+  assert_int_equal(cf_future_pollfd(f, &fd), 0);
+  p.fd = fd;
+  assert_int_equal(poll(&p, 1, 0), 1);
+  close(fd);
+  cf_future_unref(f);
+  f = cf_future_new();
+  assert_int_equal(cf_future_pollfd(f, &fd), 0);
+  close(fd); /* the caller's copy goes; completing later stays safe */
+  assert_int_equal(cf_future_set_result(f, NULL, NULL), 0);
   cf_future_unref(f);
 }
 
@@ -792,6 +827,7 @@ int main(void) {
       cmocka_unit_test(test_timeout_50ms),
       cmocka_unit_test(test_wait_forever),
       cmocka_unit_test(test_negative_timeout_expires),
+      cmocka_unit_test(test_pollfd),
       cmocka_unit_test(test_wakes_on_exception_and_cancel),
       cmocka_unit_test(test_many_waiters),
       cmocka_unit_test(test_callbacks_order_and_failure),
