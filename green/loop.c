@@ -29,6 +29,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -67,7 +68,8 @@ typedef struct gtask {
   uint64_t due;              /* ns, in the timer heap */
   size_t heap_at;            /* owner thread: index in the heap */
   bool timed_out;            /* owner thread: the last suspension timed out */
-  bool sleeping;             /* owner thread: in cf_green_sleep/yield */
+  bool sleeping;             /* owner thread: in cf_green_sleep/yield/fd */
+  int io_events;             /* owner thread: what the fd wait saw */
   void *tag;                 /* owner thread: see cf__green_tag */
 } gtask;
 
@@ -89,7 +91,20 @@ struct cf_loop {
   _Atomic size_t ntasks;              /* not ended */
   _Atomic bool closing;
   bool running; /* owner thread: inside cf_loop_run* */
+  struct fdwatch **watch; /* owner thread: by descriptor, while waited on */
+  size_t nwatch;
 };
+
+/* One libuv poll handle per descriptor that green tasks wait on (libuv and
+ * epoll allow one per descriptor): at most one reader and one writer. The
+ * handle is closed as soon as nobody waits, so a descriptor closed and
+ * reused by the program never meets a stale registration. */
+typedef struct fdwatch {
+  uv_poll_t h;
+  cf_loop *loop;
+  int fd;
+  gtask *reader, *writer;
+} fdwatch;
 
 static _Thread_local gtask *running_task CF__TLS_FAST;
 
@@ -617,6 +632,8 @@ static void on_closed(uv_handle_t *h) {
   (void)h;
 }
 
+static void on_watch_closed(uv_handle_t *h);
+
 int cf_loop_free(cf_loop *l) {
   if (!l)
     return 0;
@@ -639,10 +656,14 @@ int cf_loop_free(cf_loop *l) {
   drain_remote(l); /* wake-ups queued last: drop their references */
   uv_close((uv_handle_t *)&l->async, on_closed);
   uv_close((uv_handle_t *)&l->timer, on_closed);
+  for (size_t i = 0; i < l->nwatch; i++) /* none left: tasks have ended */
+    if (l->watch[i])
+      uv_close((uv_handle_t *)&l->watch[i]->h, on_watch_closed);
   uv_run(&l->uv, UV_RUN_DEFAULT);
   uv_loop_close(&l->uv);
   pthread_mutex_destroy(&l->remote_mu);
   free(l->heap);
+  free(l->watch);
   free(l);
   return 0;
 }
@@ -681,6 +702,170 @@ static int green_pause(gtask *t, uint64_t due) {
   return atomic_load_explicit(&t->cancel, memory_order_acquire)
              ? CF_ECANCELLED
              : 0;
+}
+
+/* ---- waiting for a descriptor ---------------------------------------------- */
+
+static void on_watch_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+static int watch_events(const fdwatch *w) {
+  return (w->reader ? UV_READABLE : 0) | (w->writer ? UV_WRITABLE : 0);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  fdwatch *w = h->data;
+  cf_loop *l = w->loop;
+  /* An error (the descriptor broke) wakes both sides; they find out. */
+  if (status < 0)
+    events = UV_READABLE | UV_WRITABLE;
+  gtask *rd = events & UV_READABLE ? w->reader : NULL;
+  gtask *wr = events & UV_WRITABLE ? w->writer : NULL;
+  if (rd) {
+    rd->io_events |= UV_READABLE | (status < 0 ? UV_DISCONNECT : 0);
+    w->reader = NULL;
+    heap_del(l, rd);
+    ready_push(l, rd);
+  }
+  if (wr) {
+    wr->io_events |= UV_WRITABLE | (status < 0 ? UV_DISCONNECT : 0);
+    w->writer = NULL;
+    heap_del(l, wr);
+    ready_push(l, wr);
+  }
+  int left = watch_events(w);
+  if (left)
+    uv_poll_start(h, left, on_poll);
+  else
+    uv_poll_stop(h);
+}
+
+/* Drops t from w; closes the handle when nobody waits any more. */
+static void watch_leave(cf_loop *l, fdwatch *w, gtask *t) {
+  if (w->reader == t)
+    w->reader = NULL;
+  if (w->writer == t)
+    w->writer = NULL;
+  int left = watch_events(w);
+  if (left) {
+    uv_poll_start(&w->h, left, on_poll);
+    return;
+  }
+  l->watch[w->fd] = NULL;
+  uv_close((uv_handle_t *)&w->h, on_watch_closed);
+}
+
+static int wait_fd_green(gtask *t, int fd, int events, const cf_deadline *d) {
+  cf_loop *l = t->loop;
+  if (atomic_load_explicit(&t->cancel, memory_order_acquire))
+    return CF_ECANCELLED;
+  if ((size_t)fd >= l->nwatch) {
+    size_t n = l->nwatch ? l->nwatch : 64;
+    while (n <= (size_t)fd)
+      n *= 2;
+    fdwatch **grown = realloc(l->watch, n * sizeof *grown);
+    if (!grown)
+      return CF_ENOMEM;
+    memset(grown + l->nwatch, 0, (n - l->nwatch) * sizeof *grown);
+    l->watch = grown;
+    l->nwatch = n;
+  }
+  fdwatch *w = l->watch[fd];
+  if (!w) {
+    w = calloc(1, sizeof *w);
+    if (!w)
+      return CF_ENOMEM;
+    int e = uv_poll_init(&l->uv, &w->h, fd);
+    if (e != 0) {
+      free(w);
+      errno = -e;
+      return CF_ESYS;
+    }
+    w->h.data = w;
+    w->loop = l;
+    w->fd = fd;
+    l->watch[fd] = w;
+  }
+  if (((events & CF_GREEN_READ) && w->reader) ||
+      ((events & CF_GREEN_WRITE) && w->writer)) {
+    if (!w->reader && !w->writer)
+      watch_leave(l, w, t);
+    return CF_EBUSY;
+  }
+  if (events & CF_GREEN_READ)
+    w->reader = t;
+  if (events & CF_GREEN_WRITE)
+    w->writer = t;
+  bool timed = !d->forever;
+  if (timed && !heap_add(l, t, deadline_ns(d))) {
+    watch_leave(l, w, t);
+    return CF_ENOMEM;
+  }
+  int e = uv_poll_start(&w->h, watch_events(w), on_poll);
+  if (e != 0) {
+    heap_del(l, t);
+    watch_leave(l, w, t);
+    errno = -e;
+    return CF_ESYS;
+  }
+  t->io_events = 0;
+  t->timed_out = false;
+  t->sleeping = true; /* woken by the poll, the timer or a cancel only */
+  suspend(t);
+  t->sleeping = false;
+  heap_del(l, t);
+  if (l->watch[fd] == w && (w->reader == t || w->writer == t))
+    watch_leave(l, w, t); /* woken by the timer or a cancel */
+  if (t->io_events)
+    return 0;
+  if (atomic_load_explicit(&t->cancel, memory_order_acquire))
+    return CF_ECANCELLED;
+  return CF_ETIMEDOUT;
+}
+
+int cf_green_wait_fd(int fd, int events, double timeout_s) {
+  if (fd < 0 || !(events & (CF_GREEN_READ | CF_GREEN_WRITE)) ||
+      (events & ~(CF_GREEN_READ | CF_GREEN_WRITE)))
+    return CF__FAIL(CF_EINVAL, fd < 0 ? "negative descriptor"
+                                      : "events must be CF_GREEN_READ "
+                                        "and/or CF_GREEN_WRITE");
+  cf_deadline d;
+  if (cf__deadline_from_timeout(timeout_s, &d) != 0)
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
+  gtask *t = running_task;
+  if (!t) { /* a plain thread: poll(2) */
+    struct pollfd p = {.fd = fd,
+                       .events = (short)((events & CF_GREEN_READ ? POLLIN : 0) |
+                                         (events & CF_GREEN_WRITE ? POLLOUT : 0))};
+    for (;;) {
+      double left = cf__deadline_remaining(&d);
+      int ms = d.forever ? -1 : left <= 0 ? 0 : (int)ceil(left * 1e3);
+      int r = poll(&p, 1, ms);
+      if (r > 0)
+        return 0;
+      if (r == 0)
+        return CF__FAIL(CF_ETIMEDOUT, "the descriptor is not ready");
+      if (errno != EINTR)
+        return CF__FAILF(CF_ESYS, "poll: %s", strerror(errno));
+    }
+  }
+  int rc = wait_fd_green(t, fd, events, &d);
+  switch (rc) {
+  case 0:
+    return 0;
+  case CF_ETIMEDOUT:
+    return CF__FAIL(rc, "the descriptor is not ready");
+  case CF_ECANCELLED:
+    return CF__FAIL(rc, "the green task was cancelled");
+  case CF_EBUSY:
+    return CF__FAIL(rc, "another green task already waits for the same "
+                        "event on this descriptor");
+  case CF_ESYS:
+    return CF__FAILF(rc, "libuv: %s", strerror(errno));
+  default:
+    return CF__FAIL(rc, NULL);
+  }
 }
 
 int cf_green_sleep(double seconds) {

@@ -172,6 +172,40 @@ CF_API cf_loop *cf_loop_current(void);
  * cancelled: it should return). */
 CF_API int cf_green_sleep(double seconds);
 
+/* Events for cf_green_wait_fd. */
+#define CF_GREEN_READ 1
+#define CF_GREEN_WRITE 2
+
+/* Waits until descriptor fd is ready for `events` (CF_GREEN_READ and/or
+ * CF_GREEN_WRITE; an error or hang-up counts as ready: the next read or
+ * write says what happened). In a green task it suspends only the task
+ * (the loop polls the descriptor with libuv); elsewhere it is poll(2). At
+ * most one green task may wait to read, and one to write, per descriptor.
+ * Returns 0, CF_ETIMEDOUT, CF_ECANCELLED (the task was cancelled),
+ * CF_EBUSY (another task already waits for that event on fd), CF_EINVAL
+ * (negative fd, bad events, NaN timeout), CF_ENOMEM, CF_ESYS. */
+CF_API int cf_green_wait_fd(int fd, int events, double timeout_s);
+
+/* Green I/O: like read/write/accept/connect, but a green task is only
+ * suspended (cf_green_wait_fd) while the descriptor is not ready; outside
+ * green tasks they wait with poll(2). Each makes fd non-blocking (as gevent
+ * does). The timeout covers the whole call. Errors: CF_EINVAL (bad
+ * arguments), CF_ETIMEDOUT, CF_ECANCELLED, CF_EBUSY (see cf_green_wait_fd),
+ * CF_ESYS (the system call failed: cf_last_error says which and why).
+ *
+ * cf_green_read reads at most len bytes: 0 and *got (0 at end of file).
+ * cf_green_write_all writes all len bytes (no SIGPIPE). cf_green_accept
+ * gives a new connection in *out (close-on-exec, non-blocking).
+ * cf_green_connect connects fd (a socket) to addr. */
+struct sockaddr;
+CF_API int cf_green_read(int fd, void *buf, size_t len, double timeout_s,
+                         size_t *got);
+CF_API int cf_green_write_all(int fd, const void *buf, size_t len,
+                              double timeout_s);
+CF_API int cf_green_accept(int fd, double timeout_s, int *out);
+CF_API int cf_green_connect(int fd, const struct sockaddr *addr,
+                            unsigned int addr_len, double timeout_s);
+
 /* Lets the loop run every other ready task once before the caller goes on
  * (sleep(0)). Outside green tasks: sched_yield. Returns 0 or
  * CF_ECANCELLED. */

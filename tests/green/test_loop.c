@@ -407,6 +407,78 @@ static void test_free_with_tasks(void **state) {
   cf_future_unref(never);
 }
 
+/* Waiting for descriptors: readiness, timeouts, one reader per fd, cancel,
+ * and plain threads. */
+static int pipefd[2];
+static int read_pipe(void *arg, void **out) {
+  char c = 0;
+  size_t got = 0;
+  int rc = cf_green_read(pipefd[0], &c, 1, (double)(intptr_t)arg / 1000.0,
+                         &got);
+  *out = (void *)(intptr_t)(rc == 0 ? c : 0);
+  return rc;
+}
+
+static int write_pipe_later(void *arg, void **out) {
+  (void)arg;
+  *out = NULL;
+  int rc = cf_green_sleep(0.02);
+  return rc ? rc : cf_green_write_all(pipefd[1], "x", 1, 1);
+}
+
+static void test_wait_fd(void **state) {
+  (void)state;
+  assert_int_equal(pipe(pipefd), 0);
+  cf_loop *l = new_loop();
+  cf_future *r, *w, *r2;
+  /* A reader with a timeout and nothing to read. */
+  assert_int_equal(cf_loop_spawn(l, read_pipe, (void *)30, &r), 0);
+  double t0 = now_s();
+  assert_int_equal(cf_loop_run_until_complete(l, r, 10), 0);
+  assert_true(now_s() - t0 >= 0.03);
+  assert_int_equal(cf_future_result(r, 0, NULL), CF_EFAILED);
+  cf_error e;
+  assert_int_equal(cf_future_exception(r, 0, &e), 0);
+  assert_int_equal(e.code, CF_ETIMEDOUT);
+  cf_future_unref(r);
+  /* A reader woken by a writer task; a second reader on the same fd is
+   * refused while the first waits. */
+  assert_int_equal(cf_loop_spawn(l, read_pipe, (void *)5000, &r), 0);
+  assert_int_equal(cf_loop_spawn(l, read_pipe, (void *)5000, &r2), 0);
+  assert_int_equal(cf_loop_spawn(l, write_pipe_later, NULL, &w), 0);
+  assert_int_equal(cf_loop_run(l, 10), 0);
+  void *v;
+  assert_int_equal(cf_future_result(r, 0, &v), 0);
+  assert_int_equal((intptr_t)v, 'x');
+  assert_int_equal(cf_future_exception(r2, 0, &e), 0);
+  assert_int_equal(e.code, CF_EBUSY);
+  assert_int_equal(cf_future_result(w, 0, NULL), 0);
+  cf_future_unref(r);
+  cf_future_unref(r2);
+  cf_future_unref(w);
+  /* A waiting reader cancelled. */
+  assert_int_equal(cf_loop_spawn(l, read_pipe, (void *)60000, &r), 0);
+  cf_future *never_done = cf_future_new();
+  assert_int_equal(cf_loop_run_until_complete(l, never_done, 0.02),
+                   CF_ETIMEDOUT);
+  assert_int_equal(cf_green_cancel(r), 0);
+  assert_int_equal(cf_loop_run(l, 10), 0);
+  assert_true(cf_future_cancelled(r));
+  cf_future_unref(r);
+  cf_future_unref(never_done);
+  assert_int_equal(cf_loop_free(l), 0);
+  /* Plain thread: poll(2). */
+  assert_int_equal(cf_green_wait_fd(pipefd[0], CF_GREEN_READ, 0.01),
+                   CF_ETIMEDOUT);
+  assert_int_equal(cf_green_wait_fd(pipefd[1], CF_GREEN_WRITE, 1), 0);
+  assert_int_equal(cf_green_wait_fd(-1, CF_GREEN_READ, 1), CF_EINVAL);
+  assert_int_equal(cf_green_wait_fd(pipefd[0], 4, 1), CF_EINVAL);
+  assert_int_equal(cf_green_wait_fd(pipefd[0], CF_GREEN_READ, NAN),
+                   CF_EINVAL);
+  close(pipefd[0]);
+  close(pipefd[1]);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_spawn_and_run),
@@ -419,6 +491,7 @@ int main(void) {
       cmocka_unit_test(test_spawn_after_and_yield),
       cmocka_unit_test(test_misuse),
       cmocka_unit_test(test_free_with_tasks),
+      cmocka_unit_test(test_wait_fd),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
