@@ -85,7 +85,8 @@ def main():
                 where = "%s:%d" % (os.path.relpath(doc, src), line)
                 prelude = ("#include <cfutures.h>\n#include <stdio.h>\n"
                            "#include <stdlib.h>\n#include <string.h>\n"
-                           "#include <math.h>\n")
+                           "#include <math.h>\n#include <stdint.h>\n"
+                           "#include <unistd.h>\n")
                 program = "int main(" in code
                 if program or FUNC_DEF.search(code) or "#include" in code:
                     body = code
