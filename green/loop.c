@@ -532,6 +532,20 @@ static int spawn(const char *call, cf_loop *l, double delay_s, cf_fn fn,
   t->heap_at = NO_TIMER;
   cf__waiter_init(&t->waiter, &green_ops, t);
   t->due = delay_s > 0 ? now_ns() + (uint64_t)(delay_s * 1e9) : 0;
+  if (on_owner(l)) {
+    /* The owner thread (its green tasks included) queues the task itself:
+     * no lock, no wake-up. `closing` is only set by this thread. */
+    if (atomic_load_explicit(&l->closing, memory_order_relaxed)) {
+      cf__free(t, sizeof *t);
+      return cf__fail_at(call, CF_ESHUTDOWN, "the loop is being freed");
+    }
+    atomic_fetch_add_explicit(&l->ntasks, 1, memory_order_relaxed);
+    live_add(l, t);
+    if (!(t->due && heap_add(l, t, t->due)))
+      ready_push(l, t);
+    *out = &t->fut;
+    return 0;
+  }
   pthread_mutex_lock(&l->remote_mu);
   /* Under the lock: cf_loop_free sets `closing` under it too, so no task
    * slips in after it looked. */
@@ -548,8 +562,7 @@ static int spawn(const char *call, cf_loop *l, double delay_s, cf_fn fn,
     l->spawned_head = t;
   l->spawned_tail = t;
   pthread_mutex_unlock(&l->remote_mu);
-  if (!on_owner(l) || !l->running)
-    uv_async_send(&l->async);
+  uv_async_send(&l->async);
   *out = &t->fut;
   return 0;
 }
