@@ -126,6 +126,25 @@ CF_API int cf_process_pool_submit(cf_executor *ex, cf_proc_fn fn,
                                   const void *data, size_t len,
                                   cf_future **out);
 
+/* Maps the byte task fn over items[0..n), item i being the item_size
+ * bytes at items + i * item_size: in a worker, fn(item, item_size, &buf)
+ * runs over a copy of them. cf_map_array's machinery (executor/map.c), for
+ * byte tasks: opts as for cf_map_array (opts may be NULL; chunksize items
+ * per message, see "Tasks and maps" above; result_destroy must be NULL),
+ * the caller keeps `items` alive until cf_map_free, and cf_map_next yields
+ * each item's result in input order as a `cf_buf *` lent by the map
+ * (valid until the next cf_map_next or cf_map_free; its data is malloc'd
+ * and owned by the map: read or write it, do not free it), or the item's
+ * failure (cf_map_error). Returns 0 and *out; CF_EINVAL (NULL ex/fn/out,
+ * ex not a process pool, NULL items with n > 0, item_size 0, n * item_size
+ * overflowing, result_destroy set, NaN timeout, window or chunksize above
+ * CF_MAP_MAX_WINDOW), CF_ESHUTDOWN, CF_EBROKEN, CF_ENOMEM; on error *out is
+ * NULL and fn never runs. */
+CF_API int cf_process_pool_map_bytes(cf_executor *ex, cf_proc_fn fn,
+                                     const void *items, size_t n,
+                                     size_t item_size, const cf_map_opts *opts,
+                                     cf_map **out);
+
 /* The worker count; 0 for NULL or another executor. */
 CF_API size_t cf_process_pool_size(const cf_executor *ex);
 

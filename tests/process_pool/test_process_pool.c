@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -366,7 +367,9 @@ static void test_worker_deaths(void **state) {
     char st;
     if (fgets(buf, sizeof buf, fp)) {
       char *p = strrchr(buf, ')');
-      if (p && sscanf(p + 2, "%c %d", &st, &ppid) == 2) {
+      /* not a zombie: a worker that died in an earlier task may not have
+       * been reaped yet (killing it would kill nothing) */
+      if (p && sscanf(p + 2, "%c %d", &st, &ppid) == 2 && st != 'Z') {
         /* a grandchild of ours: parent is our child (the fork server) */
         char path2[300], buf2[512];
         snprintf(path2, sizeof path2, "/proc/%d/stat", ppid);
@@ -1097,31 +1100,137 @@ static void test_map_chunks(void **state) {
   cf_executor_free(ex);
 }
 
-/* The descriptors a worker holds above stderr, as a count (bytes task). */
+/* How many times each item of the chunk tests ran, counted by the workers
+ * in a page shared with them (mapped before the pool is made, so that the
+ * fork server and every worker inherit it). */
+enum { RUNS_MAX = 1024 };
+static _Atomic int *item_runs;
+
+static void runs_reset(void) {
+  if (!item_runs) {
+    void *m = mmap(NULL, RUNS_MAX * sizeof *item_runs, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(m != MAP_FAILED);
+    item_runs = m;
+  }
+  for (int i = 0; i < RUNS_MAX; i++)
+    atomic_store_explicit(&item_runs[i], 0, memory_order_relaxed);
+}
+
+/* Items that crash their worker in test_map_chunk_crash: the third of a
+ * chunk of four, and spread over every position of chunks of 16 (79 is
+ * the last of its chunk, 32 the first). */
+static bool crashes(int64_t x, int64_t n) {
+  return n == 4 ? x == 2 : x % 37 == 5 || x == 32;
+}
+
+/* arg: the item; n travels in the item's upper bits (x + n * 65536). */
+static int count_square_or_crash(void *arg, void **out) {
+  int64_t v, x, n;
+  memcpy(&v, arg, sizeof v);
+  x = v % 65536;
+  n = v / 65536;
+  atomic_fetch_add_explicit(&item_runs[x], 1, memory_order_relaxed);
+  if (crashes(x, n))
+    raise(SIGSEGV);
+  if (x % 50 == 7)
+    return cf_fail(CF_EINVAL, "item %ld refused", (long)x);
+  *out = (void *)(intptr_t)(x * x);
+  return 0;
+}
+
+/* A worker that dies in the middle of a chunk: the items it finished keep
+ * their results (and failures, with their messages), the one it was
+ * running fails with the signal, and the ones it never started run once,
+ * elsewhere or in its replacement. Item runs are counted: none twice. */
+static void test_map_chunk_crash(void **state) {
+  (void)state;
+  const struct {
+    size_t workers, n, chunk;
+  } cases[] = {{1, 4, 4}, {2, 200, 16}, {1, 40, 16}};
+  for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+    size_t n = cases[c].n;
+    assert_true(n <= RUNS_MAX);
+    runs_reset();
+    cf_executor *ex = new_pool(cases[c].workers);
+    int64_t *xs = malloc(n * sizeof *xs);
+    for (size_t i = 0; i < n; i++)
+      xs[i] = (int64_t)i + (int64_t)n * 65536;
+    cf_map_opts o = {.chunksize = cases[c].chunk};
+    cf_map *m;
+    assert_int_equal(cf_map_array(ex, count_square_or_crash, xs, n,
+                                  sizeof xs[0], &o, &m),
+                     0);
+    for (int64_t i = 0; i < (int64_t)n; i++) {
+      void *v;
+      int rc = cf_map_next(m, &v);
+      cf_error e;
+      if (crashes(i, (int64_t)n)) {
+        assert_int_equal(rc, CF_EBROKEN);
+        assert_int_equal(cf_map_error(m, &e), 0);
+        assert_non_null(strstr(e.message, "killed by signal 11"));
+        assert_non_null(strstr(e.message, "while running the task"));
+      } else if (i % 50 == 7) {
+        assert_int_equal(rc, CF_EFAILED);
+        assert_int_equal(cf_map_error(m, &e), 0);
+        char want[64];
+        snprintf(want, sizeof want, "item %ld refused", (long)i);
+        assert_string_equal(e.message, want);
+      } else {
+        if (rc != 0)
+          fail_msg("case %zu item %ld: %s", c, (long)i, cf_err_name(rc));
+        assert_int_equal((intptr_t)v, i * i);
+      }
+    }
+    void *v;
+    assert_int_equal(cf_map_next(m, &v), CF_EDONE);
+    cf_map_free(m);
+    cf_executor_free(ex);
+    for (size_t i = 0; i < n; i++)
+      if (atomic_load_explicit(&item_runs[i], memory_order_relaxed) != 1)
+        fail_msg("case %zu: item %zu ran %d times", c, i,
+                 atomic_load_explicit(&item_runs[i], memory_order_relaxed));
+    free(xs);
+  }
+}
+
+/* The descriptors a worker holds above stderr (bytes task): two counts,
+ * all of them and those that are the pool's own (a socket, or the memfd
+ * of the worker's result area). */
 static int worker_fds(const void *in, size_t n, cf_buf *out) {
   (void)in;
   (void)n;
-  int *count = malloc(sizeof *count);
+  int *count = calloc(2, sizeof *count);
   if (!count)
     return CF_ENOMEM;
-  *count = 0;
   DIR *d = opendir("/proc/self/fd");
   if (!d) {
     free(count);
     return cf_fail(CF_ESYS, "opendir");
   }
   struct dirent *de;
-  while ((de = readdir(d)))
-    *count += de->d_name[0] != '.' && atoi(de->d_name) > 2 &&
-              atoi(de->d_name) != dirfd(d);
+  while ((de = readdir(d))) {
+    int fd = atoi(de->d_name);
+    if (de->d_name[0] == '.' || fd <= 2 || fd == dirfd(d))
+      continue;
+    char path[64], target[256] = "";
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t k = readlink(path, target, sizeof target - 1);
+    if (k > 0)
+      target[k] = 0;
+    count[0]++;
+    count[1] += strncmp(target, "socket:", 7) == 0 ||
+                strncmp(target, "/memfd:cfutures-results", 23) == 0;
+  }
   closedir(d);
   out->data = count;
-  out->len = sizeof *count;
+  out->len = 2 * sizeof *count;
   return 0;
 }
 
 /* No descriptor of the parent leaks into a worker: not one opened without
- * O_CLOEXEC, not another pool's. A worker holds its socket alone. */
+ * O_CLOEXEC, not another pool's. A worker holds its socket and its result
+ * area alone. */
 static void test_no_fd_leaks_into_workers(void **state) {
   (void)state;
   int fds0 = count_fds();
@@ -1135,8 +1244,9 @@ static void test_no_fd_leaks_into_workers(void **state) {
     assert_int_equal(cf_process_pool_submit(ex, worker_fds, NULL, 0, &f), 0);
     assert_int_equal(cf_future_result(f, 20, &v), 0);
     cf_buf *b = v;
-    assert_int_equal(b->len, sizeof(int));
-    assert_int_equal(*(int *)b->data, 1);
+    assert_int_equal(b->len, 2 * sizeof(int));
+    assert_int_equal(((int *)b->data)[0], 2);
+    assert_int_equal(((int *)b->data)[1], 2);
     cf_future_unref(f);
     /* a replacement worker too */
     assert_int_equal(cf_submit(ex, crash, NULL, &f), 0);
@@ -1621,6 +1731,7 @@ int main(void) {
       TEST(test_shutdown),
       TEST(test_with_thread_pool),
       TEST(test_map_chunks),
+      TEST(test_map_chunk_crash),
       TEST(test_no_fd_leaks_into_workers),
       TEST(test_fork_server_killed),
       TEST(test_pool_outlives_its_creator_thread),
