@@ -1207,6 +1207,56 @@ static void test_map_chunk_crash(void **state) {
   }
 }
 
+/* Item x: 1 sleeps 10 s; a negative one -x tenths of a second; the others
+ * not at all. Returns x + 1. */
+static int sleep_item(void *arg, void **out) {
+  int64_t x;
+  memcpy(&x, arg, sizeof x);
+  atomic_fetch_add_explicit(&item_runs[x < 0 ? -x : x], 1,
+                            memory_order_relaxed);
+  usleep(x == 1 ? 10000000 : x < 0 ? (useconds_t)(-x) * 100000 : 0);
+  *out = (void *)(intptr_t)(x + 1);
+  return 0;
+}
+
+/* With a task timeout a chunk counts as one task: the item running when
+ * the worker is killed fails with CF_ETIMEDOUT, the ones before keep their
+ * results, the ones after run (once) in a chunk of their own. */
+static void test_map_chunk_timeout(void **state) {
+  (void)state;
+  runs_reset();
+  cf_process_pool_opts po = {.max_workers = 1, .task_timeout_s = 1.0};
+  cf_executor *ex;
+  assert_int_equal(cf_process_pool_new(&po, &ex), 0);
+  /* 0 and 2 are quick, 1 sleeps 10 s: killed at 1 s; 3 takes 0.3 s */
+  int64_t xs[4] = {0, 1, 2, -3};
+  cf_map_opts o = {.chunksize = 4};
+  cf_map *m;
+  assert_int_equal(cf_map_array(ex, sleep_item, xs, 4, sizeof xs[0], &o, &m),
+                   0);
+  double t0 = now_s();
+  void *v;
+  assert_int_equal(cf_map_next(m, &v), 0);
+  assert_int_equal((intptr_t)v, 1);
+  assert_int_equal(cf_map_next(m, &v), CF_EFAILED);
+  cf_error e;
+  assert_int_equal(cf_map_error(m, &e), 0);
+  assert_int_equal(e.code, CF_ETIMEDOUT);
+  int rc = cf_map_next(m, &v);
+  if (rc != 0 && cf_map_error(m, &e) == 0)
+    fail_msg("item 2: %s: %s", cf_err_name(e.code), e.message);
+  assert_int_equal((intptr_t)v, 3);
+  assert_int_equal(cf_map_next(m, &v), 0);
+  assert_int_equal((intptr_t)v, -2);
+  assert_int_equal(cf_map_next(m, &v), CF_EDONE);
+  assert_true(now_s() - t0 < 8); /* not the 10 s sleep */
+  cf_map_free(m);
+  cf_executor_free(ex);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(
+        atomic_load_explicit(&item_runs[i], memory_order_relaxed), 1);
+}
+
 /* Byte tasks mapped in chunks: the sum of the squares of 1..10^7, which
  * does not fit in 64 bits, as 128-bit partial sums (16 bytes out per
  * range of 16 in). */
@@ -1909,6 +1959,7 @@ int main(void) {
       TEST(test_map_chunks),
       TEST(test_map_chunk_crash),
       TEST(test_map_bytes),
+      TEST(test_map_chunk_timeout),
       TEST(test_no_fd_leaks_into_workers),
       TEST(test_fork_server_killed),
       TEST(test_pool_outlives_its_creator_thread),
