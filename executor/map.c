@@ -12,8 +12,8 @@
 
 struct cf_map {
   cf_executor *ex;
-  cf_fn fn;          /* the task, or NULL for ... */
-  cf_proc_fn bytes;  /* ... a byte task (cf_process_pool_map_bytes) */
+  cf_fn fn;         /* the task, or NULL for ... */
+  cf_proc_fn bytes; /* ... a byte task (cf_process_pool_map_bytes) */
   cf_destroy_fn destroy;
   /* input: an array ... */
   const char *items;
@@ -72,11 +72,11 @@ static void refill(cf_map *m) {
         break;
       }
       const char *at = m->items + m->next_index * m->item_size;
-      int rc = m->bytes ? m->ex->vt->submit_batch_bytes(m->ex, m->bytes, at, k,
-                                                        m->item_size, outs)
-                        : m->ex->vt->submit_batch(m->ex, m->fn, at, k,
-                                                  m->item_size, m->destroy,
-                                                  outs);
+      int rc = m->bytes
+                   ? m->ex->vt->submit_batch_bytes(m->ex, m->bytes, at, k,
+                                                   m->item_size, outs)
+                   : m->ex->vt->submit_batch(m->ex, m->fn, at, k, m->item_size,
+                                             m->destroy, outs);
       if (rc == 0) {
         for (size_t i = 0; i < k; i++)
           ring_push(m, outs[i]);

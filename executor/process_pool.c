@@ -646,9 +646,9 @@ static bool area_reserve(area *a, size_t need) {
     cap = cap > SIZE_MAX / 2 ? need : 2 * cap;
   if (ftruncate(a->fd, (off_t)cap) != 0)
     return false;
-  void *b = a->base ? mremap(a->base, a->cap, cap, MREMAP_MAYMOVE)
-                    : mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED,
-                           a->fd, 0);
+  void *b = a->base
+                ? mremap(a->base, a->cap, cap, MREMAP_MAYMOVE)
+                : mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, a->fd, 0);
   if (b == MAP_FAILED)
     return false; /* the memfd stays longer than the mapping: harmless */
   a->base = b;
@@ -785,8 +785,8 @@ static _Noreturn void worker_main(int sock, int area_fd,
     uint64_t k = atomic_load_explicit(&sh->started, memory_order_relaxed);
     atomic_store_explicit(&sh->chunk_done, 0, memory_order_relaxed);
     /* keeps chunk_done's reset ahead of the start, should the worker die
-     * in between (see slot_shared; the manager's acquire in
-     * chunk_salvage) */
+     * in between (see slot_shared): a chunk must not be credited with
+     * the last one's items */
     atomic_store_explicit(&sh->started, k + 1, memory_order_release);
     if (rrc == RECV_LOCAL) {
       /* No memory or descriptor for the input here: the task fails and
@@ -873,10 +873,10 @@ static _Noreturn void worker_main(int sock, int area_fd,
 
 /* ---- the fork server ----------------------------------------------------- */
 
-/* flags: 0 in the fork server (it may block: the manager always drains),
+/* Sends c with the descriptors pass[0..npass) attached (npass: 0 to 2).
+ * flags: 0 in the fork server (it may block: the manager always drains),
  * MSG_DONTWAIT in the manager, which must never block on the server (both
  * blocking on full queues would deadlock). */
-/* Sends c with pass[0..npass) attached (npass: 0 to 2). */
 static int send_ctl(int fd, const ctl *c, const int *pass, size_t npass,
                     int flags) {
   struct iovec iov = {.iov_base = (void *)c, .iov_len = sizeof *c};
@@ -1073,8 +1073,7 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
       continue;
     /* The slot's previous worker has exited (its report came first). */
     atomic_store_explicit(&shared[c.slot].started, 0, memory_order_relaxed);
-    atomic_store_explicit(&shared[c.slot].chunk_done, 0,
-                          memory_order_relaxed);
+    atomic_store_explicit(&shared[c.slot].chunk_done, 0, memory_order_relaxed);
     int sv[2] = {-1, -1};
     /* the worker's result area: see run_chunk */
     int afd = memfd_create("cfutures-results", MFD_CLOEXEC);
@@ -1550,17 +1549,16 @@ static size_t chunk_salvage(ppool *p, size_t slot, ptask *t) {
   pworker *w = &p->workers[slot];
   /* pairs with the worker's release stores (see slot_shared): what it
    * wrote to the area before counting an item is there */
-  uint64_t k = atomic_load_explicit(&p->shared[slot].chunk_done,
-                                    memory_order_acquire);
+  uint64_t k =
+      atomic_load_explicit(&p->shared[slot].chunk_done, memory_order_acquire);
   if (k > t->count)
-    k = t->count; /* a task scribbled on it: trust what it can mean */
+    k = t->count; /* only a task scribbling on shared memory does this */
   if (k == 0)
     return 0;
   struct stat st;
   void *res = MAP_FAILED;
   if (w->area_fd >= 0 && fstat(w->area_fd, &st) == 0 && st.st_size > 0)
-    res = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, w->area_fd,
-               0);
+    res = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, w->area_fd, 0);
   if (res == MAP_FAILED) {
     char msg[160];
     snprintf(msg, sizeof msg,
@@ -1578,10 +1576,10 @@ static size_t chunk_salvage(ppool *p, size_t slot, ptask *t) {
 /* A new chunk of t's items [from, count), taking over their futures, for
  * the queue; NULL if there is no memory (then they fail: never lost). */
 static ptask *chunk_rest(ptask *t, size_t from) {
-  size_t n = t->count - from, size = 0;
-  uint64_t sz;
+  size_t n = t->count - from;
+  uint64_t sz; /* the item size, from the chunk's header (see submit_chunk) */
   memcpy(&sz, (const char *)t->data + 8, 8);
-  size = (size_t)sz;
+  size_t size = (size_t)sz;
   ptask *r = calloc(1, sizeof *r);
   cf_future **fs = malloc(n * sizeof *fs);
   char *data = malloc(16 + n * size);
@@ -2192,9 +2190,9 @@ static int enqueue(ppool *p, uint32_t kind, uint64_t fn, const void *data,
 /* One message for `count` map items (a chunk of `kind`): each item's
  * bytes are copied; in the worker the task gets a pointer to its copy
  * (KIND_CHUNK) or the bytes (KIND_CHUNK_BYTES). */
-static int submit_chunk(ppool *p, uint32_t kind, uint64_t fn,
-                        const void *items, size_t count, size_t item_size,
-                        cf_destroy_fn destroy, cf_future **outs) {
+static int submit_chunk(ppool *p, uint32_t kind, uint64_t fn, const void *items,
+                        size_t count, size_t item_size, cf_destroy_fn destroy,
+                        cf_future **outs) {
   if (count == 0)
     return 0;
   if (item_size > (SIZE_MAX - 16) / count)
@@ -2347,8 +2345,8 @@ size_t cf_process_pool_size(const cf_executor *ex) {
   return ex && ex->vt == &pp_vt ? ((const ppool *)ex)->n : 0;
 }
 
-int cf_process_pool_map_bytes(cf_executor *ex, cf_proc_fn fn,
-                              const void *items, size_t n, size_t item_size,
+int cf_process_pool_map_bytes(cf_executor *ex, cf_proc_fn fn, const void *items,
+                              size_t n, size_t item_size,
                               const cf_map_opts *opts, cf_map **out) {
   if (out)
     *out = NULL;

@@ -1171,9 +1171,9 @@ static void test_map_chunk_crash(void **state) {
       xs[i] = (int64_t)i + (int64_t)n * 65536;
     cf_map_opts o = {.chunksize = cases[c].chunk};
     cf_map *m;
-    assert_int_equal(cf_map_array(ex, count_square_or_crash, xs, n,
-                                  sizeof xs[0], &o, &m),
-                     0);
+    assert_int_equal(
+        cf_map_array(ex, count_square_or_crash, xs, n, sizeof xs[0], &o, &m),
+        0);
     for (int64_t i = 0; i < (int64_t)n; i++) {
       void *v;
       int rc = cf_map_next(m, &v);
@@ -1253,8 +1253,8 @@ static void test_map_chunk_timeout(void **state) {
   cf_map_free(m);
   cf_executor_free(ex);
   for (int i = 0; i < 4; i++)
-    assert_int_equal(
-        atomic_load_explicit(&item_runs[i], memory_order_relaxed), 1);
+    assert_int_equal(atomic_load_explicit(&item_runs[i], memory_order_relaxed),
+                     1);
 }
 
 /* Byte tasks mapped in chunks: the sum of the squares of 1..10^7, which
@@ -1326,8 +1326,7 @@ static void test_map_bytes(void **state) {
   assert_int_equal(cf_process_pool_map_bytes(ex, sum_squares, parts, PARTS,
                                              sizeof parts[0], &o, &m),
                    0);
-  u128 total = 0, want = (u128)top * (top + 1) *
-                                      (2 * top + 1) / 6;
+  u128 total = 0, want = (u128)top * (top + 1) * (2 * top + 1) / 6;
   void *v;
   for (int i = 0; i < PARTS; i++) {
     assert_int_equal(cf_map_next(m, &v), 0);
@@ -1408,8 +1407,7 @@ static void test_map_bytes(void **state) {
       cf_process_pool_map_bytes(ex, NULL, xs, N, sizeof xs[0], NULL, &m),
       CF_EINVAL);
   assert_int_equal(
-      cf_process_pool_map_bytes(ex, bytes_item, xs, N, 0, NULL, &m),
-      CF_EINVAL);
+      cf_process_pool_map_bytes(ex, bytes_item, xs, N, 0, NULL, &m), CF_EINVAL);
   cf_executor *tp;
   assert_int_equal(cf_thread_pool_new(NULL, &tp), 0);
   assert_int_equal(
