@@ -15,13 +15,14 @@
  *
  * Channels:
  *   parent <-> fork server: a SOCK_SEQPACKET pair. SPAWN(slot) asks for a
- *     worker; SPAWNED(slot, pid) answers with the worker's socket attached
- *     (SCM_RIGHTS); EXITED(pid, wait status) reports a death.
+ *     worker; SPAWNED(slot, pid) answers with the worker's socket and its
+ *     result area (a memfd: see run_chunk) attached (SCM_RIGHTS);
+ *     EXITED(pid, wait status) reports a death.
  *   parent <-> worker: a SOCK_STREAM pair carrying framed messages: TASK
  *     (function pointer, input bytes) one way; STARTED (a header alone,
  *     sent as the worker starts a task, with a task timeout only: the
- *     timeout counts from it),
- *     RESULT (code, output bytes or failure message) or INIT_FAILED the
+ *     timeout counts from it), RESULT (code, output bytes or failure
+ *     message; for a chunk of map items, each item's) or INIT_FAILED the
  *     other. Every frame starts with a magic number and its length is
  *     bounded (below 64 KiB inline, larger ones in a memfd no shorter than
  *     it): bytes a task scribbles on the socket are a protocol error, not
