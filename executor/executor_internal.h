@@ -9,6 +9,7 @@
 #define CF_EXECUTOR_INTERNAL_H
 
 #include <cfutures/executor.h>
+#include <cfutures/process_pool.h>
 #include <stdatomic.h>
 
 struct cf_executor_vt {
@@ -24,6 +25,11 @@ struct cf_executor_vt {
   int (*submit_batch)(cf_executor *ex, cf_fn fn, const void *items,
                       size_t count, size_t item_size, cf_destroy_fn destroy,
                       cf_future **outs);
+  /* submit_batch for byte tasks: item i's bytes go to fn(item, item_size,
+   * &buf), and its future's result is a cf_buf * the future owns. NULL in
+   * pools without byte tasks (all but process pools). */
+  int (*submit_batch_bytes)(cf_executor *ex, cf_proc_fn fn, const void *items,
+                            size_t count, size_t item_size, cf_future **outs);
   int (*shutdown)(cf_executor *ex, bool wait, bool cancel_futures);
   void (*destroy)(cf_executor *ex); /* after shutdown(wait=true) */
   /* Default map window for lazy inputs. */
@@ -33,6 +39,14 @@ struct cf_executor_vt {
 struct cf_executor {
   const struct cf_executor_vt *vt;
 };
+
+/* cf_map_array for byte tasks (the machinery of executor/map.c, items sent
+ * through submit_batch_bytes): the map behind cf_process_pool_map_bytes,
+ * which has checked that ex, if not NULL, has byte tasks. `call` names the
+ * public call in errors. */
+int cf__map_array_bytes(const char *call, cf_executor *ex, cf_proc_fn fn,
+                        const void *items, size_t n, size_t item_size,
+                        const cf_map_opts *opts, cf_map **out);
 
 /* Runs a task the way every pool does: clears the thread's cf_fail message,
  * calls fn(arg, &out), then completes `f` (already RUNNING) with the result

@@ -12,10 +12,11 @@
 
 struct cf_map {
   cf_executor *ex;
-  cf_fn fn;
+  cf_fn fn;         /* the task, or NULL for ... */
+  cf_proc_fn bytes; /* ... a byte task (cf_process_pool_map_bytes) */
   cf_destroy_fn destroy;
   /* input: an array ... */
-  char *items;
+  const char *items;
   size_t n, item_size, next_index;
   /* ... or an iterator */
   cf_next_fn next;
@@ -70,9 +71,12 @@ static void refill(cf_map *m) {
         stop_input(m, CF_ENOMEM);
         break;
       }
-      int rc = m->ex->vt->submit_batch(m->ex, m->fn,
-                                       m->items + m->next_index * m->item_size,
-                                       k, m->item_size, m->destroy, outs);
+      const char *at = m->items + m->next_index * m->item_size;
+      int rc = m->bytes
+                   ? m->ex->vt->submit_batch_bytes(m->ex, m->bytes, at, k,
+                                                   m->item_size, outs)
+                   : m->ex->vt->submit_batch(m->ex, m->fn, at, k, m->item_size,
+                                             m->destroy, outs);
       if (rc == 0) {
         for (size_t i = 0; i < k; i++)
           ring_push(m, outs[i]);
@@ -101,12 +105,12 @@ static void refill(cf_map *m) {
 }
 
 static int map_new(const char *call, cf_executor *ex, cf_fn fn,
-                   const cf_map_opts *opts, size_t cap, cf_map **out,
-                   cf_map **mp) {
+                   cf_proc_fn bytes, const cf_map_opts *opts, size_t cap,
+                   cf_map **out, cf_map **mp) {
   if (!out)
     return cf__fail_at(call, CF_EINVAL, "NULL out");
   *out = NULL;
-  if (!ex || !fn)
+  if (!ex || (!fn && !bytes))
     return cf__fail_at(call, CF_EINVAL,
                        ex ? "NULL task function" : "NULL executor");
   cf_map_opts o = opts ? *opts : (cf_map_opts){0};
@@ -126,6 +130,7 @@ static int map_new(const char *call, cf_executor *ex, cf_fn fn,
     return cf__fail_at(call, CF_ENOMEM, "no memory for the map");
   m->ex = ex;
   m->fn = fn;
+  m->bytes = bytes;
   m->destroy = o.result_destroy;
   m->deadline = d;
   m->chunk = o.chunksize ? o.chunksize : 1;
@@ -164,24 +169,43 @@ static size_t default_window(cf_executor *ex) {
   return w < 16 ? 16 : w;
 }
 
-int cf_map_array(cf_executor *ex, cf_fn fn, void *items, size_t n,
-                 size_t item_size, const cf_map_opts *opts, cf_map **out) {
+/* cf_map_array of a cf_fn (fn) or of a byte task (bytes): one mechanism. */
+static int map_array(const char *call, cf_executor *ex, cf_fn fn,
+                     cf_proc_fn bytes, const void *items, size_t n,
+                     size_t item_size, const cf_map_opts *opts, cf_map **out) {
   if ((!items && n > 0) || item_size == 0 ||
       (n > 0 && item_size > SIZE_MAX / n)) {
     if (out)
       *out = NULL;
-    return CF__FAIL(CF_EINVAL, item_size == 0 ? "item_size is 0"
-                               : !items       ? "NULL items with n > 0"
-                                 : "n * item_size overflows");
+    return cf__fail_at(call, CF_EINVAL,
+                       item_size == 0 ? "item_size is 0"
+                       : !items       ? "NULL items with n > 0"
+                                      : "n * item_size overflows");
   }
   cf_map *m = NULL;
-  int rc = map_new(__func__, ex, fn, opts, n, out, &m);
+  int rc = map_new(call, ex, fn, bytes, opts, n, out, &m);
   if (rc != 0)
     return rc;
+  if (bytes && !ex->vt->submit_batch_bytes) {
+    free(m->ring);
+    free(m);
+    return cf__fail_at(call, CF_EINVAL, "the executor has no byte tasks");
+  }
   m->items = items;
   m->n = n;
   m->item_size = item_size;
-  return map_start(__func__, m, out);
+  return map_start(call, m, out);
+}
+
+int cf_map_array(cf_executor *ex, cf_fn fn, void *items, size_t n,
+                 size_t item_size, const cf_map_opts *opts, cf_map **out) {
+  return map_array(__func__, ex, fn, NULL, items, n, item_size, opts, out);
+}
+
+int cf__map_array_bytes(const char *call, cf_executor *ex, cf_proc_fn fn,
+                        const void *items, size_t n, size_t item_size,
+                        const cf_map_opts *opts, cf_map **out) {
+  return map_array(call, ex, NULL, fn, items, n, item_size, opts, out);
 }
 
 int cf_map_iter(cf_executor *ex, cf_fn fn, cf_next_fn next, void *state,
@@ -192,8 +216,8 @@ int cf_map_iter(cf_executor *ex, cf_fn fn, cf_next_fn next, void *state,
     return CF__FAIL(CF_EINVAL, "NULL next function");
   }
   cf_map *m = NULL;
-  int rc =
-      map_new(__func__, ex, fn, opts, ex ? default_window(ex) : 0, out, &m);
+  int rc = map_new(__func__, ex, fn, NULL, opts, ex ? default_window(ex) : 0,
+                   out, &m);
   if (rc != 0)
     return rc;
   m->next = next;

@@ -15,13 +15,14 @@
  *
  * Channels:
  *   parent <-> fork server: a SOCK_SEQPACKET pair. SPAWN(slot) asks for a
- *     worker; SPAWNED(slot, pid) answers with the worker's socket attached
- *     (SCM_RIGHTS); EXITED(pid, wait status) reports a death.
+ *     worker; SPAWNED(slot, pid) answers with the worker's socket and its
+ *     result area (a memfd: see run_chunk) attached (SCM_RIGHTS);
+ *     EXITED(pid, wait status) reports a death.
  *   parent <-> worker: a SOCK_STREAM pair carrying framed messages: TASK
  *     (function pointer, input bytes) one way; STARTED (a header alone,
  *     sent as the worker starts a task, with a task timeout only: the
- *     timeout counts from it),
- *     RESULT (code, output bytes or failure message) or INIT_FAILED the
+ *     timeout counts from it), RESULT (code, output bytes or failure
+ *     message; for a chunk of map items, each item's) or INIT_FAILED the
  *     other. Every frame starts with a magic number and its length is
  *     bounded (below 64 KiB inline, larger ones in a memfd no shorter than
  *     it): bytes a task scribbles on the socket are a protocol error, not
@@ -85,14 +86,32 @@
 
 #define MAX_PROC_WORKERS 256
 
-enum { KIND_VALUE = 1, KIND_BYTES = 2, KIND_CHUNK = 3 };
+/* What a task message carries: one pointer-sized value (cf_submit), one
+ * byte input (cf_process_pool_submit), or a chunk of map items, each
+ * passed to a cf_fn by pointer (KIND_CHUNK, cf_map_array) or to a
+ * cf_proc_fn as bytes (KIND_CHUNK_BYTES, cf_process_pool_map_bytes). */
+enum { KIND_VALUE = 1, KIND_BYTES = 2, KIND_CHUNK = 3, KIND_CHUNK_BYTES = 4 };
 
-/* A chunk's reply holds, per item: */
+static bool is_chunk(uint32_t kind) {
+  return kind == KIND_CHUNK || kind == KIND_CHUNK_BYTES;
+}
+
+/* A chunk's results (its reply, and the worker's result area: see
+ * run_chunk) are a table of item_result, one per item, then each item's
+ * data in item order: a failure's message (with its NUL), a byte item's
+ * output. */
 typedef struct item_result {
   int32_t code;
-  uint32_t msg_len; /* bytes of message following the table, with NUL */
+  uint32_t msg_len; /* a failure: bytes of its message in the data */
+  /* A success: the value (KIND_CHUNK), or the output's length in the data
+   * (KIND_CHUNK_BYTES). */
   uint64_t out;
 } item_result;
+
+/* The bytes of data item r has after the table. */
+static uint64_t item_data_len(uint32_t kind, const item_result *r) {
+  return r->code ? r->msg_len : kind == KIND_CHUNK_BYTES ? r->out : 0;
+}
 enum { MSG_TASK = 1, MSG_RESULT = 2, MSG_INIT_FAILED = 3, MSG_STARTED = 4 };
 enum { CTL_SPAWN = 1, CTL_SPAWNED = 2, CTL_EXITED = 3 };
 
@@ -119,7 +138,7 @@ typedef struct ctl {
 typedef struct ptask {
   struct ptask *next;
   cf_future *f;      /* KIND_VALUE, KIND_BYTES */
-  cf_future **chunk; /* KIND_CHUNK: one future per item */
+  cf_future **chunk; /* chunks: one future per item (NULL: handed on) */
   size_t count;
   uint32_t kind;
   uint64_t fn;
@@ -134,13 +153,25 @@ typedef struct ptask {
  * manager): the worker in the slot counts the tasks it has started. When
  * a worker dies, the manager compares it with the results it has read:
  * only a task that had started is blamed; the others never ran. No
- * message, no syscall: one store per task. */
+ * message, no syscall: one store per task.
+ *
+ * A chunk is blamed item by item: the worker also counts the items of
+ * its current chunk that have finished (chunk_done), having written each
+ * one's outcome to its result area, a memfd that the manager holds too
+ * (see run_chunk). When the worker dies in a chunk, the items it finished
+ * keep their outcomes (read from the area), the one it was running
+ * fails, and the ones after it are queued again: none is lost, none runs
+ * twice. Per item this costs a store to shared memory, no syscall. */
 typedef struct slot_shared {
   /* Written by the slot's worker (reset by the server before each fork),
    * read by the manager after the worker's exit report, which the worker's
-   * death orders before the read (through the kernel): relaxed. */
+   * death orders before the read (through the kernel). Stored with
+   * release, so that the compiler keeps the stores before each one ahead
+   * of it should the worker die between them (chunk_done's reset before
+   * `started`; an item's outcome before chunk_done). */
   _Atomic uint64_t started;
-  char pad[64 - sizeof(uint64_t)];
+  _Atomic uint64_t chunk_done; /* items of the running chunk finished */
+  char pad[64 - 2 * sizeof(uint64_t)];
 } slot_shared;
 
 /* Workers that die before starting any task, in a row, that break the
@@ -177,6 +208,7 @@ typedef struct pworker {
   int state;
   pid_t pid;
   int fd;
+  int area_fd; /* its result area (see run_chunk), until its exit report */
   size_t done;          /* tasks finished by this process */
   ptask *q[PIPE_DEPTH]; /* sent, oldest (running) first */
   unsigned qh, qn;
@@ -279,11 +311,17 @@ static void atfork_child(void) {
         close(*fds[k]);
         *fds[k] = -1;
       }
-    for (size_t i = 0; i < p->n; i++)
-      if (p->workers[i].fd >= 0) {
-        close(p->workers[i].fd);
-        p->workers[i].fd = -1;
+    for (size_t i = 0; i < p->n; i++) {
+      pworker *w = &p->workers[i];
+      if (w->fd >= 0) {
+        close(w->fd);
+        w->fd = -1;
       }
+      if (w->area_fd >= 0) {
+        close(w->area_fd);
+        w->area_fd = -1;
+      }
+    }
     pthread_mutex_unlock(&p->fd_mu);
   }
   pthread_mutex_unlock(&pools_mu);
@@ -577,56 +615,139 @@ static void close_other_fds(int keep1, int keep2) {
 
 /* ---- the worker process -------------------------------------------------- */
 
-/* Runs each item of a chunk (a copy of its bytes, passed by pointer) and
- * sends one reply: a table of item_result, then the failure messages. */
-static void run_chunk(int sock, const wire *h, const void *in) {
+/* A worker's result area: a memfd made by the fork server for each worker,
+ * which the manager holds too (it comes with the worker's socket). The
+ * worker maps it (MAP_SHARED) and writes each chunk's results into it,
+ * item by item, then sends them from there as the chunk's reply. Should
+ * the worker die in a chunk, the manager maps the area and reads the
+ * items that finished (slot_shared.chunk_done says how many): written
+ * before each item's count, their outcomes survive the worker.
+ *
+ * Why not a message per item: a send per item would cost a syscall each
+ * (a map moves ~2 M items/s here, far less than a syscall's worth each);
+ * the area costs plain stores. The area grows to one chunk's results and
+ * shrinks back after a chunk that made it larger than AREA_KEEP: memory
+ * stays bounded by the largest chunk's reply, which the worker sent
+ * anyway. */
+#define AREA_MIN  (64 * 1024)
+#define AREA_KEEP (1024 * 1024)
+
+typedef struct area {
+  int fd;
+  char *base; /* mapped, cap bytes (the memfd's size); NULL: none yet */
+  size_t cap;
+} area;
+
+/* Makes the area at least `need` bytes long; false if it cannot. */
+static bool area_reserve(area *a, size_t need) {
+  if (need <= a->cap)
+    return true;
+  size_t cap = a->cap ? a->cap : AREA_MIN;
+  while (cap < need)
+    cap = cap > SIZE_MAX / 2 ? need : 2 * cap;
+  if (ftruncate(a->fd, (off_t)cap) != 0)
+    return false;
+  void *b = a->base
+                ? mremap(a->base, a->cap, cap, MREMAP_MAYMOVE)
+                : mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, a->fd, 0);
+  if (b == MAP_FAILED)
+    return false; /* the memfd stays longer than the mapping: harmless */
+  a->base = b;
+  a->cap = cap;
+  return true;
+}
+
+/* After a chunk: an area grown past AREA_KEEP gives its memory back. */
+static void area_trim(area *a) {
+  if (a->cap <= AREA_KEEP)
+    return;
+  munmap(a->base, a->cap);
+  a->base = NULL;
+  a->cap = 0;
+  if (ftruncate(a->fd, 0) != 0)
+    _exit(0); /* cannot happen to a memfd we own; never leave it big */
+}
+
+/* Runs each item of a chunk (a copy of its bytes: passed by pointer to a
+ * cf_fn, or as bytes to a cf_proc_fn), writing each item's outcome to the
+ * area and counting it in sh->chunk_done as it finishes, then sends the
+ * area's contents as the chunk's reply. */
+static void run_chunk(int sock, const wire *h, const void *in, area *a,
+                      slot_shared *sh) {
   uint64_t count = 0, size = 0;
   if (h->len >= 16) {
     memcpy(&count, in, 8);
     memcpy(&size, (const char *)in + 8, 8);
   }
-  cf_fn fn = (cf_fn)(uintptr_t)h->fn;
-  item_result *table = calloc(count ? count : 1, sizeof *table);
-  char **msgs = calloc(count ? count : 1, sizeof *msgs);
-  size_t msg_total = 0;
-  for (uint64_t i = 0; table && msgs && i < count; i++) {
-    void *item = (char *)in + 16 + i * size, *out = NULL;
+  bool bytes = h->kind == KIND_CHUNK_BYTES;
+  cf_fn fn = bytes ? NULL : (cf_fn)(uintptr_t)h->fn;
+  cf_proc_fn pfn = bytes ? (cf_proc_fn)(uintptr_t)h->fn : NULL;
+  wire r = {.type = MSG_RESULT, .kind = h->kind};
+  size_t tlen = 0;
+  if (h->len < 16 || (size && count > (h->len - 16) / size) ||
+      count > SIZE_MAX / sizeof(item_result))
+    r.code = CF_EINVAL; /* not a chunk the manager made */
+  else if (!area_reserve(a, tlen = count * sizeof(item_result)))
+    r.code = CF_ENOMEM; /* every item fails; none ran */
+  size_t used = tlen;
+  for (uint64_t i = 0; r.code == 0 && i < count; i++) {
+    const char *item = (const char *)in + 16 + i * size;
+    item_result rec = {0};
+    cf_buf b = {0};
+    char *msg = NULL;
+    const void *data = NULL;
+    size_t dlen = 0;
     cf__fail_clear();
-    table[i].code = fn(item, &out);
-    if (table[i].code == 0) {
-      table[i].out = (uint64_t)(uintptr_t)out;
-    } else if ((msgs[i] = cf__fail_take_message())) {
-      table[i].msg_len = (uint32_t)strlen(msgs[i]) + 1;
-      msg_total += table[i].msg_len;
-    }
-  }
-  wire r = {.type = MSG_RESULT, .kind = KIND_CHUNK};
-  size_t tlen = count * sizeof *table;
-  char *payload = table && msgs ? malloc(tlen + msg_total + 1) : NULL;
-  if (payload) {
-    memcpy(payload, table, tlen);
-    size_t off = tlen;
-    for (uint64_t i = 0; i < count; i++)
-      if (msgs[i]) {
-        memcpy(payload + off, msgs[i], table[i].msg_len);
-        off += table[i].msg_len;
+    if (bytes) {
+      rec.code = pfn(item, size, &b);
+      if (rec.code == 0 && b.data) {
+        data = b.data;
+        dlen = b.len;
       }
-    r.len = off;
-  } else {
-    r.code = CF_ENOMEM;
+      rec.out = dlen;
+    } else {
+      void *out = NULL;
+      rec.code = fn((void *)item, &out);
+      rec.out = rec.code == 0 ? (uint64_t)(uintptr_t)out : 0;
+    }
+    if (rec.code != 0) {
+      rec.out = 0;
+      if ((msg = cf__fail_take_message())) {
+        size_t ml = strlen(msg) + 1;
+        data = msg;
+        dlen = ml < UINT32_MAX ? ml : 0;
+        rec.msg_len = (uint32_t)dlen;
+      }
+    }
+    if (dlen && !area_reserve(a, used + dlen)) {
+      /* No room for its output or message: the item fails (a failure
+       * loses its message only). */
+      if (rec.code == 0)
+        rec.code = CF_ENOMEM;
+      rec.out = 0;
+      rec.msg_len = 0;
+      dlen = 0;
+    }
+    if (dlen)
+      memcpy(a->base + used, data, dlen);
+    used += dlen;
+    memcpy(a->base + i * sizeof rec, &rec, sizeof rec);
+    free(msg);
+    free(b.data);
+    /* see slot_shared: publishes the item's outcome, written above, to a
+     * manager that reads the area after this worker's death (acquire
+     * there, in chunk_salvage) */
+    atomic_store_explicit(&sh->chunk_done, i + 1, memory_order_release);
   }
-  for (uint64_t i = 0; msgs && i < count; i++)
-    free(msgs[i]);
-  free(msgs);
-  free(table);
-  int src = send_msg(sock, &r, payload);
+  r.len = r.code == 0 ? used : 0;
+  int src = send_msg(sock, &r, a->base);
   if (src == SEND_LOCAL) {
-    wire f = {.type = MSG_RESULT, .kind = KIND_CHUNK, .code = CF_ESYS};
+    wire f = {.type = MSG_RESULT, .kind = h->kind, .code = CF_ESYS};
     src = send_msg(sock, &f, NULL);
   }
   if (src)
     _exit(0);
-  free(payload);
+  area_trim(a);
 }
 
 /* Polls fd for input for up to `ns` before the caller blocks: a warm
@@ -644,8 +765,10 @@ static bool spin_for_input(int fd, uint64_t ns) {
 
 #define SPIN_NS 50000u
 
-static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o,
+static _Noreturn void worker_main(int sock, int area_fd,
+                                  const cf_process_pool_opts *o,
                                   slot_shared *sh) {
+  area a = {.fd = area_fd};
   if (o->initializer && o->initializer(o->initarg) != 0) {
     wire h = {.type = MSG_INIT_FAILED};
     send_msg(sock, &h, NULL);
@@ -661,7 +784,11 @@ static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o,
       _exit(0); /* the parent hung up: shutdown */
     /* see slot_shared */
     uint64_t k = atomic_load_explicit(&sh->started, memory_order_relaxed);
-    atomic_store_explicit(&sh->started, k + 1, memory_order_relaxed);
+    atomic_store_explicit(&sh->chunk_done, 0, memory_order_relaxed);
+    /* keeps chunk_done's reset ahead of the start, should the worker die
+     * in between (see slot_shared): a chunk must not be credited with
+     * the last one's items */
+    atomic_store_explicit(&sh->started, k + 1, memory_order_release);
     if (rrc == RECV_LOCAL) {
       /* No memory or descriptor for the input here: the task fails and
        * says why; the worker goes on. */
@@ -672,7 +799,7 @@ static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o,
       wire f = {.type = MSG_RESULT,
                 .kind = h.kind,
                 .code = errno == ENOMEM ? CF_ENOMEM : CF_ESYS};
-      f.len = h.kind == KIND_CHUNK ? 0 : strlen(why) + 1;
+      f.len = is_chunk(h.kind) ? 0 : strlen(why) + 1;
       if (send_msg(sock, &f, why))
         _exit(0);
       continue;
@@ -687,8 +814,8 @@ static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o,
     void *payload = NULL;
     char *msg = NULL;
     cf__fail_clear();
-    if (h.kind == KIND_CHUNK) {
-      run_chunk(sock, &h, in);
+    if (is_chunk(h.kind)) {
+      run_chunk(sock, &h, in, &a, sh);
       payload_free(&h, in);
       if (o->max_tasks_per_child && ++done >= o->max_tasks_per_child)
         _exit(0);
@@ -747,25 +874,27 @@ static _Noreturn void worker_main(int sock, const cf_process_pool_opts *o,
 
 /* ---- the fork server ----------------------------------------------------- */
 
-/* flags: 0 in the fork server (it may block: the manager always drains),
+/* Sends c with the descriptors pass[0..npass) attached (npass: 0 to 2).
+ * flags: 0 in the fork server (it may block: the manager always drains),
  * MSG_DONTWAIT in the manager, which must never block on the server (both
  * blocking on full queues would deadlock). */
-static int send_ctl(int fd, const ctl *c, int pass_fd, int flags) {
+static int send_ctl(int fd, const ctl *c, const int *pass, size_t npass,
+                    int flags) {
   struct iovec iov = {.iov_base = (void *)c, .iov_len = sizeof *c};
   union {
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(2 * sizeof(int))];
     struct cmsghdr align;
   } u;
   struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (pass_fd >= 0) {
+  if (npass > 0) {
     memset(&u, 0, sizeof u);
     m.msg_control = u.buf;
-    m.msg_controllen = sizeof u.buf;
+    m.msg_controllen = CMSG_SPACE(npass * sizeof(int));
     struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
     cm->cmsg_level = SOL_SOCKET;
     cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
+    cm->cmsg_len = CMSG_LEN(npass * sizeof(int));
+    memcpy(CMSG_DATA(cm), pass, npass * sizeof(int));
   }
   ssize_t w;
   do
@@ -774,26 +903,38 @@ static int send_ctl(int fd, const ctl *c, int pass_fd, int flags) {
   return w == (ssize_t)sizeof *c ? 0 : -1;
 }
 
-/* Returns bytes read (0 at end-of-file, -1 on error); *got_fd or -1. */
-static ssize_t recv_ctl(int fd, ctl *c, int *got_fd, int flags) {
+/* Returns bytes read (0 at end-of-file, -1 on error); got[0..2): the
+ * descriptors that came with it, in order, or -1. */
+static ssize_t recv_ctl(int fd, ctl *c, int got[2], int flags) {
   struct iovec iov = {.iov_base = c, .iov_len = sizeof *c};
   union {
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(2 * sizeof(int))];
     struct cmsghdr align;
   } u;
   struct msghdr m = {.msg_iov = &iov,
                      .msg_iovlen = 1,
                      .msg_control = u.buf,
                      .msg_controllen = sizeof u.buf};
-  *got_fd = -1;
+  got[0] = got[1] = -1;
+  size_t ngot = 0;
   ssize_t r;
   do
     r = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | flags);
   while (r < 0 && errno == EINTR);
   for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); r > 0 && cm;
-       cm = CMSG_NXTHDR(&m, cm))
-    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-      memcpy(got_fd, CMSG_DATA(cm), sizeof(int));
+       cm = CMSG_NXTHDR(&m, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+      continue;
+    size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t j = 0; j < k; j++) {
+      int one;
+      memcpy(&one, CMSG_DATA(cm) + j * sizeof(int), sizeof one);
+      if (ngot < 2)
+        got[ngot++] = one;
+      else
+        close(one); /* more than a message carries */
+    }
+  }
   return r;
 }
 
@@ -916,13 +1057,13 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
       ctl c = {.op = CTL_EXITED, .pid = pid, .status = status};
-      send_ctl(ctl_fd, &c, -1, 0);
+      send_ctl(ctl_fd, &c, NULL, 0, 0);
     }
     if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
       continue;
     ctl c;
-    int unused;
-    if (recv_ctl(ctl_fd, &c, &unused, 0) <= 0) {
+    int unused[2];
+    if (recv_ctl(ctl_fd, &c, unused, 0) <= 0) {
       /* The parent is done with us: let the workers finish (their sockets
        * are closed, so they exit), reap them, leave. */
       while (waitpid(-1, &status, 0) > 0)
@@ -933,11 +1074,16 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
       continue;
     /* The slot's previous worker has exited (its report came first). */
     atomic_store_explicit(&shared[c.slot].started, 0, memory_order_relaxed);
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
+    atomic_store_explicit(&shared[c.slot].chunk_done, 0, memory_order_relaxed);
+    int sv[2] = {-1, -1};
+    /* the worker's result area: see run_chunk */
+    int afd = memfd_create("cfutures-results", MFD_CLOEXEC);
+    if (afd < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
       ctl fail = {.op = CTL_SPAWNED, .slot = c.slot, .pid = -1};
       fail.status = errno;
-      send_ctl(ctl_fd, &fail, -1, 0); /* the manager will ask again */
+      if (afd >= 0)
+        close(afd);
+      send_ctl(ctl_fd, &fail, NULL, 0, 0); /* the manager will ask again */
       continue;
     }
     pid_t server = getpid();
@@ -955,15 +1101,18 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
       close(sfd);
       close(sv[0]);
       sigprocmask(SIG_UNBLOCK, &chld, NULL);
-      worker_main(high_fd(sv[1]), o, &shared[c.slot]);
+      int sock = high_fd(sv[1]);
+      worker_main(sock, high_fd(afd), o, &shared[c.slot]);
     }
     close(sv[1]);
     ctl reply = {.op = CTL_SPAWNED,
                  .slot = c.slot,
                  .pid = pid > 0 ? pid : -1,
                  .status = pid > 0 ? 0 : fork_errno};
-    send_ctl(ctl_fd, &reply, pid > 0 ? sv[0] : -1, 0);
+    int pass[2] = {sv[0], afd};
+    send_ctl(ctl_fd, &reply, pass, pid > 0 ? 2 : 0, 0);
     close(sv[0]);
+    close(afd);
   }
 }
 
@@ -1020,6 +1169,15 @@ static cf_future **task_futures(ptask *t, size_t *n) {
   return t->chunk ? t->chunk : &t->f;
 }
 
+/* Fails the futures fs[0..n) with code and a copy of msg each. */
+static void fail_futures(cf_future **fs, size_t n, int code, const char *msg) {
+  for (size_t i = 0; i < n; i++) {
+    char *m = msg ? strdup(msg) : NULL;
+    if (fs[i] && cf__future_complete(fs[i], code, NULL, NULL, m) != 0)
+      free(m);
+  }
+}
+
 static void fail_task(ptask *t, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void fail_task(ptask *t, int code, const char *fmt, ...) {
@@ -1030,12 +1188,60 @@ static void fail_task(ptask *t, int code, const char *fmt, ...) {
   va_end(ap);
   size_t n;
   cf_future **fs = task_futures(t, &n);
-  for (size_t i = 0; i < n; i++) {
-    char *m = strdup(msg);
-    if (cf__future_complete(fs[i], code, NULL, NULL, m) != 0)
-      free(m);
-  }
+  fail_futures(fs, n, code, msg);
   task_free(t);
+}
+
+/* Completes items [0, k) of chunk t from its results res[0..len) (a
+ * reply, or the area of a worker that died: see run_chunk). An item whose
+ * data lies past len fails: its outcome is lost, but it ran. */
+static void complete_items(ptask *t, const char *res, size_t len, size_t k) {
+  size_t off = t->count * sizeof(item_result);
+  for (size_t i = 0; i < k; i++) {
+    cf_future *f = t->chunk[i];
+    item_result rec;
+    uint64_t dlen = 0;
+    bool ok = off <= len;
+    if (ok) {
+      memcpy(&rec, res + i * sizeof rec, sizeof rec);
+      dlen = item_data_len(t->kind, &rec);
+      ok = dlen <= len - off;
+    }
+    if (!ok) {
+      off = len + 1; /* and every later one */
+      char *m = strdup("the worker's report of this item's result was cut "
+                       "short or overran its result area");
+      if (cf__future_complete(f, CF_EBROKEN, NULL, NULL, m) != 0)
+        free(m);
+      continue;
+    }
+    const char *data = res + off;
+    off += dlen;
+    if (rec.code != 0) {
+      char *m = dlen ? strndup(data, dlen) : NULL;
+      if (cf__future_complete(f, rec.code, NULL, NULL, m) != 0)
+        free(m);
+    } else if (t->kind == KIND_CHUNK) {
+      void *out = (void *)(uintptr_t)rec.out;
+      if (cf__future_complete(f, 0, out, t->destroy, NULL) != 0 && t->destroy)
+        t->destroy(out);
+    } else {
+      /* A byte item's output: its own copy, for its own future. */
+      result_buf *b = malloc(sizeof *b);
+      void *copy = dlen ? malloc(dlen) : NULL;
+      if (!b || (dlen && !copy)) {
+        free(b);
+        free(copy);
+        cf__future_complete(f, CF_ENOMEM, NULL, NULL, NULL);
+        continue;
+      }
+      if (dlen)
+        memcpy(copy, data, dlen);
+      *b = (result_buf){.b = {.data = copy, .len = dlen}, .mapped = false};
+      if (cf__future_complete(f, 0, &b->b, buf_free, NULL) != 0)
+        buf_free(b);
+    }
+  }
 }
 
 static void complete_chunk(ptask *t, const wire *r, void *payload) {
@@ -1046,24 +1252,7 @@ static void complete_chunk(ptask *t, const wire *r, void *payload) {
               "the worker could not report the chunk's results");
     return;
   }
-  const item_result *table = payload;
-  size_t off = tlen;
-  for (size_t i = 0; i < t->count; i++) {
-    cf_future *f = t->chunk[i];
-    if (table[i].code == 0) {
-      void *out = (void *)(uintptr_t)table[i].out;
-      if (cf__future_complete(f, 0, out, t->destroy, NULL) != 0 && t->destroy)
-        t->destroy(out);
-      continue;
-    }
-    char *m = NULL;
-    if (table[i].msg_len && off + table[i].msg_len <= r->len) {
-      m = strndup((char *)payload + off, table[i].msg_len);
-      off += table[i].msg_len;
-    }
-    if (cf__future_complete(f, table[i].code, NULL, NULL, m) != 0)
-      free(m);
-  }
+  complete_items(t, payload, r->len, t->count);
   payload_free(r, payload);
   task_free(t);
 }
@@ -1114,7 +1303,7 @@ static void describe_death(int status, char *out, size_t n) {
 static void spawn(ppool *p, size_t slot) {
   ctl c = {.op = CTL_SPAWN, .slot = (uint32_t)slot};
   p->workers[slot].state =
-      send_ctl(p->ctl_fd, &c, -1, MSG_DONTWAIT) ? W_NONE : W_SPAWNING;
+      send_ctl(p->ctl_fd, &c, NULL, 0, MSG_DONTWAIT) ? W_NONE : W_SPAWNING;
 }
 
 static ptask *pop_pending(ppool *p) {
@@ -1131,10 +1320,16 @@ static ptask *pop_pending(ppool *p) {
 }
 
 /* Puts tasks that a dead worker never started back at the queue's head,
- * in their order. */
-static void requeue_front(ppool *p, pworker *w) {
+ * in their order, after `rest` (the end of the chunk it died in, or
+ * NULL). */
+static void requeue_front(ppool *p, pworker *w, ptask *rest) {
   ptask *first = NULL, **tail = &first, *last = NULL;
   size_t k = 0;
+  if (rest) {
+    first = last = rest;
+    tail = &rest->next;
+    k++;
+  }
   while (w->qn) {
     last = inflight_pop(w);
     *tail = last;
@@ -1346,6 +1541,77 @@ static void worker_fault(ppool *p, pworker *w, const char *fault) {
 
 static void on_worker_ready(ppool *p, pworker *w);
 
+/* Chunk t's worker (in `slot`) died while running it: completes the items
+ * it finished, from its result area, and returns their count k (item k,
+ * if any, was running; the later ones never started). If the area cannot
+ * be read here, the finished items fail: they ran, and must not run
+ * again. */
+static size_t chunk_salvage(ppool *p, size_t slot, ptask *t) {
+  pworker *w = &p->workers[slot];
+  /* pairs with the worker's release stores (see slot_shared): what it
+   * wrote to the area before counting an item is there */
+  uint64_t k =
+      atomic_load_explicit(&p->shared[slot].chunk_done, memory_order_acquire);
+  if (k > t->count)
+    k = t->count; /* only a task scribbling on shared memory does this */
+  if (k == 0)
+    return 0;
+  struct stat st;
+  void *res = MAP_FAILED;
+  if (w->area_fd >= 0 && fstat(w->area_fd, &st) == 0 && st.st_size > 0)
+    res = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, w->area_fd, 0);
+  if (res == MAP_FAILED) {
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "worker %d died after this item finished, and its result "
+             "could not be read (%s)",
+             w->pid, strerror(errno));
+    fail_futures(t->chunk, k, CF_EBROKEN, msg);
+    return k;
+  }
+  complete_items(t, res, (size_t)st.st_size, k);
+  munmap(res, (size_t)st.st_size);
+  return k;
+}
+
+/* A new chunk of t's items [from, count), taking over their futures, for
+ * the queue; NULL if there is no memory (then they fail: never lost). */
+static ptask *chunk_rest(ptask *t, size_t from) {
+  size_t n = t->count - from;
+  uint64_t sz; /* the item size, from the chunk's header (see submit_chunk) */
+  memcpy(&sz, (const char *)t->data + 8, 8);
+  size_t size = (size_t)sz;
+  ptask *r = calloc(1, sizeof *r);
+  cf_future **fs = malloc(n * sizeof *fs);
+  char *data = malloc(16 + n * size);
+  if (!r || !fs || !data) {
+    free(r);
+    free(fs);
+    free(data);
+    fail_futures(t->chunk + from, n, CF_ENOMEM,
+                 "no memory to queue again the items of a chunk after its "
+                 "worker died (they had not started)");
+    return NULL;
+  }
+  uint64_t c = n;
+  memcpy(data, &c, 8);
+  memcpy(data + 8, &sz, 8);
+  memcpy(data + 16, (const char *)t->data + 16 + from * size, n * size);
+  for (size_t i = 0; i < n; i++) {
+    fs[i] = t->chunk[from + i];
+    t->chunk[from + i] = NULL;
+  }
+  *r = (ptask){.kind = t->kind,
+               .fn = t->fn,
+               .chunk = fs,
+               .count = n,
+               .data = data,
+               .len = 16 + n * size,
+               .mfd = -1,
+               .destroy = t->destroy};
+  return r;
+}
+
 static void on_exit_report(ppool *p, pid_t pid, int status) {
   for (size_t i = 0; i < p->n; i++) {
     pworker *w = &p->workers[i];
@@ -1366,21 +1632,41 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
         atomic_load_explicit(&p->shared[i].started, memory_order_relaxed);
     char how[96];
     describe_death(status, how, sizeof how);
+    ptask *rest = NULL;
     if (w->qn && started > w->done) {
       ptask *t = inflight_pop(w);
+      char why[256];
+      int code = w->timed_out ? CF_ETIMEDOUT : CF_EBROKEN;
       if (w->timed_out)
-        fail_task(t, CF_ETIMEDOUT,
-                  "worker %d ran past the task timeout and was killed", pid);
+        snprintf(why, sizeof why,
+                 "worker %d ran past the task timeout and was killed", pid);
       else if (w->fault)
-        fail_task(t, CF_EBROKEN,
-                  "worker %d sent %s while running the task (protocol "
-                  "error) and was killed",
-                  pid, w->fault);
+        snprintf(why, sizeof why,
+                 "worker %d sent %s while running the task (protocol "
+                 "error) and was killed",
+                 pid, w->fault);
       else
-        fail_task(t, CF_EBROKEN, "worker %d %s while running the task", pid,
-                  how);
+        snprintf(why, sizeof why, "worker %d %s while running the task", pid,
+                 how);
+      if (t->chunk) {
+        /* Item by item: those that finished keep their outcomes, the one
+         * running fails, the others go back to the queue. */
+        size_t k = chunk_salvage(p, i, t);
+        if (k < t->count)
+          fail_futures(t->chunk + k, 1, code, why);
+        if (k + 1 < t->count)
+          rest = chunk_rest(t, k + 1);
+        task_free(t);
+      } else {
+        fail_task(t, code, "%s", why);
+      }
     }
-    requeue_front(p, w); /* the rest never started */
+    pthread_mutex_lock(&p->fd_mu);
+    if (w->area_fd >= 0)
+      close(w->area_fd);
+    w->area_fd = -1;
+    pthread_mutex_unlock(&p->fd_mu);
+    requeue_front(p, w, rest); /* the rest never started */
     bool early = started == 0 && !w->timed_out && !w->fault;
     w->state = W_NONE;
     w->fault = NULL;
@@ -1770,16 +2056,21 @@ static void *manager_main(void *arg) {
     bool server_gone = false;
     while (!server_gone && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
       ctl c;
-      int fd;
-      /* A worker's socket may come with it: recorded before a fork. */
+      int fd[2];
+      /* A worker's socket and result area may come with it: recorded
+       * before a fork. */
       pthread_mutex_lock(&p->fd_mu);
-      ssize_t r = recv_ctl(p->ctl_fd, &c, &fd, MSG_DONTWAIT);
-      bool keep =
-          r > 0 && fd >= 0 && c.op == CTL_SPAWNED && c.slot < p->n && c.pid > 0;
-      if (keep)
-        p->workers[c.slot].fd = fd;
-      else if (fd >= 0)
-        close(fd);
+      ssize_t r = recv_ctl(p->ctl_fd, &c, fd, MSG_DONTWAIT);
+      bool keep = r > 0 && fd[0] >= 0 && fd[1] >= 0 && c.op == CTL_SPAWNED &&
+                  c.slot < p->n && c.pid > 0;
+      if (keep) {
+        p->workers[c.slot].fd = fd[0];
+        p->workers[c.slot].area_fd = fd[1];
+      } else {
+        for (int k = 0; k < 2; k++)
+          if (fd[k] >= 0)
+            close(fd[k]);
+      }
       pthread_mutex_unlock(&p->fd_mu);
       if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         break;
@@ -1829,6 +2120,10 @@ static void *manager_main(void *arg) {
     if (p->workers[i].fd >= 0) {
       close(p->workers[i].fd);
       p->workers[i].fd = -1;
+    }
+    if (p->workers[i].area_fd >= 0) {
+      close(p->workers[i].area_fd);
+      p->workers[i].area_fd = -1;
     }
     rx_reset(&p->workers[i]);
   }
@@ -1893,12 +2188,12 @@ static int enqueue(ppool *p, uint32_t kind, uint64_t fn, const void *data,
   return 0;
 }
 
-/* One message for `count` map items: each item's bytes are copied, and the
- * task gets a pointer to its copy in the worker. */
-static int pp_submit_batch(cf_executor *ex, cf_fn fn, const void *items,
-                           size_t count, size_t item_size,
-                           cf_destroy_fn destroy, cf_future **outs) {
-  ppool *p = (ppool *)ex;
+/* One message for `count` map items (a chunk of `kind`): each item's
+ * bytes are copied; in the worker the task gets a pointer to its copy
+ * (KIND_CHUNK) or the bytes (KIND_CHUNK_BYTES). */
+static int submit_chunk(ppool *p, uint32_t kind, uint64_t fn, const void *items,
+                        size_t count, size_t item_size, cf_destroy_fn destroy,
+                        cf_future **outs) {
   if (count == 0)
     return 0;
   if (item_size > (SIZE_MAX - 16) / count)
@@ -1922,9 +2217,9 @@ static int pp_submit_batch(cf_executor *ex, cf_fn fn, const void *items,
   memcpy(data, &c, 8);
   memcpy(data + 8, &sz, 8);
   memcpy(data + 16, items, count * item_size);
-  t->kind = KIND_CHUNK;
+  t->kind = kind;
   t->mfd = -1;
-  t->fn = (uint64_t)(uintptr_t)fn;
+  t->fn = fn;
   t->data = data;
   t->len = len;
   t->destroy = destroy;
@@ -1939,6 +2234,20 @@ static int pp_submit_batch(cf_executor *ex, cf_fn fn, const void *items,
       outs[i] = NULL;
     }
   return rc;
+}
+
+static int pp_submit_batch(cf_executor *ex, cf_fn fn, const void *items,
+                           size_t count, size_t item_size,
+                           cf_destroy_fn destroy, cf_future **outs) {
+  return submit_chunk((ppool *)ex, KIND_CHUNK, (uint64_t)(uintptr_t)fn, items,
+                      count, item_size, destroy, outs);
+}
+
+static int pp_submit_batch_bytes(cf_executor *ex, cf_proc_fn fn,
+                                 const void *items, size_t count,
+                                 size_t item_size, cf_future **outs) {
+  return submit_chunk((ppool *)ex, KIND_CHUNK_BYTES, (uint64_t)(uintptr_t)fn,
+                      items, count, item_size, NULL, outs);
 }
 
 static int pp_submit(cf_executor *ex, cf_fn fn, void *arg,
@@ -2027,6 +2336,7 @@ static const struct cf_executor_vt pp_vt = {
     .name = "process_pool",
     .submit = pp_submit,
     .submit_batch = pp_submit_batch,
+    .submit_batch_bytes = pp_submit_batch_bytes,
     .shutdown = pp_shutdown,
     .destroy = pp_destroy,
     .default_window = pp_window,
@@ -2034,6 +2344,19 @@ static const struct cf_executor_vt pp_vt = {
 
 size_t cf_process_pool_size(const cf_executor *ex) {
   return ex && ex->vt == &pp_vt ? ((const ppool *)ex)->n : 0;
+}
+
+int cf_process_pool_map_bytes(cf_executor *ex, cf_proc_fn fn, const void *items,
+                              size_t n, size_t item_size,
+                              const cf_map_opts *opts, cf_map **out) {
+  if (out)
+    *out = NULL;
+  if (ex && cf_process_pool_size(ex) == 0)
+    return CF__FAIL(CF_EINVAL, "not a process pool");
+  if (opts && opts->result_destroy)
+    return CF__FAIL(CF_EINVAL, "result_destroy is set: the map owns each "
+                               "item's cf_buf");
+  return cf__map_array_bytes(__func__, ex, fn, items, n, item_size, opts, out);
 }
 
 int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
@@ -2081,7 +2404,7 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
                                       : "no memory for the workers' tables");
   }
   for (size_t i = 0; i < n; i++)
-    p->workers[i].fd = -1;
+    p->workers[i].fd = p->workers[i].area_fd = -1;
   pool_register(p); /* for the fork handlers */
   /* The manager runs with every signal blocked: the host's signals go to
    * the host's threads, and the fork server it forks starts with no

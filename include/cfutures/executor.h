@@ -75,8 +75,10 @@ typedef struct cf_map_opts {
    * exceeds CF_MAP_MAX_WINDOW: then that many). At most CF_MAP_MAX_WINDOW,
    * else CF_EINVAL. */
   size_t window;
-  /* Items per message for process pools (0 or 1: one per item). Ignored by
-   * the thread pool. At most CF_MAP_MAX_WINDOW, else CF_EINVAL. */
+  /* Items per message for process pools (0 or 1: one per item), for
+   * cf_map_array and cf_process_pool_map_bytes; each item keeps its own
+   * outcome (see process_pool.h). Ignored by the thread pool and by
+   * cf_map_iter. At most CF_MAP_MAX_WINDOW, else CF_EINVAL. */
   size_t chunksize;
   /* Destroy function for each task result (may be NULL). */
   cf_destroy_fn result_destroy;

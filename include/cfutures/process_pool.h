@@ -6,12 +6,31 @@
  * pointers stay valid in workers (same program image); data does not: a
  * task's input and output travel as bytes.
  *
+ * Tasks and maps: two shapes, one story. A value task is a cf_fn (the
+ * shape every executor runs): cf_submit passes it a pointer-sized value and
+ * gets one back (an integer, or a pointer into data that existed before
+ * the pool); cf_map_array passes it a pointer to the worker's copy of an
+ * item's bytes, and gets a pointer-sized value back per item. A byte task
+ * is a cf_proc_fn: bytes in, a cf_buf of bytes out, of any size;
+ * cf_process_pool_submit runs one, cf_process_pool_map_bytes maps one over
+ * an array (a result too big for a pointer, a 128-bit sum say, needs this
+ * shape). Both maps are the same mechanism (executor/map.c): results in
+ * input order through cf_map_next, opts.chunksize items per message, and
+ * each item with its own outcome: a chunk whose worker dies keeps the
+ * results of the items that finished (each worker writes them, item by
+ * item, to a memory area it shares with the manager), fails the item that
+ * was running, and queues the items after it again; none runs twice.
+ * With a task timeout or max_tasks_per_child, a chunk counts as one task
+ * (the timeout covers the whole chunk; the item running at the kill fails
+ * with CF_ETIMEDOUT, the later ones are queued again).
+ *
  * A worker that dies (a crash, SIGKILL, exit() inside a task) never hangs
- * anyone: the future it was running fails with CF_EBROKEN and a message
- * naming the signal, the exit status or the protocol error (a task that
- * writes garbage on its worker's socket: the worker is killed), a
- * replacement worker is forked, and the other futures complete normally
- * (those sent to the dead worker but not started are sent again). Five
+ * anyone: the future it was running (in a chunk: the item) fails with
+ * CF_EBROKEN and a message naming the signal, the exit status or the
+ * protocol error (a task that writes garbage on its worker's socket: the
+ * worker is killed), a replacement worker is forked, and the other futures
+ * complete normally (tasks and items sent to the dead worker but not
+ * started are sent again). Five
  * workers in a row dying before they start any task (a crashing initializer)
  * break the pool. A task whose bytes cannot be passed for want of resources
  * (EMFILE or ENOMEM for a memfd or a mapping) fails alone, with CF_ESYS or
@@ -107,8 +126,8 @@ typedef struct cf_process_pool_opts {
  * and so does the task's *out (the result_destroy of cf_submit_with runs
  * in the parent on that value). cf_map_array copies each item's bytes to
  * the worker, which passes fn a pointer to its copy, and sends
- * opts.chunksize items per message (each item still gets its own future
- * and outcome); cf_map_iter items travel as values. */
+ * opts.chunksize items per message, each with its own outcome (see "Tasks
+ * and maps" above); cf_map_iter items travel as values, one per message. */
 CF_API int cf_process_pool_new(const cf_process_pool_opts *opts,
                                cf_executor **out);
 
@@ -125,6 +144,25 @@ CF_API int cf_process_pool_new(const cf_process_pool_opts *opts,
 CF_API int cf_process_pool_submit(cf_executor *ex, cf_proc_fn fn,
                                   const void *data, size_t len,
                                   cf_future **out);
+
+/* Maps the byte task fn over items[0..n), item i being the item_size
+ * bytes at items + i * item_size: in a worker, fn(item, item_size, &buf)
+ * runs over a copy of them. cf_map_array's machinery (executor/map.c), for
+ * byte tasks: opts as for cf_map_array (opts may be NULL; chunksize items
+ * per message, see "Tasks and maps" above; result_destroy must be NULL),
+ * the caller keeps `items` alive until cf_map_free, and cf_map_next yields
+ * each item's result in input order as a `cf_buf *` lent by the map
+ * (valid until the next cf_map_next or cf_map_free; its data is malloc'd
+ * and owned by the map: read or write it, do not free it), or the item's
+ * failure (cf_map_error). Returns 0 and *out; CF_EINVAL (NULL ex/fn/out,
+ * ex not a process pool, NULL items with n > 0, item_size 0, n * item_size
+ * overflowing, result_destroy set, NaN timeout, window or chunksize above
+ * CF_MAP_MAX_WINDOW), CF_ESHUTDOWN, CF_EBROKEN, CF_ENOMEM; on error *out is
+ * NULL and fn never runs. */
+CF_API int cf_process_pool_map_bytes(cf_executor *ex, cf_proc_fn fn,
+                                     const void *items, size_t n,
+                                     size_t item_size, const cf_map_opts *opts,
+                                     cf_map **out);
 
 /* The worker count; 0 for NULL or another executor. */
 CF_API size_t cf_process_pool_size(const cf_executor *ex);
