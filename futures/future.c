@@ -117,6 +117,12 @@ void cf_future_unref(cf_future *f) {
   if ((s & CF__STATE_MASK) == CF_FINISHED && f->code == 0 && f->destroy)
     f->destroy(f->value);
   free(f->message);
+  /* Listeners of a future that was never completed: never to run. */
+  for (cf__listener *l = f->listeners, *next; l; l = next) {
+    next = l->next;
+    if (l->discard)
+      l->discard(l);
+  }
   f->magic = CF__FUTURE_DEAD;
   if (f->dealloc)
     f->dealloc(f);
@@ -344,6 +350,10 @@ typedef struct callback_node {
   void *arg;
 } callback_node;
 
+static void free_node(cf__listener *l) {
+  cf__free(l, sizeof(callback_node));
+}
+
 /* Reports a failed done-callback by its name (when the dynamic linker
  * knows it), its address and its future's. */
 static void run_callback(cf_done_fn fn, cf_future *f, void *arg) {
@@ -383,6 +393,7 @@ int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg) {
   if (!n)
     return CF__FAIL(CF_ENOMEM, "no memory for the callback");
   n->l.notify = callback_notify;
+  n->l.discard = free_node;
   n->l.wakes_waiter = false;
   n->fn = fn;
   n->arg = arg;
@@ -404,6 +415,13 @@ static void signal_fd(int fd) {
   uint64_t one = 1;
   while (write(fd, &one, sizeof one) < 0 && errno == EINTR) {
   }
+}
+
+/* The future was freed before it was done: it never will be. */
+static void fd_discard(cf__listener *l) {
+  fd_node *n = (fd_node *)l;
+  close(n->fd);
+  free(n);
 }
 
 static void fd_notify(cf__listener *l, cf_future *f) {
@@ -437,6 +455,7 @@ int cf_future_pollfd(cf_future *f, int *fd) {
       return CF__FAILF(CF_ESYS, "dup: %s", strerror(e));
     }
     n->l.notify = fd_notify;
+    n->l.discard = fd_discard;
     n->l.wakes_waiter = true; /* a write never blocks or calls user code */
     if (cf__future_listen(f, &n->l)) {
       *fd = efd;
@@ -462,6 +481,7 @@ static void wake_notify(cf__listener *l, cf_future *f) {
 void cf__wake_node_init(cf__wake_node *n, cf__waiter *w) {
   n->l.next = NULL;
   n->l.notify = wake_notify;
+  n->l.discard = NULL;
   n->l.wakes_waiter = true;
   n->w = w;
   atomic_init(&n->fired, 0);

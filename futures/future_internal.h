@@ -32,6 +32,10 @@
 typedef struct cf__listener {
   struct cf__listener *next;
   void (*notify)(struct cf__listener *l, cf_future *f);
+  /* For a heap-allocated listener: frees it when its future is freed
+   * without ever completing (the last reference dropped while pending).
+   * NULL for listeners that live elsewhere (a waiter's stack frame). */
+  void (*discard)(struct cf__listener *l);
   bool wakes_waiter; /* never blocks, never runs user code */
 } cf__listener;
 

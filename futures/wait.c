@@ -144,6 +144,7 @@ static int multi_start(multi *m, cf_future *const *fs, size_t n, cf__waiter *w,
   for (size_t i = 0; i < n; i++) {
     multi_node *node = &m->nodes[i];
     node->l.notify = multi_notify;
+    node->l.discard = NULL;
     node->l.wakes_waiter = true;
     node->m = m;
     node->index = i;

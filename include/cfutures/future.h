@@ -103,7 +103,7 @@ CF_API int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg);
  * read() gives a count of 1, from the moment f is done (at once if it
  * already is); it never becomes readable otherwise. The caller owns it and
  * closes it whenever it likes; cfutures keeps a duplicate of its own until
- * f is done. Returns 0 and *fd, CF_EINVAL (NULL f or fd), CF_ENOMEM,
+ * f is done (or freed while still pending: then it is closed). Returns 0 and *fd, CF_EINVAL (NULL f or fd), CF_ENOMEM,
  * CF_ESYS (no descriptor: see errno). */
 CF_API int cf_future_pollfd(cf_future *f, int *fd);
 
