@@ -335,9 +335,13 @@ struct cf_dict {
   /* The thread running an update function, so that it cannot call the
    * dict; 0 when none. */
   _Atomic pid_t fn_tid;
-  size_t count; /* FULL slots */
-  _Alignas(64) unsigned char slots[];
+  size_t count;                       /* FULL slots */
+  _Alignas(16) unsigned char slots[]; /* cf__sync_alloc aligns to 16 */
 };
+
+_Static_assert(_Alignof(struct cf_dict) <= 16 &&
+                   _Alignof(struct cf_array) <= 16,
+               "cf__sync_alloc's memory is 16-byte aligned");
 
 static uint64_t meta_make(unsigned state, unsigned buf, size_t len) {
   return (uint64_t)state | (uint64_t)buf << 2 | (uint64_t)len << 32;
