@@ -136,7 +136,7 @@ typedef struct cf_dict cf_dict;
  * entries (>= 1) of at most `max_value` bytes each (0 allowed: keys only),
  * with keys of 1..CF_DICT_KEY_MAX bytes (C strings). All the memory is
  * reserved at once, in one mapping of about
- *   slots * (CF_DICT_KEY_MAX + 1 + 2 * max_value + 32) bytes,
+ *   slots * (2 * max_value + 272) bytes (rounded up to 8 per slot),
  * slots being the power of two at or above capacity * 4/3 (the table is
  * never more than 3/4 full). Anonymous shared pages cost memory only once
  * touched. A fixed size per value rather than one arena for all values:
@@ -144,7 +144,8 @@ typedef struct cf_dict cf_dict;
  * dying process could leave broken, and a slot's two value buffers let
  * every change commit with one store (see the top of this file).
  * *out is owned by the caller until cf_dict_free. Returns 0; CF_EINVAL
- * (NULL out, capacity 0, or sizes whose product overflows); CF_ENOMEM;
+ * (NULL out, capacity 0, capacity or max_value above 2^32 - 1, a size that
+ * overflows); CF_ENOMEM (the mapping failed);
  * CF_ESYS (the lock could not be made). */
 CF_API int cf_dict_new(size_t capacity, size_t max_value, cf_dict **out);
 
@@ -153,11 +154,11 @@ CF_API int cf_dict_new(size_t capacity, size_t max_value, cf_dict **out);
  * the key is not there (Python's KeyError); CF_ETOOBIG for a value longer
  * than the dict's max_value; CF_EFULL when a new key finds the dict at
  * capacity; CF_EDEADLK for a call made from inside an update function
- * (it would change the entry under the function's feet). Every call blocks only
- * on the dict's lock (held for a copy of at most one value, or for update's
- * fn). CF_EOWNERDEAD means success too: the call was done (its outputs are
- * set), but it found that a process had died holding the lock; see the top of
- * this file. */
+ * (it would change the entry under the function's feet). Every call blocks
+ * only on the dict's lock (held for a copy of at most one value, for
+ * update's fn, or for one walk of the table in cf_dict_keys). CF_EOWNERDEAD
+ * means success too: the call was done (its outputs are set), but it found that
+ * a process had died holding the lock; see the top of this file. */
 
 /* Sets key to a copy of data[0..len) (data may be NULL if len is 0),
  * adding the key if need be. The caller keeps key and data. Returns 0,
@@ -183,7 +184,9 @@ CF_API int cf_dict_get_alloc(cf_dict *d, const char *key, void **out,
 /* Removes key. Returns 0, CF_EOWNERDEAD, CF_ENOKEY, CF_EINVAL. */
 CF_API int cf_dict_delete(cf_dict *d, const char *key);
 
-/* Whether key is there (false for a bad key or NULL dict). */
+/* Whether key is there (false for a bad key or NULL dict). This call and
+ * cf_dict_len cannot say CF_EOWNERDEAD: after a death they repair the
+ * count silently. */
 CF_API bool cf_dict_contains(cf_dict *d, const char *key);
 
 /* The number of entries (0 for NULL). */
