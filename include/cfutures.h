@@ -10,6 +10,7 @@
 #include <cfutures/process_pool.h>
 #include <cfutures/sync.h>
 #include <cfutures/process.h>
+#include <cfutures/shared.h>
 #include <cfutures/queue.h>
 #include <cfutures/green.h>
 

@@ -40,7 +40,8 @@ extern "C" {
   X(ESYS, -15, "system call failed")                                           \
   X(EDEADLK, -16, "operation would deadlock")                                  \
   X(EBUSY, -17, "resource busy")                                               \
-  X(ETOOBIG, -18, "value too large")
+  X(ETOOBIG, -18, "value too large")                                           \
+  X(ENOKEY, -19, "no such key")
 
 typedef enum cf_errno {
   CF_OK = 0,
