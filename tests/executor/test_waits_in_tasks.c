@@ -370,7 +370,7 @@ static _Atomic int wake_b_started;
 static _Atomic int wake_a_saw_b;
 
 /* Waits for the promise, then stays busy until B has started (or 0.7 s:
- * less than the 1 s park backstop, so a wake-up lost to this busy worker
+ * less than the park backstop, so a wake-up lost to this busy worker
  * shows). */
 static int wake_task_a(void *arg, void **out) {
   (void)arg;
