@@ -47,7 +47,7 @@ cf_lock *cf_cond_lock(cf_cond *c) {
 /* Waits once with the lock held; keeps the owner field right across the
  * wait, during which the mutex is released. */
 static int wait_once(cf_cond *c, const cf_deadline *d) {
-  pid_t me = gettid();
+  uint64_t me = cf__owner_token();
   atomic_store_explicit(&c->lock->owner, 0, memory_order_relaxed);
   int rc = cf__cond_wait(&c->cv, &c->lock->mu, d);
   atomic_store_explicit(&c->lock->owner, me, memory_order_relaxed);

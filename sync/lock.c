@@ -6,8 +6,37 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
-#include "sync/lock_internal.h"
 #include "core/report.h"
+#include "core/time.h"
+#include "sync/lock_internal.h"
+
+static _Thread_local uint64_t token;
+static pthread_once_t token_once = PTHREAD_ONCE_INIT;
+
+/* A forked child's thread is another thread: it must not inherit the
+ * token of the parent's thread that forked (which may hold a lock). */
+static void token_forget(void) {
+  token = 0;
+}
+
+static void token_once_init(void) {
+  pthread_atfork(NULL, NULL, token_forget);
+}
+
+uint64_t cf__owner_token(void) {
+  if (!token) {
+    pthread_once(&token_once, token_once_init);
+    uint64_t x = (uint64_t)gettid() << 32 ^ (uint64_t)getpid() ^ cf__now_ns();
+    /* splitmix64's finaliser: the parts land in every bit. */
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    token = x ? x : 1;
+  }
+  return token;
+}
 
 int cf__lock_init(cf_lock *l, bool shared) {
   l->shared = shared;
@@ -32,13 +61,14 @@ int cf_lock_new(bool shared, cf_lock **out) {
 }
 
 bool cf__lock_held_by_me(cf_lock *l) {
-  return atomic_load_explicit(&l->owner, memory_order_relaxed) == gettid();
+  return atomic_load_explicit(&l->owner, memory_order_relaxed) ==
+         cf__owner_token();
 }
 
 int cf__lock_acquire(cf_lock *l, const cf_deadline *d) {
   int rc = cf__mutex_lock(&l->mu, d);
   if (rc == 0 || rc == CF_EOWNERDEAD)
-    atomic_store_explicit(&l->owner, gettid(), memory_order_relaxed);
+    atomic_store_explicit(&l->owner, cf__owner_token(), memory_order_relaxed);
   return rc;
 }
 
@@ -82,7 +112,7 @@ void cf_lock_free(cf_lock *l) {
 
 struct cf_rlock {
   pthread_mutex_t mu; /* recursive, robust */
-  _Atomic pid_t owner;
+  _Atomic uint64_t owner; /* cf__owner_token of the holder, 0 when free */
   unsigned depth; /* guarded by mu */
 };
 
@@ -114,7 +144,7 @@ int cf_rlock_acquire(cf_rlock *l, double timeout_s) {
     l->depth = 0; /* the dead holder's levels died with it */
   if (rc == 0 || rc == CF_EOWNERDEAD) {
     l->depth++;
-    atomic_store_explicit(&l->owner, gettid(), memory_order_relaxed);
+    atomic_store_explicit(&l->owner, cf__owner_token(), memory_order_relaxed);
   }
   return CF__RET(rc);
 }
@@ -122,7 +152,8 @@ int cf_rlock_acquire(cf_rlock *l, double timeout_s) {
 int cf_rlock_release(cf_rlock *l) {
   if (!l)
     return CF__FAIL(CF_EINVAL, "NULL lock");
-  if (atomic_load_explicit(&l->owner, memory_order_relaxed) != gettid())
+  if (atomic_load_explicit(&l->owner, memory_order_relaxed) !=
+      cf__owner_token())
     return CF__FAIL(CF_EPERM, "the calling thread does not hold the lock");
   if (--l->depth == 0)
     atomic_store_explicit(&l->owner, 0, memory_order_relaxed);

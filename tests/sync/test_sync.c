@@ -185,6 +185,22 @@ static void test_lock_processes(void **state) {
   for (int k = 0; k < KIDS; k++)
     assert_int_equal(reap(pids[k], 60), 0);
   assert_int_equal(*counter, KIDS * ROUNDS);
+  /* A child forked while this thread holds the lock is another thread: it
+   * is not the holder (it may not release it, nor wait on a condition
+   * over it) and it cannot take it while the parent holds it. */
+  assert_int_equal(cf_lock_acquire(l, 1), 0);
+  cf_cond *c;
+  assert_int_equal(cf_cond_new(true, l, &c), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    int ok = cf_lock_release(l) == CF_EPERM &&
+             cf_cond_wait(c, 0.01) == CF_EPERM && cf_lock_locked(l) &&
+             cf_lock_acquire(l, 0.05) == CF_ETIMEDOUT;
+    _exit(ok ? 0 : 1);
+  }
+  assert_int_equal(reap(child, 30), 0);
+  assert_int_equal(cf_lock_release(l), 0);
+  cf_cond_free(c);
   cf_lock_free(l);
   munmap(counter, sizeof *counter);
 }
