@@ -4,11 +4,18 @@
  * on the same loop, holds many connections at once, sends frames of random
  * sizes and checks every reply byte for byte.
  *
- *   green_echo_server [-c CONNECTIONS] [-m MESSAGES] [-t SECONDS]
- *       (defaults 1000, 10, 60): prints the totals; exit 0 when every
+ *   green_echo_server [-c CONNECTIONS] [-m MESSAGES] [-t SECONDS] [-l LOOPS]
+ *       (defaults 1000, 10, 60, 0): prints the totals; exit 0 when every
  *       reply matched, 1 otherwise
+ *
+ * With -l N the server runs on N threads of its own, one loop each, every
+ * one with its own listening socket on the same port (SO_REUSEPORT: the
+ * kernel spreads the connections), as gevent or asyncio deployments run one
+ * process per core; the client stays on the main thread's loop.
  */
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -65,9 +72,36 @@ static int serve(void *arg, void **out) {
   return rc == CF_EEOF ? 0 : rc;
 }
 
+/* A listening socket on 127.0.0.1, on server_addr's port (0: any, then
+ * written back), shareable with SO_REUSEPORT. -1 on failure. */
+static int listen_on(struct sockaddr_in *addr) {
+  int one = 1;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  socklen_t alen = sizeof *addr;
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) ||
+      bind(fd, (struct sockaddr *)addr, sizeof *addr) != 0 ||
+      listen(fd, 4096) != 0 ||
+      getsockname(fd, (struct sockaddr *)addr, &alen) != 0) {
+    perror("green_echo_server: listen");
+    if (fd >= 0)
+      close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+enum { MAX_LOOPS = 64 };
+static _Atomic long accepted[MAX_LOOPS + 1]; /* per server loop */
+
+typedef struct acceptor_arg {
+  int lfd;
+  int index; /* which loop, for the counts */
+} acceptor_arg;
+
 /* Accepts connections and gives each its own green task. */
 static int acceptor(void *arg, void **out) {
-  int lfd = (int)(intptr_t)arg;
+  acceptor_arg *a = arg;
+  int lfd = a->lfd;
   cf_loop *l = cf_loop_current();
   for (;;) {
     int c;
@@ -76,6 +110,7 @@ static int acceptor(void *arg, void **out) {
       break;
     if (rc != 0)
       return rc;
+    atomic_fetch_add(&accepted[a->index], 1);
     cf_future *f;
     if (cf_loop_spawn(l, serve, (void *)(intptr_t)c, &f) != 0) {
       close(c);
@@ -118,8 +153,33 @@ static int client(void *arg, void **out) {
   return rc;
 }
 
+/* A server thread: its own loop, its own listener, until told to stop. */
+typedef struct server {
+  pthread_t th;
+  acceptor_arg a;
+  cf_future *stop; /* completed by main when the clients are done */
+  int rc;
+} server;
+
+static void *server_main(void *p) {
+  server *s = p;
+  cf_loop *l;
+  cf_future *acc;
+  if (cf_loop_new(NULL, &l) != 0 ||
+      cf_loop_spawn(l, acceptor, &s->a, &acc) != 0) {
+    s->rc = 1;
+    return NULL;
+  }
+  s->rc = cf_loop_run_until_complete(l, s->stop, CF_FOREVER);
+  cf_green_cancel(acc);
+  cf_loop_free(l); /* the acceptor and its connections unwind */
+  cf_future_unref(acc);
+  close(s->a.lfd);
+  return NULL;
+}
+
 int main(int argc, char **argv) {
-  int conns = 1000;
+  int conns = 1000, loops = 0;
   for (int i = 1; i < argc; i++) {
     if (i + 1 < argc && strcmp(argv[i], "-c") == 0)
       conns = atoi(argv[++i]);
@@ -127,15 +187,18 @@ int main(int argc, char **argv) {
       messages = atoi(argv[++i]);
     else if (i + 1 < argc && strcmp(argv[i], "-t") == 0)
       timeout_s = atof(argv[++i]);
+    else if (i + 1 < argc && strcmp(argv[i], "-l") == 0)
+      loops = atoi(argv[++i]);
     else {
       fprintf(stderr, "usage: green_echo_server [-c CONNS] [-m MESSAGES] "
-                      "[-t SECONDS]\n");
+                      "[-t SECONDS] [-l LOOPS]\n");
       return 2;
     }
   }
-  if (conns < 1 || conns > 30000 || messages < 0 || !(timeout_s > 0)) {
+  if (conns < 1 || conns > 30000 || messages < 0 || !(timeout_s > 0) ||
+      loops < 0 || loops > MAX_LOOPS) {
     fprintf(stderr, "green_echo_server: connections 1..30000, messages "
-                    ">= 0, a positive timeout\n");
+                    ">= 0, a positive timeout, loops 0..%d\n", MAX_LOOPS);
     return 2;
   }
   /* Two descriptors per connection (both ends are ours) and some spare. */
@@ -146,16 +209,20 @@ int main(int argc, char **argv) {
     rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
-  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   server_addr.sin_family = AF_INET;
   server_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t alen = sizeof server_addr;
-  if (lfd < 0 ||
-      bind(lfd, (struct sockaddr *)&server_addr, sizeof server_addr) != 0 ||
-      listen(lfd, 4096) != 0 ||
-      getsockname(lfd, (struct sockaddr *)&server_addr, &alen) != 0) {
-    perror("green_echo_server: listen");
+  int lfd = listen_on(&server_addr); /* fixes the port for the others */
+  if (lfd < 0)
     return 1;
+  server servers[MAX_LOOPS];
+  cf_future *stop = cf_future_new();
+  for (int i = 0; i < loops; i++) {
+    servers[i] = (server){.a = {.lfd = i == 0 ? lfd : listen_on(&server_addr),
+                                .index = i + 1},
+                          .stop = stop};
+    if (servers[i].a.lfd < 0 ||
+        pthread_create(&servers[i].th, NULL, server_main, &servers[i]) != 0)
+      return 1;
   }
   cf_loop *l;
   if (cf_loop_new(NULL, &l) != 0) {
@@ -164,8 +231,10 @@ int main(int argc, char **argv) {
   }
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  cf_future *acc, **clients = calloc((size_t)conns, sizeof *clients);
-  cf_loop_spawn(l, acceptor, (void *)(intptr_t)lfd, &acc);
+  cf_future *acc = NULL, **clients = calloc((size_t)conns, sizeof *clients);
+  acceptor_arg here = {.lfd = lfd, .index = 0};
+  if (loops == 0) /* the server on the client's loop */
+    cf_loop_spawn(l, acceptor, &here, &acc);
   for (int i = 0; i < conns; i++)
     if (cf_loop_spawn(l, client, (void *)(intptr_t)i, &clients[i]) != 0) {
       fprintf(stderr, "green_echo_server: %s\n", cf_last_error());
@@ -176,9 +245,18 @@ int main(int argc, char **argv) {
   for (int i = 0; i < conns && rc == 0; i++)
     rc = cf_loop_run_until_complete(l, clients[i], timeout_s * 2);
   clock_gettime(CLOCK_MONOTONIC, &t1);
-  cf_green_cancel(acc);
+  if (acc)
+    cf_green_cancel(acc);
   cf_loop_free(l); /* the acceptor and any server task unwind */
-  close(lfd);
+  cf_future_set_result(stop, NULL, NULL);
+  int server_failed = 0;
+  for (int i = 0; i < loops; i++) {
+    pthread_join(servers[i].th, NULL);
+    server_failed += servers[i].rc != 0;
+  }
+  cf_future_unref(stop);
+  if (loops == 0)
+    close(lfd);
   int failed = 0;
   for (int i = 0; i < conns; i++) {
     if (cf_future_result(clients[i], 0, NULL) != 0)
@@ -189,8 +267,20 @@ int main(int argc, char **argv) {
   free(clients);
   double secs = (double)(t1.tv_sec - t0.tv_sec) +
                 (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
-  printf("green_echo_server: %d connections x %d messages on one thread in "
-         "%.2f s: %ld bytes echoed, %d failed connections, %ld bad replies\n",
-         conns, messages, secs, bytes_echoed, failed, bad_replies);
-  return rc == 0 && failed == 0 && bad_replies == 0 ? 0 : 1;
+  printf("green_echo_server: %d connections x %d messages in %.2f s, server "
+         "on %s: %ld bytes echoed, %d failed connections, %ld bad replies\n",
+         conns, messages, secs, loops ? "its own loops" : "the client's loop",
+         bytes_echoed, failed, bad_replies);
+  long spread = 0;
+  for (int i = 1; i <= loops; i++) {
+    printf("  server loop %d accepted %ld connections\n", i,
+           atomic_load(&accepted[i]));
+    spread += atomic_load(&accepted[i]) > 0;
+  }
+  /* With several loops, the kernel gave each some of the connections. */
+  bool spread_ok = loops < 2 || conns < 100 || spread == loops;
+  return rc == 0 && failed == 0 && bad_replies == 0 && server_failed == 0 &&
+                 spread_ok
+             ? 0
+             : 1;
 }
