@@ -433,28 +433,88 @@ static void eager_memfd_close(int fd) {
   atomic_fetch_sub_explicit(&eager_memfds, 1, memory_order_relaxed);
 }
 
-static int send_header(int fd, wire *h, int pass_fd) {
-  h->magic = WIRE_MAGIC;
-  struct iovec iov = {.iov_base = (void *)h, .iov_len = sizeof *h};
+/* ---- passing descriptors (the one place that speaks SCM_RIGHTS) ---------- */
+
+#define MAX_PASS 8 /* descriptors one message may carry */
+
+/* sendmsg of buf[0..len) with fds[0..nfds) attached (nfds <= MAX_PASS),
+ * no SIGPIPE, EINTR retried: bytes sent, or -1 with errno. */
+static ssize_t send_fds(int sock, const void *buf, size_t len, const int *fds,
+                        size_t nfds, int flags) {
+  struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
   union {
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(MAX_PASS * sizeof(int))];
     struct cmsghdr align;
   } u;
   struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (pass_fd >= 0) {
+  if (nfds > 0) {
     memset(&u, 0, sizeof u);
     m.msg_control = u.buf;
-    m.msg_controllen = sizeof u.buf;
+    m.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
     struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
     cm->cmsg_level = SOL_SOCKET;
     cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &pass_fd, sizeof(int));
+    cm->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    memcpy(CMSG_DATA(cm), fds, nfds * sizeof(int));
   }
   ssize_t w;
   do
-    w = sendmsg(fd, &m, MSG_NOSIGNAL);
+    w = sendmsg(sock, &m, MSG_NOSIGNAL | flags);
   while (w < 0 && errno == EINTR);
+  return w;
+}
+
+/* Where recv_fds puts the descriptors that come with the bytes: appended
+ * to fds[n..max); those beyond are closed (`excess`); `dropped` when the
+ * kernel could not pass some (no descriptor slot here: MSG_CTRUNC). */
+typedef struct fdbox {
+  int *fds;
+  size_t max, n;
+  bool excess, dropped;
+} fdbox;
+
+/* recvmsg of up to len bytes into buf, close-on-exec descriptors into box,
+ * EINTR retried: recvmsg's own return (0 at end of file, -1 with errno). */
+static ssize_t recv_fds(int sock, void *buf, size_t len, fdbox *box,
+                        int flags) {
+  struct iovec iov = {.iov_base = buf, .iov_len = len};
+  union {
+    char buf[CMSG_SPACE(MAX_PASS * sizeof(int))];
+    struct cmsghdr align;
+  } u;
+  struct msghdr m = {.msg_iov = &iov,
+                     .msg_iovlen = 1,
+                     .msg_control = u.buf,
+                     .msg_controllen = sizeof u.buf};
+  ssize_t r;
+  do
+    r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC | flags);
+  while (r < 0 && errno == EINTR);
+  if (r <= 0)
+    return r;
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+      continue;
+    size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t j = 0; j < k; j++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(cm) + j * sizeof(int), sizeof fd);
+      if (box->n < box->max) {
+        box->fds[box->n++] = fd;
+      } else {
+        close(fd);
+        box->excess = true;
+      }
+    }
+  }
+  if (m.msg_flags & MSG_CTRUNC)
+    box->dropped = true;
+  return r;
+}
+
+static int send_header(int fd, wire *h, int pass_fd) {
+  h->magic = WIRE_MAGIC;
+  ssize_t w = send_fds(fd, h, sizeof *h, &pass_fd, pass_fd >= 0 ? 1 : 0, 0);
   if (w <= 0)
     return -1;
   /* The fd went with the first byte; the rest of the header is plain. */
@@ -521,25 +581,11 @@ static void payload_free(const wire *h, void *data) {
  * its whole input). */
 static int recv_msg(int fd, wire *h, void **data, bool populate) {
   *data = NULL;
-  struct iovec iov = {.iov_base = h, .iov_len = sizeof *h};
-  union {
-    char buf[CMSG_SPACE(sizeof(int))];
-    struct cmsghdr align;
-  } u;
-  struct msghdr m = {.msg_iov = &iov,
-                     .msg_iovlen = 1,
-                     .msg_control = u.buf,
-                     .msg_controllen = sizeof u.buf};
-  ssize_t r;
-  do
-    r = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
-  while (r < 0 && errno == EINTR);
+  int mfd = -1;
+  fdbox box = {.fds = &mfd, .max = 1};
+  ssize_t r = recv_fds(fd, h, sizeof *h, &box, 0);
   if (r <= 0)
     return -1;
-  int mfd = -1;
-  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm))
-    if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
-      memcpy(&mfd, CMSG_DATA(cm), sizeof(int));
   if ((size_t)r < sizeof *h &&
       read_full(fd, (char *)h + r, sizeof *h - (size_t)r)) {
     if (mfd >= 0)
@@ -561,7 +607,7 @@ static int recv_msg(int fd, wire *h, void **data, bool populate) {
       /* The descriptor was dropped for want of a slot here (EMFILE); or
        * it never came: the peer broke the protocol. */
       errno = EMFILE;
-      return (m.msg_flags & MSG_CTRUNC) ? RECV_LOCAL : RECV_BAD;
+      return box.dropped ? RECV_LOCAL : RECV_BAD;
     }
     void *p = mmap(NULL, h->len, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | (populate ? MAP_POPULATE : 0), mfd, 0);
@@ -880,62 +926,17 @@ static _Noreturn void worker_main(int sock, int area_fd,
  * blocking on full queues would deadlock). */
 static int send_ctl(int fd, const ctl *c, const int *pass, size_t npass,
                     int flags) {
-  struct iovec iov = {.iov_base = (void *)c, .iov_len = sizeof *c};
-  union {
-    char buf[CMSG_SPACE(2 * sizeof(int))];
-    struct cmsghdr align;
-  } u;
-  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-  if (npass > 0) {
-    memset(&u, 0, sizeof u);
-    m.msg_control = u.buf;
-    m.msg_controllen = CMSG_SPACE(npass * sizeof(int));
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(npass * sizeof(int));
-    memcpy(CMSG_DATA(cm), pass, npass * sizeof(int));
-  }
-  ssize_t w;
-  do
-    w = sendmsg(fd, &m, MSG_NOSIGNAL | flags);
-  while (w < 0 && errno == EINTR);
-  return w == (ssize_t)sizeof *c ? 0 : -1;
+  return send_fds(fd, c, sizeof *c, pass, npass, flags) == (ssize_t)sizeof *c
+             ? 0
+             : -1;
 }
 
 /* Returns bytes read (0 at end-of-file, -1 on error); got[0..2): the
  * descriptors that came with it, in order, or -1. */
 static ssize_t recv_ctl(int fd, ctl *c, int got[2], int flags) {
-  struct iovec iov = {.iov_base = c, .iov_len = sizeof *c};
-  union {
-    char buf[CMSG_SPACE(2 * sizeof(int))];
-    struct cmsghdr align;
-  } u;
-  struct msghdr m = {.msg_iov = &iov,
-                     .msg_iovlen = 1,
-                     .msg_control = u.buf,
-                     .msg_controllen = sizeof u.buf};
   got[0] = got[1] = -1;
-  size_t ngot = 0;
-  ssize_t r;
-  do
-    r = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | flags);
-  while (r < 0 && errno == EINTR);
-  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); r > 0 && cm;
-       cm = CMSG_NXTHDR(&m, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-      continue;
-    size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t j = 0; j < k; j++) {
-      int one;
-      memcpy(&one, CMSG_DATA(cm) + j * sizeof(int), sizeof one);
-      if (ngot < 2)
-        got[ngot++] = one;
-      else
-        close(one); /* more than a message carries */
-    }
-  }
-  return r;
+  fdbox box = {.fds = got, .max = 2}; /* more than a message carries: closed */
+  return recv_fds(fd, c, sizeof *c, &box, flags);
 }
 
 /* Signal handlers installed by the host (test frameworks, sanitizers,
@@ -1478,45 +1479,20 @@ static int rx_fill(pworker *w) {
     w->rx = nb;
     w->rx_cap = need;
   }
-  struct iovec iov = {.iov_base = w->rx + w->rx_len,
-                      .iov_len = w->rx_cap - w->rx_len};
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * 8)];
-    struct cmsghdr align;
-  } u;
-  struct msghdr m = {.msg_iov = &iov,
-                     .msg_iovlen = 1,
-                     .msg_control = u.buf,
-                     .msg_controllen = sizeof u.buf};
-  ssize_t r;
-  do
-    r = recvmsg(w->fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-  while (r < 0 && errno == EINTR);
+  fdbox box = {.fds = w->rx_fds,
+               .max = sizeof w->rx_fds / sizeof *w->rx_fds,
+               .n = w->rx_nfds};
+  ssize_t r = recv_fds(w->fd, w->rx + w->rx_len, w->rx_cap - w->rx_len, &box,
+                       MSG_DONTWAIT);
   if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
     return RX_AGAIN;
   if (r <= 0)
     return 0;
-  bool excess = false;
-  for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm; cm = CMSG_NXTHDR(&m, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-      continue;
-    size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t j = 0; j < k; j++) {
-      int fd;
-      memcpy(&fd, CMSG_DATA(cm) + j * sizeof(int), sizeof fd);
-      if (w->rx_nfds < sizeof w->rx_fds / sizeof *w->rx_fds)
-        w->rx_fds[w->rx_nfds++] = fd;
-      else {
-        close(fd);
-        excess = true;
-      }
-    }
-  }
-  if ((m.msg_flags & MSG_CTRUNC) &&
-      w->rx_nfds < sizeof w->rx_fds / sizeof *w->rx_fds)
-    w->rx_fds[w->rx_nfds++] = RX_FD_DROPPED;
+  if (box.dropped && box.n < box.max)
+    box.fds[box.n++] = RX_FD_DROPPED;
+  w->rx_nfds = (unsigned)box.n;
   w->rx_len += (size_t)r;
-  return excess ? RECV_BAD : 1;
+  return box.excess ? RECV_BAD : 1;
 }
 
 static void worker_lost(ppool *p, pworker *w) {
