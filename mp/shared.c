@@ -607,6 +607,45 @@ int cf_dict_set(cf_dict *d, const char *key, const void *data, size_t len) {
   return leave(d, took, entered, rc, __func__);
 }
 
+/* Finds `key` under the dict's lock and hands its value to take(ctx, data,
+ * n), whose return is the call's; CF_ENOKEY when absent. For the get
+ * calls, which differ only in where the bytes go. */
+static int read_value(cf_dict *d, const char *key, size_t klen,
+                      const char *call,
+                      int (*take)(void *ctx, const void *data, size_t n),
+                      void *ctx) {
+  bool took;
+  int entered = enter(d, &took, call);
+  if (entered && entered != CF_EOWNERDEAD)
+    return entered;
+  int rc;
+  long free_slot, found = find(d, key, klen, hash_key(key, klen), &free_slot);
+  if (found < 0) {
+    rc = not_found(key, call);
+  } else {
+    slot *s = slot_at(d, (size_t)found);
+    uint64_t m = meta_of(s);
+    rc = take(ctx, buffer(d, s, meta_buf(m)), meta_len(m));
+  }
+  return leave(d, took, entered, rc, call);
+}
+
+typedef struct into_buffer {
+  void *buf;
+  size_t cap, *len;
+} into_buffer;
+
+static int copy_into(void *ctx, const void *data, size_t n) {
+  into_buffer *b = ctx;
+  *b->len = n;
+  if (n > b->cap)
+    return cf__fail_fmt("cf_dict_get", CF_ETOOBIG,
+                        "the value has %zu bytes, the buffer %zu", n, b->cap);
+  if (n)
+    memcpy(b->buf, data, n);
+  return 0;
+}
+
 int cf_dict_get(cf_dict *d, const char *key, void *buf, size_t cap,
                 size_t *len) {
   size_t klen;
@@ -615,24 +654,26 @@ int cf_dict_get(cf_dict *d, const char *key, void *buf, size_t cap,
     return rc;
   if (!len || (!buf && cap))
     return CF__FAIL(CF_EINVAL, len ? "NULL buf with cap > 0" : "NULL len");
-  bool took;
-  int entered = enter(d, &took, __func__);
-  if (entered && entered != CF_EOWNERDEAD)
-    return entered;
-  long free_slot, found = find(d, key, klen, hash_key(key, klen), &free_slot);
-  if (found < 0) {
-    rc = not_found(key, __func__);
-  } else {
-    slot *s = slot_at(d, (size_t)found);
-    uint64_t m = meta_of(s);
-    *len = meta_len(m);
-    if (*len > cap)
-      rc = CF__FAILF(CF_ETOOBIG, "the value has %zu bytes, the buffer %zu",
-                     *len, cap);
-    else if (*len)
-      memcpy(buf, buffer(d, s, meta_buf(m)), *len);
-  }
-  return leave(d, took, entered, rc, __func__);
+  into_buffer b = {.buf = buf, .cap = cap, .len = len};
+  return read_value(d, key, klen, __func__, copy_into, &b);
+}
+
+typedef struct into_malloc {
+  void **out;
+  size_t *len;
+} into_malloc;
+
+static int copy_malloc(void *ctx, const void *data, size_t n) {
+  into_malloc *b = ctx;
+  unsigned char *p = malloc(n + 1);
+  if (!p)
+    return cf__fail_at("cf_dict_get_alloc", CF_ENOMEM, "out of memory");
+  memcpy(p, data, n);
+  p[n] = 0;
+  *b->out = p;
+  if (b->len)
+    *b->len = n;
+  return 0;
 }
 
 int cf_dict_get_alloc(cf_dict *d, const char *key, void **out, size_t *len) {
@@ -644,29 +685,8 @@ int cf_dict_get_alloc(cf_dict *d, const char *key, void **out, size_t *len) {
     return rc;
   if (!out)
     return CF__FAIL(CF_EINVAL, "NULL out");
-  bool took;
-  int entered = enter(d, &took, __func__);
-  if (entered && entered != CF_EOWNERDEAD)
-    return entered;
-  long free_slot, found = find(d, key, klen, hash_key(key, klen), &free_slot);
-  if (found < 0) {
-    rc = not_found(key, __func__);
-  } else {
-    slot *s = slot_at(d, (size_t)found);
-    uint64_t m = meta_of(s);
-    size_t n = meta_len(m);
-    unsigned char *p = malloc(n + 1);
-    if (!p) {
-      rc = CF__FAIL(CF_ENOMEM, "out of memory");
-    } else {
-      memcpy(p, buffer(d, s, meta_buf(m)), n);
-      p[n] = 0;
-      *out = p;
-      if (len)
-        *len = n;
-    }
-  }
-  return leave(d, took, entered, rc, __func__);
+  into_malloc b = {.out = out, .len = len};
+  return read_value(d, key, klen, __func__, copy_malloc, &b);
 }
 
 int cf_dict_delete(cf_dict *d, const char *key) {
