@@ -1,7 +1,8 @@
 /* process_mail: the tutorials' multiprocessing program. Ten processes
- * each "send a mail" (one message on a shared cf_pipe); the parent joins
- * them all and checks that each of the 10 mails arrived exactly once and
- * that every sender exited with 0. Exits 0 on success.
+ * each "send a mail" (one message on a process-shared queue, which many
+ * senders may use at once, unlike one end of a pipe); the parent joins them
+ * all and checks that each of the 10 mails arrived exactly once and that
+ * every sender exited with 0. Exits 0 on success.
  *
  *   for i in range(10):
  *       p = Process(target=send_mail, args=(i,)); p.start()
@@ -17,20 +18,19 @@
 
 enum { SENDERS = 10 };
 
-static cf_pipe *outbox; /* the send end, inherited by every child */
+static cf_shm_queue *mailbox; /* made before the forks: every child's too */
 
 static int send_mail(void *arg) {
   int id = (int)(intptr_t)arg;
   usleep((useconds_t)(id * 7 % 5) * 10000); /* writing takes a moment */
   char mail[64];
   int n = snprintf(mail, sizeof mail, "mail %d from pid %d", id, (int)getpid());
-  return cf_pipe_send(outbox, mail, (size_t)n + 1, 5) == 0 ? 0 : 1;
+  return cf_shm_queue_put(mailbox, mail, (size_t)n + 1, 5) == 0 ? 0 : 1;
 }
 
 int main(void) {
-  cf_pipe *inbox;
-  if (cf_pipe_new(false, &outbox, &inbox) != 0) {
-    fprintf(stderr, "cf_pipe_new: %s\n", cf_last_error());
+  if (cf_shm_queue_new(CF_QUEUE_FIFO, 0, 0, &mailbox) != 0) {
+    fprintf(stderr, "cf_shm_queue_new: %s\n", cf_last_error());
     return 1;
   }
   cf_process *senders[SENDERS];
@@ -43,7 +43,6 @@ int main(void) {
       return 1;
     }
   }
-  cf_pipe_close(outbox); /* the children hold their copies */
 
   int bad = 0;
   for (int i = 0; i < SENDERS; i++) {
@@ -61,11 +60,11 @@ int main(void) {
     cf_process_free(senders[i]);
   }
 
-  /* Every sender has exited: the inbox ends once it is read out. */
+  /* Every sender has exited: what they sent is all there. */
   int got[SENDERS] = {0}, total = 0;
   void *data;
   size_t len;
-  while (cf_pipe_recv(inbox, 5, &data, &len) == 0) {
+  while (cf_shm_queue_get(mailbox, 0, &data, &len) == 0) {
     int id = -1;
     if (sscanf(data, "mail %d", &id) == 1 && id >= 0 && id < SENDERS)
       got[id]++;
@@ -73,7 +72,7 @@ int main(void) {
     free(data);
     total++;
   }
-  cf_pipe_close(inbox);
+  cf_shm_queue_free(mailbox);
   for (int i = 0; i < SENDERS; i++)
     if (got[i] != 1) {
       fprintf(stderr, "mail %d arrived %d times\n", i, got[i]);

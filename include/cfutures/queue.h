@@ -114,7 +114,10 @@ typedef struct cf_pipe cf_pipe;
  * *a only sends, *b only receives (the other direction is CF_EPERM). The
  * ends are plain objects holding a file descriptor (close-on-exec): after
  * fork() each process holds both; close the one you do not use with
- * cf_pipe_close so that end-of-file can be seen. Returns 0, CF_EINVAL,
+ * cf_pipe_close so that end-of-file can be seen. As with Python's Pipe,
+ * one end must not be used by several threads or processes at once: their
+ * messages could interleave on the stream; for many senders use a
+ * cf_shm_queue. Returns 0, CF_EINVAL,
  * CF_ENOMEM, CF_ESYS. */
 CF_API int cf_pipe_new(bool duplex, cf_pipe **a, cf_pipe **b);
 /* Sends one message. Waits up to timeout_s for the peer to take it; if the
