@@ -57,11 +57,14 @@
  * the fork server (the server closes everything itself) nor in the
  * server (single-threaded, its locks' state inherited from anywhere).
  */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -79,6 +82,7 @@
 
 #include <cfutures/process_pool.h>
 
+#include "core/fnref.h"
 #include "core/report.h"
 #include "core/time.h"
 #include "executor/executor_internal.h"
@@ -113,7 +117,7 @@ static uint64_t item_data_len(uint32_t kind, const item_result *r) {
   return r->code ? r->msg_len : kind == KIND_CHUNK_BYTES ? r->out : 0;
 }
 enum { MSG_TASK = 1, MSG_RESULT = 2, MSG_INIT_FAILED = 3, MSG_STARTED = 4 };
-enum { CTL_SPAWN = 1, CTL_SPAWNED = 2, CTL_EXITED = 3 };
+enum { CTL_SPAWN = 1, CTL_SPAWNED = 2, CTL_EXITED = 3, CTL_CONFIG = 4 };
 
 /* A frame's header; the payload (len bytes) follows, or travels in a
  * memfd passed with the header's first byte (FLAG_MAPPED). Every header
@@ -173,6 +177,61 @@ typedef struct slot_shared {
   _Atomic uint64_t chunk_done; /* items of the running chunk finished */
   char pad[64 - 2 * sizeof(uint64_t)];
 } slot_shared;
+
+/* The memory the manager shares with the fork server and every worker: a
+ * memfd (in the server and the workers of CF_START_FORKSERVER, received
+ * from the manager; inherited with CF_START_FORK), laid out as a head,
+ * the slots, then (CF_START_FORKSERVER only) the paths of the objects
+ * that tasks' functions come from, by fnref id (see core/fnref.h): the
+ * manager publishes a path (nobjs, release) before it sends the first
+ * task that needs it. The head also carries the options a fork server
+ * that did not inherit them needs. */
+#define REGION_MAGIC 0x52504643u /* "CFPR" */
+typedef struct region_head {
+  uint32_t magic, n;
+  uint16_t has_init;       /* init_ref is set */
+  uint16_t initarg_is_ref;  /* initarg points into an object: a reference */
+  _Atomic uint32_t nobjs;   /* paths published */
+  uint64_t init_ref, initarg;
+  uint64_t max_tasks_per_child;
+  double task_timeout_s;
+  int64_t ff_skip, ff_fail; /* see fork_faults */
+  char pad[128 - 4 * sizeof(uint32_t) - 5 * sizeof(uint64_t) -
+           sizeof(double)];
+} region_head;
+
+static size_t region_size(size_t n, bool paths) {
+  return sizeof(region_head) + n * sizeof(slot_shared) +
+         (paths ? (size_t)CF__FNREF_MAX_OBJECTS * CF__FNREF_PATH_MAX : 0);
+}
+
+static slot_shared *region_slots(region_head *r) {
+  return (slot_shared *)(r + 1);
+}
+
+static char *region_path(region_head *r, uint32_t id) {
+  return (char *)(region_slots(r) + r->n) + (size_t)id * CF__FNREF_PATH_MAX;
+}
+
+/* In a fork server of CF_START_FORKSERVER and its workers: the region
+ * (NULL elsewhere): a task's function is looked up through it. */
+static region_head *exec_region;
+
+/* The address, in this worker, of the task function the manager sent as
+ * `fn`: as is with CF_START_FORK; with the fork server, a reference to
+ * resolve. 0 (cf_last_error set) when it cannot be found. */
+static uintptr_t task_fn(uint64_t fn) {
+  if (!exec_region)
+    return (uintptr_t)fn;
+  uint32_t id = (uint32_t)(fn >> CF__FNREF_OFF_BITS);
+  uintptr_t addr = 0;
+  if (id < atomic_load_explicit(&exec_region->nobjs, memory_order_acquire))
+    addr = cf__fnref_resolve(region_path(exec_region, id), fn);
+  if (!addr)
+    cf_fail(CF_ESYS, "the worker cannot find the task's function: %s",
+            id < exec_region->nobjs ? cf_last_error() : "unknown object");
+  return addr;
+}
 
 /* Workers that die before starting any task, in a row, that break the
  * pool (a crashing initializer would otherwise fork replacements for
@@ -247,7 +306,12 @@ typedef struct ppool {
   pthread_t manager;
   pthread_t manager_self; /* set by the manager itself, before it starts */
   pworker *workers;       /* manager only */
-  slot_shared *shared;    /* n slots, shared with the server and workers */
+  bool exec_server;       /* CF_START_FORKSERVER */
+  region_head *region;    /* see region_head; region_fd is its memfd */
+  int region_fd;
+  size_t region_len;
+  slot_shared *shared;    /* the region's n slots */
+  pthread_mutex_t objs_mu; /* publishing object paths into the region */
   unsigned early_deaths;  /* manager only: see EARLY_DEATHS_MAX */
   char broken_why[200];   /* manager only: why `broken` was set */
   /* Failed forks (manager only; see FORK_BACKOFF_MAX_NS): */
@@ -260,6 +324,7 @@ typedef struct ppool {
   pthread_cond_t started_cv;
   bool started; /* guarded by mu: the manager has forked the fork server */
   int start_rc; /* guarded by mu: how that went */
+  int start_errno; /* guarded by mu: the errno of a failed start */
   pthread_mutex_t mu;
   ptask *head, *tail; /* pending; guarded by mu */
   size_t npending;    /* guarded by mu */
@@ -718,20 +783,22 @@ static void area_trim(area *a) {
  * cf_fn, or as bytes to a cf_proc_fn), writing each item's outcome to the
  * area and counting it in sh->chunk_done as it finishes, then sends the
  * area's contents as the chunk's reply. */
-static void run_chunk(int sock, const wire *h, const void *in, area *a,
-                      slot_shared *sh) {
+static void run_chunk(int sock, const wire *h, uintptr_t addr, const void *in,
+                      area *a, slot_shared *sh) {
   uint64_t count = 0, size = 0;
   if (h->len >= 16) {
     memcpy(&count, in, 8);
     memcpy(&size, (const char *)in + 8, 8);
   }
   bool bytes = h->kind == KIND_CHUNK_BYTES;
-  cf_fn fn = bytes ? NULL : (cf_fn)(uintptr_t)h->fn;
-  cf_proc_fn pfn = bytes ? (cf_proc_fn)(uintptr_t)h->fn : NULL;
+  cf_fn fn = bytes ? NULL : (cf_fn)addr;
+  cf_proc_fn pfn = bytes ? (cf_proc_fn)addr : NULL;
   wire r = {.type = MSG_RESULT, .kind = h->kind};
   size_t tlen = 0;
-  if (h->len < 16 || (size && count > (h->len - 16) / size) ||
-      count > SIZE_MAX / sizeof(item_result))
+  if (!addr)
+    r.code = CF_ESYS; /* every item fails with it */
+  else if (h->len < 16 || (size && count > (h->len - 16) / size) ||
+           count > SIZE_MAX / sizeof(item_result))
     r.code = CF_EINVAL; /* not a chunk the manager made */
   else if (!area_reserve(a, tlen = count * sizeof(item_result)))
     r.code = CF_ENOMEM; /* every item fails; none ran */
@@ -850,6 +917,10 @@ static _Noreturn void worker_main(int sock, int area_fd,
         _exit(0);
       continue;
     }
+    /* The function first (with the fork server, the first task of an
+     * object may load it): not the task's time. */
+    cf__fail_clear();
+    uintptr_t addr = task_fn(h.fn);
     /* A task timeout counts from here, not from when the task was sent
      * (the initializer or the task before it may have run meanwhile). No
      * timeout, no report: it would cost every task a message. */
@@ -859,9 +930,8 @@ static _Noreturn void worker_main(int sock, int area_fd,
     wire r = {.type = MSG_RESULT};
     void *payload = NULL;
     char *msg = NULL;
-    cf__fail_clear();
     if (is_chunk(h.kind)) {
-      run_chunk(sock, &h, in, &a, sh);
+      run_chunk(sock, &h, addr, in, &a, sh);
       payload_free(&h, in);
       if (o->max_tasks_per_child && ++done >= o->max_tasks_per_child)
         _exit(0);
@@ -871,8 +941,8 @@ static _Noreturn void worker_main(int sock, int area_fd,
       void *arg = NULL, *out = NULL;
       if (h.len == sizeof arg)
         memcpy(&arg, in, sizeof arg);
-      cf_fn fn = (cf_fn)(uintptr_t)h.fn;
-      r.code = fn(arg, &out);
+      cf_fn fn = (cf_fn)addr;
+      r.code = fn ? fn(arg, &out) : CF_ESYS;
       if (r.code == 0) {
         payload = malloc(sizeof out);
         if (payload) {
@@ -882,8 +952,8 @@ static _Noreturn void worker_main(int sock, int area_fd,
       }
     } else {
       cf_buf b = {0};
-      cf_proc_fn fn = (cf_proc_fn)(uintptr_t)h.fn;
-      r.code = fn(in, h.len, &b);
+      cf_proc_fn fn = (cf_proc_fn)addr;
+      r.code = fn ? fn(in, h.len, &b) : CF_ESYS;
       if (r.code == 0) {
         payload = b.data;
         r.len = b.data ? b.len : 0;
@@ -1115,6 +1185,264 @@ static _Noreturn void server_main(int ctl_fd, pid_t parent,
     close(sv[0]);
     close(afd);
   }
+}
+
+/* ---- the exec'd fork server (CF_START_FORKSERVER) ------------------------ */
+
+/* The manager starts the server as /proc/self/exe with this argv:
+ *   SERVER_ARGV0 SERVER_TAG <parent pid> <LD_PRELOAD to restore>
+ * and its end of the control socket at SERVER_CTL_FD. The library's
+ * constructor (server_entry) sees the argv and becomes the fork server
+ * before the program's own constructors and main could run: nothing of
+ * the host is in it but the program's code and static data as compiled. Its
+ * first message from the manager (CTL_CONFIG) brings the region (see
+ * region_head): the options, the slots, the object paths. */
+#define SERVER_ARGV0  "cfutures-fork-server"
+#define SERVER_TAG    "--cfutures-fork-server-v1"
+#define SERVER_CTL_FD 3
+
+/* The initializer the server could not find: each worker fails to start
+ * with this message, as if the initializer had failed. */
+static char init_missing[300];
+static int missing_initializer(void *arg) {
+  (void)arg;
+  return cf_fail(CF_ESYS, "%s", init_missing);
+}
+
+/* The 4th argument: "k" LD_PRELOAD was not touched, "u" it was unset in
+ * the host, "=value" its value in the host (the manager set it to reach
+ * this library, see preload_path). */
+static void restore_preload(const char *how) {
+  if (how[0] == 'u')
+    unsetenv("LD_PRELOAD");
+  else if (how[0] == '=')
+    setenv("LD_PRELOAD", how + 1, 1);
+}
+
+__attribute__((constructor)) static void server_entry(int argc, char **argv,
+                                                      char **envp) {
+  (void)envp;
+  if (argc != 4 || !argv || !argv[0] || strcmp(argv[0], SERVER_ARGV0) != 0 ||
+      strcmp(argv[1], SERVER_TAG) != 0)
+    return; /* an ordinary start of the program */
+  pid_t parent = (pid_t)strtol(argv[2], NULL, 10);
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != parent)
+    _exit(0); /* the parent has gone already: the signal will not come */
+  restore_preload(argv[3]);
+  atfork_off = true;
+  ctl c;
+  int got[2];
+  if (recv_ctl(SERVER_CTL_FD, &c, got, 0) != (ssize_t)sizeof c ||
+      c.op != CTL_CONFIG || got[0] < 0)
+    _exit(1); /* the manager sees the server go: the pool fails to start */
+  struct stat st;
+  region_head *r = MAP_FAILED;
+  if (fstat(got[0], &st) == 0 && (size_t)st.st_size >= sizeof *r)
+    r = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED,
+             got[0], 0);
+  if (r == MAP_FAILED || r->magic != REGION_MAGIC ||
+      (size_t)st.st_size < region_size(r->n, true))
+    _exit(1);
+  close_other_fds(SERVER_CTL_FD, -1);
+  exec_region = r;
+  /* the program's own bias, found once here: every worker inherits it */
+  cf__fnref_resolve("", 0);
+  cf_process_pool_opts o = {
+      .max_tasks_per_child = (size_t)r->max_tasks_per_child,
+      .task_timeout_s = r->task_timeout_s,
+      .initarg = (void *)(uintptr_t)r->initarg,
+  };
+  if (r->initarg_is_ref)
+    o.initarg = (void *)task_fn(r->initarg);
+  if (r->has_init) {
+    /* looked up once here: the workers inherit the address */
+    o.initializer = (int (*)(void *))task_fn(r->init_ref);
+    if (!o.initializer) {
+      char *why = cf__fail_take_message();
+      snprintf(init_missing, sizeof init_missing, "the initializer: %s",
+               why ? why : "not found");
+      free(why);
+      o.initializer = missing_initializer;
+    }
+  }
+  fork_faults ff = {.skip = r->ff_skip, .fail = r->ff_fail};
+  server_main(SERVER_CTL_FD, parent, &o, r->n, region_slots(r), ff);
+}
+
+/* The names (DT_NEEDED, DT_SONAME) of a loaded object's dynamic section. */
+typedef struct dyn_names {
+  const char *soname;
+  const char *needed[64];
+  size_t nneeded;
+} dyn_names;
+
+static void read_dyn(const struct link_map *lm, dyn_names *d) {
+  memset(d, 0, sizeof *d);
+  if (!lm->l_ld)
+    return;
+  uintptr_t strtab = 0;
+  for (const ElfW(Dyn) *e = lm->l_ld; e->d_tag != DT_NULL; e++)
+    if (e->d_tag == DT_STRTAB)
+      strtab = e->d_un.d_ptr;
+  if (!strtab)
+    return;
+  /* glibc relocates the dynamic section's addresses in place on most
+   * targets; where it does not they are still offsets */
+  if (strtab < (uintptr_t)lm->l_addr)
+    strtab += (uintptr_t)lm->l_addr;
+  for (const ElfW(Dyn) *e = lm->l_ld; e->d_tag != DT_NULL; e++) {
+    const char *name = (const char *)strtab + e->d_un.d_val;
+    if (e->d_tag == DT_SONAME)
+      d->soname = name;
+    else if (e->d_tag == DT_NEEDED && d->nneeded < 64)
+      d->needed[d->nneeded++] = name;
+  }
+}
+
+static bool names_object(const char *name, const struct link_map *lm,
+                         const dyn_names *d) {
+  const char *base = strrchr(lm->l_name, '/');
+  base = base ? base + 1 : lm->l_name;
+  return (d->soname && strcmp(name, d->soname) == 0) ||
+         strcmp(name, lm->l_name) == 0 || strcmp(name, base) == 0;
+}
+
+/* Whether `self` is loaded at the program's start: linked into it, needed
+ * by it or by what it needs (the DT_NEEDED closure from the program), or
+ * preloaded. Then a fresh image of the program runs this library's
+ * constructor before main; a library the host dlopen'd is not. */
+static bool in_initial_image(const struct link_map *self) {
+  if (!self->l_name[0])
+    return true; /* linked into the program */
+  const char *pre = getenv("LD_PRELOAD");
+  const char *base = strrchr(self->l_name, '/');
+  base = base ? base + 1 : self->l_name;
+  if (pre && strstr(pre, base))
+    return true;
+  struct link_map *head = NULL;
+  void *h = dlopen(NULL, RTLD_NOW | RTLD_NOLOAD);
+  if (!h || dlinfo(h, RTLD_DI_LINKMAP, &head) != 0 || !head)
+    return false;
+  enum { MAX = 512 };
+  const struct link_map *in[MAX]; /* found in the closure */
+  size_t nin = 0;
+  in[nin++] = head;
+  for (size_t k = 0; k < nin; k++) {
+    dyn_names need;
+    read_dyn(in[k], &need);
+    for (size_t j = 0; j < need.nneeded; j++)
+      for (const struct link_map *m = head; m && nin < MAX; m = m->l_next) {
+        dyn_names d;
+        read_dyn(m, &d);
+        bool seen = false;
+        for (size_t i = 0; i < nin && !seen; i++)
+          seen = in[i] == m;
+        if (!seen && names_object(need.needed[j], m, &d))
+          in[nin++] = m;
+      }
+  }
+  for (size_t k = 0; k < nin; k++)
+    if (in[k] == self)
+      return true;
+  return false;
+}
+
+/* The path to preload into the fork server so that its image runs this
+ * library's constructor: NULL when it would anyway. Decided once. */
+static pthread_once_t preload_once = PTHREAD_ONCE_INIT;
+static char preload_buf[CF__FNREF_PATH_MAX];
+static void find_preload(void) {
+  Dl_info info;
+  struct link_map *self = NULL;
+  if (!dladdr1((const void *)(uintptr_t)&cf_process_pool_new, &info, (void **)&self,
+               RTLD_DL_LINKMAP) ||
+      !self || in_initial_image(self))
+    return;
+  if (!realpath(self->l_name, preload_buf))
+    snprintf(preload_buf, sizeof preload_buf, "%s", self->l_name);
+}
+static const char *preload_path(void) {
+  pthread_once(&preload_once, find_preload);
+  return preload_buf[0] ? preload_buf : NULL;
+}
+
+extern char **environ;
+
+/* Starts the fork server as a fresh image of the program (see above) with
+ * `peer` as its control socket; *pid is its pid. posix_spawn (vfork and
+ * exec underneath) runs no fork handler and takes no lock of the host's
+ * in the child. Returns 0 or an errno. */
+static int spawn_server(int peer, pid_t *pid) {
+  char parent[24], *pre_arg = "k", *pre_env = NULL;
+  snprintf(parent, sizeof parent, "%ld", (long)getpid());
+  const char *self = preload_path();
+  char **copy = NULL;
+  if (self) {
+    /* environ plus LD_PRELOAD=self[:old]; the server puts the old back */
+    const char *old = getenv("LD_PRELOAD");
+    size_t n = 0;
+    while (environ[n])
+      n++;
+    copy = malloc((n + 2) * sizeof *copy);
+    size_t plen = strlen(self) + (old ? strlen(old) + 1 : 0) + 16;
+    pre_env = malloc(plen);
+    pre_arg = malloc((old ? strlen(old) : 0) + 2);
+    if (!copy || !pre_env || !pre_arg) {
+      free(copy);
+      free(pre_env);
+      free(pre_arg);
+      return ENOMEM;
+    }
+    snprintf(pre_env, plen, "LD_PRELOAD=%s%s%s", self, old ? ":" : "",
+             old ? old : "");
+    if (old)
+      sprintf(pre_arg, "=%s", old);
+    else
+      strcpy(pre_arg, "u");
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+      if (strncmp(environ[i], "LD_PRELOAD=", 11) != 0)
+        copy[k++] = environ[i];
+    copy[k++] = pre_env;
+    copy[k] = NULL;
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  int rc = posix_spawn_file_actions_init(&fa);
+  if (rc == 0) {
+    /* dup2 clears close-on-exec on the copy (glibc does it also when the
+     * numbers are equal) */
+    rc = posix_spawn_file_actions_adddup2(&fa, peer, SERVER_CTL_FD);
+    if (rc == 0 && (rc = posix_spawnattr_init(&at)) == 0) {
+      posix_spawnattr_setsigmask(&at, &chld);
+      posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
+      char *argv[] = {SERVER_ARGV0, SERVER_TAG, parent, pre_arg, NULL};
+      /* EFAULT: another thread's setenv moved the environment while the
+       * exec read it (glibc before 2.40 frees the old array); seen about
+       * once in ten pools made while a thread loops on setenv. The exec
+       * failed cleanly: try again. */
+      for (int tries = 0; tries < 100; tries++) {
+        rc = posix_spawn(pid, "/proc/self/exe", &fa, &at, argv,
+                         copy ? copy : environ);
+        if (rc != EFAULT)
+          break;
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+      }
+      posix_spawnattr_destroy(&at);
+    }
+    posix_spawn_file_actions_destroy(&fa);
+  }
+  if (self) {
+    free(copy);
+    free(pre_env);
+    free(pre_arg);
+  }
+  return rc;
 }
 
 /* ---- the manager thread (parent) ----------------------------------------- */
@@ -1913,20 +2241,36 @@ static int start_server(ppool *p) {
   if (src)
     return CF_ESYS;
   pid_t parent = getpid();
-  fork_faults ff = fork_faults_from_env(); /* tests only */
-  forking_server = true; /* no fork handler: see the top of the file */
-  pid_t pid = fork();
-  if (pid == 0) {
-    atfork_off = true;
-    close(sv[0]);
-    close_other_fds(sv[1], -1);
-    sigset_t keep;
-    sigemptyset(&keep);
-    sigaddset(&keep, SIGCHLD);
-    sigprocmask(SIG_SETMASK, &keep, NULL);
-    server_main(sv[1], parent, &p->o, p->n, p->shared, ff);
+  pid_t pid = -1;
+  if (p->exec_server) {
+    int err = spawn_server(sv[1], &pid);
+    if (err) {
+      pid = -1;
+      errno = err;
+    } else {
+      ctl c = {.op = CTL_CONFIG};
+      if (send_ctl(sv[0], &c, &p->region_fd, 1, 0) != 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        pid = -1;
+      }
+    }
+  } else {
+    fork_faults ff = fork_faults_from_env(); /* tests only */
+    forking_server = true; /* no fork handler: see the top of the file */
+    pid = fork();
+    if (pid == 0) {
+      atfork_off = true;
+      close(sv[0]);
+      close_other_fds(sv[1], -1);
+      sigset_t keep;
+      sigemptyset(&keep);
+      sigaddset(&keep, SIGCHLD);
+      sigprocmask(SIG_SETMASK, &keep, NULL);
+      server_main(sv[1], parent, &p->o, p->n, p->shared, ff);
+    }
+    forking_server = false;
   }
-  forking_server = false;
   pthread_mutex_lock(&p->fd_mu);
   close(sv[1]);
   p->ctl_peer = -1;
@@ -1948,7 +2292,9 @@ static void *manager_main(void *arg) {
   struct pollfd *fds = p->pfds;
   size_t *slot_of = p->slot_of;
   int start_rc = start_server(p);
+  int start_errno = errno;
   pthread_mutex_lock(&p->mu);
+  p->start_errno = start_errno;
   p->manager_self = pthread_self();
   p->start_rc = start_rc;
   p->started = true;
@@ -2114,6 +2460,66 @@ static void *manager_main(void *arg) {
 
 /* ---- the executor interface ---------------------------------------------- */
 
+/* Makes the region (see region_head) for p: a memfd, mapped. Returns 0
+ * or -1 (errno). */
+static int make_region(ppool *p, uint64_t init_ref, const uint64_t *arg_ref) {
+  p->region_len = region_size(p->n, p->exec_server);
+  p->region_fd = memfd_create("cfutures-pool", MFD_CLOEXEC);
+  if (p->region_fd < 0 || ftruncate(p->region_fd, (off_t)p->region_len) != 0)
+    return -1;
+  void *m = mmap(NULL, p->region_len, PROT_READ | PROT_WRITE, MAP_SHARED,
+                 p->region_fd, 0);
+  if (m == MAP_FAILED)
+    return -1;
+  region_head *r = p->region = m;
+  r->magic = REGION_MAGIC;
+  r->n = (uint32_t)p->n;
+  r->has_init = p->o.initializer != NULL;
+  r->init_ref = init_ref;
+  r->initarg = arg_ref ? *arg_ref : (uint64_t)(uintptr_t)p->o.initarg;
+  r->initarg_is_ref = arg_ref != NULL;
+  r->max_tasks_per_child = p->o.max_tasks_per_child;
+  r->task_timeout_s = p->o.task_timeout_s;
+  fork_faults ff = fork_faults_from_env(); /* tests only */
+  r->ff_skip = ff.skip;
+  r->ff_fail = ff.fail;
+  p->shared = region_slots(r);
+  return 0;
+}
+
+/* Publishes the path of ref's object in the region (and those of the
+ * objects before it), before anything that needs it reaches a worker. */
+static void publish_object(ppool *p, uint64_t ref) {
+  uint32_t id = (uint32_t)(ref >> CF__FNREF_OFF_BITS);
+  region_head *r = p->region;
+  if (id < atomic_load_explicit(&r->nobjs, memory_order_acquire))
+    return;
+  pthread_mutex_lock(&p->objs_mu);
+  uint32_t n = atomic_load_explicit(&r->nobjs, memory_order_relaxed);
+  for (; n <= id; n++) {
+    const char *path = cf__fnref_path(n);
+    snprintf(region_path(r, n), CF__FNREF_PATH_MAX, "%s", path ? path : "");
+  }
+  /* the paths before the count: a worker reads them after it */
+  atomic_store_explicit(&r->nobjs, n, memory_order_release);
+  pthread_mutex_unlock(&p->objs_mu);
+}
+
+/* What goes on the wire for task function fn: its address with
+ * CF_START_FORK, else its reference (core/fnref.h), its object's path
+ * published in the region first. Returns 0 or CF_EINVAL/CF_ENOMEM
+ * (cf_last_error set). */
+static int fn_wire(ppool *p, uintptr_t fn, uint64_t *out) {
+  if (!p->exec_server) {
+    *out = (uint64_t)fn;
+    return 0;
+  }
+  int rc = cf__fnref_make(fn, out);
+  if (rc == 0)
+    publish_object(p, *out);
+  return rc;
+}
+
 /* Queues t (its futures already made); on error frees it. */
 static int push_task(ppool *p, ptask *t) {
   pthread_mutex_lock(&p->mu);
@@ -2215,21 +2621,30 @@ static int submit_chunk(ppool *p, uint32_t kind, uint64_t fn, const void *items,
 static int pp_submit_batch(cf_executor *ex, cf_fn fn, const void *items,
                            size_t count, size_t item_size,
                            cf_destroy_fn destroy, cf_future **outs) {
-  return submit_chunk((ppool *)ex, KIND_CHUNK, (uint64_t)(uintptr_t)fn, items,
-                      count, item_size, destroy, outs);
+  uint64_t w;
+  int rc = fn_wire((ppool *)ex, (uintptr_t)fn, &w);
+  return rc ? rc
+            : submit_chunk((ppool *)ex, KIND_CHUNK, w, items, count, item_size,
+                           destroy, outs);
 }
 
 static int pp_submit_batch_bytes(cf_executor *ex, cf_proc_fn fn,
                                  const void *items, size_t count,
                                  size_t item_size, cf_future **outs) {
-  return submit_chunk((ppool *)ex, KIND_CHUNK_BYTES, (uint64_t)(uintptr_t)fn,
-                      items, count, item_size, NULL, outs);
+  uint64_t w;
+  int rc = fn_wire((ppool *)ex, (uintptr_t)fn, &w);
+  return rc ? rc
+            : submit_chunk((ppool *)ex, KIND_CHUNK_BYTES, w, items, count,
+                           item_size, NULL, outs);
 }
 
 static int pp_submit(cf_executor *ex, cf_fn fn, void *arg,
                      cf_destroy_fn destroy, cf_future **out) {
-  return enqueue((ppool *)ex, KIND_VALUE, (uint64_t)(uintptr_t)fn, &arg,
-                 sizeof arg, destroy, out);
+  uint64_t w;
+  int rc = fn_wire((ppool *)ex, (uintptr_t)fn, &w);
+  return rc ? rc
+            : enqueue((ppool *)ex, KIND_VALUE, w, &arg, sizeof arg, destroy,
+                      out);
 }
 
 int cf_process_pool_submit(cf_executor *ex, cf_proc_fn fn, const void *data,
@@ -2242,8 +2657,11 @@ int cf_process_pool_submit(cf_executor *ex, cf_proc_fn fn, const void *data,
                                : !out ? "NULL out"
                                : (!data && len) ? "NULL data with len > 0"
                                                 : "not a process pool");
-  int rc = enqueue((ppool *)ex, KIND_BYTES, (uint64_t)(uintptr_t)fn, data,
-                   len, NULL, out);
+  uint64_t w;
+  int rc = fn_wire((ppool *)ex, (uintptr_t)fn, &w);
+  if (rc)
+    return cf__fail_retag(__func__, rc);
+  rc = enqueue((ppool *)ex, KIND_BYTES, w, data, len, NULL, out);
   return rc ? cf__fail_submit(__func__, rc) : 0;
 }
 
@@ -2295,8 +2713,11 @@ static void pool_free(ppool *p) {
   free(p->pfds);
   free(p->slot_of);
   free(p->workers);
-  if (p->shared)
-    munmap(p->shared, p->n * sizeof *p->shared);
+  if (p->region)
+    munmap(p->region, p->region_len);
+  if (p->region_fd >= 0)
+    close(p->region_fd);
+  pthread_mutex_destroy(&p->objs_mu);
   free(p);
 }
 
@@ -2345,6 +2766,19 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   if (o.max_workers > MAX_PROC_WORKERS)
     return CF__FAILF(CF_EINVAL, "max_workers %zu is above %d", o.max_workers,
                      MAX_PROC_WORKERS);
+  if (o.start_method != CF_START_FORKSERVER && o.start_method != CF_START_FORK)
+    return CF__FAILF(CF_EINVAL, "start_method %d is neither "
+                                "CF_START_FORKSERVER nor CF_START_FORK",
+                     (int)o.start_method);
+  uint64_t init_ref = 0, arg_ref = 0;
+  bool arg_is_ref = false;
+  if (o.start_method == CF_START_FORKSERVER && o.initializer) {
+    if (cf__fnref_make((uintptr_t)o.initializer, &init_ref) != 0)
+      return cf__fail_retag(__func__, CF_EINVAL);
+    /* initarg pointing into the program's static data (or a library's)
+     * travels as a reference, like a function; anything else as is */
+    arg_is_ref = o.initarg && cf__fnref_make((uintptr_t)o.initarg, &arg_ref) == 0;
+  }
   if (o.task_timeout_s > MAX_TASK_TIMEOUT_S) /* +inf too: forever */
     o.task_timeout_s = 0;
   size_t n = o.max_workers;
@@ -2361,6 +2795,9 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   p->server = -1;
   p->ctl_fd = -1;
   p->ctl_peer = -1;
+  p->region_fd = -1;
+  p->exec_server = o.start_method == CF_START_FORKSERVER;
+  pthread_mutex_init(&p->objs_mu, NULL);
   pthread_mutex_init(&p->mu, NULL);
   pthread_mutex_init(&p->fd_mu, NULL);
   pthread_mutex_init(&p->join_mu, NULL);
@@ -2369,9 +2806,7 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   p->workers = calloc(n, sizeof *p->workers);
   p->pfds = calloc(n + 2, sizeof *p->pfds);
   p->slot_of = calloc(n + 2, sizeof *p->slot_of);
-  p->shared = mmap(NULL, n * sizeof *p->shared, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (p->shared == MAP_FAILED)
+  if (make_region(p, init_ref, arg_is_ref ? &arg_ref : NULL) != 0)
     p->shared = NULL;
   if (!p->workers || !p->pfds || !p->slot_of || !p->shared || p->wake_fd < 0) {
     int rc = p->wake_fd < 0 ? CF_ESYS : CF_ENOMEM;
@@ -2381,6 +2816,11 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   }
   for (size_t i = 0; i < n; i++)
     p->workers[i].fd = p->workers[i].area_fd = -1;
+  if (p->exec_server && o.initializer) {
+    publish_object(p, init_ref);
+    if (arg_is_ref)
+      publish_object(p, arg_ref);
+  }
   pool_register(p); /* for the fork handlers */
   /* The manager runs with every signal blocked: the host's signals go to
    * the host's threads, and the fork server it forks starts with no
@@ -2397,12 +2837,13 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   pthread_mutex_lock(&p->mu);
   while (!p->started)
     pthread_cond_wait(&p->started_cv, &p->mu);
-  int rc = p->start_rc;
+  int rc = p->start_rc, err = p->start_errno;
   pthread_mutex_unlock(&p->mu);
   if (rc != 0) {
     pthread_join(p->manager, NULL);
     pool_free(p);
-    return CF__FAIL(rc, "the fork server could not be started");
+    return CF__FAILF(rc, "the fork server could not be started: %s",
+                     strerror(err));
   }
   *out = &p->base;
   return 0;

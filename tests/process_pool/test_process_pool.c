@@ -1,6 +1,7 @@
 /* Tests for executor/process_pool.c. Every blocking call has a timeout. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <float.h>
 #include <math.h>
 #include <pthread.h>
@@ -25,6 +26,8 @@
 
 #include <cfutures.h>
 
+#include "helpers.h"
+
 /* Under LeakSanitizer, a task that calls exit() runs the leak check in its
  * worker. Workers descend (through the fork server) from the pool's manager
  * thread, so the check there cannot see the stacks of the parent's other
@@ -35,40 +38,21 @@ int __lsan_is_turned_off(void) {
   return test_pid && getpid() != test_pid;
 }
 
-/* Every test runs under a watchdog: a hang ends the run with a message
- * instead of holding it until meson's timeout. */
-static void watchdog_fired(int sig) {
-  (void)sig;
-  static const char msg[] = "watchdog: a test hung; aborting the run\n";
-  ssize_t w = write(2, msg, sizeof msg - 1);
-  (void)w;
-  _exit(99);
-}
+/* The start method every pool of this run uses: the suite runs this file
+ * once with each (CF_TEST_START_METHOD=fork or forkserver, the default). */
+static cf_start_method start_method = CF_START_FORKSERVER;
 
-static int arm_watchdog(void **state) {
-  (void)state;
-  struct sigaction sa = {.sa_handler = watchdog_fired};
-  sigaction(SIGALRM, &sa, NULL);
-  alarm(120);
-  return 0;
-}
-
-static int disarm_watchdog(void **state) {
-  (void)state;
-  alarm(0);
-  return 0;
-}
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+/* cf_process_pool_new with this run's start method. */
+static int pool_new(cf_process_pool_opts *o, cf_executor **ex) {
+  if (o)
+    o->start_method = start_method;
+  return cf_process_pool_new(o, ex);
 }
 
 static cf_executor *new_pool(size_t workers) {
   cf_process_pool_opts o = {.max_workers = workers};
   cf_executor *ex = NULL;
-  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  assert_int_equal(pool_new(&o, &ex), 0);
   return ex;
 }
 
@@ -80,36 +64,6 @@ static int count_fds(void) {
     n += de->d_name[0] != '.';
   closedir(d);
   return n - 1; /* the directory's own fd */
-}
-
-/* Our children, alive or zombie, from /proc; *first gets one's pid. */
-static int list_children(pid_t *first) {
-  int n = 0;
-  DIR *d = opendir("/proc");
-  struct dirent *de;
-  pid_t me = getpid();
-  while ((de = readdir(d))) {
-    char path[300], buf[512];
-    if (de->d_name[0] < '0' || de->d_name[0] > '9')
-      continue;
-    snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-      continue;
-    if (fgets(buf, sizeof buf, f)) {
-      char *p = strrchr(buf, ')');
-      int ppid = 0;
-      char st;
-      if (p && sscanf(p + 2, "%c %d", &st, &ppid) == 2 && ppid == me) {
-        n++;
-        if (first)
-          *first = (pid_t)atoi(de->d_name);
-      }
-    }
-    fclose(f);
-  }
-  closedir(d);
-  return n;
 }
 
 static int count_children(void) {
@@ -175,27 +129,53 @@ static int slow(void *arg, void **out) {
 }
 
 /* How many times each item of the chunk tests ran, counted by the workers
- * in a page shared with them (mapped before the pool is made, so that the
- * fork server and every worker inherit it); the last counter counts the
- * starts of hang_counted. */
+ * in a page shared with them: a file the host maps and names in
+ * CF_TEST_RUNS, which a worker maps on first use (with CF_START_FORK it
+ * inherits the host's mapping; a fork server's fresh image has none). The
+ * last counter counts the starts of hang_counted. */
 enum { RUNS_MAX = 1024, HANG_STARTS = RUNS_MAX - 1 };
 static _Atomic int *item_runs;
+static char runs_path[64];
+
+static void runs_unlink(void) {
+  if (runs_path[0] && getpid() == test_pid)
+    unlink(runs_path);
+}
+
+static _Atomic int *runs(void) {
+  if (!item_runs) {
+    const char *path = getenv("CF_TEST_RUNS");
+    int fd = path ? open(path, O_RDWR | O_CLOEXEC) : -1;
+    void *m = fd < 0 ? MAP_FAILED
+                     : mmap(NULL, RUNS_MAX * sizeof *item_runs,
+                            PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED)
+      abort(); /* a worker without its counters: the test fails loudly */
+    close(fd);
+    item_runs = m;
+  }
+  return item_runs;
+}
 
 static void runs_reset(void) {
   if (!item_runs) {
-    void *m = mmap(NULL, RUNS_MAX * sizeof *item_runs, PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    assert_true(m != MAP_FAILED);
-    item_runs = m;
+    snprintf(runs_path, sizeof runs_path, "/tmp/cf-test-runs-XXXXXX");
+    int fd = mkstemp(runs_path);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, RUNS_MAX * sizeof *item_runs), 0);
+    close(fd);
+    atexit(runs_unlink);
+    assert_int_equal(setenv("CF_TEST_RUNS", runs_path, 1), 0);
+    runs();
   }
   for (int i = 0; i < RUNS_MAX; i++)
-    atomic_store_explicit(&item_runs[i], 0, memory_order_relaxed);
+    atomic_store_explicit(&runs()[i], 0, memory_order_relaxed);
 }
 
 /* hang, counted when it starts in its worker (call runs_reset before the
  * pool is made). */
 static int hang_counted(void *arg, void **out) {
-  atomic_fetch_add_explicit(&item_runs[HANG_STARTS], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&runs()[HANG_STARTS], 1, memory_order_relaxed);
   return hang(arg, out);
 }
 
@@ -238,9 +218,9 @@ static void test_round_trips(void **state) {
   assert_int_equal(count_fds(), fds0);   /* nothing left open */
   assert_int_equal(count_children(), 0); /* no zombies */
   cf_process_pool_opts o = {.task_timeout_s = -1};
-  assert_int_equal(cf_process_pool_new(&o, &ex), CF_EINVAL);
+  assert_int_equal(pool_new(&o, &ex), CF_EINVAL);
   o = (cf_process_pool_opts){.max_workers = 100000};
-  assert_int_equal(cf_process_pool_new(&o, &ex), CF_EINVAL);
+  assert_int_equal(pool_new(&o, &ex), CF_EINVAL);
   assert_int_equal(cf_process_pool_new(NULL, NULL), CF_EINVAL);
 }
 
@@ -371,7 +351,7 @@ static void test_worker_deaths(void **state) {
   /* started in its worker, not only sent there (a worker killed before it
    * starts a task is not blamed: the task would run again, and hang) */
   double t0 = now_s();
-  while (atomic_load_explicit(&item_runs[HANG_STARTS], memory_order_relaxed) ==
+  while (atomic_load_explicit(&runs()[HANG_STARTS], memory_order_relaxed) ==
              0 &&
          now_s() - t0 < 10)
     usleep(1000);
@@ -441,7 +421,7 @@ static void test_task_timeout(void **state) {
   (void)state;
   cf_process_pool_opts o = {.max_workers = 1, .task_timeout_s = 0.2};
   cf_executor *ex;
-  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  assert_int_equal(pool_new(&o, &ex), 0);
   cf_future *f, *g;
   assert_int_equal(cf_submit(ex, hang, NULL, &f), 0);
   assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)5, &g), 0);
@@ -469,7 +449,7 @@ static void test_infinite_task_timeout(void **state) {
   for (size_t k = 0; k < sizeof forever / sizeof forever[0]; k++) {
     cf_process_pool_opts o = {.max_workers = 1, .task_timeout_s = forever[k]};
     cf_executor *ex;
-    assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+    assert_int_equal(pool_new(&o, &ex), 0);
     cf_future *f, *g;
     void *v;
     assert_int_equal(cf_submit(ex, slow, (void *)(intptr_t)30000, &f), 0);
@@ -486,7 +466,7 @@ static void test_infinite_task_timeout(void **state) {
   for (size_t k = 0; k < sizeof invalid / sizeof invalid[0]; k++) {
     cf_process_pool_opts o = {.max_workers = 1, .task_timeout_s = invalid[k]};
     cf_executor *ex = (cf_executor *)&o;
-    assert_int_equal(cf_process_pool_new(&o, &ex), CF_EINVAL);
+    assert_int_equal(pool_new(&o, &ex), CF_EINVAL);
     assert_null(ex);
   }
 }
@@ -513,7 +493,7 @@ static void test_task_ending_at_its_timeout(void **state) {
   enum { N = 200, T_US = 10000 };
   cf_process_pool_opts o = {.max_workers = 2, .task_timeout_s = T_US * 1e-6};
   cf_executor *ex;
-  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  assert_int_equal(pool_new(&o, &ex), 0);
   cf_future *fs[2 * N];
   for (int i = 0; i < N; i++) {
     /* from 0.9 T to 1.1 T, stepping through the instant of the kill */
@@ -559,7 +539,7 @@ static void test_max_tasks_per_child(void **state) {
   (void)state;
   cf_process_pool_opts o = {.max_workers = 2, .max_tasks_per_child = 1};
   cf_executor *ex;
-  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  assert_int_equal(pool_new(&o, &ex), 0);
   enum { N = 100 };
   cf_future *fs[N];
   for (int i = 0; i < N; i++)
@@ -593,7 +573,7 @@ static void test_initializer(void **state) {
   cf_process_pool_opts o = {
       .max_workers = 2, .initializer = init_marks, .initarg = &token};
   cf_executor *ex;
-  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  assert_int_equal(pool_new(&o, &ex), 0);
   cf_future *f;
   void *v;
   assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)4, &f), 0);
@@ -602,7 +582,7 @@ static void test_initializer(void **state) {
   cf_executor_free(ex);
 
   o.initializer = init_fails;
-  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  assert_int_equal(pool_new(&o, &ex), 0);
   int rc = cf_submit(ex, square, (void *)(intptr_t)4, &f);
   if (rc == 0) {
     assert_int_equal(cf_future_result(f, 20, &v), CF_EBROKEN);
@@ -645,7 +625,7 @@ static void test_timeout_counts_from_task_start(void **state) {
                             .initializer = init_slow,
                             .initarg = (void *)(uintptr_t)600000};
   cf_executor *ex;
-  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  assert_int_equal(pool_new(&o, &ex), 0);
   cf_future *f, *g, *h;
   void *v;
   /* 0.25 s of work, sent while the initializer runs */
@@ -674,7 +654,7 @@ static void test_broken_pool_is_idle(void **state) {
   alarm(30);
   cf_process_pool_opts o = {.max_workers = 2, .initializer = init_fails};
   cf_executor *ex;
-  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  assert_int_equal(pool_new(&o, &ex), 0);
   cf_future *f;
   int rc;
   double t0 = now_s();
@@ -739,7 +719,7 @@ static void test_death_before_start_blames_no_task(void **state) {
                             .initializer = init_slow,
                             .initarg = (void *)(uintptr_t)300000};
   cf_executor *ex;
-  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  assert_int_equal(pool_new(&o, &ex), 0);
   cf_future *f, *g;
   assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)2, &f), 0);
   assert_int_equal(cf_submit(ex, square, (void *)(intptr_t)3, &g), 0);
@@ -774,7 +754,7 @@ static void test_initializer_crash_breaks_pool(void **state) {
   alarm(30);
   cf_process_pool_opts o = {.max_workers = 2, .initializer = init_crashes};
   cf_executor *ex;
-  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  assert_int_equal(pool_new(&o, &ex), 0);
   cf_future *f;
   int rc = cf_submit(ex, square, (void *)(intptr_t)2, &f);
   if (rc == 0) {
@@ -923,7 +903,7 @@ static int terminal_signals_child(void) {
   }
   cf_process_pool_opts o = {.max_workers = 1};
   cf_executor *ex;
-  if (cf_process_pool_new(&o, &ex) != 0)
+  if (pool_new(&o, &ex) != 0)
     return 2;
   cf_future *f, *g;
   void *v;
@@ -1143,7 +1123,7 @@ static int count_square_or_crash(void *arg, void **out) {
   memcpy(&v, arg, sizeof v);
   x = v % 65536;
   n = v / 65536;
-  atomic_fetch_add_explicit(&item_runs[x], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&runs()[x], 1, memory_order_relaxed);
   if (crashes(x, n))
     raise(SIGSEGV);
   if (x % 50 == 7)
@@ -1200,9 +1180,9 @@ static void test_map_chunk_crash(void **state) {
     cf_map_free(m);
     cf_executor_free(ex);
     for (size_t i = 0; i < n; i++)
-      if (atomic_load_explicit(&item_runs[i], memory_order_relaxed) != 1)
+      if (atomic_load_explicit(&runs()[i], memory_order_relaxed) != 1)
         fail_msg("case %zu: item %zu ran %d times", c, i,
-                 atomic_load_explicit(&item_runs[i], memory_order_relaxed));
+                 atomic_load_explicit(&runs()[i], memory_order_relaxed));
     free(xs);
   }
 }
@@ -1212,7 +1192,7 @@ static void test_map_chunk_crash(void **state) {
 static int sleep_item(void *arg, void **out) {
   int64_t x;
   memcpy(&x, arg, sizeof x);
-  atomic_fetch_add_explicit(&item_runs[x < 0 ? -x : x], 1,
+  atomic_fetch_add_explicit(&runs()[x < 0 ? -x : x], 1,
                             memory_order_relaxed);
   usleep(x == 1 ? 10000000 : x < 0 ? (useconds_t)(-x) * 100000 : 0);
   *out = (void *)(intptr_t)(x + 1);
@@ -1253,7 +1233,7 @@ static void test_map_chunk_timeout(void **state) {
   cf_map_free(m);
   cf_executor_free(ex);
   for (int i = 0; i < 4; i++)
-    assert_int_equal(atomic_load_explicit(&item_runs[i], memory_order_relaxed),
+    assert_int_equal(atomic_load_explicit(&runs()[i], memory_order_relaxed),
                      1);
 }
 
@@ -1295,7 +1275,7 @@ static int bytes_item(const void *in, size_t n, cf_buf *out) {
   if (n != sizeof x)
     return cf_fail(CF_EINVAL, "item of %zu bytes", n);
   memcpy(&x, in, sizeof x);
-  atomic_fetch_add_explicit(&item_runs[x], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&runs()[x], 1, memory_order_relaxed);
   if (x == 21)
     raise(SIGSEGV);
   if (x % 10 == 3)
@@ -1392,9 +1372,9 @@ static void test_map_bytes(void **state) {
   assert_int_equal(cf_map_next(m, &v), CF_EDONE);
   cf_map_free(m);
   for (int i = 0; i < N; i++)
-    if (atomic_load_explicit(&item_runs[i], memory_order_relaxed) != 1)
+    if (atomic_load_explicit(&runs()[i], memory_order_relaxed) != 1)
       fail_msg("item %d ran %d times", i,
-               atomic_load_explicit(&item_runs[i], memory_order_relaxed));
+               atomic_load_explicit(&runs()[i], memory_order_relaxed));
 
   /* bad arguments */
   cf_map_opts with_destroy = {.result_destroy = free};
@@ -1727,7 +1707,7 @@ static void test_helper_holds_worker_socket(void **state) {
     else
       o.task_timeout_s = 0.2;
     cf_executor *ex;
-    assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+    assert_int_equal(pool_new(&o, &ex), 0);
     cf_future *h, *fs[6];
     void *v;
     double t0 = now_s();
@@ -1933,6 +1913,9 @@ static void test_callbacks_in_parent(void **state) {
 
 int main(void) {
   test_pid = getpid();
+  const char *method = getenv("CF_TEST_START_METHOD");
+  if (method && strcmp(method, "fork") == 0)
+    start_method = CF_START_FORK;
   const struct CMUnitTest tests[] = {
       TEST(test_round_trips),
       TEST(test_many_small_tasks),
