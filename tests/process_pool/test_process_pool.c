@@ -1192,8 +1192,7 @@ static void test_map_chunk_crash(void **state) {
 static int sleep_item(void *arg, void **out) {
   int64_t x;
   memcpy(&x, arg, sizeof x);
-  atomic_fetch_add_explicit(&runs()[x < 0 ? -x : x], 1,
-                            memory_order_relaxed);
+  atomic_fetch_add_explicit(&runs()[x < 0 ? -x : x], 1, memory_order_relaxed);
   usleep(x == 1 ? 10000000 : x < 0 ? (useconds_t)(-x) * 100000 : 0);
   *out = (void *)(intptr_t)(x + 1);
   return 0;
@@ -1233,8 +1232,7 @@ static void test_map_chunk_timeout(void **state) {
   cf_map_free(m);
   cf_executor_free(ex);
   for (int i = 0; i < 4; i++)
-    assert_int_equal(atomic_load_explicit(&runs()[i], memory_order_relaxed),
-                     1);
+    assert_int_equal(atomic_load_explicit(&runs()[i], memory_order_relaxed), 1);
 }
 
 /* Byte tasks mapped in chunks: the sum of the squares of 1..10^7, which

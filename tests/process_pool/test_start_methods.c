@@ -314,9 +314,8 @@ static void test_dlopened_library(void **state) {
   *(void **)&init = dlsym(h, "plugin_init");
   *(void **)&token = dlsym(h, "plugin_token");
   assert_true(cube && initialized && init && token);
-  cf_process_pool_opts o = {.max_workers = 2,
-                            .initializer = init,
-                            .initarg = (void *)token()};
+  cf_process_pool_opts o = {
+      .max_workers = 2, .initializer = init, .initarg = (void *)token()};
   cf_executor *ex;
   assert_int_equal(cf_process_pool_new(&o, &ex), 0);
   cf_future *fs[8];
