@@ -277,6 +277,13 @@ typedef struct pworker {
   size_t rx_off, rx_len, rx_cap;
   int rx_fds[4];
   unsigned rx_nfds;
+  /* What the manager has still to send it: tx[tx_off, tx_len), the rest
+   * of a message its socket did not take at once, and tx_fd, a descriptor
+   * (owned) that goes with the first of those bytes (-1: none). While
+   * anything is left the worker gets no new message. */
+  char *tx;
+  size_t tx_off, tx_len, tx_cap;
+  int tx_fd;
 } pworker;
 
 static inline ptask *inflight_pop(pworker *w) {
@@ -388,10 +395,11 @@ extern region_head *cf__pp_exec_region;
 /* process_pool_wire.c: framing, descriptor passing */
 int cf__pp_eager_memfd(const void *data, size_t len);
 void cf__pp_eager_memfd_close(int fd);
+ssize_t cf__pp_sendv_fds(int sock, const struct iovec *iov, size_t niov,
+                         const int *fds, size_t nfds, int flags);
 ssize_t cf__pp_send_fds(int sock, const void *buf, size_t len, const int *fds,
                         size_t nfds, int flags);
 ssize_t cf__pp_recv_fds(int sock, void *buf, size_t len, fdbox *box, int flags);
-int cf__pp_send_header(int fd, wire *h, int pass_fd);
 int cf__pp_payload_memfd(const void *data, size_t len);
 int cf__pp_send_msg(int fd, wire *h, const void *data);
 void cf__pp_payload_free(const wire *h, void *data);

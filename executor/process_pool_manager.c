@@ -257,10 +257,8 @@ static void break_pool(ppool *p, const char *why) {
  * (MSG_DONTWAIT) into the worker's buffer and handles the complete frames
  * in it; a partial frame waits there for the rest. A worker's death is
  * known from its exit report, not from end-of-file (a helper process
- * forked by a task may hold the socket open long after). Sends to a
- * worker do block, but never for long: a worker holds at most PIPE_DEPTH
- * unread tasks of under BIG_PAYLOAD bytes each (more goes in a memfd),
- * which the socket's buffer (~200 KiB) takes in without waiting. */
+ * forked by a task may hold the socket open long after). Nor does it wait
+ * to send: see tx_send. */
 
 #define RX_FD_DROPPED (-1)
 #define RX_MIN        16384 /* bytes asked for per read, at least */
@@ -382,6 +380,90 @@ static int rx_fill(pworker *w) {
   return box.excess ? RECV_BAD : 1;
 }
 
+/* ---- sending to workers (manager) ----------------------------------------
+ *
+ * The manager never waits to send either: a message goes out with
+ * MSG_DONTWAIT, and what the socket does not take (a worker that stopped
+ * reading: SIGSTOP, a task that shrank the buffers, a host under memory
+ * pressure) waits in the worker's tx buffer, flushed when poll says the
+ * socket has room. Meanwhile that worker gets no new message; every other
+ * worker, timeout and result goes on. */
+
+static void tx_reset(pworker *w) {
+  if (w->tx_fd >= 0)
+    close(w->tx_fd);
+  w->tx_fd = -1;
+  free(w->tx);
+  w->tx = NULL;
+  w->tx_off = w->tx_len = w->tx_cap = 0;
+}
+
+static bool tx_pending(const pworker *w) {
+  return w->tx_off < w->tx_len;
+}
+
+/* Sends what w's tx buffer holds, as far as the socket takes it: 0 (all
+ * sent, or the rest waits for room), -1 (the worker hung up). */
+static int tx_flush(pworker *w) {
+  while (tx_pending(w)) {
+    int fd = w->tx_fd;
+    ssize_t r = cf__pp_send_fds(w->fd, w->tx + w->tx_off, w->tx_len - w->tx_off,
+                                &fd, fd >= 0 ? 1 : 0, MSG_DONTWAIT);
+    if (r < 0)
+      return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+    if (w->tx_fd >= 0) { /* it went with the first byte */
+      close(w->tx_fd);
+      w->tx_fd = -1;
+    }
+    w->tx_off += (size_t)r;
+  }
+  w->tx_off = w->tx_len = 0;
+  return 0;
+}
+
+/* Sends the message h (its magic set here) with data[0..len) after it, or
+ * with descriptor pass_fd (-1: none; the caller keeps its own) attached:
+ * at once as far as the socket takes it, the rest copied to w's tx
+ * buffer. Returns 0; -1 when the worker hung up; SEND_LOCAL when the rest
+ * could not be kept (no memory or descriptor: errno), nothing sent. */
+static int tx_send(pworker *w, wire *h, const void *data, size_t len,
+                   int pass_fd) {
+  h->magic = WIRE_MAGIC;
+  struct iovec iov[2] = {{.iov_base = h, .iov_len = sizeof *h},
+                         {.iov_base = (void *)data, .iov_len = len}};
+  size_t total = sizeof *h + len;
+  /* room for the rest, first: a message is never left half sent */
+  if (w->tx_cap < total) {
+    char *b = realloc(w->tx, total);
+    if (!b)
+      return SEND_LOCAL;
+    w->tx = b;
+    w->tx_cap = total;
+  }
+  ssize_t r = cf__pp_sendv_fds(w->fd, iov, len ? 2 : 1, &pass_fd,
+                               pass_fd >= 0 ? 1 : 0, MSG_DONTWAIT);
+  if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+    return -1;
+  size_t sent = r > 0 ? (size_t)r : 0;
+  if (sent == total)
+    return 0;
+  if (sent == 0 && pass_fd >= 0 &&
+      (w->tx_fd = fcntl(pass_fd, F_DUPFD_CLOEXEC, 0)) < 0)
+    return SEND_LOCAL;      /* nothing went: the stream is intact */
+  size_t pos = 0, kept = 0; /* keep the bytes past `sent` */
+  for (int k = 0; k < 2; k++) {
+    size_t n = iov[k].iov_len, from = sent > pos ? sent - pos : 0;
+    if (from < n) {
+      memcpy(w->tx + kept, (char *)iov[k].iov_base + from, n - from);
+      kept += n - from;
+    }
+    pos += n;
+  }
+  w->tx_off = 0;
+  w->tx_len = total - sent;
+  return 0;
+}
+
 static void worker_lost(ppool *p, pworker *w) {
   pthread_mutex_lock(&p->fd_mu);
   if (w->fd >= 0)
@@ -389,6 +471,7 @@ static void worker_lost(ppool *p, pworker *w) {
   w->fd = -1;
   pthread_mutex_unlock(&p->fd_mu);
   rx_reset(w);
+  tx_reset(w);
   w->state = W_DEAD; /* the task waits for the exit report */
 }
 
@@ -590,7 +673,8 @@ static void dispatch(ppool *p) {
     }
     for (size_t i = 0; i < p->n; i++) {
       pworker *w = &p->workers[i];
-      if (w->state != W_LIVE || w->qn >= level || w->qn >= depth_for(p, w))
+      if (w->state != W_LIVE || w->qn >= level || w->qn >= depth_for(p, w) ||
+          tx_pending(w))
         continue;
       ptask *t = pop_pending(p);
       if (!t)
@@ -621,16 +705,22 @@ static void dispatch(ppool *p) {
         i--; /* this worker still wants one (wraps to 0: fine) */
         continue;
       }
+      if (mfd >= 0)
+        h.flags = FLAG_MAPPED;
+      src =
+          tx_send(w, &h, mfd >= 0 ? NULL : t->data, mfd >= 0 ? 0 : t->len, mfd);
+      if (mfd >= 0 && mfd != t->mfd)
+        close(mfd);
+      if (src == SEND_LOCAL) {
+        fail_task(t, CF_ENOMEM,
+                  "the task could not be sent to a worker "
+                  "(no memory or descriptor to keep it: %s)",
+                  strerror(errno));
+        i--; /* this worker still wants one (wraps to 0: fine) */
+        continue;
+      }
       w->q[(w->qh + w->qn) % PIPE_DEPTH] = t;
       w->qn++;
-      if (mfd >= 0) {
-        h.flags = FLAG_MAPPED;
-        src = cf__pp_send_header(w->fd, &h, mfd);
-        if (mfd != t->mfd)
-          close(mfd);
-      } else {
-        src = cf__pp_send_msg(w->fd, &h, t->data);
-      }
       /* It hung up: its exit report settles its tasks (requeued, as it
        * started none of those it had not read). */
       if (src)
@@ -832,7 +922,8 @@ void *cf__pp_manager_main(void *arg) {
       pworker *w = &p->workers[i];
       if (w->fd >= 0 && w->state != W_NONE) {
         slot_of[nf] = i;
-        fds[nf++] = (struct pollfd){.fd = w->fd, .events = POLLIN};
+        fds[nf++] = (struct pollfd){
+            .fd = w->fd, .events = POLLIN | (tx_pending(w) ? POLLOUT : 0)};
       }
       if (w->qn && w->deadline && !w->timed_out) {
         if (now >= w->deadline) {
@@ -862,9 +953,13 @@ void *cf__pp_manager_main(void *arg) {
       ssize_t r = read(p->wake_fd, &v, sizeof v);
       (void)r;
     }
-    for (size_t k = 2; k < nf; k++)
-      if (fds[k].revents & (POLLIN | POLLHUP | POLLERR))
-        on_worker_ready(p, &p->workers[slot_of[k]]);
+    for (size_t k = 2; k < nf; k++) {
+      pworker *w = &p->workers[slot_of[k]];
+      if ((fds[k].revents & POLLOUT) && w->fd >= 0 && tx_flush(w) != 0)
+        worker_lost(p, w);
+      if (w->fd >= 0 && (fds[k].revents & (POLLIN | POLLHUP | POLLERR)))
+        on_worker_ready(p, w);
+    }
     /* Drain every message from the fork server (it blocks on a full
      * queue, so the queue must not stay full). */
     bool server_gone = false;
@@ -940,6 +1035,7 @@ void *cf__pp_manager_main(void *arg) {
       p->workers[i].area_fd = -1;
     }
     rx_reset(&p->workers[i]);
+    tx_reset(&p->workers[i]);
   }
   close(p->ctl_fd);
   p->ctl_fd = -1;

@@ -85,16 +85,15 @@ void cf__pp_eager_memfd_close(int fd) {
 
 #define MAX_PASS 8 /* descriptors one message may carry */
 
-/* sendmsg of buf[0..len) with fds[0..nfds) attached (nfds <= MAX_PASS),
- * no SIGPIPE, EINTR retried: bytes sent, or -1 with errno. */
-ssize_t cf__pp_send_fds(int sock, const void *buf, size_t len, const int *fds,
-                        size_t nfds, int flags) {
-  struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+/* sendmsg of the bytes of iov[0..niov) with fds[0..nfds) attached (nfds
+ * <= MAX_PASS), no SIGPIPE, EINTR retried: bytes sent, or -1 with errno. */
+ssize_t cf__pp_sendv_fds(int sock, const struct iovec *iov, size_t niov,
+                         const int *fds, size_t nfds, int flags) {
   union {
     char buf[CMSG_SPACE(MAX_PASS * sizeof(int))];
     struct cmsghdr align;
   } u;
-  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+  struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = niov};
   if (nfds > 0) {
     memset(&u, 0, sizeof u);
     m.msg_control = u.buf;
@@ -110,6 +109,13 @@ ssize_t cf__pp_send_fds(int sock, const void *buf, size_t len, const int *fds,
     w = sendmsg(sock, &m, MSG_NOSIGNAL | flags);
   while (w < 0 && errno == EINTR);
   return w;
+}
+
+/* cf__pp_sendv_fds of one buffer. */
+ssize_t cf__pp_send_fds(int sock, const void *buf, size_t len, const int *fds,
+                        size_t nfds, int flags) {
+  struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+  return cf__pp_sendv_fds(sock, &iov, 1, fds, nfds, flags);
 }
 
 /* recvmsg of up to len bytes into buf, close-on-exec descriptors into box,
@@ -151,7 +157,10 @@ ssize_t cf__pp_recv_fds(int sock, void *buf, size_t len, fdbox *box,
   return r;
 }
 
-int cf__pp_send_header(int fd, wire *h, int pass_fd) {
+/* Sends header h (its magic set here) with pass_fd (-1: none) attached to
+ * its first byte, blocking: 0 or -1. For workers; the manager never blocks
+ * (process_pool_manager.c: tx_send). */
+static int send_header(int fd, wire *h, int pass_fd) {
   h->magic = WIRE_MAGIC;
   ssize_t w =
       cf__pp_send_fds(fd, h, sizeof *h, &pass_fd, pass_fd >= 0 ? 1 : 0, 0);
@@ -190,7 +199,7 @@ int cf__pp_send_msg(int fd, wire *h, const void *data) {
   if (mfd < 0)
     return SEND_LOCAL;
   h->flags = FLAG_MAPPED;
-  int rc = cf__pp_send_header(fd, h, mfd);
+  int rc = send_header(fd, h, mfd);
   close(mfd);
   return rc;
 }
