@@ -194,72 +194,55 @@ static int enqueue(ppool *p, uint32_t kind, uint64_t fn, const void *data,
   return 0;
 }
 
-/* One message for `count` map items (a chunk of `kind`): each item's
- * bytes are copied; in the worker the task gets a pointer to its copy
- * (KIND_CHUNK) or the bytes (KIND_CHUNK_BYTES). */
-static int submit_chunk(ppool *p, uint32_t kind, uint64_t fn, const void *items,
-                        size_t count, size_t item_size, cf_destroy_fn destroy,
-                        cf_future **outs) {
-  if (count == 0)
-    return 0;
-  if (item_size > (SIZE_MAX - 16) / count)
+/* One task, one message and one future for `count` map items: each
+ * item's bytes are copied; in the worker fn gets a pointer to its copy
+ * (KIND_CHUNK) or bytes its bytes (KIND_CHUNK_BYTES); the future's result
+ * is the chunk's outcomes (cf__chunk). */
+static int pp_submit_chunk(cf_executor *ex, cf_fn fn, cf_proc_fn bytes,
+                           const void *items, size_t count, size_t item_size,
+                           cf_destroy_fn destroy, cf_future **out) {
+  ppool *p = (ppool *)ex;
+  if (count == 0 || item_size > (SIZE_MAX - 16) / count)
     return CF_EINVAL;
+  uint64_t w;
+  int rc = fn_wire(p, bytes ? (uintptr_t)bytes : (uintptr_t)fn, &w);
+  if (rc)
+    return rc;
   size_t len = 16 + count * item_size;
   ptask *t = calloc(1, sizeof *t);
-  cf_future **fs = calloc(count, sizeof *fs);
+  cf__chunk *acc = calloc(1, sizeof *acc);
   char *data = malloc(len);
-  bool ok = t && fs && data;
-  for (size_t i = 0; ok && i < count; i++)
-    ok = (fs[i] = cf__future_new_owned()) != NULL;
-  if (!ok) {
-    for (size_t i = 0; fs && i < count; i++)
-      cf_future_unref(fs[i]);
-    free(fs);
-    free(data);
+  cf_future *f = t && acc && data ? cf__future_new_owned() : NULL;
+  if (!f) {
     free(t);
+    free(acc);
+    free(data);
     return CF_ENOMEM;
   }
   uint64_t c = count, sz = item_size;
   memcpy(data, &c, 8);
   memcpy(data + 8, &sz, 8);
   memcpy(data + 16, items, count * item_size);
-  t->kind = kind;
-  t->mfd = -1;
-  t->fn = fn;
-  t->data = data;
-  t->len = len;
-  t->destroy = destroy;
-  t->count = count;
-  t->chunk = fs;
-  for (size_t i = 0; i < count; i++)
-    outs[i] = cf_future_ref(fs[i]);
-  int rc = push_task(p, t);
-  if (rc != 0)
-    for (size_t i = 0; i < count; i++) {
-      cf_future_unref(outs[i]);
-      outs[i] = NULL;
-    }
-  return rc;
-}
-
-static int pp_submit_batch(cf_executor *ex, cf_fn fn, const void *items,
-                           size_t count, size_t item_size,
-                           cf_destroy_fn destroy, cf_future **outs) {
-  uint64_t w;
-  int rc = fn_wire((ppool *)ex, (uintptr_t)fn, &w);
-  return rc ? rc
-            : submit_chunk((ppool *)ex, KIND_CHUNK, w, items, count, item_size,
-                           destroy, outs);
-}
-
-static int pp_submit_batch_bytes(cf_executor *ex, cf_proc_fn fn,
-                                 const void *items, size_t count,
-                                 size_t item_size, cf_future **outs) {
-  uint64_t w;
-  int rc = fn_wire((ppool *)ex, (uintptr_t)fn, &w);
-  return rc ? rc
-            : submit_chunk((ppool *)ex, KIND_CHUNK_BYTES, w, items, count,
-                           item_size, NULL, outs);
+  *acc = (cf__chunk){.count = count,
+                     .bytes = bytes != NULL,
+                     .destroy = destroy,
+                     .pool_refs = 1};
+  *t = (ptask){.kind = bytes ? KIND_CHUNK_BYTES : KIND_CHUNK,
+               .f = cf_future_ref(f),
+               .acc = acc,
+               .count = count,
+               .fn = w,
+               .data = data,
+               .len = len,
+               .mfd = -1,
+               .destroy = destroy};
+  rc = push_task(p, t);
+  if (rc != 0) {
+    cf_future_unref(f);
+    return rc;
+  }
+  *out = f;
+  return 0;
 }
 
 static int pp_submit(cf_executor *ex, cf_fn fn, void *arg,
@@ -307,10 +290,7 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
   pthread_mutex_unlock(&p->mu);
   while (list) {
     ptask *next = list->next;
-    size_t n;
-    cf_future **fs = cf__pp_task_futures(list, &n);
-    for (size_t i = 0; i < n; i++)
-      cf__future_cancel(fs[i]);
+    cf__future_cancel(list->f);
     cf__pp_task_free(list);
     list = next;
   }
@@ -356,8 +336,7 @@ static size_t pp_window(const cf_executor *ex) {
 static const struct cf_executor_vt pp_vt = {
     .name = "process_pool",
     .submit = pp_submit,
-    .submit_batch = pp_submit_batch,
-    .submit_batch_bytes = pp_submit_batch_bytes,
+    .submit_chunk = pp_submit_chunk,
     .shutdown = pp_shutdown,
     .destroy = pp_destroy,
     .default_window = pp_window,

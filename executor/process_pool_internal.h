@@ -115,21 +115,9 @@ static inline bool is_chunk(uint32_t kind) {
 }
 
 /* A chunk's results (its reply, and the worker's result area: see
- * run_chunk) are a table of item_result, one per item, then each item's
- * data in item order: a failure's message (with its NUL), a byte item's
- * output. */
-typedef struct item_result {
-  int32_t code;
-  uint32_t msg_len; /* a failure: bytes of its message in the data */
-  /* A success: the value (KIND_CHUNK), or the output's length in the data
-   * (KIND_CHUNK_BYTES). */
-  uint64_t out;
-} item_result;
-
-/* The bytes of data item r has after the table. */
-static inline uint64_t item_data_len(uint32_t kind, const item_result *r) {
-  return r->code ? r->msg_len : kind == KIND_CHUNK_BYTES ? r->out : 0;
-}
+ * run_chunk) are laid out as a cf__chunk_seg's buffer
+ * (executor/executor_internal.h): a table of cf__item_result, one per
+ * item, then each item's data, padded. */
 enum { MSG_TASK = 1, MSG_RESULT = 2, MSG_INIT_FAILED = 3, MSG_STARTED = 4 };
 enum { CTL_SPAWN = 1, CTL_SPAWNED = 2, CTL_EXITED = 3, CTL_CONFIG = 4 };
 
@@ -155,9 +143,13 @@ typedef struct ctl {
 
 typedef struct ptask {
   struct ptask *next;
-  cf_future *f;      /* KIND_VALUE, KIND_BYTES */
-  cf_future **chunk; /* chunks: one future per item (NULL: handed on) */
-  size_t count;
+  cf_future *f; /* its future (a chunk's: one for all its items) */
+  /* A chunk (KIND_CHUNK*): items [base, base + count) of the chunk whose
+   * outcomes `acc` gathers (shared with the tasks that re-run the rest of
+   * it after a worker died: see chunk_rest); f completes with acc once
+   * every item has its outcome. */
+  cf__chunk *acc;
+  size_t base, count;
   uint32_t kind;
   uint64_t fn;
   void *data; /* a malloc'd copy of the input, or NULL with mfd */
@@ -426,7 +418,6 @@ int cf__pp_spawn_server(int peer, pid_t *pid);
 /* process_pool_manager.c: the manager thread */
 void cf__pp_ring(ppool *p);
 void cf__pp_task_free(ptask *t);
-cf_future **cf__pp_task_futures(ptask *t, size_t *n);
 void *cf__pp_manager_main(void *arg);
 
 #endif

@@ -39,30 +39,54 @@ static char *payload_string(const wire *h, void *payload) {
   return s;
 }
 
+/* A chunk's outcomes are shared by the tasks that fill it (cf__chunk
+ * .pool_refs counts them: the first, and those that re-run the rest of it
+ * after a worker died). When the last of them is freed, every item has its
+ * outcome and the chunk's future completes with it (or fails, if an
+ * outcome could not be kept); a future cancelled before it ran does not
+ * take it, and it is freed here. */
 void cf__pp_task_free(ptask *t) {
+  cf__chunk *c = t->acc;
+  if (c && --c->pool_refs == 0) {
+    int rc = -1;
+    if (c->covered == c->count && !c->lost)
+      rc = cf__future_complete(t->f, 0, c, cf__chunk_free, NULL);
+    else if (!cf_future_done(t->f))
+      cf__future_complete(t->f, c->lost ? CF_ENOMEM : CF_EBROKEN, NULL, NULL,
+                          strdup(c->lost ? "no memory to keep a chunk's "
+                                           "results"
+                                         : "a chunk's items went missing"));
+    if (rc != 0)
+      cf__chunk_free(c);
+  }
   cf_future_unref(t->f);
-  for (size_t i = 0; t->chunk && i < t->count; i++)
-    cf_future_unref(t->chunk[i]);
-  free(t->chunk);
   free(t->data);
   if (t->mfd >= 0)
     cf__pp_eager_memfd_close(t->mfd);
   free(t);
 }
 
-/* The futures a task completes: its own, or its chunk's. */
-cf_future **cf__pp_task_futures(ptask *t, size_t *n) {
-  *n = t->chunk ? t->count : 1;
-  return t->chunk ? t->chunk : &t->f;
+/* Adds segment s to t's chunk, which takes s's buffer or message (freed
+ * here, and the chunk marked lost, if it cannot). */
+static void chunk_add(ptask *t, cf__chunk_seg *s) {
+  if (cf__chunk_add(t->acc, s) == 0)
+    return;
+  if (s->buf && s->mapped)
+    munmap(s->buf, s->len);
+  else
+    free(s->buf);
+  free(s->msg);
+  t->acc->lost = true;
 }
 
-/* Fails the futures fs[0..n) with code and a copy of msg each. */
-static void fail_futures(cf_future **fs, size_t n, int code, const char *msg) {
-  for (size_t i = 0; i < n; i++) {
-    char *m = msg ? strdup(msg) : NULL;
-    if (fs[i] && cf__future_complete(fs[i], code, NULL, NULL, m) != 0)
-      free(m);
-  }
+/* Items [first, first + n) of t's chunk fail with code and a copy of msg. */
+static void chunk_fail(ptask *t, size_t first, size_t n, int code,
+                       const char *msg) {
+  cf__chunk_seg s = {.first = first,
+                     .count = n,
+                     .code = code,
+                     .msg = msg ? strdup(msg) : NULL};
+  chunk_add(t, &s);
 }
 
 static void fail_task(ptask *t, int code, const char *fmt, ...)
@@ -73,79 +97,37 @@ static void fail_task(ptask *t, int code, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  size_t n;
-  cf_future **fs = cf__pp_task_futures(t, &n);
-  fail_futures(fs, n, code, msg);
+  if (t->acc) {
+    chunk_fail(t, t->base, t->count, code, msg);
+  } else {
+    char *m = strdup(msg);
+    if (cf__future_complete(t->f, code, NULL, NULL, m) != 0)
+      free(m);
+  }
   cf__pp_task_free(t);
 }
 
-/* Completes items [0, k) of chunk t from its results res[0..len) (a
- * reply, or the area of a worker that died: see run_chunk). An item whose
- * data lies past len fails: its outcome is lost, but it ran. */
-static void complete_items(ptask *t, const char *res, size_t len, size_t k) {
-  size_t off = t->count * sizeof(item_result);
-  for (size_t i = 0; i < k; i++) {
-    cf_future *f = t->chunk[i];
-    item_result rec;
-    uint64_t dlen = 0;
-    bool ok = off <= len;
-    if (ok) {
-      memcpy(&rec, res + i * sizeof rec, sizeof rec);
-      dlen = item_data_len(t->kind, &rec);
-      ok = dlen <= len - off;
-    }
-    if (!ok) {
-      off = len + 1; /* and every later one */
-      char *m = strdup("the worker's report of this item's result was cut "
-                       "short or overran its result area");
-      if (cf__future_complete(f, CF_EBROKEN, NULL, NULL, m) != 0)
-        free(m);
-      continue;
-    }
-    const char *data = res + off;
-    off += dlen;
-    if (rec.code != 0) {
-      char *m = dlen ? strndup(data, dlen) : NULL;
-      if (cf__future_complete(f, rec.code, NULL, NULL, m) != 0)
-        free(m);
-    } else if (t->kind == KIND_CHUNK) {
-      void *out = (void *)(uintptr_t)rec.out;
-      if (cf__future_complete(f, 0, out, t->destroy, NULL) != 0 && t->destroy)
-        t->destroy(out);
-    } else {
-      /* A byte item's output: its own copy, for its own future. */
-      result_buf *b = malloc(sizeof *b);
-      void *copy = dlen ? malloc(dlen) : NULL;
-      if (!b || (dlen && !copy)) {
-        free(b);
-        free(copy);
-        cf__future_complete(f, CF_ENOMEM, NULL, NULL, NULL);
-        continue;
-      }
-      if (dlen)
-        memcpy(copy, data, dlen);
-      *b = (result_buf){.b = {.data = copy, .len = dlen}, .mapped = false};
-      if (cf__future_complete(f, 0, &b->b, buf_free, NULL) != 0)
-        buf_free(b);
-    }
-  }
-}
-
+/* A chunk's reply: its table and data, as one segment. */
 static void complete_chunk(ptask *t, const wire *r, void *payload) {
-  size_t tlen = t->count * sizeof(item_result);
+  size_t tlen = t->count * sizeof(cf__item_result);
   if (r->code != 0 || r->len < tlen) {
     cf__pp_payload_free(r, payload);
     fail_task(t, r->code ? r->code : CF_EBROKEN, "%s",
               "the worker could not report the chunk's results");
     return;
   }
-  complete_items(t, payload, r->len, t->count);
-  cf__pp_payload_free(r, payload);
+  cf__chunk_seg s = {.first = t->base,
+                     .count = t->count,
+                     .table_n = t->count,
+                     .buf = payload,
+                     .len = r->len,
+                     .mapped = (r->flags & FLAG_MAPPED) != 0};
+  chunk_add(t, &s);
   cf__pp_task_free(t);
 }
 
 static void complete_task(ptask *t, const wire *r, void *payload) {
-  if (t->chunk) {
+  if (t->acc) {
     complete_chunk(t, r, payload);
     return;
   }
@@ -506,55 +488,72 @@ static size_t chunk_salvage(ppool *p, size_t slot, ptask *t) {
   void *res = MAP_FAILED;
   if (w->area_fd >= 0 && fstat(w->area_fd, &st) == 0 && st.st_size > 0)
     res = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, w->area_fd, 0);
-  if (res == MAP_FAILED) {
+  /* The finished items' records and data, copied out of the area (which
+   * the next worker of the slot will reuse): a segment of the chunk. */
+  size_t len = res == MAP_FAILED ? 0 : (size_t)st.st_size;
+  size_t end = t->count * sizeof(cf__item_result);
+  for (size_t i = 0; i < k && end <= len; i++) {
+    cf__item_result r;
+    memcpy(&r, (char *)res + i * sizeof r, sizeof r);
+    uint64_t span = cf__item_span(t->kind == KIND_CHUNK_BYTES, &r);
+    end = span <= len - end ? end + (size_t)span : len + 1;
+  }
+  if (end > len)
+    end = len; /* the reader finds the records that overrun */
+  char *copy = res == MAP_FAILED ? NULL : malloc(end ? end : 1);
+  if (!copy) {
     char msg[160];
     snprintf(msg, sizeof msg,
              "worker %d died after this item finished, and its result "
              "could not be read (%s)",
-             w->pid, strerror(errno));
-    fail_futures(t->chunk, k, CF_EBROKEN, msg);
-    return k;
+             w->pid, res == MAP_FAILED ? strerror(errno) : "no memory");
+    chunk_fail(t, t->base, (size_t)k, CF_EBROKEN, msg);
+  } else {
+    memcpy(copy, res, end);
+    cf__chunk_seg s = {.first = t->base,
+                       .count = (size_t)k,
+                       .table_n = t->count,
+                       .buf = copy,
+                       .len = end};
+    chunk_add(t, &s);
   }
-  complete_items(t, res, (size_t)st.st_size, k);
-  munmap(res, (size_t)st.st_size);
-  return k;
+  if (res != MAP_FAILED)
+    munmap(res, (size_t)st.st_size);
+  return (size_t)k;
 }
 
-/* A new chunk of t's items [from, count), taking over their futures, for
- * the queue; NULL if there is no memory (then they fail: never lost). */
+/* A new task for t's items [from, count), filling the same chunk, for the
+ * queue; NULL if there is no memory (then they fail: never lost). */
 static ptask *chunk_rest(ptask *t, size_t from) {
   size_t n = t->count - from;
   uint64_t sz; /* the item size, from the chunk's header (see submit_chunk) */
   memcpy(&sz, (const char *)t->data + 8, 8);
   size_t size = (size_t)sz;
   ptask *r = calloc(1, sizeof *r);
-  cf_future **fs = malloc(n * sizeof *fs);
   char *data = malloc(16 + n * size);
-  if (!r || !fs || !data) {
+  if (!r || !data) {
     free(r);
-    free(fs);
     free(data);
-    fail_futures(t->chunk + from, n, CF_ENOMEM,
-                 "no memory to queue again the items of a chunk after its "
-                 "worker died (they had not started)");
+    chunk_fail(t, t->base + from, n, CF_ENOMEM,
+               "no memory to queue again the items of a chunk after its "
+               "worker died (they had not started)");
     return NULL;
   }
   uint64_t c = n;
   memcpy(data, &c, 8);
   memcpy(data + 8, &sz, 8);
   memcpy(data + 16, (const char *)t->data + 16 + from * size, n * size);
-  for (size_t i = 0; i < n; i++) {
-    fs[i] = t->chunk[from + i];
-    t->chunk[from + i] = NULL;
-  }
   *r = (ptask){.kind = t->kind,
                .fn = t->fn,
-               .chunk = fs,
+               .f = cf_future_ref(t->f),
+               .acc = t->acc,
+               .base = t->base + from,
                .count = n,
                .data = data,
                .len = 16 + n * size,
                .mfd = -1,
                .destroy = t->destroy};
+  t->acc->pool_refs++;
   return r;
 }
 
@@ -594,12 +593,12 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
       else
         snprintf(why, sizeof why, "worker %d %s while running the task", pid,
                  how);
-      if (t->chunk) {
+      if (t->acc) {
         /* Item by item: those that finished keep their outcomes, the one
          * running fails, the others go back to the queue. */
         size_t k = chunk_salvage(p, i, t);
         if (k < t->count)
-          fail_futures(t->chunk + k, 1, code, why);
+          chunk_fail(t, t->base + k, 1, code, why);
         if (k + 1 < t->count)
           rest = chunk_rest(t, k + 1);
         cf__pp_task_free(t);
@@ -679,15 +678,9 @@ static void dispatch(ppool *p) {
       ptask *t = pop_pending(p);
       if (!t)
         return;
-      size_t n, live = 0;
-      cf_future **fs = cf__pp_task_futures(t, &n);
-      /* A chunk runs if any item is live; a task put back by a dead worker
-       * is RUNNING already. */
-      for (size_t k = 0; k < n; k++) {
-        int rc = cf__future_set_running(fs[k]);
-        live += rc == 0 || (rc == CF_EINVALSTATE && cf_future_running(fs[k]));
-      }
-      if (live == 0) {
+      /* A task put back by a dead worker is RUNNING already. */
+      int run = cf__future_set_running(t->f);
+      if (run != 0 && !(run == CF_EINVALSTATE && cf_future_running(t->f))) {
         cf__pp_task_free(t); /* cancelled while pending */
         i--; /* this worker still wants one (wraps to 0: fine) */
         continue;

@@ -98,14 +98,14 @@ static void run_chunk(int sock, const wire *h, uintptr_t addr, const void *in,
   if (!addr)
     r.code = CF_ESYS; /* every item fails with it */
   else if (h->len < 16 || (size && count > (h->len - 16) / size) ||
-           count > SIZE_MAX / sizeof(item_result))
+           count > SIZE_MAX / sizeof(cf__item_result))
     r.code = CF_EINVAL; /* not a chunk the manager made */
-  else if (!area_reserve(a, tlen = count * sizeof(item_result)))
+  else if (!area_reserve(a, tlen = count * sizeof(cf__item_result)))
     r.code = CF_ENOMEM; /* every item fails; none ran */
   size_t used = tlen;
   for (uint64_t i = 0; r.code == 0 && i < count; i++) {
     const char *item = (const char *)in + 16 + i * size;
-    item_result rec = {0};
+    cf__item_result rec = {0};
     cf_buf b = {0};
     char *msg = NULL;
     const void *data = NULL;
@@ -132,7 +132,10 @@ static void run_chunk(int sock, const wire *h, uintptr_t addr, const void *in,
         rec.msg_len = (uint32_t)dlen;
       }
     }
-    if (dlen && !area_reserve(a, used + dlen)) {
+    /* each item's data starts CF__ITEM_ALIGN-aligned (see cf__chunk_seg):
+     * the map hands it out in place */
+    size_t span = (dlen + CF__ITEM_ALIGN - 1) & ~(size_t)(CF__ITEM_ALIGN - 1);
+    if (dlen && !area_reserve(a, used + span)) {
       /* No room for its output or message: the item fails (a failure
        * loses its message only). */
       if (rec.code == 0)
@@ -141,9 +144,11 @@ static void run_chunk(int sock, const wire *h, uintptr_t addr, const void *in,
       rec.msg_len = 0;
       dlen = 0;
     }
-    if (dlen)
+    if (dlen) {
       memcpy(a->base + used, data, dlen);
-    used += dlen;
+      memset(a->base + used + dlen, 0, span - dlen);
+      used += span;
+    }
     memcpy(a->base + i * sizeof rec, &rec, sizeof rec);
     free(msg);
     free(b.data);

@@ -200,8 +200,9 @@ CF_API int cf_process_pool_submit(cf_executor *ex, cf_proc_fn fn,
  * per message, see "Tasks and maps" above; result_destroy must be NULL),
  * the caller keeps `items` alive until cf_map_free, and cf_map_next yields
  * each item's result in input order as a `cf_buf *` lent by the map
- * (valid until the next cf_map_next or cf_map_free; its data is malloc'd
- * and owned by the map: read or write it, do not free it), or the item's
+ * (valid until the next cf_map_next or cf_map_free; its data lies in the
+ * map's buffer for the item's chunk, aligned to 16 bytes: read or write
+ * it, do not free it), or the item's
  * failure (cf_map_error). Returns 0 and *out; CF_EINVAL (NULL ex/fn/out,
  * ex not a process pool, NULL items with n > 0, item_size 0, n * item_size
  * overflowing, result_destroy set, NaN timeout, window or chunksize above
