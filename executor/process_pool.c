@@ -79,7 +79,10 @@ static void pool_unregister(ppool *p) {
       *pp = p->next_pool;
       break;
     }
+  bool last = pools == NULL;
   pthread_mutex_unlock(&pools_mu);
+  if (last) /* no pool left to send big inputs to: give their memory back */
+    cf__pp_warm_drop();
 }
 
 /* ---- the executor interface ---------------------------------------------- */

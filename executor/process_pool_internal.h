@@ -387,6 +387,7 @@ extern region_head *cf__pp_exec_region;
 /* process_pool_wire.c: framing, descriptor passing */
 int cf__pp_eager_memfd(const void *data, size_t len);
 void cf__pp_eager_memfd_close(int fd);
+void cf__pp_warm_drop(void);
 ssize_t cf__pp_sendv_fds(int sock, const struct iovec *iov, size_t niov,
                          const int *fds, size_t nfds, int flags);
 ssize_t cf__pp_send_fds(int sock, const void *buf, size_t len, const int *fds,

@@ -58,6 +58,23 @@ static int write_all_fd(int fd, const void *data, size_t len) {
   return 0;
 }
 
+/* Big inputs go through memfds that are kept, mapped, after their task
+ * (WARM_MAX of them, WARM_BYTES in all): the next big input is copied
+ * into pages that exist already, and a worker that kept its mapping of
+ * the same memfd (see worker_maps) reads it without a page fault. Fresh
+ * pages cost a fault each, which dominates a 64 MiB round trip (and far
+ * more so in a VM). `busy` ones are in a task's hands. */
+#define WARM_MAX   8
+#define WARM_BYTES (512u << 20)
+typedef struct warm_buf {
+  int fd;
+  char *map;
+  size_t cap;
+  bool busy;
+} warm_buf;
+static pthread_mutex_t warm_mu = PTHREAD_MUTEX_INITIALIZER;
+static warm_buf warm[WARM_MAX];
+
 /* A memfd holding a copy of data[0..len), or -1 (then copy it instead). */
 int cf__pp_eager_memfd(const void *data, size_t len) {
   if (len < EAGER_PAYLOAD)
@@ -66,6 +83,20 @@ int cf__pp_eager_memfd(const void *data, size_t len) {
       EAGER_MAX) {
     atomic_fetch_sub_explicit(&eager_memfds, 1, memory_order_relaxed);
     return -1;
+  }
+  /* the smallest idle warm buffer that holds it */
+  pthread_mutex_lock(&warm_mu);
+  warm_buf *best = NULL;
+  for (size_t k = 0; k < WARM_MAX; k++)
+    if (warm[k].map && !warm[k].busy && warm[k].cap >= len &&
+        (!best || warm[k].cap < best->cap))
+      best = &warm[k];
+  if (best)
+    best->busy = true;
+  pthread_mutex_unlock(&warm_mu);
+  if (best) {
+    memcpy(best->map, data, len);
+    return best->fd;
   }
   int fd = memfd_create("cfutures-payload", MFD_CLOEXEC);
   if (fd >= 0 && write_all_fd(fd, data, len) == 0)
@@ -76,9 +107,44 @@ int cf__pp_eager_memfd(const void *data, size_t len) {
   return -1;
 }
 
+/* Frees the warm buffers that no task holds (the last pool is gone). */
+void cf__pp_warm_drop(void) {
+  pthread_mutex_lock(&warm_mu);
+  for (size_t k = 0; k < WARM_MAX; k++)
+    if (warm[k].map && !warm[k].busy) {
+      munmap(warm[k].map, warm[k].cap);
+      close(warm[k].fd);
+      warm[k] = (warm_buf){0};
+    }
+  pthread_mutex_unlock(&warm_mu);
+}
+
+/* Its task is done with fd: kept warm if there is room, else closed. */
 void cf__pp_eager_memfd_close(int fd) {
-  close(fd);
   atomic_fetch_sub_explicit(&eager_memfds, 1, memory_order_relaxed);
+  pthread_mutex_lock(&warm_mu);
+  size_t total = 0, slot = WARM_MAX;
+  for (size_t k = 0; k < WARM_MAX; k++) {
+    if (warm[k].map && warm[k].fd == fd) { /* a warm one coming back */
+      warm[k].busy = false;
+      pthread_mutex_unlock(&warm_mu);
+      return;
+    }
+    total += warm[k].cap;
+    if (!warm[k].map && slot == WARM_MAX)
+      slot = k;
+  }
+  struct stat st;
+  void *m = MAP_FAILED;
+  if (slot < WARM_MAX && fstat(fd, &st) == 0 && st.st_size > 0 &&
+      total + (size_t)st.st_size <= WARM_BYTES)
+    m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+             0);
+  if (m != MAP_FAILED)
+    warm[slot] = (warm_buf){.fd = fd, .map = m, .cap = (size_t)st.st_size};
+  pthread_mutex_unlock(&warm_mu);
+  if (m == MAP_FAILED)
+    close(fd);
 }
 
 /* ---- passing descriptors (the one place that speaks SCM_RIGHTS) ---------- */
@@ -204,12 +270,63 @@ int cf__pp_send_msg(int fd, wire *h, const void *data) {
   return rc;
 }
 
+/* A worker's mappings of the memfds its inputs came in, by inode: the
+ * parent reuses its big-input memfds (see warm_buf), and a mapping kept
+ * here reads the next input without mapping or faulting a page. Shared
+ * mappings, so that they see what the parent writes next time (a task
+ * must not write to its input: it is const). The least recently used
+ * goes when a fifth comes. Worker only (single-threaded). */
+#define WORKER_MAPS 4
+static struct {
+  dev_t dev;
+  ino_t ino;
+  void *p;
+  size_t len;
+  uint64_t used; /* when last used: a counter */
+} worker_maps[WORKER_MAPS];
+static uint64_t worker_map_clock;
+
+static void *worker_map(int fd, const struct stat *st, size_t len) {
+  size_t victim = 0;
+  for (size_t k = 0; k < WORKER_MAPS; k++) {
+    if (worker_maps[k].p && worker_maps[k].dev == st->st_dev &&
+        worker_maps[k].ino == st->st_ino && worker_maps[k].len >= len) {
+      worker_maps[k].used = ++worker_map_clock;
+      return worker_maps[k].p;
+    }
+    if (worker_maps[k].used < worker_maps[victim].used)
+      victim = k;
+  }
+  size_t maplen = (size_t)st->st_size;
+  void *p = mmap(NULL, maplen, PROT_READ | PROT_WRITE,
+                 MAP_SHARED | MAP_POPULATE, fd, 0);
+  if (p == MAP_FAILED)
+    return p;
+  if (worker_maps[victim].p)
+    munmap(worker_maps[victim].p, worker_maps[victim].len);
+  worker_maps[victim].dev = st->st_dev;
+  worker_maps[victim].ino = st->st_ino;
+  worker_maps[victim].p = p;
+  worker_maps[victim].len = maplen;
+  worker_maps[victim].used = ++worker_map_clock;
+  return p;
+}
+
+static bool worker_map_kept(const void *p) {
+  for (size_t k = 0; k < WORKER_MAPS; k++)
+    if (worker_maps[k].p == p)
+      return true;
+  return false;
+}
+
 /* Frees a payload from cf__pp_recv_msg. */
 void cf__pp_payload_free(const wire *h, void *data) {
-  if (data && (h->flags & FLAG_MAPPED))
-    munmap(data, h->len);
-  else
+  if (data && (h->flags & FLAG_MAPPED)) {
+    if (!worker_map_kept(data))
+      munmap(data, h->len);
+  } else {
     free(data);
+  }
 }
 
 /* Reads a message, waiting for it: the worker's way (it has nothing else
@@ -247,8 +364,9 @@ int cf__pp_recv_msg(int fd, wire *h, void **data, bool populate) {
       errno = EMFILE;
       return box.dropped ? RECV_LOCAL : RECV_BAD;
     }
-    void *p = mmap(NULL, h->len, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | (populate ? MAP_POPULATE : 0), mfd, 0);
+    void *p = populate ? worker_map(mfd, &st, h->len) : MAP_FAILED;
+    if (!populate)
+      p = mmap(NULL, h->len, PROT_READ | PROT_WRITE, MAP_PRIVATE, mfd, 0);
     int e = errno;
     close(mfd);
     errno = e;

@@ -1,5 +1,7 @@
 /* The process pool's worker process: runs tasks and chunks of map items
  * sent by the manager, reports each result. See process_pool_internal.h. */
+#include <malloc.h>
+
 #include "executor/process_pool_internal.h"
 
 /* ---- the worker process -------------------------------------------------- */
@@ -185,6 +187,12 @@ _Noreturn void cf__pp_worker_main(int sock, int area_fd,
                                   const cf_process_pool_opts *o,
                                   slot_shared *sh) {
   area a = {.fd = area_fd};
+  /* Large blocks from the heap, and kept there when freed: a task that
+   * mallocs a 64 MiB result every time then reuses warm pages instead of
+   * a fresh mapping whose every page faults (glibc's own threshold stops
+   * at 32 MiB). The worker's memory stays at its largest task's. */
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   if (o->initializer && o->initializer(o->initarg) != 0) {
     wire h = {.type = MSG_INIT_FAILED};
     cf__pp_send_msg(sock, &h, NULL);
