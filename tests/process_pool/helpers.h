@@ -12,29 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Every test runs under a watchdog: a hang ends the run with a message
- * instead of holding it until meson's timeout. */
-static void watchdog_fired(int sig) {
-  (void)sig;
-  static const char msg[] = "watchdog: a test hung; aborting the run\n";
-  ssize_t w = write(2, msg, sizeof msg - 1);
-  (void)w;
-  _exit(99);
-}
-
-static int arm_watchdog(void **state) {
-  (void)state;
-  struct sigaction sa = {.sa_handler = watchdog_fired};
-  sigaction(SIGALRM, &sa, NULL);
-  alarm(150);
-  return 0;
-}
-
-static int disarm_watchdog(void **state) {
-  (void)state;
-  alarm(0);
-  return 0;
-}
+#include "../watchdog.h"
 
 static double now_s(void) {
   struct timespec ts;
