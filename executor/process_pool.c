@@ -160,11 +160,15 @@ static int push_task(ppool *p, ptask *t) {
     p->npending++;
   }
   pthread_mutex_unlock(&p->mu);
-  if (rc != 0)
+  if (rc != 0) {
     cf__pp_task_free(t);
-  else
+    return rc;
+  }
+  /* see ppool.sleeping: a manager that is awake sees the push itself */
+  atomic_fetch_add(&p->pushes, 1);
+  if (atomic_load(&p->sleeping))
     cf__pp_ring(p);
-  return rc;
+  return 0;
 }
 
 static int enqueue(ppool *p, uint32_t kind, uint64_t fn, const void *data,

@@ -181,7 +181,14 @@ typedef struct slot_shared {
    * `started`; an item's outcome before chunk_done). */
   _Atomic uint64_t started;
   _Atomic uint64_t chunk_done; /* items of the running chunk finished */
-  char pad[64 - 2 * sizeof(uint64_t)];
+  /* Doorbells, so that a warm worker or manager spins on memory instead
+   * of polling its socket (a system call each time): `sent` counts the
+   * tasks the manager has sent the slot's worker, `posted` the messages
+   * the worker has sent back. Hints only: the sockets carry the data,
+   * and whoever stops spinning blocks on its socket as before. */
+  _Atomic uint64_t sent;
+  _Atomic uint64_t posted;
+  char pad[64 - 4 * sizeof(uint64_t)];
 } slot_shared;
 
 /* The memory the manager shares with the fork server and every worker: a
@@ -304,8 +311,13 @@ typedef struct ppool {
   size_t region_len;
   slot_shared *shared;     /* the region's n slots */
   pthread_mutex_t objs_mu; /* publishing object paths into the region */
-  unsigned early_deaths;   /* manager only: see EARLY_DEATHS_MAX */
-  char broken_why[200];    /* manager only: why `broken` was set */
+  /* The manager is about to block, or blocks, in poll: a submitter must
+   * ring wake_fd; otherwise the manager sees `pushes` move while it spins
+   * (a Dekker pair: both seq_cst). */
+  _Atomic bool sleeping;
+  _Atomic uint64_t pushes;
+  unsigned early_deaths; /* manager only: see EARLY_DEATHS_MAX */
+  char broken_why[200];  /* manager only: why `broken` was set */
   /* Failed forks (manager only; see FORK_BACKOFF_MAX_NS): */
   uint64_t spawn_at;      /* ns; no SPAWN asked for before it (backoff) */
   uint64_t backoff_ns;    /* the next delay after a failure; 0: none yet */
@@ -356,6 +368,13 @@ typedef struct fdbox {
 } fdbox;
 
 #define SPIN_NS 50000u
+
+/* A spin loop's pause between two looks at memory. */
+static inline void cf__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
 
 /* Test-only fault injection: CF__TEST_FAIL_FORK, read when a pool is
  * made, makes its fork server fail forks of workers with EAGAIN, as

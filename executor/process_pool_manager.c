@@ -639,6 +639,15 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
   }
 }
 
+/* The messages every worker has posted (slot_shared.posted): it moves
+ * when one has sent something. */
+static uint64_t posted_sum(const ppool *p) {
+  uint64_t s = 0;
+  for (size_t i = 0; i < p->n; i++)
+    s += atomic_load_explicit(&p->shared[i].posted, memory_order_acquire);
+  return s;
+}
+
 static uint64_t task_deadline(const ppool *p) {
   return p->o.task_timeout_s > 0
              ? cf__now_ns() + (uint64_t)(p->o.task_timeout_s * 1e9)
@@ -704,6 +713,8 @@ static void dispatch(ppool *p) {
           tx_send(w, &h, mfd >= 0 ? NULL : t->data, mfd >= 0 ? 0 : t->len, mfd);
       if (mfd >= 0 && mfd != t->mfd)
         close(mfd);
+      if (src == 0) /* the worker's doorbell (see slot_shared) */
+        atomic_fetch_add_explicit(&p->shared[i].sent, 1, memory_order_release);
       if (src == SEND_LOCAL) {
         fail_task(t, CF_ENOMEM,
                   "the task could not be sent to a worker "
@@ -887,6 +898,8 @@ void *cf__pp_manager_main(void *arg) {
       fail_pending(p, CF_EBROKEN, p->broken_why);
     else
       give_up_forking(p);
+    /* tasks pushed after this are seen by the spin or the poll below */
+    uint64_t pushes = atomic_load(&p->pushes);
     dispatch(p);
     /* Checked after dispatch, which may have dropped the last pending
      * (cancelled) task: nothing would wake us for that. */
@@ -933,13 +946,25 @@ void *cf__pp_manager_main(void *arg) {
         }
       }
     }
-    /* With tasks in flight, answers come soon: look for a while first. */
+    /* With tasks in flight, answers come soon: look for a while first,
+     * at the workers' doorbells and at new pushes (memory, no system
+     * call), then block in poll. */
     if (!all_quiet(p)) {
-      uint64_t start = cf__now_ns();
-      while (poll(fds, nf, 0) == 0 && cf__now_ns() - start < SPIN_NS)
-        ;
+      uint64_t posted = posted_sum(p), start = cf__now_ns();
+      bool moved = false;
+      while (!moved && cf__now_ns() - start < SPIN_NS)
+        for (int k = 0; k < 64 && !moved; k++) {
+          moved = posted_sum(p) != posted || atomic_load(&p->pushes) != pushes;
+          cf__cpu_relax();
+        }
     }
-    if (poll(fds, nf, timeout_ms) < 0 && errno != EINTR)
+    /* see ppool.sleeping: from here a submitter rings */
+    atomic_store(&p->sleeping, true);
+    if (atomic_load(&p->pushes) != pushes)
+      timeout_ms = 0; /* a push came since dispatch: go round again */
+    int prc = poll(fds, nf, timeout_ms);
+    atomic_store(&p->sleeping, false);
+    if (prc < 0 && errno != EINTR)
       break;
     if (fds[0].revents & POLLIN) {
       uint64_t v;

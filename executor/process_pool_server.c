@@ -132,6 +132,8 @@ _Noreturn void cf__pp_server_main(int ctl_fd, pid_t parent,
     /* The slot's previous worker has exited (its report came first). */
     atomic_store_explicit(&shared[c.slot].started, 0, memory_order_relaxed);
     atomic_store_explicit(&shared[c.slot].chunk_done, 0, memory_order_relaxed);
+    atomic_store_explicit(&shared[c.slot].sent, 0, memory_order_relaxed);
+    atomic_store_explicit(&shared[c.slot].posted, 0, memory_order_relaxed);
     int sv[2] = {-1, -1};
     /* the worker's result area: see run_chunk */
     int afd = memfd_create("cfutures-results", MFD_CLOEXEC);

@@ -81,6 +81,18 @@ static void area_trim(area *a) {
     _exit(0); /* cannot happen to a memfd we own; never leave it big */
 }
 
+/* This worker's slot (see slot_shared), for post. */
+static slot_shared *my_slot;
+
+/* cf__pp_send_msg, then rings the manager's doorbell (slot_shared.posted):
+ * a manager spinning on it stops at once. */
+static int post(int sock, wire *h, const void *data) {
+  int rc = cf__pp_send_msg(sock, h, data);
+  if (rc == 0)
+    atomic_fetch_add_explicit(&my_slot->posted, 1, memory_order_release);
+  return rc;
+}
+
 /* Runs each item of a chunk (a copy of its bytes: passed by pointer to a
  * cf_fn, or as bytes to a cf_proc_fn), writing each item's outcome to the
  * area and counting it in sh->chunk_done as it finishes, then sends the
@@ -160,25 +172,30 @@ static void run_chunk(int sock, const wire *h, uintptr_t addr, const void *in,
     atomic_store_explicit(&sh->chunk_done, i + 1, memory_order_release);
   }
   r.len = r.code == 0 ? used : 0;
-  int src = cf__pp_send_msg(sock, &r, a->base);
+  int src = post(sock, &r, a->base);
   if (src == SEND_LOCAL) {
     wire f = {.type = MSG_RESULT, .kind = h->kind, .code = CF_ESYS};
-    src = cf__pp_send_msg(sock, &f, NULL);
+    src = post(sock, &f, NULL);
   }
   if (src)
     _exit(0);
   area_trim(a);
 }
 
-/* Polls fd for input for up to `ns` before the caller blocks: a warm
- * worker or manager picks the next message up without a sleep and wake-up
- * (tens of microseconds here). Returns true if input is ready. */
-static bool spin_for_input(int fd, uint64_t ns) {
+/* Waits up to `ns` for the manager to have sent more tasks than the
+ * `received` so far (slot_shared.sent), on memory, before the caller
+ * blocks in recv: a warm worker picks the next task up without a sleep
+ * and a wake-up (tens of microseconds here), and without a system call
+ * per look. Returns true if one was sent. */
+static bool spin_for_input(const slot_shared *sh, uint64_t received,
+                           uint64_t ns) {
   uint64_t start = cf__now_ns();
-  struct pollfd pfd = {.fd = fd, .events = POLLIN};
   do {
-    if (poll(&pfd, 1, 0) > 0)
-      return true;
+    for (int k = 0; k < 64; k++) {
+      if (atomic_load_explicit(&sh->sent, memory_order_acquire) > received)
+        return true;
+      cf__cpu_relax();
+    }
   } while (cf__now_ns() - start < ns);
   return false;
 }
@@ -187,6 +204,7 @@ _Noreturn void cf__pp_worker_main(int sock, int area_fd,
                                   const cf_process_pool_opts *o,
                                   slot_shared *sh) {
   area a = {.fd = area_fd};
+  my_slot = sh;
   /* Large blocks from the heap, and kept there when freed: a task that
    * mallocs a 64 MiB result every time then reuses warm pages instead of
    * a fresh mapping whose every page faults (glibc's own threshold stops
@@ -195,15 +213,17 @@ _Noreturn void cf__pp_worker_main(int sock, int area_fd,
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   if (o->initializer && o->initializer(o->initarg) != 0) {
     wire h = {.type = MSG_INIT_FAILED};
-    cf__pp_send_msg(sock, &h, NULL);
+    post(sock, &h, NULL);
     _exit(0);
   }
   size_t done = 0;
+  uint64_t received = 0;
   for (;;) {
     wire h;
     void *in;
-    spin_for_input(sock, SPIN_NS);
+    spin_for_input(sh, received, SPIN_NS);
     int rrc = cf__pp_recv_msg(sock, &h, &in, true);
+    received++;
     if (rrc != 0 && rrc != RECV_LOCAL)
       _exit(0); /* the parent hung up: shutdown */
     /* see slot_shared */
@@ -224,7 +244,7 @@ _Noreturn void cf__pp_worker_main(int sock, int area_fd,
                 .kind = h.kind,
                 .code = errno == ENOMEM ? CF_ENOMEM : CF_ESYS};
       f.len = is_chunk(h.kind) ? 0 : strlen(why) + 1;
-      if (cf__pp_send_msg(sock, &f, why))
+      if (post(sock, &f, why))
         _exit(0);
       continue;
     }
@@ -236,7 +256,7 @@ _Noreturn void cf__pp_worker_main(int sock, int area_fd,
      * (the initializer or the task before it may have run meanwhile). No
      * timeout, no report: it would cost every task a message. */
     wire st = {.type = MSG_STARTED};
-    if (o->task_timeout_s > 0 && cf__pp_send_msg(sock, &st, NULL))
+    if (o->task_timeout_s > 0 && post(sock, &st, NULL))
       _exit(0); /* the parent hung up: shutdown */
     wire r = {.type = MSG_RESULT};
     void *payload = NULL;
@@ -278,7 +298,7 @@ _Noreturn void cf__pp_worker_main(int sock, int area_fd,
       r.len = msg ? strlen(msg) + 1 : 0;
     }
     cf__pp_payload_free(&h, in);
-    int src = cf__pp_send_msg(sock, &r, payload);
+    int src = post(sock, &r, payload);
     if (src == SEND_LOCAL) {
       /* No memfd for a large result (EMFILE, ENOMEM...): the task fails
        * and says why; the worker goes on. */
@@ -289,7 +309,7 @@ _Noreturn void cf__pp_worker_main(int sock, int area_fd,
                strerror(errno));
       wire f = {.type = MSG_RESULT, .kind = h.kind, .code = CF_ESYS};
       f.len = strlen(why) + 1;
-      src = cf__pp_send_msg(sock, &f, why);
+      src = post(sock, &f, why);
     }
     if (src)
       _exit(0);
