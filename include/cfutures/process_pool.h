@@ -32,8 +32,9 @@
  * Tasks and maps: two shapes, one story. A value task is a cf_fn (the
  * shape every executor runs): cf_submit passes it a pointer-sized value and
  * gets one back (an integer; with CF_START_FORK also a pointer into data
- * that existed before the pool); cf_map_array passes it a pointer to the worker's copy of an
- * item's bytes, and gets a pointer-sized value back per item. A byte task
+ * that existed before the pool); cf_map_array passes it a pointer to the
+ * worker's copy of an item's bytes, and gets a pointer-sized value back
+ * per item. A byte task
  * is a cf_proc_fn: bytes in, a cf_buf of bytes out, of any size;
  * cf_process_pool_submit runs one, cf_process_pool_map_bytes maps one over
  * an array (a result too big for a pointer, a 128-bit sum say, needs this
@@ -187,8 +188,8 @@ CF_API int cf_process_pool_new(const cf_process_pool_opts *opts,
  * caller may read and write but must not free). In the worker, `in` is
  * valid during the call only. Returns 0 and a new reference in *out;
  * CF_EINVAL (NULL ex/fn/out, NULL data with len > 0, ex not a process
- * pool, with the fork server fn in no loaded object), CF_ESHUTDOWN, CF_EBROKEN, CF_ENOMEM; on error *out is NULL and fn
- * never runs. */
+ * pool, with the fork server fn in no loaded object), CF_ESHUTDOWN,
+ * CF_EBROKEN, CF_ENOMEM; on error *out is NULL and fn never runs. */
 CF_API int cf_process_pool_submit(cf_executor *ex, cf_proc_fn fn,
                                   const void *data, size_t len,
                                   cf_future **out);
