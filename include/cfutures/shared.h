@@ -7,9 +7,8 @@
  * CF_START_FORK; not those of the default fork server, a fresh image of the
  * program) see the same object at the same address. Create it before
  * forking, free it in the creating process once the others are done with
- * it; cf_*_free
- * in another process only unmaps that process's view (as sync.h's
- * process-shared primitives).
+ * it; cf_*_free in another process only unmaps that process's view (as
+ * sync.h's process-shared primitives).
  *
  * Value and Array hold numbers of one type (cf_ctype). Each single get,
  * set, add and compare-and-set is atomic (a C11 atomic on the shared
