@@ -427,7 +427,8 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
                                       : "no memory for the workers' tables");
   }
   for (size_t i = 0; i < n; i++)
-    p->workers[i].fd = p->workers[i].area_fd = p->workers[i].tx_fd = -1;
+    p->workers[i].fd = p->workers[i].area_fd = p->workers[i].tx_fd =
+        p->workers[i].last_mfd = -1;
   if (p->exec_server && o.initializer) {
     publish_object(p, init_ref);
     if (arg_is_ref)

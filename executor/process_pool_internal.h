@@ -118,7 +118,13 @@ static inline bool is_chunk(uint32_t kind) {
  * run_chunk) are laid out as a cf__chunk_seg's buffer
  * (executor/executor_internal.h): a table of cf__item_result, one per
  * item, then each item's data, padded. */
-enum { MSG_TASK = 1, MSG_RESULT = 2, MSG_INIT_FAILED = 3, MSG_STARTED = 4 };
+enum {
+  MSG_TASK = 1,
+  MSG_RESULT = 2,
+  MSG_INIT_FAILED = 3,
+  MSG_STARTED = 4,
+  MSG_SPARE = 5 /* manager -> worker: a memfd for its next big result */
+};
 enum { CTL_SPAWN = 1, CTL_SPAWNED = 2, CTL_EXITED = 3, CTL_CONFIG = 4 };
 
 /* A frame's header; the payload (len bytes) follows, or travels in a
@@ -283,6 +289,8 @@ typedef struct pworker {
   char *tx;
   size_t tx_off, tx_len, tx_cap;
   int tx_fd;
+  ino_t spare;  /* a warm buffer lent to it (cf__pp_warm_spare), 0: none */
+  int last_mfd; /* the memfd of the last mapped payload read (rx_take) */
 } pworker;
 
 static inline ptask *inflight_pop(pworker *w) {
@@ -344,6 +352,7 @@ typedef struct ppool {
 #define BIG_PAYLOAD (64 * 1024)
 
 #define FLAG_MAPPED 1u /* wire.flags: the payload is a mapped memfd */
+#define FLAG_SPARE  2u /* wire.flags: MSG_SPARE's memfd comes with it */
 
 /* Sends a message: 0; -1 when the socket failed (the peer is gone, or the
  * stream is cut); SEND_LOCAL when the payload could not be prepared
@@ -407,6 +416,20 @@ extern region_head *cf__pp_exec_region;
 int cf__pp_eager_memfd(const void *data, size_t len);
 void cf__pp_eager_memfd_close(int fd);
 void cf__pp_warm_drop(void);
+/* An idle warm buffer of at least min_cap bytes, now busy, lent as a
+ * worker's spare for its next big result (its fd, still the pool's; *ino
+ * names it), or -1. cf__pp_warm_release puts it back (the worker died
+ * with it); cf__pp_warm_give takes a result's memfd (owned) back: a lent
+ * one becomes idle, another is kept warm if there is room, else closed. */
+int cf__pp_warm_spare(size_t min_cap, ino_t *ino);
+void cf__pp_warm_release(ino_t ino);
+void cf__pp_warm_give(int fd);
+/* A worker's cached shared mapping of memfd fd (see worker_maps); pinned
+ * ones stay mapped until cf__pp_worker_unpin. */
+void *cf__pp_worker_map(int fd, const struct stat *st, size_t len, bool pin);
+bool cf__pp_worker_unpin(const void *p); /* false: p was not kept */
+/* Sends h, whose payload is already in memfd mfd, blocking (a worker). */
+int cf__pp_send_mapped(int fd, wire *h, int mfd);
 ssize_t cf__pp_sendv_fds(int sock, const struct iovec *iov, size_t niov,
                          const int *fds, size_t nfds, int flags);
 ssize_t cf__pp_send_fds(int sock, const void *buf, size_t len, const int *fds,
@@ -415,7 +438,7 @@ ssize_t cf__pp_recv_fds(int sock, void *buf, size_t len, fdbox *box, int flags);
 int cf__pp_payload_memfd(const void *data, size_t len);
 int cf__pp_send_msg(int fd, wire *h, const void *data);
 void cf__pp_payload_free(const wire *h, void *data);
-int cf__pp_recv_msg(int fd, wire *h, void **data, bool populate);
+int cf__pp_recv_msg(int fd, wire *h, void **data, bool populate, int *spare_fd);
 void cf__pp_close_other_fds(int keep1, int keep2);
 int cf__pp_send_ctl(int fd, const ctl *c, const int *pass, size_t npass,
                     int flags);

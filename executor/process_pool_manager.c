@@ -11,10 +11,13 @@ void cf__pp_ring(ppool *p) {
   (void)w;
 }
 
-/* A byte result: its data is malloc'd, or the mapped memfd it came in. */
+/* A byte result: its data is malloc'd, or a private mapping of the memfd
+ * it came in (fd, handed to the warm buffers when the result is freed:
+ * see cf__pp_warm_give). */
 typedef struct result_buf {
   cf_buf b;
   bool mapped;
+  int fd;
 } result_buf;
 
 static void buf_free(void *v) {
@@ -25,6 +28,8 @@ static void buf_free(void *v) {
     munmap(r->b.data, r->b.len);
   else
     free(r->b.data);
+  if (r->fd >= 0)
+    cf__pp_warm_give(r->fd);
   free(r);
 }
 
@@ -126,7 +131,9 @@ static void complete_chunk(ptask *t, const wire *r, void *payload) {
   cf__pp_task_free(t);
 }
 
-static void complete_task(ptask *t, const wire *r, void *payload) {
+/* *mfd: the memfd a mapped payload came in, or -1; a byte result takes
+ * it (set to -1). */
+static void complete_task(ptask *t, const wire *r, void *payload, int *mfd) {
   if (t->acc) {
     complete_chunk(t, r, payload);
     return;
@@ -151,6 +158,9 @@ static void complete_task(ptask *t, const wire *r, void *payload) {
       b->b.data = payload;
       b->b.len = r->len;
       b->mapped = (r->flags & FLAG_MAPPED) != 0;
+      b->fd = b->mapped ? *mfd : -1;
+      if (b->mapped)
+        *mfd = -1;
       /* the future's result is the cf_buf at the start of result_buf */
       if (cf__future_complete(t->f, 0, &b->b, buf_free, NULL) != 0)
         buf_free(b);
@@ -311,9 +321,15 @@ static int rx_take(pworker *w, wire *h, void **data, int *err,
   }
   void *m = mmap(NULL, h->len, PROT_READ | PROT_WRITE, MAP_PRIVATE, mfd, 0);
   *err = errno;
-  close(mfd);
-  if (m == MAP_FAILED)
+  if (m == MAP_FAILED) {
+    close(mfd);
     return RECV_LOCAL;
+  }
+  /* kept for the message's handler: a byte result keeps it (see
+   * result_buf); on_worker_ready closes it otherwise */
+  if (w->last_mfd >= 0)
+    close(w->last_mfd);
+  w->last_mfd = mfd;
   *data = m;
   return 0;
 }
@@ -446,6 +462,22 @@ static int tx_send(pworker *w, wire *h, const void *data, size_t len,
   return 0;
 }
 
+/* A big task went to w: lend it a warm buffer (see cf__pp_warm_spare) to
+ * write its next big result into, instead of fresh memory. Optional: no
+ * idle buffer, or no room in the socket, and it goes without. */
+static void lend_spare(ppool *p, pworker *w, size_t len) {
+  (void)p;
+  ino_t ino = 0;
+  int fd = cf__pp_warm_spare(len, &ino);
+  if (fd < 0)
+    return;
+  wire h = {.type = MSG_SPARE, .flags = FLAG_SPARE};
+  if (tx_send(w, &h, NULL, 0, fd) == 0)
+    w->spare = ino;
+  else
+    cf__pp_warm_release(ino); /* a failed send leaves w as it was */
+}
+
 static void worker_lost(ppool *p, pworker *w) {
   pthread_mutex_lock(&p->fd_mu);
   if (w->fd >= 0)
@@ -454,6 +486,9 @@ static void worker_lost(ppool *p, pworker *w) {
   pthread_mutex_unlock(&p->fd_mu);
   rx_reset(w);
   tx_reset(w);
+  if (w->last_mfd >= 0)
+    close(w->last_mfd);
+  w->last_mfd = -1;
   w->state = W_DEAD; /* the task waits for the exit report */
 }
 
@@ -612,6 +647,10 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
     w->area_fd = -1;
     pthread_mutex_unlock(&p->fd_mu);
     requeue_front(p, w, rest); /* the rest never started */
+    if (w->spare) {            /* lent, not returned: it died with it */
+      cf__pp_warm_release(w->spare);
+      w->spare = 0;
+    }
     bool early = started == 0 && !w->timed_out && !w->fault;
     w->state = W_NONE;
     w->fault = NULL;
@@ -715,6 +754,8 @@ static void dispatch(ppool *p) {
         close(mfd);
       if (src == 0) /* the worker's doorbell (see slot_shared) */
         atomic_fetch_add_explicit(&p->shared[i].sent, 1, memory_order_release);
+      if (src == 0 && h.flags == FLAG_MAPPED && !w->spare && !tx_pending(w))
+        lend_spare(p, w, t->len);
       if (src == SEND_LOCAL) {
         fail_task(t, CF_ENOMEM,
                   "the task could not be sent to a worker "
@@ -790,7 +831,14 @@ static void on_worker_msg(ppool *p, pworker *w, int rc, wire *r, void *payload,
    * its exit report (which brings the replacement) instead of feeding it. */
   if (p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child)
     w->state = W_DEAD;
-  complete_task(t, r, payload);
+  /* the spare it was lent may come back with the result: the result's
+   * now (its buffer_free gives it back) */
+  struct stat st;
+  bool spare = w->spare && w->last_mfd >= 0 && fstat(w->last_mfd, &st) == 0 &&
+               st.st_ino == w->spare;
+  complete_task(t, r, payload, &w->last_mfd);
+  if (spare && w->last_mfd < 0)
+    w->spare = 0;
 }
 
 /* Reads what w has sent, without waiting, and handles every complete
@@ -811,6 +859,10 @@ static void on_worker_ready(ppool *p, pworker *w) {
     }
     if (rc != RX_MORE) {
       on_worker_msg(p, w, rc, &r, payload, err);
+      if (w->last_mfd >= 0) { /* not taken by a result */
+        close(w->last_mfd);
+        w->last_mfd = -1;
+      }
       continue;
     }
     int n = rx_fill(w);
@@ -1054,6 +1106,12 @@ void *cf__pp_manager_main(void *arg) {
     }
     rx_reset(&p->workers[i]);
     tx_reset(&p->workers[i]);
+    if (p->workers[i].last_mfd >= 0)
+      close(p->workers[i].last_mfd);
+    p->workers[i].last_mfd = -1;
+    if (p->workers[i].spare) /* the workers exit now */
+      cf__pp_warm_release(p->workers[i].spare);
+    p->workers[i].spare = 0;
   }
   close(p->ctl_fd);
   p->ctl_fd = -1;

@@ -63,13 +63,19 @@ static int write_all_fd(int fd, const void *data, size_t len) {
  * into pages that exist already, and a worker that kept its mapping of
  * the same memfd (see worker_maps) reads it without a page fault. Fresh
  * pages cost a fault each, which dominates a 64 MiB round trip (and far
- * more so in a VM). `busy` ones are in a task's hands. */
+ * more so in a VM). Results come back the same way: the manager lends a
+ * worker an idle one as a spare (cf__pp_warm_spare) for its next big
+ * result, which arrives in it; the future that holds the result keeps it
+ * busy until it is freed (cf__pp_warm_give). `busy` ones are in a task's,
+ * a worker's or a result's hands. Known by inode: other processes and
+ * other descriptors refer to the same memfd. */
 #define WARM_MAX   8
 #define WARM_BYTES (512u << 20)
 typedef struct warm_buf {
   int fd;
   char *map;
   size_t cap;
+  ino_t ino;
   bool busy;
 } warm_buf;
 static pthread_mutex_t warm_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -119,17 +125,11 @@ void cf__pp_warm_drop(void) {
   pthread_mutex_unlock(&warm_mu);
 }
 
-/* Its task is done with fd: kept warm if there is room, else closed. */
-void cf__pp_eager_memfd_close(int fd) {
-  atomic_fetch_sub_explicit(&eager_memfds, 1, memory_order_relaxed);
-  pthread_mutex_lock(&warm_mu);
+/* warm_mu held: keeps fd (owned) as a warm buffer if there is room,
+ * else closes it. */
+static void warm_adopt(int fd) {
   size_t total = 0, slot = WARM_MAX;
   for (size_t k = 0; k < WARM_MAX; k++) {
-    if (warm[k].map && warm[k].fd == fd) { /* a warm one coming back */
-      warm[k].busy = false;
-      pthread_mutex_unlock(&warm_mu);
-      return;
-    }
     total += warm[k].cap;
     if (!warm[k].map && slot == WARM_MAX)
       slot = k;
@@ -141,10 +141,69 @@ void cf__pp_eager_memfd_close(int fd) {
     m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
              0);
   if (m != MAP_FAILED)
-    warm[slot] = (warm_buf){.fd = fd, .map = m, .cap = (size_t)st.st_size};
-  pthread_mutex_unlock(&warm_mu);
-  if (m == MAP_FAILED)
+    warm[slot] = (warm_buf){
+        .fd = fd, .map = m, .cap = (size_t)st.st_size, .ino = st.st_ino};
+  else
     close(fd);
+}
+
+int cf__pp_warm_spare(size_t min_cap, ino_t *ino) {
+  pthread_mutex_lock(&warm_mu);
+  warm_buf *best = NULL;
+  for (size_t k = 0; k < WARM_MAX; k++)
+    if (warm[k].map && !warm[k].busy && warm[k].cap >= min_cap &&
+        (!best || warm[k].cap < best->cap))
+      best = &warm[k];
+  int fd = -1;
+  if (best) {
+    best->busy = true;
+    fd = best->fd;
+    *ino = best->ino;
+  }
+  pthread_mutex_unlock(&warm_mu);
+  return fd;
+}
+
+void cf__pp_warm_release(ino_t ino) {
+  pthread_mutex_lock(&warm_mu);
+  for (size_t k = 0; k < WARM_MAX; k++)
+    if (warm[k].map && warm[k].ino == ino)
+      warm[k].busy = false;
+  pthread_mutex_unlock(&warm_mu);
+}
+
+void cf__pp_warm_give(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    close(fd);
+    return;
+  }
+  pthread_mutex_lock(&warm_mu);
+  bool known = false;
+  for (size_t k = 0; k < WARM_MAX; k++)
+    if (warm[k].map && warm[k].ino == st.st_ino) {
+      warm[k].busy = false; /* a lent one coming back */
+      known = true;
+    }
+  if (known)
+    close(fd);
+  else
+    warm_adopt(fd);
+  pthread_mutex_unlock(&warm_mu);
+}
+
+/* Its task is done with fd: kept warm if there is room, else closed. */
+void cf__pp_eager_memfd_close(int fd) {
+  atomic_fetch_sub_explicit(&eager_memfds, 1, memory_order_relaxed);
+  pthread_mutex_lock(&warm_mu);
+  for (size_t k = 0; k < WARM_MAX; k++)
+    if (warm[k].map && warm[k].fd == fd) { /* a warm one coming back */
+      warm[k].busy = false;
+      pthread_mutex_unlock(&warm_mu);
+      return;
+    }
+  warm_adopt(fd);
+  pthread_mutex_unlock(&warm_mu);
 }
 
 /* ---- passing descriptors (the one place that speaks SCM_RIGHTS) ---------- */
@@ -223,6 +282,14 @@ ssize_t cf__pp_recv_fds(int sock, void *buf, size_t len, fdbox *box,
   return r;
 }
 
+static int send_header(int fd, wire *h, int pass_fd);
+
+/* Sends h with its payload already in memfd mfd (the worker's spare). */
+int cf__pp_send_mapped(int fd, wire *h, int mfd) {
+  h->flags = FLAG_MAPPED;
+  return send_header(fd, h, mfd);
+}
+
 /* Sends header h (its magic set here) with pass_fd (-1: none) attached to
  * its first byte, blocking: 0 or -1. For workers; the manager never blocks
  * (process_pool_manager.c: tx_send). */
@@ -275,7 +342,9 @@ int cf__pp_send_msg(int fd, wire *h, const void *data) {
  * here reads the next input without mapping or faulting a page. Shared
  * mappings, so that they see what the parent writes next time (a task
  * must not write to its input: it is const). The least recently used
- * goes when a fifth comes. Worker only (single-threaded). */
+ * goes when a fifth comes, unless pinned: the worker's spare (see
+ * process_pool_worker.c) is written into later, so its mapping must stay
+ * where it is until the spare is used. Worker only (single-threaded). */
 #define WORKER_MAPS 4
 static struct {
   dev_t dev;
@@ -283,25 +352,29 @@ static struct {
   void *p;
   size_t len;
   uint64_t used; /* when last used: a counter */
+  bool pinned;
 } worker_maps[WORKER_MAPS];
 static uint64_t worker_map_clock;
 
-static void *worker_map(int fd, const struct stat *st, size_t len) {
-  size_t victim = 0;
+void *cf__pp_worker_map(int fd, const struct stat *st, size_t len, bool pin) {
+  size_t victim = WORKER_MAPS;
   for (size_t k = 0; k < WORKER_MAPS; k++) {
     if (worker_maps[k].p && worker_maps[k].dev == st->st_dev &&
         worker_maps[k].ino == st->st_ino && worker_maps[k].len >= len) {
       worker_maps[k].used = ++worker_map_clock;
+      worker_maps[k].pinned |= pin;
       return worker_maps[k].p;
     }
-    if (worker_maps[k].used < worker_maps[victim].used)
+    if (!worker_maps[k].pinned &&
+        (victim == WORKER_MAPS ||
+         worker_maps[k].used < worker_maps[victim].used))
       victim = k;
   }
   size_t maplen = (size_t)st->st_size;
   void *p = mmap(NULL, maplen, PROT_READ | PROT_WRITE,
                  MAP_SHARED | MAP_POPULATE, fd, 0);
-  if (p == MAP_FAILED)
-    return p;
+  if (p == MAP_FAILED || victim == WORKER_MAPS)
+    return p; /* everything pinned: not kept (unmapped with its message) */
   if (worker_maps[victim].p)
     munmap(worker_maps[victim].p, worker_maps[victim].len);
   worker_maps[victim].dev = st->st_dev;
@@ -309,7 +382,17 @@ static void *worker_map(int fd, const struct stat *st, size_t len) {
   worker_maps[victim].p = p;
   worker_maps[victim].len = maplen;
   worker_maps[victim].used = ++worker_map_clock;
+  worker_maps[victim].pinned = pin;
   return p;
+}
+
+bool cf__pp_worker_unpin(const void *p) {
+  for (size_t k = 0; k < WORKER_MAPS; k++)
+    if (worker_maps[k].p == p) {
+      worker_maps[k].pinned = false;
+      return true;
+    }
+  return false;
 }
 
 static bool worker_map_kept(const void *p) {
@@ -334,7 +417,8 @@ void cf__pp_payload_free(const wire *h, void *data) {
  * mapped when h->flags says so (free either with cf__pp_payload_free), NULL for
  * an empty payload. `populate` maps every page at once (a worker reads
  * its whole input). */
-int cf__pp_recv_msg(int fd, wire *h, void **data, bool populate) {
+int cf__pp_recv_msg(int fd, wire *h, void **data, bool populate,
+                    int *spare_fd) {
   *data = NULL;
   int mfd = -1;
   fdbox box = {.fds = &mfd, .max = 1};
@@ -352,6 +436,18 @@ int cf__pp_recv_msg(int fd, wire *h, void **data, bool populate) {
       close(mfd);
     return RECV_BAD;
   }
+  if (h->flags & FLAG_SPARE) { /* MSG_SPARE: the memfd is for the caller */
+    if (h->len != 0 || (h->flags & FLAG_MAPPED) || mfd < 0) {
+      if (mfd >= 0)
+        close(mfd);
+      return RECV_BAD;
+    }
+    if (spare_fd)
+      *spare_fd = mfd;
+    else
+      close(mfd);
+    return 0;
+  }
   if (h->flags & FLAG_MAPPED) {
     struct stat st;
     if (mfd >= 0 && (fstat(mfd, &st) != 0 || (uint64_t)st.st_size < h->len)) {
@@ -364,7 +460,8 @@ int cf__pp_recv_msg(int fd, wire *h, void **data, bool populate) {
       errno = EMFILE;
       return box.dropped ? RECV_LOCAL : RECV_BAD;
     }
-    void *p = populate ? worker_map(mfd, &st, h->len) : MAP_FAILED;
+    void *p =
+        populate ? cf__pp_worker_map(mfd, &st, h->len, false) : MAP_FAILED;
     if (!populate)
       p = mmap(NULL, h->len, PROT_READ | PROT_WRITE, MAP_PRIVATE, mfd, 0);
     int e = errno;

@@ -84,10 +84,54 @@ static void area_trim(area *a) {
 /* This worker's slot (see slot_shared), for post. */
 static slot_shared *my_slot;
 
-/* cf__pp_send_msg, then rings the manager's doorbell (slot_shared.posted):
- * a manager spinning on it stops at once. */
+/* A memfd the manager lent for the next big result (MSG_SPARE), mapped
+ * (cf__pp_worker_map keeps the mapping), or fd -1. */
+static struct {
+  int fd;
+  char *map;
+  size_t cap;
+} spare = {.fd = -1};
+
+/* Done with the spare (used, or replaced): its mapping may go. */
+static void spare_drop(void) {
+  if (spare.fd < 0)
+    return;
+  close(spare.fd);
+  if (!cf__pp_worker_unpin(spare.map)) /* mapped apart: see the cache */
+    munmap(spare.map, spare.cap);
+  spare.fd = -1;
+}
+
+static void spare_take(int fd) {
+  spare_drop();
+  struct stat st;
+  void *m = MAP_FAILED;
+  if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0)
+    m = cf__pp_worker_map(fd, &st, (size_t)st.st_size, true);
+  if (m == MAP_FAILED) {
+    if (fd >= 0)
+      close(fd);
+    return;
+  }
+  spare.fd = fd;
+  spare.map = m;
+  spare.cap = (size_t)st.st_size;
+}
+
+/* Sends a message, then rings the manager's doorbell (slot_shared.posted):
+ * a manager spinning on it stops at once. A task's big byte result goes
+ * in the spare if it fits: copied into pages that exist, mapped here
+ * already, instead of a fresh memfd's. */
 static int post(int sock, wire *h, const void *data) {
-  int rc = cf__pp_send_msg(sock, h, data);
+  int rc;
+  if (h->type == MSG_RESULT && !is_chunk(h->kind) && h->code == 0 &&
+      h->len >= BIG_PAYLOAD && spare.fd >= 0 && spare.cap >= h->len) {
+    memcpy(spare.map, data, h->len);
+    rc = cf__pp_send_mapped(sock, h, spare.fd);
+    spare_drop(); /* the result's now */
+  } else {
+    rc = cf__pp_send_msg(sock, h, data);
+  }
   if (rc == 0)
     atomic_fetch_add_explicit(&my_slot->posted, 1, memory_order_release);
   return rc;
@@ -222,10 +266,15 @@ _Noreturn void cf__pp_worker_main(int sock, int area_fd,
     wire h;
     void *in;
     spin_for_input(sh, received, SPIN_NS);
-    int rrc = cf__pp_recv_msg(sock, &h, &in, true);
-    received++;
+    int spare_fd = -1;
+    int rrc = cf__pp_recv_msg(sock, &h, &in, true, &spare_fd);
     if (rrc != 0 && rrc != RECV_LOCAL)
       _exit(0); /* the parent hung up: shutdown */
+    if (rrc == 0 && h.type == MSG_SPARE) {
+      spare_take(spare_fd);
+      continue;
+    }
+    received++;
     /* see slot_shared */
     uint64_t k = atomic_load_explicit(&sh->started, memory_order_relaxed);
     atomic_store_explicit(&sh->chunk_done, 0, memory_order_relaxed);

@@ -2097,6 +2097,76 @@ static void test_map_chunk_destroy(void **state) {
   cf_executor_free(ex);
 }
 
+/* Big inputs and results travel through memfds the pool recycles (warm
+ * input buffers, spares lent to workers for their results): a result held
+ * by its future must never be written again while later tasks reuse
+ * buffers, and every byte must come back as sent. */
+static int negate_bytes(const void *in, size_t n, cf_buf *out) {
+  out->data = malloc(n);
+  if (!out->data)
+    return CF_ENOMEM;
+  for (size_t i = 0; i < n; i++)
+    ((unsigned char *)out->data)[i] =
+        (unsigned char)~((const unsigned char *)in)[i];
+  out->len = n;
+  return 0;
+}
+
+static void fill(unsigned char *b, size_t n, unsigned seed) {
+  for (size_t i = 0; i < n; i++)
+    b[i] = (unsigned char)(seed * 131 + i * 7 + (i >> 12));
+}
+
+static bool negated(const cf_buf *r, size_t n, unsigned seed) {
+  if (r->len != n)
+    return false;
+  const unsigned char *d = r->data;
+  for (size_t i = 0; i < n; i++)
+    if (d[i] != (unsigned char)~(unsigned char)(seed * 131 + i * 7 + (i >> 12)))
+      return false;
+  return true;
+}
+
+static void test_recycled_buffers_keep_results(void **state) {
+  (void)state;
+  cf_executor *ex = new_pool(2);
+  enum { HELD = 6, ROUNDS = 4 };
+  size_t sizes[] = {2u << 20, 1u << 20, 3u << 20, 200000, 2u << 20, 5u << 20};
+  unsigned char *in = malloc(5u << 20);
+  assert_non_null(in);
+  for (unsigned round = 0; round < ROUNDS; round++) {
+    cf_future *held[HELD];
+    for (unsigned k = 0; k < HELD; k++) {
+      fill(in, sizes[k], round * 10 + k);
+      assert_int_equal(
+          cf_process_pool_submit(ex, negate_bytes, in, sizes[k], &held[k]), 0);
+    }
+    for (unsigned k = 0; k < HELD; k++)
+      assert_int_equal(cf_future_result(held[k], 30, NULL), 0);
+    /* more big tasks while the results above are held */
+    for (unsigned k = 0; k < HELD; k++) {
+      cf_future *f;
+      void *v;
+      fill(in, sizes[k], 1000 + round * 10 + k);
+      assert_int_equal(
+          cf_process_pool_submit(ex, negate_bytes, in, sizes[k], &f), 0);
+      assert_int_equal(cf_future_result(f, 30, &v), 0);
+      assert_true(negated(v, sizes[k], 1000 + round * 10 + k));
+      cf_future_unref(f);
+    }
+    for (unsigned k = 0; k < HELD; k++) {
+      void *v;
+      assert_int_equal(cf_future_result(held[k], 0, &v), 0);
+      if (!negated(v, sizes[k], round * 10 + k))
+        fail_msg("round %u: held result %u was changed", round, k);
+      cf_future_unref(held[k]);
+    }
+  }
+  free(in);
+  cf_executor_free(ex);
+  assert_int_equal(count_children(), 0);
+}
+
 /* Each test runs with the watchdog armed. */
 #define TEST(f)                                                                \
   cmocka_unit_test_setup_teardown(f, arm_watchdog, disarm_watchdog)
@@ -2143,6 +2213,7 @@ int main(void) {
       TEST(test_task_writes_to_low_fds),
       TEST(test_stopped_worker_does_not_freeze_the_pool),
       TEST(test_map_chunk_destroy),
+      TEST(test_recycled_buffers_keep_results),
   };
   return cmocka_run_group_tests_name("process_pool", tests, NULL, NULL);
 }
