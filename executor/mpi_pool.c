@@ -50,6 +50,7 @@
 
 #define MAX_MPI_WORKERS 4096
 #define AHEAD           32          /* tasks in flight per worker, at most */
+#define AHEAD_NS        200000      /* ... or about this much work */
 #define BIG_RECORD      (64 * 1024) /* sent alone, from its own buffer */
 #define BATCH_MAX       (1u << 20)  /* bytes of small records per message */
 
@@ -63,12 +64,15 @@ typedef struct mtask {
   cf_destroy_fn destroy; /* value results */
   char *msg;             /* its record, until sent */
   size_t msg_len;
+  uint64_t sent_ns; /* when it went to its worker */
 } mtask;
 
 typedef struct mworker {
   int rank;                 /* in the pool's communicator */
   mtask *head, *tail;       /* in flight, oldest first */
   size_t inflight;
+  uint64_t last_ns;         /* its last result's arrival */
+  uint64_t avg_ns;          /* its tasks' running time, smoothed; 0: unknown */
 } mworker;
 
 typedef struct send_slot {
@@ -109,6 +113,34 @@ typedef struct mpool {
 } mpool;
 
 static _Atomic uint64_t next_id; /* relaxed: unique ids, publishes nothing */
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Tasks a worker may hold: enough to keep it busy for AHEAD_NS by its
+ * tasks' running time so far, at least 2 (one running, one ready: it never
+ * waits for the main rank between two tasks), at most AHEAD. Long tasks
+ * stay on the main rank's queue, where they can still be cancelled or
+ * go to a worker that frees up first. */
+static size_t depth_of(const mworker *w) {
+  if (w->avg_ns == 0)
+    return 2;
+  uint64_t d = AHEAD_NS / w->avg_ns;
+  return d < 2 ? 2 : d > AHEAD ? AHEAD : (size_t)d;
+}
+
+/* A result from w for task t arrived at `now`: the running-time estimate. */
+static void account(mworker *w, const mtask *t, uint64_t now) {
+  uint64_t from = t->sent_ns > w->last_ns ? t->sent_ns : w->last_ns;
+  uint64_t took = now > from ? now - from : 1;
+  w->avg_ns = w->avg_ns ? (w->avg_ns * 3 + took) / 4 : took;
+  if (w->avg_ns == 0)
+    w->avg_ns = 1;
+  w->last_ns = now;
+}
 
 /* ---- results --------------------------------------------------------------
  */
@@ -219,11 +251,9 @@ static void complete_task(mtask *t, int code, void *base, char *data,
     size_t n;
     cf_future **fs = task_futures(t, &n);
     for (size_t i = 0; i < n; i++) {
-      char *mi = m && i + 1 < n ? strdup(m) : m;
+      char *mi = m ? strdup(m) : NULL;
       if (cf__future_complete(fs[i], code, NULL, NULL, mi) != 0)
         free(mi);
-      if (mi == m)
-        m = NULL;
     }
     free(m);
   } else if (t->chunk) {
@@ -363,9 +393,11 @@ static void send_tasks(mpool *p, mworker *w, mtask *list) {
         }
       }
     }
+    uint64_t now = now_ns();
     for (mtask *t = list; t != end;) {
       mtask *next = t->next;
       t->next = NULL;
+      t->sent_ns = now;
       if (w->tail)
         w->tail->next = t;
       else
@@ -390,15 +422,15 @@ static bool dispatch(mpool *p) {
   size_t share = (pend + p->n - 1) / p->n;
   for (size_t i = 0; i < p->n && pend > 0; i++) {
     mworker *w = &p->workers[i];
-    size_t want;
+    size_t depth = depth_of(w), want;
     if (w->inflight == 0)
       want = pend >= p->n ? share : 1;
-    else if (pend >= p->n && w->inflight < AHEAD)
+    else if (pend >= p->n && w->inflight < depth)
       want = share; /* a backlog: send ahead */
     else
       continue;
-    if (want > AHEAD - w->inflight)
-      want = AHEAD - w->inflight;
+    if (want > depth - w->inflight)
+      want = depth - w->inflight;
     size_t got;
     mtask *list = take(p, want, &got);
     if (!list)
@@ -456,6 +488,7 @@ static bool receive_results(mpool *p) {
     if (!w->head)
       w->tail = NULL;
     w->inflight--;
+    account(w, t, now_ns());
     p->inflight--;
     if (h.flags & CF__MPI_RES_SEPARATE) {
       free(buf);
