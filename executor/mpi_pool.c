@@ -867,6 +867,30 @@ int cf_mpi_pool_map_bytes(cf_executor *ex, cf_proc_fn fn, const void *items,
 /* ---- creation -------------------------------------------------------------
  */
 
+/* Whether cmd names an executable file: a path, or a name on PATH (as
+ * mpiexec looks it up). Spawned workers find the program at the same path
+ * on every host. */
+static bool executable(const char *cmd) {
+  if (!*cmd)
+    return false;
+  if (strchr(cmd, '/'))
+    return access(cmd, X_OK) == 0;
+  const char *path = getenv("PATH");
+  char buf[PATH_MAX];
+  while (path && *path) {
+    size_t k = strcspn(path, ":");
+    if (k > 0 && k + strlen(cmd) + 2 <= sizeof buf) {
+      memcpy(buf, path, k);
+      buf[k] = '/';
+      strcpy(buf + k + 1, cmd);
+      if (access(buf, X_OK) == 0)
+        return true;
+    }
+    path += k + (path[k] == ':');
+  }
+  return false;
+}
+
 /* Spawns n workers running opts' command (or this program); 0 and *inter,
  * or an error recorded for cf_mpi_pool_new. */
 static int spawn(const cf_mpi_pool_opts *o, size_t n, MPI_Comm *inter) {
@@ -882,6 +906,12 @@ static int spawn(const cf_mpi_pool_opts *o, size_t n, MPI_Comm *inter) {
     self[k] = '\0';
     cmd = self;
   }
+  if (!executable(cmd))
+    return cf__fail_fmt("cf_mpi_pool_new", CF_EINVAL,
+                        "cannot spawn '%s': no such executable here (with "
+                        "OpenMPI 4.1, MPI_Comm_spawn of a program that cannot "
+                        "start does not return, so it is checked first)",
+                        cmd);
   MPI_Info info = MPI_INFO_NULL;
   if (o->hosts) {
     MPI_Info_create(&info);

@@ -119,8 +119,10 @@ typedef struct cf_mpi_pool_opts {
  * per message, each with its own outcome.
  *
  * Returns 0; CF_EINVAL (NULL out, max_workers above 4096 or above the
- * ranks there are, MPI initialised below MPI_THREAD_SERIALIZED, a path
- * that cannot be resolved); CF_EBUSY (another MPI pool is alive in this
+ * ranks there are, MPI initialised below MPI_THREAD_SERIALIZED, a command
+ * that is no executable file here: checked before spawning, because
+ * OpenMPI 4.1's MPI_Comm_spawn of a program that cannot start never
+ * returns); CF_EBUSY (another MPI pool is alive in this
  * process); CF_ESYS (MPI failed: the spawn, no /proc/self/exe, or no
  * thread; cf_last_error carries MPI's error string); CF_ENOMEM. On error
  * *out is NULL and no worker is left running. */

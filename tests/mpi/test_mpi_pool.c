@@ -476,12 +476,18 @@ static void test_bad_input(void **state) {
   assert_int_equal(cf_mpi_serve(NULL, NULL), CF_EINVALSTATE);
 }
 
-static void test_too_many_workers(void **state) {
+static void test_bad_pool_options(void **state) {
   (void)state;
-  if (spawned_mode)
-    skip(); /* spawning has no fixed count of ranks */
-  cf_mpi_pool_opts o = {.max_workers = 3}; /* the job has 2 worker ranks */
   cf_executor *ex = (cf_executor *)1;
+  if (spawned_mode) {
+    /* no fixed count of ranks; a program that cannot be spawned */
+    cf_mpi_pool_opts bad = {.max_workers = 1, .command = "/nonexistent/x"};
+    assert_int_equal(cf_mpi_pool_new(&bad, &ex), CF_EINVAL);
+    assert_null(ex);
+    assert_non_null(strstr(cf_last_error(), "no such executable"));
+    return;
+  }
+  cf_mpi_pool_opts o = {.max_workers = 3}; /* the job has 2 worker ranks */
   assert_int_equal(cf_mpi_pool_new(&o, &ex), CF_EINVAL);
   assert_null(ex);
   assert_non_null(strstr(cf_last_error(), "worker ranks"));
@@ -534,7 +540,7 @@ int main(int argc, char **argv) {
                                       pool_down),
       cmocka_unit_test_setup_teardown(test_shutdown_waits, pool_up, pool_down),
       cmocka_unit_test_setup_teardown(test_bad_input, pool_up, pool_down),
-      cmocka_unit_test(test_too_many_workers),
+      cmocka_unit_test(test_bad_pool_options),
       cmocka_unit_test_setup_teardown(test_many_tasks_from_threads_backlog,
                                       pool_up, pool_down),
   };
