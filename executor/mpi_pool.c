@@ -549,9 +549,16 @@ static void wait_cv(mpool *p, long ns) {
   p->sleeping = false;
 }
 
+/* Backing off while tasks are in flight (see the top of the file): spin
+ * for SPIN_NS after the last progress, then yield until YIELD_NS, then
+ * sleep from 20 µs doubling up to 1 ms. While a large result is coming in
+ * (its MPI_Irecv needs this thread's progress calls) it never sleeps. */
+#define SPIN_NS  50000
+#define YIELD_NS 2000000
+
 static void *progress_main(void *arg) {
   mpool *p = arg;
-  unsigned idle = 0;
+  uint64_t quiet_since = now_ns();
   long delay = 20000;
   for (;;) {
     bool did = dispatch(p);
@@ -569,19 +576,23 @@ static void *progress_main(void *arg) {
       break;
     }
     if (did) {
-      idle = 0;
+      quiet_since = now_ns();
       delay = 20000;
     } else if (!busy && !p->head && !p->shutdown) {
       wait_cv(p, 0); /* nothing can arrive: sleep until a submit */
-      idle = 0;
-    } else if (++idle > 300) {
-      wait_cv(p, delay);
-      if (delay < 1000000)
-        delay *= 2;
-    } else if (idle > 50) {
-      pthread_mutex_unlock(&p->mu);
-      sched_yield();
-      continue;
+      quiet_since = now_ns();
+      delay = 20000;
+    } else {
+      uint64_t quiet = now_ns() - quiet_since;
+      if (quiet > YIELD_NS && p->nrecvs == 0) {
+        wait_cv(p, delay);
+        if (delay < 1000000)
+          delay *= 2;
+      } else if (quiet > SPIN_NS) {
+        pthread_mutex_unlock(&p->mu);
+        sched_yield();
+        continue;
+      }
     }
     pthread_mutex_unlock(&p->mu);
   }

@@ -520,9 +520,19 @@ static void nap(long ns) {
     ;
 }
 
-/* Serves until TAG_EXIT. */
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Serves until TAG_EXIT. Idle, it backs off: polls for 50 µs after the
+ * last message, then yields until 2 ms, then sleeps from 50 µs doubling
+ * up to 1 ms between polls; never sleeps while results are still going
+ * out (a large send needs this process's progress calls). */
 static void serve(worker *w) {
-  unsigned idle = 0;
+  uint64_t quiet_since = now_ns();
+  long delay = 50000;
   for (;;) {
     int flag = 0;
     MPI_Message m;
@@ -531,15 +541,18 @@ static void serve(worker *w) {
     if (!flag) {
       if (w->nsends)
         sends_progress(w, false);
-      /* Back off: poll, then yield, then sleep up to 1 ms. */
-      idle++;
-      if (idle > 2000)
-        nap(idle > 2100 ? 1000000 : 50000);
-      else if (idle > 200)
+      uint64_t quiet = now_ns() - quiet_since;
+      if (quiet > 2000000 && w->nsends == 0) {
+        nap(delay);
+        if (delay < 1000000)
+          delay *= 2;
+      } else if (quiet > 50000) {
         sched_yield();
+      }
       continue;
     }
-    idle = 0;
+    quiet_since = now_ns();
+    delay = 50000;
     int count = 0;
     MPI_Get_count(&st, MPI_BYTE, &count);
     size_t n = count > 0 ? (size_t)count : 0;
