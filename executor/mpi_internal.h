@@ -41,6 +41,8 @@ enum {
   CF__MPI_TAG_EXIT = 102,
   CF__MPI_TAG_RESULT = 103,
   CF__MPI_TAG_RDATA = 104,
+  /* spawned worker -> main, once: a cf__mpi_hello */
+  CF__MPI_TAG_HELLO = 105,
 };
 
 enum {
@@ -72,6 +74,12 @@ typedef struct cf__mpi_result {
   uint32_t reserved;
 } cf__mpi_result;
 
+/* Who a spawned worker is, for the main rank's watch (mpi_pool.c). */
+typedef struct cf__mpi_hello {
+  int32_t pid;
+  char host[MPI_MAX_PROCESSOR_NAME];
+} cf__mpi_hello;
+
 typedef struct cf__mpi_item {
   int32_t code;
   uint32_t msg_len; /* a failure: its message's bytes in the data */
@@ -92,6 +100,7 @@ typedef struct cf__mpi_world {
   bool main_of_job;       /* rank 0 of an mpiexec job, workers waiting */
   MPI_Comm comm;          /* main_of_job: the duplicate of the world */
   int size;               /* main_of_job: the world's size */
+  bool broken;            /* a spawned worker died: MPI is left alone */
 } cf__mpi_world;
 
 /* Initialises MPI if needed (registering the exit handler) and checks the

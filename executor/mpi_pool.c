@@ -69,6 +69,8 @@ typedef struct mtask {
 
 typedef struct mworker {
   int rank;                 /* in the pool's communicator */
+  pid_t pid;                /* spawned on this host: watched; else 0 */
+  char host[MPI_MAX_PROCESSOR_NAME]; /* spawned: where it runs */
   mtask *head, *tail;       /* in flight, oldest first */
   size_t inflight;
   uint64_t last_ns;         /* its last result's arrival */
@@ -93,6 +95,8 @@ typedef struct mpool {
   size_t n;
   MPI_Comm comm;
   bool spawned;      /* comm is the spawn's intercommunicator */
+  bool broken;       /* guarded by mu: a watched worker died */
+  uint64_t next_watch; /* progress thread: when to look at the workers */
   int rank_offset;   /* worker i is rank i + rank_offset in comm */
   mworker *workers;  /* progress thread */
   size_t inflight;   /* progress thread: tasks sent, not answered */
@@ -635,6 +639,62 @@ static void wait_cv(mpool *p, long ns) {
 #define SPIN_NS  50000
 #define YIELD_NS 2000000
 
+/* Spawned workers on this host are watched by pid while tasks are in
+ * flight (every WATCH_NS): under mpiexec a dead rank ends the job, but a
+ * program started alone (an MPI singleton) is not ended when a worker it
+ * spawned dies, and would wait for its results for ever. A death breaks
+ * the pool: every future in flight or queued fails with CF_EBROKEN and a
+ * message naming the worker, later submits get CF_EBROKEN, and MPI is not
+ * touched again (its requests and buffers are left as they are; the
+ * process is not finalised). Returns true when broken. */
+#define WATCH_NS 50000000
+
+static bool watch_workers(mpool *p) {
+  mworker *dead = NULL;
+  for (size_t i = 0; i < p->n && !dead; i++)
+    if (p->workers[i].pid > 0 && kill(p->workers[i].pid, 0) != 0 &&
+        errno == ESRCH)
+      dead = &p->workers[i];
+  if (!dead)
+    return false;
+  char msg[MPI_MAX_PROCESSOR_NAME + 200];
+  snprintf(msg, sizeof msg,
+           "MPI worker rank %d (pid %ld) on %s died; the pool is broken "
+           "(its MPI job cannot go on)",
+           dead->rank, (long)dead->pid, dead->host);
+  cf__mpi_lock();
+  cf__mpi_world_get()->broken = true;
+  cf__mpi_unlock();
+  pthread_mutex_lock(&p->mu);
+  p->broken = true;
+  mtask *list = p->head;
+  p->head = p->tail = NULL;
+  p->npending = 0;
+  pthread_mutex_unlock(&p->mu);
+  for (size_t i = 0; i < p->n; i++) {
+    mworker *w = &p->workers[i];
+    for (mtask *t = w->head; t;) {
+      mtask *next = t->next;
+      fail_task(t, CF_EBROKEN, msg);
+      t = next;
+    }
+    w->head = w->tail = NULL;
+    w->inflight = 0;
+  }
+  for (size_t i = 0; i < p->nrecvs; i++)
+    fail_task(p->recvs[i].t, CF_EBROKEN, msg); /* buffers left to MPI */
+  p->nrecvs = 0;
+  p->nsends = 0; /* ditto */
+  p->inflight = 0;
+  while (list) {
+    mtask *next = list->next;
+    fail_task(list, CF_EBROKEN, msg);
+    list = next;
+  }
+  fprintf(stderr, "cfutures: %s\n", msg);
+  return true;
+}
+
 static void *progress_main(void *arg) {
   mpool *p = arg;
   uint64_t quiet_since = now_ns();
@@ -648,6 +708,11 @@ static void *progress_main(void *arg) {
     if (p->nrecvs)
       did |= recvs_test(p);
     bool busy = p->inflight || p->nsends || p->nrecvs;
+    if (p->spawned && busy && now_ns() >= p->next_watch) {
+      p->next_watch = now_ns() + WATCH_NS;
+      if (watch_workers(p))
+        return NULL; /* MPI is not touched again */
+    }
     pthread_mutex_lock(&p->mu);
     /* loop holding mu: only the checks and the waits */
     if (p->shutdown && !p->head && !busy) {
@@ -755,7 +820,7 @@ static int make_task(uint32_t kind, const void *fn, const void *data,
 /* Queues t (its futures made); on error frees it. */
 static int push_task(mpool *p, mtask *t) {
   pthread_mutex_lock(&p->mu);
-  int rc = p->shutdown ? CF_ESHUTDOWN : 0;
+  int rc = p->shutdown ? CF_ESHUTDOWN : p->broken ? CF_EBROKEN : 0;
   if (rc == 0) {
     if (p->tail)
       p->tail->next = t;
@@ -1105,8 +1170,26 @@ int cf_mpi_pool_new(const cf_mpi_pool_opts *opts, cf_executor **out) {
     p->spawned = true;
     p->rank_offset = 0;
   }
+  cf__mpi_hello *hellos = NULL;
+  if (p->spawned) { /* who they are, for the watch */
+    hellos = calloc(p->n, sizeof *hellos);
+    char me[MPI_MAX_PROCESSOR_NAME] = "";
+    int len = 0;
+    MPI_Get_processor_name(me, &len);
+    for (size_t i = 0; i < p->n; i++) {
+      cf__mpi_hello h;
+      MPI_Recv(&h, sizeof h, MPI_BYTE, (int)i, CF__MPI_TAG_HELLO, p->comm,
+               MPI_STATUS_IGNORE);
+      h.host[sizeof h.host - 1] = '\0';
+      if (hellos)
+        hellos[i] = strcmp(h.host, me) == 0 ? h : (cf__mpi_hello){.pid = 0};
+      if (hellos)
+        memcpy(hellos[i].host, h.host, sizeof h.host);
+    }
+  }
   p->workers = calloc(p->n, sizeof *p->workers);
   if (!p->workers) {
+    free(hellos);
     if (p->spawned) {
       for (size_t i = 0; i < p->n; i++)
         MPI_Send(NULL, 0, MPI_BYTE, (int)i, CF__MPI_TAG_EXIT, p->comm);
@@ -1116,8 +1199,14 @@ int cf_mpi_pool_new(const cf_mpi_pool_opts *opts, cf_executor **out) {
     pool_free(p);
     return CF__FAIL(CF_ENOMEM, "no memory for the workers' table");
   }
-  for (size_t i = 0; i < p->n; i++)
+  for (size_t i = 0; i < p->n; i++) {
     p->workers[i].rank = (int)i + p->rank_offset;
+    if (hellos) {
+      p->workers[i].pid = hellos[i].pid;
+      memcpy(p->workers[i].host, hellos[i].host, sizeof hellos[i].host);
+    }
+  }
+  free(hellos);
   /* The progress thread runs with every signal blocked: the host's
    * signals go to the host's threads. */
   sigset_t all, old;

@@ -78,7 +78,7 @@ static void job_end(void) {
     cf_executor_shutdown(live, true, false);
   int fin = 1;
   MPI_Finalized(&fin);
-  if (fin || !world.main_of_job)
+  if (fin || !world.main_of_job || world.broken)
     return;
   for (int r = 1; r < world.size; r++)
     MPI_Send(NULL, 0, MPI_BYTE, r, CF__MPI_TAG_EXIT, world.comm);
@@ -95,7 +95,12 @@ static void at_exit(void) {
   int init = 0, fin = 1;
   MPI_Initialized(&init);
   MPI_Finalized(&fin);
-  if (init && !fin && world.initialized_by_us)
+  pthread_mutex_lock(&world_mu);
+  bool broken = world.broken;
+  pthread_mutex_unlock(&world_mu);
+  /* After a spawned worker died, MPI_Finalize would wait for it for ever:
+   * the process leaves without it (the launcher may complain). */
+  if (init && !fin && world.initialized_by_us && !broken)
     MPI_Finalize();
 }
 
@@ -206,21 +211,27 @@ static void on_crash(int sig) {
   n += strlen(tail);
   ssize_t w = write(2, msg, n);
   (void)w;
+  /* The previous handling now: a raised signal at once; a fault, should
+   * the previous handler return, again when the instruction re-runs. */
   sigaction(sig, &old_actions[sig], NULL);
-  if (sig == SIGABRT || sig == SIGTERM)
-    raise(sig); /* else: returning re-runs the faulting instruction */
+  raise(sig);
 }
 
 static void worker_exit_check(void) {
   if (!in_task)
     return;
+  /* Leaving without MPI_Finalize (which would wait for the others) ends
+   * the job under mpiexec, and trips the parent's watch when spawned. Not
+   * MPI_Abort: from a spawned worker of a program started alone, OpenMPI
+   * 4.1 crashes the parent inside its runtime (orte_rml_oob_send_buffer_nb,
+   * seen here). */
   static const char tail[] =
-      ": a task called exit(); aborting the MPI job (a worker cannot leave "
-      "its job)\n";
+      ": a task called exit(); the worker leaves, the MPI job ends (a worker "
+      "cannot leave its job)\n";
   ssize_t w = write(2, crash_prefix, crash_prefix_len);
   w = write(2, tail, sizeof tail - 1);
   (void)w;
-  MPI_Abort(MPI_COMM_WORLD, 70);
+  _exit(70);
 }
 
 static void worker_signals(const worker *w) {
@@ -589,7 +600,7 @@ static void serve(worker *w) {
   free(w->rx);
 }
 
-static void worker_run(MPI_Comm comm, int manager) {
+static void worker_run(MPI_Comm comm, int manager, bool spawned) {
   worker w;
   memset(&w, 0, sizeof w);
   w.comm = comm;
@@ -598,6 +609,13 @@ static void worker_run(MPI_Comm comm, int manager) {
   int hl = 0;
   if (MPI_Get_processor_name(w.host, &hl) != MPI_SUCCESS)
     snprintf(w.host, sizeof w.host, "?");
+  if (spawned) { /* for the parent's watch (mpi_pool.c) */
+    cf__mpi_hello h;
+    memset(&h, 0, sizeof h);
+    h.pid = (int32_t)getpid();
+    memcpy(h.host, w.host, sizeof h.host);
+    MPI_Send(&h, sizeof h, MPI_BYTE, manager, CF__MPI_TAG_HELLO, comm);
+  }
   worker_signals(&w);
   /* A worker's memory is kept for reuse rather than given back: no mmap'd
    * blocks, no trimming (glibc). Fresh pages cost more than copying them
@@ -629,7 +647,7 @@ int cf_mpi_serve(int *argc, char ***argv) {
   if (parent != MPI_COMM_NULL) {
     /* Spawned by a pool: serve it, then leave it. */
     pthread_mutex_unlock(&world_mu);
-    worker_run(parent, 0);
+    worker_run(parent, 0, true);
     MPI_Comm_disconnect(&parent);
     in_task = 0;
     if (world.initialized_by_us)
@@ -659,7 +677,7 @@ int cf_mpi_serve(int *argc, char ***argv) {
     return 1;
   }
   pthread_mutex_unlock(&world_mu);
-  worker_run(dup, 0);
+  worker_run(dup, 0, false);
   MPI_Comm_free(&dup);
   if (world.initialized_by_us)
     MPI_Finalize();

@@ -509,6 +509,42 @@ static void test_many_tasks_from_threads_backlog(void **state) {
   free(fs);
 }
 
+/* For check_death.py: a task that crashes, one that calls exit(). */
+static int crash(const void *in, size_t len, cf_buf *out) {
+  raise(SIGSEGV);
+  return 0;
+}
+
+static int leave(const void *in, size_t len, cf_buf *out) {
+  exit(3);
+}
+
+/* Under mpiexec the job must end (mpiexec kills it) before this returns;
+ * alone (spawned workers), the future fails with CF_EBROKEN (exit 3). */
+static int die_in_a_task(cf_proc_fn fn) {
+  cf_mpi_pool_opts o = {.max_workers = 2};
+  cf_executor *ex;
+  if (cf_mpi_pool_new(&o, &ex) != 0)
+    return 2;
+  cf_future *f;
+  if (cf_mpi_pool_submit(ex, fn, "x", 1, &f) != 0)
+    return 2;
+  int rc = cf_future_result(f, 60, NULL);
+  cf_error e = {0, NULL};
+  if (rc == CF_EBROKEN && cf_future_exception(f, 0, &e) == 0) {
+    printf("future failed: %s\n", e.message);
+    fflush(stdout);
+    /* a later submit is refused, at once */
+    cf_future *g;
+    int src = cf_mpi_pool_submit(ex, fn, "x", 1, &g);
+    printf("submit after: %s\n", cf_err_name(src));
+    fflush(stdout);
+    _exit(3); /* MPI cannot be finalised: its job lost a process */
+  }
+  printf("the job outlived its dead worker (%s)\n", cf_err_name(rc));
+  return 0;
+}
+
 int main(int argc, char **argv) {
   struct sigaction sa = {.sa_handler = watchdog_fired};
   sigaction(SIGALRM, &sa, NULL);
@@ -519,6 +555,10 @@ int main(int argc, char **argv) {
       fprintf(stderr, "cf_mpi_serve: %s\n", cf_last_error());
     return rc < 0;
   }
+  if (argc > 1 && strcmp(argv[1], "--crash") == 0)
+    return die_in_a_task(crash);
+  if (argc > 1 && strcmp(argv[1], "--exit") == 0)
+    return die_in_a_task(leave);
   spawned_mode = getenv("OMPI_COMM_WORLD_SIZE") == NULL ||
                  strcmp(getenv("OMPI_COMM_WORLD_SIZE"), "1") == 0;
   printf("# mode: %s\n", spawned_mode ? "spawned workers" : "mpiexec ranks");
