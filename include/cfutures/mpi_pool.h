@@ -41,11 +41,18 @@
  * Failure: a task that fails (non-zero return, cf_fail) fails its future
  * with its code and message, prefixed with the worker's rank and host
  * ("rank 2 on node7: bad n=3"). A worker that dies (a crash, exit() in a
- * task, a killed process) ends the whole MPI job: that is what MPI does
- * (OpenMPI's mpiexec kills the other ranks and prints which rank died and
- * how); a worker first writes "cfutures: MPI worker rank R on host H:
- * fatal signal S in a task" to stderr when the signal lets it. While the job
- * lives no future hangs.
+ * task, a killed process) ends the whole MPI job under mpiexec: that is
+ * what MPI does (mpiexec kills the other ranks and prints which rank died
+ * and how); a worker first writes "cfutures: MPI worker rank R on host H:
+ * fatal signal S in a task" (or "a task called exit()") to stderr when it
+ * can. A program started alone (an MPI singleton) is not ended by OpenMPI
+ * when a worker it spawned dies: the pool watches the pids of its spawned
+ * workers on this host while tasks are in flight (every 50 ms) and breaks
+ * on a death: the futures in flight and queued fail with CF_EBROKEN
+ * ("MPI worker rank R (pid P) on H died; the pool is broken"), later
+ * submits get CF_EBROKEN, and MPI is not called again (not even
+ * MPI_Finalize at exit, which would wait for the dead process). While the
+ * job lives no future hangs.
  *
  * One MPI pool at a time per process (a second one gets CF_EBUSY until the
  * first is freed).
