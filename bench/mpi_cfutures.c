@@ -87,7 +87,8 @@ int main(int argc, char **argv) {
   { /* warm up: workers running, functions resolved */
     cf_future *f;
     for (int i = 0; i < 100; i++) {
-      if (cf_submit(ex, tiny, NULL, &f) || cf_future_result(f, CF_FOREVER, NULL))
+      if (cf_submit(ex, tiny, NULL, &f) ||
+          cf_future_result(f, CF_FOREVER, NULL))
         return 1;
       cf_future_unref(f);
     }
@@ -129,7 +130,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n; i++) {
       double t0 = bench_now();
       cf_future *f;
-      if (cf_submit(ex, tiny, NULL, &f) || cf_future_result(f, CF_FOREVER, NULL))
+      if (cf_submit(ex, tiny, NULL, &f) ||
+          cf_future_result(f, CF_FOREVER, NULL))
         return 1;
       us[i] = (bench_now() - t0) * 1e6;
       cf_future_unref(f);

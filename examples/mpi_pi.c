@@ -73,8 +73,8 @@ int main(int argc, char **argv) {
     inside += (uint64_t)(uintptr_t)v;
   cf_map_free(m);
   double pi = nb ? 4.0 * (double)inside / ((double)nb * (double)per) : 0;
-  printf("points: %llu on %zu workers\n",
-         (unsigned long long)(nb * per), cf_mpi_pool_size(pool));
+  printf("points: %llu on %zu workers\n", (unsigned long long)(nb * per),
+         cf_mpi_pool_size(pool));
   printf("pi ~ %.6f (error %.6f)\n", pi, fabs(pi - M_PI));
   cf_executor_free(pool);
   free(bs);

@@ -68,13 +68,13 @@ typedef struct mtask {
 } mtask;
 
 typedef struct mworker {
-  int rank;                 /* in the pool's communicator */
-  pid_t pid;                /* spawned on this host: watched; else 0 */
+  int rank;                          /* in the pool's communicator */
+  pid_t pid;                         /* spawned on this host: watched; else 0 */
   char host[MPI_MAX_PROCESSOR_NAME]; /* spawned: where it runs */
-  mtask *head, *tail;       /* in flight, oldest first */
+  mtask *head, *tail;                /* in flight, oldest first */
   size_t inflight;
-  uint64_t last_ns;         /* its last result's arrival */
-  uint64_t avg_ns;          /* its tasks' running time, smoothed; 0: unknown */
+  uint64_t last_ns; /* its last result's arrival */
+  uint64_t avg_ns;  /* its tasks' running time, smoothed; 0: unknown */
 } mworker;
 
 typedef struct send_slot {
@@ -94,13 +94,13 @@ typedef struct mpool {
   cf_executor base;
   size_t n;
   MPI_Comm comm;
-  bool spawned;      /* comm is the spawn's intercommunicator */
-  bool broken;       /* guarded by mu: a watched worker died */
+  bool spawned;        /* comm is the spawn's intercommunicator */
+  bool broken;         /* guarded by mu: a watched worker died */
   uint64_t next_watch; /* progress thread: when to look at the workers */
-  int rank_offset;   /* worker i is rank i + rank_offset in comm */
-  mworker *workers;  /* progress thread */
-  size_t inflight;   /* progress thread: tasks sent, not answered */
-  send_slot *sends;  /* progress thread */
+  int rank_offset;     /* worker i is rank i + rank_offset in comm */
+  mworker *workers;    /* progress thread */
+  size_t inflight;     /* progress thread: tasks sent, not answered */
+  send_slot *sends;    /* progress thread */
   size_t nsends, cap_sends;
   data_recv *recvs; /* progress thread */
   size_t nrecvs, cap_recvs;
@@ -293,7 +293,7 @@ static void complete_items(mtask *t, const char *res, size_t len) {
     cf_future *f = t->chunk[i];
     cf__mpi_item rec;
     memcpy(&rec, res + i * sizeof rec, sizeof rec);
-    uint64_t dlen = rec.code ? rec.msg_len
+    uint64_t dlen = rec.code                              ? rec.msg_len
                     : t->kind == CF__MPI_KIND_CHUNK_BYTES ? rec.out
                                                           : 0;
     if (off > len || dlen > len - off) {
@@ -352,8 +352,7 @@ static void complete_task(mtask *t, int code, void *base, char *data,
     memcpy(&v, data, len < 8 ? len : 8);
     buf_free(base);
     void *out = (void *)(uintptr_t)v;
-    if (cf__future_complete(t->f, 0, out, t->destroy, NULL) != 0 &&
-        t->destroy)
+    if (cf__future_complete(t->f, 0, out, t->destroy, NULL) != 0 && t->destroy)
       t->destroy(out);
   } else {
     complete_bytes(t->f, base, data, len);
@@ -450,7 +449,8 @@ static void send_tasks(mpool *p, mworker *w, mtask *list) {
       end = list->next;
       bytes = list->msg_len;
     } else {
-      while (end && end->msg_len < BIG_RECORD && bytes + end->msg_len <= BATCH_MAX) {
+      while (end && end->msg_len < BIG_RECORD &&
+             bytes + end->msg_len <= BATCH_MAX) {
         bytes += end->msg_len;
         end = end->next;
       }
@@ -533,8 +533,7 @@ static mworker *worker_of(mpool *p, int source) {
 /* Fails every future of the job: a protocol error is a bug in cfutures
  * (only it writes these messages), and no result can be trusted after it. */
 static _Noreturn void protocol_error(mpool *p, int source, const char *what) {
-  fprintf(stderr,
-          "cfutures: MPI pool: rank %d sent %s; aborting the MPI job\n",
+  fprintf(stderr, "cfutures: MPI pool: rank %d sent %s; aborting the MPI job\n",
           source, what);
   MPI_Abort(MPI_COMM_WORLD, 70);
   abort();
@@ -554,8 +553,10 @@ static bool receive_results(mpool *p) {
     MPI_Get_count(&st, MPI_BYTE, &count);
     char *buf = buf_alloc(count > 0 ? (size_t)count : 1);
     if (!buf) {
-      fprintf(stderr, "cfutures: MPI pool: no memory for a result of %d "
-              "bytes; aborting the MPI job\n", count);
+      fprintf(stderr,
+              "cfutures: MPI pool: no memory for a result of %d "
+              "bytes; aborting the MPI job\n",
+              count);
       MPI_Abort(MPI_COMM_WORLD, 71);
     }
     MPI_Mrecv(buf, count, MPI_BYTE, &m, MPI_STATUS_IGNORE);
@@ -578,7 +579,8 @@ static bool receive_results(mpool *p) {
       char *data = buf_alloc(h.len ? h.len : 1);
       if (!data || !grow((void **)&p->recvs, &p->cap_recvs, p->nrecvs + 1,
                          sizeof *p->recvs)) {
-        fprintf(stderr, "cfutures: MPI pool: no memory for a result of "
+        fprintf(stderr,
+                "cfutures: MPI pool: no memory for a result of "
                 "%llu bytes; aborting the MPI job\n",
                 (unsigned long long)h.len);
         MPI_Abort(MPI_COMM_WORLD, 71);
@@ -773,8 +775,7 @@ static int fn_ref(const void *fn, uint64_t *ref, const char **path) {
 /* A task for fn with payload data[0..len) (prefix: the chunk's table
  * header is not used; chunks are count items of item_size). */
 static int make_task(uint32_t kind, const void *fn, const void *data,
-                     size_t len, size_t count, size_t item_size,
-                     mtask **out) {
+                     size_t len, size_t count, size_t item_size, mtask **out) {
   uint64_t ref;
   const char *path;
   if (fn_ref(fn, &ref, &path) != 0)
@@ -791,15 +792,15 @@ static int make_task(uint32_t kind, const void *fn, const void *data,
     buf_free(msg);
     return CF_ENOMEM;
   }
-  cf__mpi_task h = {.magic = CF__MPI_MAGIC,
-                    .kind = kind,
-                    .id = atomic_fetch_add_explicit(&next_id, 1,
-                                                    memory_order_relaxed),
-                    .fn = ref,
-                    .path_len = (uint32_t)path_len,
-                    .count = (uint32_t)count,
-                    .item_size = item_size,
-                    .len = len};
+  cf__mpi_task h = {
+      .magic = CF__MPI_MAGIC,
+      .kind = kind,
+      .id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed),
+      .fn = ref,
+      .path_len = (uint32_t)path_len,
+      .count = (uint32_t)count,
+      .item_size = item_size,
+      .len = len};
   char *at = msg;
   memcpy(at, &h, sizeof h);
   at += sizeof h;
@@ -895,22 +896,24 @@ static int submit_chunk(mpool *p, uint32_t kind, const void *fn,
 static int mp_submit(cf_executor *ex, cf_fn fn, void *arg,
                      cf_destroy_fn destroy, cf_future **out) {
   uint64_t v = (uint64_t)(uintptr_t)arg;
-  return enqueue((mpool *)ex, CF__MPI_KIND_VALUE, (const void *)(uintptr_t)fn, &v,
-                 sizeof v, destroy, out);
+  return enqueue((mpool *)ex, CF__MPI_KIND_VALUE, (const void *)(uintptr_t)fn,
+                 &v, sizeof v, destroy, out);
 }
 
 static int mp_submit_batch(cf_executor *ex, cf_fn fn, const void *items,
                            size_t count, size_t item_size,
                            cf_destroy_fn destroy, cf_future **outs) {
-  return submit_chunk((mpool *)ex, CF__MPI_KIND_CHUNK, (const void *)(uintptr_t)fn,
-                      items, count, item_size, destroy, outs);
+  return submit_chunk((mpool *)ex, CF__MPI_KIND_CHUNK,
+                      (const void *)(uintptr_t)fn, items, count, item_size,
+                      destroy, outs);
 }
 
 static int mp_submit_batch_bytes(cf_executor *ex, cf_proc_fn fn,
                                  const void *items, size_t count,
                                  size_t item_size, cf_future **outs) {
-  return submit_chunk((mpool *)ex, CF__MPI_KIND_CHUNK_BYTES, (const void *)(uintptr_t)fn,
-                      items, count, item_size, NULL, outs);
+  return submit_chunk((mpool *)ex, CF__MPI_KIND_CHUNK_BYTES,
+                      (const void *)(uintptr_t)fn, items, count, item_size,
+                      NULL, outs);
 }
 
 static int mp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
@@ -990,16 +993,17 @@ int cf_mpi_pool_submit(cf_executor *ex, cf_proc_fn fn, const void *data,
   if (out)
     *out = NULL;
   if (!ex || !fn || !out || (!data && len) || cf_mpi_pool_size(ex) == 0)
-    return CF__FAIL(CF_EINVAL, !ex                ? "NULL executor"
-                               : !fn              ? "NULL task function"
-                               : !out             ? "NULL out"
-                               : (!data && len)   ? "NULL data with len > 0"
-                                                  : "not an MPI pool");
-  int rc = enqueue((mpool *)ex, CF__MPI_KIND_BYTES, (const void *)(uintptr_t)fn, data,
-                   len, NULL, out);
+    return CF__FAIL(CF_EINVAL, !ex              ? "NULL executor"
+                               : !fn            ? "NULL task function"
+                               : !out           ? "NULL out"
+                               : (!data && len) ? "NULL data with len > 0"
+                                                : "not an MPI pool");
+  int rc = enqueue((mpool *)ex, CF__MPI_KIND_BYTES, (const void *)(uintptr_t)fn,
+                   data, len, NULL, out);
   if (rc == CF_ETOOBIG)
-    return CF__FAILF(rc, "an input of %zu bytes does not fit one MPI message "
-                         "(at most %llu)",
+    return CF__FAILF(rc,
+                     "an input of %zu bytes does not fit one MPI message "
+                     "(at most %llu)",
                      len, (unsigned long long)CF__MPI_MAX_MSG);
   if (rc == CF_EINVAL)
     return cf__fail_retag(__func__, rc); /* fnref said which function */
@@ -1096,12 +1100,11 @@ static int spawn(const cf_mpi_pool_opts *o, size_t n, MPI_Comm *inter) {
     char e[MPI_MAX_ERROR_STRING];
     if (rc == MPI_SUCCESS) /* some started: let them go */
       MPI_Comm_disconnect(inter);
-    return cf__fail_fmt("cf_mpi_pool_new", CF_ESYS,
-                        "MPI_Comm_spawn of %zu workers running '%s' failed: "
-                        "%s",
-                        n, cmd,
-                        cf__mpi_strerror(rc != MPI_SUCCESS ? rc : bad, e,
-                                         sizeof e));
+    return cf__fail_fmt(
+        "cf_mpi_pool_new", CF_ESYS,
+        "MPI_Comm_spawn of %zu workers running '%s' failed: "
+        "%s",
+        n, cmd, cf__mpi_strerror(rc != MPI_SUCCESS ? rc : bad, e, sizeof e));
   }
   return 0;
 }
@@ -1152,8 +1155,9 @@ int cf_mpi_pool_new(const cf_mpi_pool_opts *opts, cf_executor **out) {
     if (o.max_workers > avail) {
       cf__mpi_unlock();
       pool_free(p);
-      return CF__FAILF(CF_EINVAL, "max_workers %zu, but the job has %zu "
-                                  "worker ranks",
+      return CF__FAILF(CF_EINVAL,
+                       "max_workers %zu, but the job has %zu "
+                       "worker ranks",
                        o.max_workers, avail);
     }
     p->n = o.max_workers ? o.max_workers : avail;

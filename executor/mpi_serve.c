@@ -110,16 +110,15 @@ static void register_job_end(void) {
     return;
   exit_registered = true;
   int key;
-  if (MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, self_delete, &key,
-                             NULL) == MPI_SUCCESS)
+  if (MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, self_delete, &key, NULL) ==
+      MPI_SUCCESS)
     MPI_Comm_set_attr(MPI_COMM_SELF, key, NULL);
   atexit(at_exit);
 }
 
 /* With world_mu held: MPI initialised (by us, at MPI_THREAD_SERIALIZED,
  * if it was not), its thread level in *level. */
-static int init_locked(const char *call, int *argc, char ***argv,
-                       int *level) {
+static int init_locked(const char *call, int *argc, char ***argv, int *level) {
   int init = 0, fin = 0;
   MPI_Finalized(&fin);
   if (fin)
@@ -205,8 +204,8 @@ static void on_crash(int sig) {
   memcpy(msg + n, mid, strlen(mid));
   n += strlen(mid);
   put_uint(msg, &n, (unsigned)sig);
-  const char *tail = in_task ? " in a task; the MPI job ends\n"
-                             : "; the MPI job ends\n";
+  const char *tail =
+      in_task ? " in a task; the MPI job ends\n" : "; the MPI job ends\n";
   memcpy(msg + n, tail, strlen(tail));
   n += strlen(tail);
   ssize_t w = write(2, msg, n);
@@ -236,8 +235,7 @@ static void worker_exit_check(void) {
 
 static void worker_signals(const worker *w) {
   int n = snprintf(crash_prefix, sizeof crash_prefix,
-                   "cfutures: MPI worker rank %d on host %s", w->rank,
-                   w->host);
+                   "cfutures: MPI worker rank %d on host %s", w->rank, w->host);
   crash_prefix_len = n > 0 ? (size_t)n : 0;
   int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
   for (size_t k = 0; k < sizeof sigs / sizeof sigs[0]; k++) {
@@ -303,14 +301,15 @@ static char *failure_message(const worker *w, int code, char *task_msg) {
  * byte task's output) or must be copied now. */
 static void send_result(worker *w, uint64_t id, int code, void *data,
                         size_t len, bool owned) {
-  cf__mpi_result h = {.magic = CF__MPI_MAGIC, .code = code, .id = id,
-                      .len = len};
+  cf__mpi_result h = {
+      .magic = CF__MPI_MAGIC, .code = code, .id = id, .len = len};
   if (len > CF__MPI_MAX_MSG - sizeof h) {
     if (owned)
       free(data);
-    char *m = failure_message(w, CF_ETOOBIG, strdup("the task's result is "
-                                                    "larger than one MPI "
-                                                    "message (2 GiB)"));
+    char *m = failure_message(w, CF_ETOOBIG,
+                              strdup("the task's result is "
+                                     "larger than one MPI "
+                                     "message (2 GiB)"));
     send_result(w, id, CF_ETOOBIG, m, m ? strlen(m) : 0, true);
     return;
   }
@@ -447,9 +446,9 @@ static void run_chunk(worker *w, const cf__mpi_task *t, void *fn,
   if (out) {
     memcpy(out, recs, table);
     for (size_t i = 0; i < count; i++) {
-      size_t dl = recs[i].code ? recs[i].msg_len
+      size_t dl = recs[i].code                          ? recs[i].msg_len
                   : t->kind == CF__MPI_KIND_CHUNK_BYTES ? recs[i].out
-                                                         : 0;
+                                                        : 0;
       if (dl)
         memcpy(out + off, datas[i], dl);
       off += dl;
@@ -477,9 +476,10 @@ static void run_message(worker *w, char *msg, size_t len) {
     if (t.magic != CF__MPI_MAGIC || plen > len - off - sizeof t ||
         t.len > len - off - sizeof t - plen) {
       /* Only cfutures writes these messages: a bad one is a bug. */
-      fprintf(stderr, "%.*s: a task message that is not one (bad magic or "
-              "length); aborting the MPI job\n", (int)crash_prefix_len,
-              crash_prefix);
+      fprintf(stderr,
+              "%.*s: a task message that is not one (bad magic or "
+              "length); aborting the MPI job\n",
+              (int)crash_prefix_len, crash_prefix);
       MPI_Abort(MPI_COMM_WORLD, 70);
     }
     const char *path = msg + off + sizeof t;
@@ -492,8 +492,8 @@ static void run_message(worker *w, char *msg, size_t len) {
       send_result(w, t.id, CF_ESYS, m, m ? strlen(m) : 0, true);
       continue;
     }
-    bool chunk = t.kind == CF__MPI_KIND_CHUNK ||
-                 t.kind == CF__MPI_KIND_CHUNK_BYTES;
+    bool chunk =
+        t.kind == CF__MPI_KIND_CHUNK || t.kind == CF__MPI_KIND_CHUNK_BYTES;
     if (chunk && (t.item_size == 0 || t.count > t.len / t.item_size)) {
       char *m = failure_message(w, CF_EINVAL, strdup("a malformed chunk"));
       send_result(w, t.id, CF_EINVAL, m, m ? strlen(m) : 0, true);
@@ -505,7 +505,8 @@ static void run_message(worker *w, char *msg, size_t len) {
       uint64_t arg = 0, out = 0;
       memcpy(&arg, payload, t.len < 8 ? t.len : 8);
       char *m = NULL;
-      int rc = run_value((cf_fn)(uintptr_t)fn, (void *)(uintptr_t)arg, &out, &m);
+      int rc =
+          run_value((cf_fn)(uintptr_t)fn, (void *)(uintptr_t)arg, &out, &m);
       if (rc) {
         m = failure_message(w, rc, m);
         send_result(w, t.id, rc, m, m ? strlen(m) : 0, true);
@@ -578,9 +579,10 @@ static void serve(worker *w) {
       w->rx_cap = n;
       w->rx = malloc(n);
       if (!w->rx) {
-        fprintf(stderr, "%.*s: no memory for a task message of %zu bytes; "
-                "aborting the MPI job\n", (int)crash_prefix_len,
-                crash_prefix, n);
+        fprintf(stderr,
+                "%.*s: no memory for a task message of %zu bytes; "
+                "aborting the MPI job\n",
+                (int)crash_prefix_len, crash_prefix, n);
         MPI_Abort(MPI_COMM_WORLD, 71);
       }
     }

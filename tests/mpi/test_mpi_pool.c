@@ -36,7 +36,8 @@ static void watchdog_fired(int sig) {
 
 static bool spawned_mode; /* no mpiexec job: the pools spawn */
 
-/* ---- tasks (found in workers by their place in this program) -------------- */
+/* ---- tasks (found in workers by their place in this program) --------------
+ */
 
 static int echo(const void *in, size_t len, cf_buf *out) {
   out->data = len ? malloc(len) : NULL;
@@ -116,15 +117,15 @@ static cf_future *submit_i32(cf_executor *ex, int32_t n) {
   return f;
 }
 
-/* ---- tests ---------------------------------------------------------------- */
+/* ---- tests ----------------------------------------------------------------
+ */
 
 static void test_submit_bytes(void **state) {
   cf_executor *ex = *state;
   assert_int_equal(cf_mpi_pool_size(ex), 2);
   /* empty, small, and large payloads (a large input goes alone, a large
    * result in a message of its own) */
-  size_t sizes[] = {0, 1, 1000, 64 * 1024 - 1, 64 * 1024, 300 * 1000,
-                    3u << 20};
+  size_t sizes[] = {0, 1, 1000, 64 * 1024 - 1, 64 * 1024, 300 * 1000, 3u << 20};
   for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
     size_t n = sizes[k];
     unsigned char *in = malloc(n ? n : 1);
@@ -202,12 +203,12 @@ static void test_map_bytes_chunked(void **state) {
     xs[i] = i == 500 ? -1 : 0; /* item 500 fails */
   size_t chunks[] = {1, 7, 1000, 5000};
   for (size_t c = 0; c < 4; c++) {
-    cf_map_opts o = {.chunksize = chunks[c], .use_timeout = true,
-                     .timeout_s = T};
+    cf_map_opts o = {
+        .chunksize = chunks[c], .use_timeout = true, .timeout_s = T};
     cf_map *m;
-    assert_int_equal(cf_mpi_pool_map_bytes(ex, slow_or_fail, xs, N,
-                                           sizeof xs[0], &o, &m),
-                     0);
+    assert_int_equal(
+        cf_mpi_pool_map_bytes(ex, slow_or_fail, xs, N, sizeof xs[0], &o, &m),
+        0);
     void *v;
     for (int i = 0; i < N; i++) {
       int rc = cf_map_next(m, &v);
@@ -565,8 +566,8 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_submit_bytes, pool_up, pool_down),
       cmocka_unit_test_setup_teardown(test_submit_values, pool_up, pool_down),
-      cmocka_unit_test_setup_teardown(test_failure_names_rank_and_host,
-                                      pool_up, pool_down),
+      cmocka_unit_test_setup_teardown(test_failure_names_rank_and_host, pool_up,
+                                      pool_down),
       cmocka_unit_test_setup_teardown(test_map_bytes_chunked, pool_up,
                                       pool_down),
       cmocka_unit_test_setup_teardown(test_map_array_values, pool_up,
