@@ -45,9 +45,10 @@ struct cf_executor {
  * through submit_batch_bytes): the map behind cf_process_pool_map_bytes,
  * which has checked that ex, if not NULL, has byte tasks. `call` names the
  * public call in errors. */
-CF__SIBLING int cf__map_array_bytes(const char *call, cf_executor *ex, cf_proc_fn fn,
-                        const void *items, size_t n, size_t item_size,
-                        const cf_map_opts *opts, cf_map **out);
+CF__SIBLING int cf__map_array_bytes(const char *call, cf_executor *ex,
+                                    cf_proc_fn fn, const void *items,
+                                    size_t n, size_t item_size,
+                                    const cf_map_opts *opts, cf_map **out);
 
 /* Runs a task the way every pool does: clears the thread's cf_fail message,
  * calls fn(arg, &out), then completes `f` (already RUNNING) with the result

@@ -84,7 +84,7 @@ int cf__fail_outcome(const char *call, int rc, const cf_future *f);
 /* Completes f with code (0: value) and message (owned: freed with free()).
  * Returns 0 or CF_EINVALSTATE (then value and message stay the caller's). */
 CF__SIBLING int cf__future_complete(cf_future *f, int code, void *value,
-                        cf_destroy_fn destroy, char *message);
+                                    cf_destroy_fn destroy, char *message);
 
 /* PENDING -> RUNNING: 0, or CF_ECANCELLED / CF_EINVALSTATE as
  * cf_future_set_running_or_notify_cancel, for any future. */
