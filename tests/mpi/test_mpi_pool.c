@@ -540,6 +540,8 @@ static int die_in_a_task(cf_proc_fn fn) {
     int src = cf_mpi_pool_submit(ex, fn, "x", 1, &g);
     printf("submit after: %s\n", cf_err_name(src));
     fflush(stdout);
+    cf_future_unref(f);
+    cf_executor_free(ex); /* joins the progress thread, which has ended */
     _exit(3); /* MPI cannot be finalised: its job lost a process */
   }
   printf("the job outlived its dead worker (%s)\n", cf_err_name(rc));
