@@ -62,9 +62,12 @@ static void refill(cf_map *m) {
         stop_input(m, CF_EDONE);
         break;
       }
+      /* Whole chunks only: a chunk cut to the room left would send one
+       * item per message once the window is full. The window holds at
+       * least one chunk (map_new), so an empty ring always has room. */
       size_t k = m->chunk < left ? m->chunk : left;
       if (k > room)
-        k = room;
+        break;
       cf_future *batch[64];
       cf_future **outs = k <= 64 ? batch : malloc(k * sizeof *outs);
       if (!outs) {
