@@ -201,10 +201,15 @@ static void test_map_bytes_chunked(void **state) {
   int32_t *xs = malloc(N * sizeof *xs);
   for (int i = 0; i < N; i++)
     xs[i] = i == 500 ? -1 : 0; /* item 500 fails */
-  size_t chunks[] = {1, 7, 1000, 5000};
-  for (size_t c = 0; c < 4; c++) {
-    cf_map_opts o = {
-        .chunksize = chunks[c], .use_timeout = true, .timeout_s = T};
+  /* chunk sizes, and windows (0: everything at once; a window that is no
+   * multiple of the chunk: whole chunks go as room frees up) */
+  size_t chunks[] = {1, 7, 1000, 5000, 7, 300};
+  size_t windows[] = {0, 0, 0, 0, 20, 500};
+  for (size_t c = 0; c < 6; c++) {
+    cf_map_opts o = {.chunksize = chunks[c],
+                     .window = windows[c],
+                     .use_timeout = true,
+                     .timeout_s = T};
     cf_map *m;
     assert_int_equal(
         cf_mpi_pool_map_bytes(ex, slow_or_fail, xs, N, sizeof xs[0], &o, &m),
