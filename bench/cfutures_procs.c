@@ -1,6 +1,9 @@
 /* cfutures' process pool on the process workloads:
- *   cfutures_procs submit | map | rtt | bw1 | bw64 */
+ *   cfutures_procs submit | map | rtt | bw1 | bw64
+ * CF_BENCH_START=fork: the pool's start method is CF_START_FORK (default:
+ * the fork server, CF_START_FORKSERVER). */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cfutures.h>
@@ -62,6 +65,9 @@ static void bandwidth(cf_executor *ex, size_t n, const char *name) {
 int main(int argc, char **argv) {
   const char *what = argc > 1 ? argv[1] : "submit";
   cf_process_pool_opts o = {.max_workers = BENCH_WORKERS};
+  const char *start = getenv("CF_BENCH_START");
+  if (start && !strcmp(start, "fork"))
+    o.start_method = CF_START_FORK;
   cf_executor *ex;
   if (cf_process_pool_new(&o, &ex))
     return 1;

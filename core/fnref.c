@@ -57,19 +57,19 @@ static int object_id(const char *path, uint32_t *id) {
   return rc;
 }
 
-int cf__fnref_make(const void *addr, uint64_t *ref) {
+int cf__fnref_make(uintptr_t addr, uint64_t *ref) {
   Dl_info info;
   struct link_map *lm = NULL;
-  if (!dladdr1(addr, &info, (void **)&lm, RTLD_DL_LINKMAP) || !lm)
+  if (!dladdr1((const void *)addr, &info, (void **)&lm, RTLD_DL_LINKMAP) || !lm)
     return CF__FAILF(CF_EINVAL,
                      "address %p is in no loaded object: a function another "
                      "process can run must be in the program or a shared "
                      "object",
-                     addr);
-  uint64_t off = (uintptr_t)addr - (uintptr_t)lm->l_addr;
+                     (void *)addr);
+  uint64_t off = addr - (uintptr_t)lm->l_addr;
   if (off > OFF_MASK)
     return CF__FAILF(CF_EINVAL, "address %p lies too far into its object",
-                     addr);
+                     (void *)addr);
   uint32_t id;
   int rc = object_id(lm->l_name ? lm->l_name : "", &id);
   if (rc)
@@ -103,7 +103,7 @@ static int bias_of(const char *path, uintptr_t *bias) {
   return 0;
 }
 
-void *cf__fnref_resolve(const char *path, uint64_t ref) {
+uintptr_t cf__fnref_resolve(const char *path, uint64_t ref) {
   uintptr_t bias = 0;
   bool found = false;
   pthread_mutex_lock(&resolved.mu);
@@ -119,5 +119,5 @@ void *cf__fnref_resolve(const char *path, uint64_t ref) {
     }
   }
   pthread_mutex_unlock(&resolved.mu);
-  return found ? (void *)(bias + (uintptr_t)(ref & OFF_MASK)) : NULL;
+  return found ? bias + (uintptr_t)(ref & OFF_MASK) : 0;
 }

@@ -31,7 +31,7 @@
  * cf__fnref_path(id). Returns 0, or -1 (cf_last_error set) when addr lies
  * in no loaded object (a JIT's code, a stack address) or the table is
  * full. */
-CF__SIBLING int cf__fnref_make(const void *addr, uint64_t *ref);
+CF__SIBLING int cf__fnref_make(uintptr_t addr, uint64_t *ref);
 
 /* The path of object `id` as cf__fnref_make recorded it ("" for the main
  * program), or NULL for an id not in the table. The string lives as long
@@ -40,8 +40,8 @@ CF__SIBLING const char *cf__fnref_path(uint32_t id);
 
 /* The address in this process of `ref`, whose object is `path` (the
  * sender's cf__fnref_path). Loads the object (dlopen) when this process
- * has not. Returns NULL (cf_last_error set) when the object cannot be
+ * has not. Returns 0 (cf_last_error set) when the object cannot be
  * found or loaded. Caches each path's bias: cheap after the first call. */
-CF__SIBLING void *cf__fnref_resolve(const char *path, uint64_t ref);
+CF__SIBLING uintptr_t cf__fnref_resolve(const char *path, uint64_t ref);
 
 #endif

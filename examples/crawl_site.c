@@ -208,6 +208,7 @@ typedef struct log_entry {
 struct crawl_site {
   httpd *server, *other;
   int port, other_port, closed_port, closed_fd;
+  size_t max_open; /* the site's most connections at once, kept at stop */
   char start[64];
   pthread_mutex_t lock; /* protects log, overflow, other_hits */
   log_entry log[LOG_SLOTS];
@@ -475,12 +476,18 @@ int crawl_site_pages(void) {
 }
 
 void crawl_site_stop(crawl_site *s) {
+  if (s->server)
+    s->max_open = httpd_max_open(s->server);
   httpd_stop(s->server); /* waits for its pool: the log is final */
   httpd_stop(s->other);
   s->server = s->other = NULL;
   if (s->closed_fd >= 0)
     close(s->closed_fd);
   s->closed_fd = -1;
+}
+
+size_t crawl_site_max_open(const crawl_site *s) {
+  return s->max_open;
 }
 
 size_t crawl_site_requests(const crawl_site *s) {

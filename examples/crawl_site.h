@@ -58,6 +58,10 @@ int crawl_site_pages(void);
 /* Stops the servers, which waits for their requests: the log is final. */
 void crawl_site_stop(crawl_site *s);
 
+/* The most connections the site had open at once (after crawl_site_stop):
+ * how many requests the crawler really had in flight. */
+size_t crawl_site_max_open(const crawl_site *s);
+
 /* Requests the site answered (after crawl_site_stop). */
 size_t crawl_site_requests(const crawl_site *s);
 

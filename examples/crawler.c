@@ -22,6 +22,12 @@
  *                    spelling met first (default index.html; "" keeps them
  *                    apart)
  *   --no-robots      do not read or obey robots.txt
+ *   --green          run the requests as green tasks, all on ONE thread
+ *                    (a loop and a green pool of INFLIGHT tasks) instead
+ *                    of a thread pool: libcurl's blocking easy API stays
+ *                    as it is, and libcfutures_patch (linked in) turns its
+ *                    waits into switches between the tasks, as gevent's
+ *                    monkey.patch_all does
  *   -q               no per-URL lines
  *
  * Exit status: 0 when the crawl ran to its end (failed URLs are results,
@@ -45,6 +51,9 @@
  *     The task only reads its `job`, which the main thread owns.
  * Only the main thread touches the crawl state (frontier, seen set, robots
  * rules, counters); the tasks only fetch and parse. No locks are needed.
+ * With --green the executor is a green pool on a loop that a thread of its
+ * own runs; the main thread's part does not change (a green pool is an
+ * executor like the others, and its futures are the same futures).
  *
  * Redirects are followed by the main thread, not by curl: the target is
  * resolved, checked against the start host, the seen set and robots.txt
@@ -54,6 +63,8 @@
  * it; URLs wait meanwhile. A 4xx robots.txt allows everything; a 5xx or a
  * network error disallows the whole origin (RFC 9309 2.3.1). */
 #include <curl/curl.h>
+#include <dlfcn.h>
+#include <pthread.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdint.h>
@@ -206,8 +217,25 @@ static bool is_html(const char *type) {
 /* Fetches one URL and, for an HTML page, extracts its links. `arg` is a
  * job, borrowed. The result is a page whose errors are data, not task
  * failures: a 404 or a refused connection is a normal outcome. */
+/* The threads that ran requests (a summary line): up to 64 told apart. */
+static pthread_mutex_t fetch_threads_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t fetch_threads[64];
+static size_t n_fetch_threads;
+
+static void note_thread(void) {
+  pthread_t me = pthread_self();
+  pthread_mutex_lock(&fetch_threads_mu);
+  bool seen = false;
+  for (size_t i = 0; i < n_fetch_threads && !seen; i++)
+    seen = pthread_equal(fetch_threads[i], me);
+  if (!seen && n_fetch_threads < 64)
+    fetch_threads[n_fetch_threads++] = me;
+  pthread_mutex_unlock(&fetch_threads_mu);
+}
+
 static int fetch(void *arg, void **out) {
   const job *j = arg;
+  note_thread();
   page *p = calloc(1, sizeof *p);
   CURL *c = p ? curl_easy_init() : NULL;
   if (!c) {
@@ -255,7 +283,7 @@ typedef struct options {
   size_t inflight, max_pages;
   int max_depth, max_redirects;
   const char *dir_index;
-  bool robots;
+  bool robots, green;
 } options;
 
 /* robots.txt of one origin: rules NULL while its request is in flight. */
@@ -561,13 +589,80 @@ static void finish(crawl *cr, cf_future *f, job *j) {
   free(j->url);
 }
 
+/* --green: a loop on a thread of its own, and a green pool on it. */
+typedef struct green_rt {
+  pthread_t th;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool ready;
+  int rc;
+  size_t size;
+  cf_loop *loop;
+  cf_executor *pool;
+  cf_future *stop; /* completed by green_stop: the loop thread ends */
+} green_rt;
+
+static void *green_main(void *arg) {
+  green_rt *g = arg;
+  /* curl and Gumbo want more than the default 64 KiB of stack */
+  cf_loop_opts lo = {.stack_size = 512 * 1024};
+  int rc = cf_loop_new(&lo, &g->loop);
+  if (rc == 0 && (rc = cf_green_pool_new(g->loop, g->size, &g->pool)) != 0)
+    cf_loop_free(g->loop);
+  pthread_mutex_lock(&g->mu);
+  g->rc = rc;
+  g->ready = true;
+  pthread_cond_signal(&g->cv);
+  pthread_mutex_unlock(&g->mu);
+  if (rc != 0)
+    return NULL;
+  cf_loop_run_until_complete(g->loop, g->stop, CF_FOREVER);
+  cf_loop_free(g->loop);
+  return NULL;
+}
+
+static int green_start(green_rt *g, size_t size) {
+  *g = (green_rt){.size = size, .stop = cf_future_new()};
+  pthread_mutex_init(&g->mu, NULL);
+  pthread_cond_init(&g->cv, NULL);
+  if (!g->stop || pthread_create(&g->th, NULL, green_main, g) != 0) {
+    cf_future_unref(g->stop);
+    return -1;
+  }
+  pthread_mutex_lock(&g->mu);
+  while (!g->ready)
+    pthread_cond_wait(&g->cv, &g->mu);
+  pthread_mutex_unlock(&g->mu);
+  if (g->rc != 0) {
+    pthread_join(g->th, NULL);
+    cf_future_unref(g->stop);
+    return -1;
+  }
+  return 0;
+}
+
+/* After cf_executor_free(g->pool): the loop thread frees the loop, ends. */
+static void green_stop(green_rt *g) {
+  cf_future_set_result(g->stop, NULL, NULL);
+  pthread_join(g->th, NULL);
+  cf_future_unref(g->stop);
+  pthread_mutex_destroy(&g->mu);
+  pthread_cond_destroy(&g->cv);
+}
+
 /* Crawls from `start`. Returns 0, or -1 if the pool could not be made. */
 static int run_crawl(crawl *cr, const char *start) {
   cf_executor *pool;
+  green_rt g;
   cf_thread_pool_opts o = {.max_workers = cr->opt.inflight,
                            .thread_name_prefix = "crawl"};
-  if (cf_thread_pool_new(&o, &pool) != 0)
+  if (cr->opt.green) {
+    if (green_start(&g, cr->opt.inflight) != 0)
+      return -1;
+    pool = g.pool;
+  } else if (cf_thread_pool_new(&o, &pool) != 0) {
     return -1;
+  }
   static cf_future *window[MAX_INFLIGHT];
   static job *running[MAX_INFLIGHT]; /* the job of window[i], stable */
   bool done[MAX_INFLIGHT];
@@ -624,6 +719,8 @@ static int run_crawl(crawl *cr, const char *start) {
       cr->frontier.tail - cr->frontier.head + cr->parked.tail - cr->parked.head;
   cr->limited = !cr->stopped && cr->left > 0;
   cf_executor_free(pool);
+  if (cr->opt.green)
+    green_stop(&g);
   return 0;
 }
 
@@ -677,6 +774,8 @@ static void print_summary(const crawl *cr, double secs) {
   if (cr->stopped)
     printf("interrupted:    %zu requests cancelled, summary so far\n",
            cr->cancelled);
+  printf("threads:        %zu ran the requests (%s)\n", n_fetch_threads,
+         cr->opt.green ? "green tasks on one loop" : "a thread pool");
   printf("time:           %.2f s\n", secs);
   printf("pages/s:        %.0f\n", (double)cr->pages / secs);
 }
@@ -697,6 +796,8 @@ static bool demo_check(const crawl *cr, const crawl_site *s) {
   printf("site:           %zu requests served, %zu repeated, %zu to the "
          "other host\n",
          served, repeats, other);
+  printf("concurrency:    %zu connections open at once at most\n",
+         crawl_site_max_open(s));
   size_t diff = partial ? crawl_site_forbidden_requests(s, &c, stdout)
                         : crawl_site_check_log(s, &c, stdout);
   struct {
@@ -754,7 +855,7 @@ static int usage(const char *argv0) {
           "options: -n INFLIGHT (1..%d, default 16)  -t TIMEOUT_S (default 5)\n"
           "         -l MAX_PAGES (default 100000)  -d MAX_DEPTH (default 100)\n"
           "         -r MAX_REDIRECTS (default 10)  --dir-index NAME (default\n"
-          "         index.html, \"\" for none)  --no-robots  -q\n"
+          "         index.html, \"\" for none)  --no-robots  --green  -q\n"
           "exit: 0 done, 1 demo check failed or could not start, 2 usage,\n"
           "      130 interrupted (Ctrl-C)\n",
           argv0, argv0, MAX_INFLIGHT);
@@ -785,6 +886,8 @@ int main(int argc, char **argv) {
       quiet = true;
     else if (strcmp(a, "--no-robots") == 0)
       opt.robots = false;
+    else if (strcmp(a, "--green") == 0)
+      opt.green = true;
     else if (strcmp(a, "--dir-index") == 0 && v && !strchr(v, '/'))
       opt.dir_index = argv[++i];
     else if (strcmp(a, "-n") == 0 && v && number(v, 1, MAX_INFLIGHT, &inflight))
@@ -843,8 +946,12 @@ int main(int argc, char **argv) {
     return 1;
   }
   cr->opt = opt;
+  if (opt.green && !dlsym(RTLD_DEFAULT, "cf_patch_active"))
+    fprintf(stderr, "crawler: libcfutures_patch is not loaded: the green "
+                    "tasks' transfers will run one at a time\n");
   if (run_crawl(cr, start_url) != 0) {
-    fprintf(stderr, "crawler: cannot create the thread pool\n");
+    fprintf(stderr, "crawler: cannot create the %s\n",
+            opt.green ? "loop and green pool" : "thread pool");
     return 1;
   }
   print_summary(cr, now_s() - cr->start);

@@ -37,7 +37,8 @@ struct httpd {
   pthread_t acceptor;
   /* Connections accepted and not yet closed; only a bound, so relaxed. */
   atomic_size_t open;
-  pthread_mutex_t lock; /* protects stopping; cond wakes httpd_sleep */
+  atomic_size_t max_open; /* the most open at once (the accept thread's) */
+  pthread_mutex_t lock;   /* protects stopping; cond wakes httpd_sleep */
   pthread_cond_t cond;
   bool stopping;
 };
@@ -201,7 +202,10 @@ static void *accept_loop(void *arg) {
       continue;
     }
     *c = (conn){h, fd};
-    atomic_fetch_add_explicit(&h->open, 1, memory_order_relaxed);
+    size_t now_open =
+        atomic_fetch_add_explicit(&h->open, 1, memory_order_relaxed) + 1;
+    if (now_open > atomic_load_explicit(&h->max_open, memory_order_relaxed))
+      atomic_store_explicit(&h->max_open, now_open, memory_order_relaxed);
     if (cf_submit(h->pool, serve, c, &f) != 0) {
       atomic_fetch_sub_explicit(&h->open, 1, memory_order_relaxed);
       close(fd);
@@ -286,6 +290,10 @@ fail:;
 
 int httpd_port(const httpd *h) {
   return h->port;
+}
+
+size_t httpd_max_open(const httpd *h) {
+  return atomic_load_explicit(&h->max_open, memory_order_relaxed);
 }
 
 bool httpd_sleep(httpd *h, double seconds) {

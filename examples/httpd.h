@@ -51,6 +51,9 @@ httpd *httpd_start(const httpd_opts *opts, httpd_handler handler, void *ctx);
 /* The port the server listens on. */
 int httpd_port(const httpd *h);
 
+/* The most connections that were open at once (accepted, not finished). */
+size_t httpd_max_open(const httpd *h);
+
 /* For handlers that simulate slow work: sleeps `seconds`, or less if the
  * server is stopping. Returns false if it was cut short. */
 bool httpd_sleep(httpd *h, double seconds);

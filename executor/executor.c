@@ -95,6 +95,9 @@ int cf__fail_submit(const char *call, int rc) {
                        "its workers could not be started)");
   case CF_ENOMEM:
     return cf__fail_at(call, rc, "no memory for the task");
+  case CF_EINVAL: /* the executor recorded why (a function the process
+                   * pool cannot pass, say) */
+    return cf__fail_retag(call, rc);
   default:
     return cf__fail_at(call, rc, NULL);
   }

@@ -2,9 +2,15 @@
  *
  * A map keeps a ring of futures in flight, oldest first. cf_map_next waits
  * on the oldest, hands out its outcome and tops the ring up from the input,
- * so a lazy input never has more than `window` tasks outstanding. */
+ * so a lazy input never has more than `window` tasks outstanding.
+ *
+ * Over a pool with submit_chunk (the process pool) an array map sends
+ * `chunksize` items as one task with one future, whose result holds every
+ * item's outcome (cf__chunk): the ring then holds chunks, and cf_map_next
+ * reads the items of the oldest out of its buffer, one by one. */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/report.h"
 #include "executor/executor_internal.h"
@@ -26,16 +32,31 @@ struct cf_map {
   size_t chunk;
   cf_deadline deadline;
   bool timed_out;
-  /* futures in flight */
+  /* futures in flight (chunked: one per chunk, ring_n[] items each) */
   cf_future **ring;
+  size_t *ring_n;
   size_t cap, head, count;
   /* the item last handed out */
   cf_future *last;
   int last_rc;
+  /* chunked (submit_chunk): the chunk being read, and the last item's
+   * failure code and message (in the chunk) and byte output (lent) */
+  bool chunked, yielded;
+  cf_future *cur_f;
+  const cf__chunk *cur;
+  cf__chunk_cursor cursor;
+  size_t cur_left;
+  int cur_fail; /* the chunk's future itself failed: each item fails so */
+  const char *cur_f_msg; /* ... with this message (in the future) */
+  int last_code;
+  const char *last_msg;
+  cf_buf lent;
 };
 
-static void ring_push(cf_map *m, cf_future *f) {
+static void ring_push(cf_map *m, cf_future *f, size_t items) {
   m->ring[(m->head + m->count) % m->cap] = f;
+  if (m->ring_n)
+    m->ring_n[(m->head + m->count) % m->cap] = items;
   m->count++;
 }
 
@@ -62,10 +83,24 @@ static void refill(cf_map *m) {
         stop_input(m, CF_EDONE);
         break;
       }
-      /* Whole chunks only: a chunk cut to the room left would send one
-       * item per message once the window is full. The window holds at
-       * least one chunk (map_new), so an empty ring always has room. */
       size_t k = m->chunk < left ? m->chunk : left;
+      if (m->chunked) {
+        cf_future *f = NULL;
+        const char *at = m->items + m->next_index * m->item_size;
+        int rc = m->ex->vt->submit_chunk(m->ex, m->fn, m->bytes, at, k,
+                                         m->item_size, m->destroy, &f);
+        if (rc != 0) {
+          stop_input(m, rc);
+          break;
+        }
+        ring_push(m, f, k);
+        m->next_index += k;
+        continue;
+      }
+      /* Whole chunks only: a chunk cut to the room left would send one
+       * item per message once the window is full (pools with
+       * submit_batch, e.g. the MPI pool). The window holds at least one
+       * chunk (map_new), so an empty ring always has room. */
       if (k > room)
         break;
       cf_future *batch[64];
@@ -82,7 +117,7 @@ static void refill(cf_map *m) {
                                              m->destroy, outs);
       if (rc == 0) {
         for (size_t i = 0; i < k; i++)
-          ring_push(m, outs[i]);
+          ring_push(m, outs[i], 1);
         m->next_index += k;
       } else {
         stop_input(m, rc);
@@ -102,14 +137,15 @@ static void refill(cf_map *m) {
         stop_input(m, rc);
         break;
       }
-      ring_push(m, f);
+      ring_push(m, f, 1);
     }
   }
 }
 
+/* array: an array map, which pools with submit_chunk run chunk by chunk. */
 static int map_new(const char *call, cf_executor *ex, cf_fn fn,
                    cf_proc_fn bytes, const cf_map_opts *opts, size_t cap,
-                   cf_map **out, cf_map **mp) {
+                   bool array, cf_map **out, cf_map **mp) {
   if (!out)
     return cf__fail_at(call, CF_EINVAL, "NULL out");
   *out = NULL;
@@ -143,12 +179,17 @@ static int map_new(const char *call, cf_executor *ex, cf_fn fn,
     cap = 1;
   if (m->chunk > cap)
     cap = m->chunk;
+  m->chunked = array && ex->vt->submit_chunk != NULL;
+  if (m->chunked) /* chunks in flight, for cap items */
+    cap = (cap + m->chunk - 1) / m->chunk;
   m->cap = cap;
   m->ring = malloc(cap * sizeof *m->ring);
-  if (!m->ring) {
+  m->ring_n = m->chunked ? malloc(cap * sizeof *m->ring_n) : NULL;
+  if (!m->ring || (m->chunked && !m->ring_n)) {
+    free(m->ring);
+    free(m->ring_n);
     free(m);
-    return cf__fail_fmt(call, CF_ENOMEM, "no memory for a window of %zu",
-                        cap);
+    return cf__fail_fmt(call, CF_ENOMEM, "no memory for a window of %zu", cap);
   }
   *mp = m;
   return 0;
@@ -186,11 +227,12 @@ static int map_array(const char *call, cf_executor *ex, cf_fn fn,
                                       : "n * item_size overflows");
   }
   cf_map *m = NULL;
-  int rc = map_new(call, ex, fn, bytes, opts, n, out, &m);
+  int rc = map_new(call, ex, fn, bytes, opts, n, true, out, &m);
   if (rc != 0)
     return rc;
-  if (bytes && !ex->vt->submit_batch_bytes) {
+  if (bytes && !ex->vt->submit_batch_bytes && !ex->vt->submit_chunk) {
     free(m->ring);
+    free(m->ring_n);
     free(m);
     return cf__fail_at(call, CF_EINVAL, "the executor has no byte tasks");
   }
@@ -220,7 +262,7 @@ int cf_map_iter(cf_executor *ex, cf_fn fn, cf_next_fn next, void *state,
   }
   cf_map *m = NULL;
   int rc = map_new(__func__, ex, fn, NULL, opts, ex ? default_window(ex) : 0,
-                   out, &m);
+                   false, out, &m);
   if (rc != 0)
     return rc;
   m->next = next;
@@ -234,12 +276,43 @@ static void cancel_ring(cf_map *m) {
     cf_future_cancel(m->ring[(m->head + i) % m->cap]);
 }
 
+/* The next item of the chunk being read (m->cur_left > 0). */
+static int chunk_item(cf_map *m, void **out) {
+  m->cur_left--;
+  m->yielded = true;
+  void *value = NULL;
+  int code = m->cur_fail;
+  const char *msg = NULL;
+  if (code == 0)
+    code = cf__chunk_next(m->cur, &m->cursor, &value, &m->lent, &msg);
+  else
+    msg = cf_future_cancelled(m->cur_f) ? NULL : m->cur_f_msg;
+  m->last_code = code;
+  m->last_msg = msg;
+  if (code == 0) {
+    *out = m->cur->bytes ? (void *)&m->lent : value;
+    return 0;
+  }
+  if (code == CF_ECANCELLED)
+    return CF__FAIL(code, "the item's chunk was cancelled");
+  int rc = code == CF_EBROKEN ? CF_EBROKEN : CF_EFAILED;
+  return CF__FAILF(rc, "the task failed with %s: %s", cf_err_name(code),
+                   msg ? msg : cf_strerror(code));
+}
+
 int cf_map_next(cf_map *m, void **out) {
   if (!m || !out)
     return CF__FAIL(CF_EINVAL, m ? "NULL out" : "NULL map");
   *out = NULL;
   if (m->timed_out)
     return CF__FAIL(CF_ETIMEDOUT, "the map's deadline has passed");
+  if (m->chunked && m->cur_left > 0)
+    return chunk_item(m, out);
+  if (m->chunked && m->cur_f) { /* done with that chunk */
+    cf_future_unref(m->cur_f);
+    m->cur_f = NULL;
+    m->cur = NULL;
+  }
   if (m->count == 0)
     refill(m);
   if (m->count == 0) {
@@ -258,6 +331,26 @@ int cf_map_next(cf_map *m, void **out) {
   }
   if (rc != 0)
     return cf__fail_outcome(__func__, rc, m->ring[m->head]);
+  if (m->chunked) {
+    size_t items = m->ring_n[m->head];
+    m->cur_f = ring_pop(m);
+    void *acc = NULL;
+    m->cur_fail = cf__future_outcome(m->cur_f, &acc);
+    if (m->cur_fail != 0) {
+      /* the chunk failed as a whole (cancelled, no memory): so does each
+       * of its items, with the future's code and message */
+      cf_error e = {0};
+      if (m->cur_fail != CF_ECANCELLED &&
+          cf_future_exception(m->cur_f, 0, &e) == 0)
+        m->cur_fail = e.code ? e.code : m->cur_fail;
+      m->cur_f_msg = e.message;
+    }
+    m->cur = acc;
+    memset(&m->cursor, 0, sizeof m->cursor);
+    m->cur_left = items;
+    refill(m);
+    return chunk_item(m, out);
+  }
   cf_future_unref(m->last);
   m->last = ring_pop(m);
   m->last_rc = cf__future_outcome(m->last, out);
@@ -268,10 +361,17 @@ int cf_map_next(cf_map *m, void **out) {
 int cf_map_error(const cf_map *m, cf_error *err) {
   if (!m || !err)
     return CF__FAIL(CF_EINVAL, m ? "NULL error record" : "NULL map");
-  if (!m->last)
+  if (!m->last && !m->yielded)
     return CF__FAIL(CF_EINVALSTATE, "cf_map_next has yielded no item yet");
   err->code = 0;
   err->message = NULL;
+  if (m->chunked) {
+    err->code = m->last_code;
+    err->message = m->last_code == 0 ? NULL
+                   : m->last_msg     ? m->last_msg
+                                     : cf_strerror(m->last_code);
+    return 0;
+  }
   if (m->last_rc == 0)
     return 0;
   if (m->last_rc == CF_ECANCELLED) {
@@ -297,6 +397,8 @@ void cf_map_free(cf_map *m) {
     cf_future_unref(f);
   }
   cf_future_unref(m->last);
+  cf_future_unref(m->cur_f);
   free(m->ring);
+  free(m->ring_n);
   free(m);
 }

@@ -761,7 +761,7 @@ static int fn_ref(const void *fn, uint64_t *ref, const char **path) {
   static _Thread_local const char *last_path;
   if (fn != last_fn || !last_fn) {
     uint64_t r;
-    if (cf__fnref_make(fn, &r) != 0)
+    if (cf__fnref_make((uintptr_t)fn, &r) != 0)
       return CF_EINVAL;
     last_fn = fn;
     last_ref = r;

@@ -354,7 +354,7 @@ static void *resolve(worker *w, const cf__mpi_task *t, const char *path,
   char p[CF__FNREF_PATH_MAX];
   memcpy(p, path, t->path_len);
   p[t->path_len] = '\0';
-  void *fn = cf__fnref_resolve(p, t->fn);
+  void *fn = (void *)cf__fnref_resolve(p, t->fn);
   if (!fn) {
     *why = strdup(cf_last_error());
     return NULL;

@@ -108,9 +108,9 @@ typedef struct task {
 } task;
 
 /* fib.rstate */
-#define WOKEN   1u /* a waker found the fiber asleep */
-#define SAVED   2u /* its context is saved: it may be resumed */
-#define BLOCKED 4u /* no fiber to switch to: its thread blocks instead */
+#define WOKEN    1u /* a waker found the fiber asleep */
+#define SAVED    2u /* its context is saved: it may be resumed */
+#define BLOCKED  4u /* no fiber to switch to: its thread blocks instead */
 #define NO_TIMER ((size_t)-1)
 
 /* A fiber of the pool. Descriptors are immortal (kept on a free list when
@@ -138,8 +138,8 @@ typedef struct fib {
  * from the inbox holding the oldest one. */
 typedef struct inbox {
   _Alignas(CF__CACHE_LINE) _Atomic uint32_t head; /* next entry to take */
-  _Atomic uint32_t tail;  /* one past the last entry; written by its owner */
-  _Atomic uint64_t seq;   /* the batch's number; written by its owner */
+  _Atomic uint32_t tail; /* one past the last entry; written by its owner */
+  _Atomic uint64_t seq;  /* the batch's number; written by its owner */
   /* Atomic (relaxed) because a consumer that lost the race may still read
    * a slot while its owner refills it; it then discards what it read. */
   _Atomic(task *) slot[INJECT_BATCH];
@@ -152,11 +152,11 @@ struct worker {
   cf__waiter park;           /* idle parking; plain futex waiter */
   _Atomic uint32_t sleeping; /* 1 while registered as a sleeper */
   unsigned index;
-  uint64_t rng;      /* worker thread only */
-  cf__fiber native;  /* the thread's own stack: start and exit only */
-  fib *first;        /* the first loop fiber, made by cf_thread_pool_new */
-  fib *spare;        /* worker thread only: fibers ready for reuse */
-  unsigned nspare;   /* worker thread only */
+  uint64_t rng;     /* worker thread only */
+  cf__fiber native; /* the thread's own stack: start and exit only */
+  fib *first;       /* the first loop fiber, made by cf_thread_pool_new */
+  fib *spare;       /* worker thread only: fibers ready for reuse */
+  unsigned nspare;  /* worker thread only */
   pthread_t thread;
   bool started;
 };
@@ -175,11 +175,11 @@ struct pool {
   _Alignas(CF__CACHE_LINE) _Atomic uint64_t submitters;
   /* read-mostly flags, on a line of their own (workers read them per task) */
   _Alignas(CF__CACHE_LINE) _Atomic bool shutdown; /* submitters drained */
-  _Atomic bool cancelling; /* cancel_futures: drop queued tasks */
-  _Atomic bool broken;     /* an initializer failed */
+  _Atomic bool cancelling;   /* cancel_futures: drop queued tasks */
+  _Atomic bool broken;       /* an initializer failed */
   _Atomic uint64_t next_due; /* earliest timer, ns; UINT64_MAX: none */
   _Alignas(CF__CACHE_LINE) _Atomic uint32_t nsuspended; /* fibers asleep */
-  _Alignas(CF__CACHE_LINE) _Atomic uint32_t started; /* workers running */
+  _Alignas(CF__CACHE_LINE) _Atomic uint32_t started;    /* workers running */
   cf__waiter *creator; /* woken as workers start */
   size_t stack_size;
   int (*initializer)(void *);
@@ -311,9 +311,8 @@ static task *inbox_take(inbox *in) {
       return NULL;
     task *x =
         atomic_load_explicit(&in->slot[h % INJECT_BATCH], memory_order_relaxed);
-    if (atomic_compare_exchange_weak_explicit(&in->head, &h, h + 1,
-                                              memory_order_acq_rel,
-                                              memory_order_acquire))
+    if (atomic_compare_exchange_weak_explicit(
+            &in->head, &h, h + 1, memory_order_acq_rel, memory_order_acquire))
       return x;
   }
 }
@@ -518,8 +517,8 @@ static void fib_put(worker *w, fib *g) {
 typedef enum { THEN_NOTHING, THEN_RETIRE, THEN_SLEEP } then;
 
 typedef struct hop {
-  worker *w;  /* the worker the switch happened on */
-  fib *from;  /* NULL: the worker's native stack */
+  worker *w; /* the worker the switch happened on */
+  fib *from; /* NULL: the worker's native stack */
   then after;
 } hop;
 
@@ -534,8 +533,8 @@ static void make_ready(fib *g) {
 static void sleep_saved(fib *g) {
   /* acq_rel: pairs with fib_wake's fetch_or; the later of the two
    * publishes the fiber to the ready queue. */
-  uint32_t old = atomic_fetch_or_explicit(&g->rstate, SAVED,
-                                          memory_order_acq_rel);
+  uint32_t old =
+      atomic_fetch_or_explicit(&g->rstate, SAVED, memory_order_acq_rel);
   if ((old & (SAVED | WOKEN)) == WOKEN)
     make_ready(g);
 }
@@ -728,8 +727,7 @@ static bool fib_run_inline(cf__waiter *wt, cf_future *f) {
   if (f->dealloc != task_dealloc || cf__future_state(f) != CF_PENDING)
     return false;
   task *t = (task *)f;
-  if (t->p != me->p ||
-      cf__fiber_stack_left(&me->f) < me->f.stack_size / 2)
+  if (t->p != me->p || cf__fiber_stack_left(&me->f) < me->f.stack_size / 2)
     return false;
   worker *w = me->w;
   /* Fork-join: the awaited task is usually the one we pushed last. */
@@ -1127,11 +1125,9 @@ int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
   }
   size_t stack = o.stack_size ? o.stack_size : DEFAULT_STACK;
   if (n > MAX_WORKERS)
-    return CF__FAILF(CF_EINVAL, "max_workers %zu is above %d", n,
-                     MAX_WORKERS);
+    return CF__FAILF(CF_EINVAL, "max_workers %zu is above %d", n, MAX_WORKERS);
   if (stack < CF__FIBER_MIN_STACK || stack > CF__FIBER_MAX_STACK)
-    return CF__FAILF(CF_EINVAL,
-                     "stack_size %zu is outside [%zu, %zu]", stack,
+    return CF__FAILF(CF_EINVAL, "stack_size %zu is outside [%zu, %zu]", stack,
                      (size_t)CF__FIBER_MIN_STACK, (size_t)CF__FIBER_MAX_STACK);
   cf__waiter *creator = cf__waiter_self();
   pool *p = zalloc_aligned(sizeof *p);
@@ -1204,8 +1200,10 @@ int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
   if (rc != 0) {
     pool_shutdown(&p->base, true, true);
     pool_destroy(&p->base);
-    return CF__FAILF(rc, "a worker thread could not be created (%zu of %zu "
-                         "were)", created, n);
+    return CF__FAILF(rc,
+                     "a worker thread could not be created (%zu of %zu "
+                     "were)",
+                     created, n);
   }
   *out = &p->base;
   return 0;

@@ -34,18 +34,28 @@ typedef struct gpool {
   cf_loop *loop;
   size_t size;
   pthread_mutex_t mu;
-  item *head, *tail;  /* mu */
-  size_t queued;      /* mu */
-  size_t workers;     /* mu: green workers alive */
-  size_t busy;        /* mu: tasks running */
-  bool shut;          /* mu */
-  cf_future *idle;    /* mu: completed whenever nothing is queued or running */
+  item *head, *tail; /* mu */
+  size_t queued;     /* mu */
+  size_t workers;    /* mu: green workers alive */
+  size_t busy;       /* mu: tasks running */
+  bool shut;         /* mu */
+  cf_future *idle;   /* mu: completed whenever nothing is queued or running */
 } gpool;
 
-/* mu held: completes the idle promise if the pool has nothing to do. */
-static void maybe_idle(gpool *p) {
+/* mu held: if the pool has nothing to do, a new reference to the idle
+ * promise, which the caller completes (set_idle) once it has let go of mu:
+ * the waiter it wakes may free the pool, mutex and all, at once. */
+static cf_future *maybe_idle(gpool *p) {
   if (p->queued == 0 && p->busy == 0 && p->workers == 0)
-    cf_future_set_result(p->idle, NULL, NULL);
+    return cf_future_ref(p->idle);
+  return NULL;
+}
+
+static void set_idle(cf_future *idle) {
+  if (idle) {
+    cf_future_set_result(idle, NULL, NULL); /* fails if done already: fine */
+    cf_future_unref(idle);
+  }
 }
 
 /* mu held: the idle promise, fresh if the old one was completed. */
@@ -83,8 +93,9 @@ static int worker(void *arg, void **out) {
     p->busy--;
   }
   p->workers--;
-  maybe_idle(p);
+  cf_future *idle = maybe_idle(p);
   pthread_mutex_unlock(&p->mu);
+  set_idle(idle); /* p may be gone from here on */
   return 0;
 }
 
@@ -111,8 +122,7 @@ static int gp_submit(cf_executor *ex, cf_fn fn, void *arg,
     cf_future_unref(f);
     return CF_ENOMEM;
   }
-  *it = (item){.f = cf_future_ref(f), .fn = fn, .arg = arg,
-               .destroy = destroy};
+  *it = (item){.f = cf_future_ref(f), .fn = fn, .arg = arg, .destroy = destroy};
   pthread_mutex_lock(&p->mu);
   if (p->shut) {
     pthread_mutex_unlock(&p->mu);
@@ -133,8 +143,9 @@ static int gp_submit(cf_executor *ex, cf_fn fn, void *arg,
     /* No worker and none can be made (the loop is being freed). */
     p->head = p->tail = NULL;
     p->queued = 0;
-    maybe_idle(p);
+    cf_future *idle = maybe_idle(p);
     pthread_mutex_unlock(&p->mu);
+    set_idle(idle);
     cf_future_unref(f);
     cf_future_unref(f);
     free(it);
@@ -169,15 +180,17 @@ static int gp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
   if (wait && cf__green_tag() == p)
     return CF_EDEADLK; /* one of our own workers would wait for itself */
   item *cancelled = NULL;
+  cf_future *idle = NULL;
   pthread_mutex_lock(&p->mu);
   p->shut = true;
   if (cancel_futures) {
     cancelled = p->head;
     p->head = p->tail = NULL;
     p->queued = 0;
-    maybe_idle(p);
+    idle = maybe_idle(p);
   }
   pthread_mutex_unlock(&p->mu);
+  set_idle(idle);
   /* Cancel with no lock held: their callbacks may call anything. */
   while (cancelled) {
     item *next = cancelled->next;

@@ -1,15 +1,38 @@
 /* cfutures — the fork-based process pool executor.
  *
- * Workers are processes forked from a single-threaded fork server that the
- * pool forks when it is created, so workers forked later (replacements,
- * max_tasks_per_child) are safe even when the parent runs threads. Function
- * pointers stay valid in workers (same program image); data does not: a
- * task's input and output travel as bytes.
+ * Workers are processes forked from a single-threaded fork server, so
+ * workers forked later (replacements, max_tasks_per_child) are safe even
+ * when the parent runs threads. Data does not cross: a task's input and
+ * output travel as bytes.
+ *
+ * Start methods (cf_process_pool_opts.start_method), as Python's:
+ *   CF_START_FORKSERVER, the default: the fork server is a fresh image of
+ *     the program (posix_spawn of /proc/self/exe), taken over by cfutures
+ *     before main runs (a constructor in the library; the program's own
+ *     constructors and main do not run there). Whatever the host's
+ *     threads hold at that moment (the time-zone, environment or dynamic
+ *     loader locks, a logging mutex, 500 MiB of heap) stays out of the
+ *     workers. A function pointer (task, initializer) travels as its
+ *     object and its offset there, and works in the workers, also in a
+ *     library the host dlopen'd (loaded there on first use); cf_submit's
+ *     pointer-sized arg and initarg travel as values, so a pointer to
+ *     anything made at run time is not valid there: pass bytes
+ *     (cf_process_pool_submit, cf_map_array) or build the state in the
+ *     initializer. The library must be in the program's initial image or
+ *     dlopen'd by path: it is then preloaded into the server.
+ *   CF_START_FORK: the fork server is a fork() of the host at pool
+ *     creation. Workers see the host's memory as it was then (pointers set
+ *     before the pool work), but also its locks as they were: a lock some
+ *     other thread held at that instant is held for ever in every worker
+ *     (with threads calling localtime_r, setenv or dlopen, pools hang or
+ *     crash), and the server keeps the host's memory of that moment
+ *     resident. Use it in a single-threaded host that wants its memory
+ *     shared with the workers.
  *
  * Tasks and maps: two shapes, one story. A value task is a cf_fn (the
  * shape every executor runs): cf_submit passes it a pointer-sized value and
- * gets one back (an integer, or a pointer into data that existed before
- * the pool); cf_map_array passes it a pointer to the worker's copy of an
+ * gets one back (an integer; with CF_START_FORK also a pointer into data
+ * that existed before the pool); cf_map_array passes it a pointer to the worker's copy of an
  * item's bytes, and gets a pointer-sized value back per item. A byte task
  * is a cf_proc_fn: bytes in, a cf_buf of bytes out, of any size;
  * cf_process_pool_submit runs one, cf_process_pool_map_bytes maps one over
@@ -95,6 +118,21 @@ typedef struct cf_buf {
  * returns a non-zero code (cf_fail records a message). */
 typedef int (*cf_proc_fn)(const void *in, size_t in_len, cf_buf *out);
 
+/* How the pool starts its fork server, the process that forks every
+ * worker (see "Start methods" above). */
+typedef enum cf_start_method {
+  /* The default: a fresh image of the program (posix_spawn of
+   * /proc/self/exe) that serves as fork server. Nothing of the host's
+   * state at pool creation reaches the workers: no lock another thread
+   * held, no heap. Functions travel as (object, offset) and work; a
+   * pointer to data made at run time does not. */
+  CF_START_FORKSERVER = 0,
+  /* The fork server is a fork() of the host: workers inherit its memory
+   * as it was at pool creation (pointers into it work), and its locks as
+   * they were, held by threads that do not exist in the copy. */
+  CF_START_FORK = 1,
+} cf_start_method;
+
 typedef struct cf_process_pool_opts {
   /* Worker processes; 0: the number of online CPUs. At most 256. */
   size_t max_workers;
@@ -103,7 +141,11 @@ typedef struct cf_process_pool_opts {
   /* Runs in each worker before its first task; non-zero breaks the pool:
    * pending and later futures fail with CF_EBROKEN. May be NULL. */
   int (*initializer)(void *arg);
-  void *initarg; /* passed as is: valid in workers if set before the pool */
+  /* Passed as is. A pointer in it is valid in the workers with
+   * CF_START_FORK (data set before the pool); with the fork server only
+   * if it points into the program's own static data as compiled (a
+   * string literal, say), not to anything made or changed at run time. */
+  void *initarg;
   /* A task running longer than this (seconds) has its worker killed and
    * replaced; its future fails with code CF_ETIMEDOUT. The time counts
    * from the moment the task starts in its worker (the worker reports it):
@@ -113,16 +155,22 @@ typedef struct cf_process_pool_opts {
    * a wait's timeout, where negative means forever). With a timeout each
    * worker holds one task at a time (no task sent ahead). */
   double task_timeout_s;
+  /* CF_START_FORKSERVER (0, the default) or CF_START_FORK; anything else:
+   * CF_EINVAL. */
+  cf_start_method start_method;
 } cf_process_pool_opts;
 
 /* Creates a process pool (opts may be NULL: defaults) and returns it in
  * *out; the caller owns it and frees it with cf_executor_free. Blocks only
- * until the fork server is forked (workers start in the background).
+ * until the fork server is started (workers start in the background).
  * Returns 0, CF_EINVAL (NULL out, more than 256 workers, negative or NaN
- * timeout), CF_ENOMEM, CF_ESYS (fork, socket or thread creation failed).
+ * timeout, an unknown start_method, with the fork server an initializer
+ * in no loaded object), CF_ENOMEM, CF_ESYS (fork or posix_spawn, socket,
+ * memfd or thread creation failed; cf_last_error says which and why).
  *
  * cf_submit works on it too: `arg` travels as a pointer-sized VALUE (an
- * integer, or a pointer to data that existed before the pool was created),
+ * integer; with CF_START_FORK also a pointer to data that existed before
+ * the pool was created),
  * and so does the task's *out (the result_destroy of cf_submit_with runs
  * in the parent on that value). cf_map_array copies each item's bytes to
  * the worker, which passes fn a pointer to its copy, and sends
@@ -139,7 +187,7 @@ CF_API int cf_process_pool_new(const cf_process_pool_opts *opts,
  * caller may read and write but must not free). In the worker, `in` is
  * valid during the call only. Returns 0 and a new reference in *out;
  * CF_EINVAL (NULL ex/fn/out, NULL data with len > 0, ex not a process
- * pool), CF_ESHUTDOWN, CF_EBROKEN, CF_ENOMEM; on error *out is NULL and fn
+ * pool, with the fork server fn in no loaded object), CF_ESHUTDOWN, CF_EBROKEN, CF_ENOMEM; on error *out is NULL and fn
  * never runs. */
 CF_API int cf_process_pool_submit(cf_executor *ex, cf_proc_fn fn,
                                   const void *data, size_t len,
@@ -152,8 +200,9 @@ CF_API int cf_process_pool_submit(cf_executor *ex, cf_proc_fn fn,
  * per message, see "Tasks and maps" above; result_destroy must be NULL),
  * the caller keeps `items` alive until cf_map_free, and cf_map_next yields
  * each item's result in input order as a `cf_buf *` lent by the map
- * (valid until the next cf_map_next or cf_map_free; its data is malloc'd
- * and owned by the map: read or write it, do not free it), or the item's
+ * (valid until the next cf_map_next or cf_map_free; its data lies in the
+ * map's buffer for the item's chunk, aligned to 16 bytes: read or write
+ * it, do not free it), or the item's
  * failure (cf_map_error). Returns 0 and *out; CF_EINVAL (NULL ex/fn/out,
  * ex not a process pool, NULL items with n > 0, item_size 0, n * item_size
  * overflowing, result_destroy set, NaN timeout, window or chunksize above

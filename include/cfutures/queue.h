@@ -5,7 +5,8 @@
  * is joinable: cf_queue_task_done / cf_queue_join.
  *
  * cf_shm_queue: a process-shared FIFO, LIFO or priority queue of byte
- * messages of any size, in MAP_SHARED memory (create it before fork()).
+ * messages of any size, in MAP_SHARED memory (create it before fork(); a
+ * process pool's workers see it only with CF_START_FORK).
  * FIFO messages go through a byte ring; a message larger than the ring is
  * streamed through it and still delivered whole. Also joinable.
  *

@@ -3,8 +3,9 @@
  *
  * Each object lives in one anonymous MAP_SHARED mapping made by the
  * process that creates it; processes forked after that (cf_process_start
- * children, process-pool workers of a pool created after it, plain fork())
- * see the same object at the same address. Create it before forking, free
+ * children, plain fork(), workers of a process pool created after it with
+ * CF_START_FORK; not those of the default fork server, a fresh image of the
+ * program) see the same object at the same address. Create it before forking, free
  * it in the creating process once the others are done with it; cf_*_free
  * in another process only unmaps that process's view (as sync.h's
  * process-shared primitives).

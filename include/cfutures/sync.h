@@ -4,7 +4,7 @@
  *   false  for the threads of one process;
  *   true   process-shared: the object lives in MAP_SHARED memory, so
  *          processes forked after its creation share it (create it before
- *          fork()). Free it in the creating process once the others are
+ *          fork(); a process pool's workers only with CF_START_FORK). Free it in the creating process once the others are
  *          done with it; cf_*_free in another process only unmaps its view.
  * The Python names are kept: Lock, RLock, Semaphore, BoundedSemaphore,
  * Event, Condition, Barrier, Timer, and Thread (threads only). Every blocking

@@ -119,6 +119,25 @@ static void crawler_demo(void **state) {
   free(r.out);
 }
 
+/* --green: the requests are green tasks on ONE thread (libcurl's easy API
+ * unchanged, its waits made cooperative by libcfutures_patch), the same
+ * totals and check, and the site saw several connections at once: the
+ * transfers really overlapped (without the patch they could not). */
+static void crawler_demo_green(void **state) {
+  (void)state;
+  run r = run_example("--demo --green -n 16 -q");
+  assert_int_equal(r.status, 0);
+  assert_true(has_line(&r, "demo: PASS"));
+  assert_int_equal(field(&r, "pages"), 3025);
+  assert_int_equal(field(&r, "failed"), 35);
+  assert_int_equal(field(&r, "redirects"), 19);
+  assert_int_equal(field(&r, "threads"), 1);
+  assert_true(field(&r, "concurrency") >= 2);
+  assert_true(has_line(&r, "site:           3078 requests served, 0 repeated, "
+                           "0 to the other host"));
+  free(r.out);
+}
+
 /* One request in flight at a time gives the same totals. */
 static void crawler_demo_one_in_flight(void **state) {
   (void)state;
@@ -345,6 +364,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(crawler_demo),
         cmocka_unit_test(crawler_demo_one_in_flight),
+        cmocka_unit_test(crawler_demo_green),
         cmocka_unit_test(crawler_demo_no_robots),
         cmocka_unit_test(crawler_demo_dir_index_off),
         cmocka_unit_test(crawler_demo_redirect_limit),

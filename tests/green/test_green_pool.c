@@ -78,9 +78,8 @@ static void test_imap_in_order(void **state) {
   for (int i = 0; i < 50; i++)
     xs[i] = i;
   cf_map *m;
-  assert_int_equal(cf_map_array(gp, square_after, xs, 50, sizeof xs[0], NULL,
-                                &m),
-                   0);
+  assert_int_equal(
+      cf_map_array(gp, square_after, xs, 50, sizeof xs[0], NULL, &m), 0);
   /* The map is consumed here, on the owner thread: each cf_map_next waits
    * for an item; the loop must run meanwhile, so run it until the pool is
    * idle first, then read the results in order. */
@@ -224,6 +223,57 @@ static void test_other_thread_and_misuse(void **state) {
   assert_int_equal(cf_loop_free(l), 0);
 }
 
+/* A pool freed by another thread while its loop runs on the owner's: the
+ * free returns once the last task is done, and must not race with the
+ * last green worker still letting go of the pool (seen by TSan in the
+ * crawler's --green mode: the worker unlocked the pool's mutex after the
+ * freeing thread had destroyed it). Many rounds, tasks that end at once. */
+typedef struct owner {
+  cf_loop *loop;
+  cf_future *stop;
+  _Atomic int ready;
+} owner;
+
+static void *own_loop(void *arg) {
+  owner *o = arg;
+  assert_int_equal(cf_loop_new(NULL, &o->loop), 0);
+  atomic_store(&o->ready, 1);
+  cf_loop_run_until_complete(o->loop, o->stop, 60);
+  assert_int_equal(cf_loop_free(o->loop), 0);
+  return NULL;
+}
+
+static int nothing(void *arg, void **out) {
+  *out = arg;
+  return 0;
+}
+
+static void test_free_while_loop_runs_elsewhere(void **state) {
+  (void)state;
+  owner o = {.stop = cf_future_new()};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, own_loop, &o), 0);
+  while (!atomic_load(&o.ready))
+    usleep(100);
+  for (int round = 0; round < 200; round++) {
+    cf_executor *ex;
+    assert_int_equal(cf_green_pool_new(o.loop, 4, &ex), 0);
+    cf_future *fs[8];
+    for (intptr_t i = 0; i < 8; i++)
+      assert_int_equal(cf_submit(ex, nothing, (void *)i, &fs[i]), 0);
+    cf_executor_free(ex); /* waits for the 8 tasks, run by the owner */
+    for (intptr_t i = 0; i < 8; i++) {
+      void *v;
+      assert_int_equal(cf_future_result(fs[i], 0, &v), 0);
+      assert_int_equal((intptr_t)v, i);
+      cf_future_unref(fs[i]);
+    }
+  }
+  cf_future_set_result(o.stop, NULL, NULL);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  cf_future_unref(o.stop);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bounded),
@@ -231,6 +281,7 @@ int main(void) {
       cmocka_unit_test(test_imap_from_green_task),
       cmocka_unit_test(test_waitall_timeout_and_cancel),
       cmocka_unit_test(test_other_thread_and_misuse),
+      cmocka_unit_test(test_free_while_loop_runs_elsewhere),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -622,7 +622,9 @@ static void test_from_pool_workers(void **state) {
   assert_int_equal(cf_value_new(CF_CTYPE_I64, &g_count), 0);
   assert_int_equal(cf_dict_new(4, 8, &g_dict), 0);
   cf_executor *ex;
-  cf_process_pool_opts o = {.max_workers = 4};
+  /* the workers must be forks of this process to see g_count and g_dict
+   * (the default fork server is a fresh image) */
+  cf_process_pool_opts o = {.max_workers = 4, .start_method = CF_START_FORK};
   assert_int_equal(cf_process_pool_new(&o, &ex), 0);
   cf_future *fs[POOL_TASKS];
   for (int64_t k = 0; k < POOL_TASKS; k++)

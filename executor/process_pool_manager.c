@@ -1,0 +1,1040 @@
+/* The process pool's manager thread, in the parent: owns every
+ * descriptor, hands tasks to workers, reads results, completes futures,
+ * enforces timeouts, replaces dead workers. See process_pool_internal.h. */
+#include "executor/process_pool_internal.h"
+
+/* ---- the manager thread (parent) ----------------------------------------- */
+
+void cf__pp_ring(ppool *p) {
+  uint64_t one = 1;
+  ssize_t w = write(p->wake_fd, &one, sizeof one);
+  (void)w;
+}
+
+/* A byte result: its data is malloc'd, or the mapped memfd it came in. */
+typedef struct result_buf {
+  cf_buf b;
+  bool mapped;
+} result_buf;
+
+static void buf_free(void *v) {
+  result_buf *r = v;
+  if (!r)
+    return;
+  if (r->mapped)
+    munmap(r->b.data, r->b.len);
+  else
+    free(r->b.data);
+  free(r);
+}
+
+/* A received payload as a malloc'd string (for messages). */
+static char *payload_string(const wire *h, void *payload) {
+  if (!payload || h->len == 0) {
+    cf__pp_payload_free(h, payload);
+    return NULL;
+  }
+  char *s = strndup(payload, h->len);
+  cf__pp_payload_free(h, payload);
+  return s;
+}
+
+/* A chunk's outcomes are shared by the tasks that fill it (cf__chunk
+ * .pool_refs counts them: the first, and those that re-run the rest of it
+ * after a worker died). When the last of them is freed, every item has its
+ * outcome and the chunk's future completes with it (or fails, if an
+ * outcome could not be kept); a future cancelled before it ran does not
+ * take it, and it is freed here. */
+void cf__pp_task_free(ptask *t) {
+  cf__chunk *c = t->acc;
+  if (c && --c->pool_refs == 0) {
+    int rc = -1;
+    if (c->covered == c->count && !c->lost)
+      rc = cf__future_complete(t->f, 0, c, cf__chunk_free, NULL);
+    else if (!cf_future_done(t->f))
+      cf__future_complete(t->f, c->lost ? CF_ENOMEM : CF_EBROKEN, NULL, NULL,
+                          strdup(c->lost ? "no memory to keep a chunk's "
+                                           "results"
+                                         : "a chunk's items went missing"));
+    if (rc != 0)
+      cf__chunk_free(c);
+  }
+  cf_future_unref(t->f);
+  free(t->data);
+  if (t->mfd >= 0)
+    cf__pp_eager_memfd_close(t->mfd);
+  free(t);
+}
+
+/* Adds segment s to t's chunk, which takes s's buffer or message (freed
+ * here, and the chunk marked lost, if it cannot). */
+static void chunk_add(ptask *t, cf__chunk_seg *s) {
+  if (cf__chunk_add(t->acc, s) == 0)
+    return;
+  if (s->buf && s->mapped)
+    munmap(s->buf, s->len);
+  else
+    free(s->buf);
+  free(s->msg);
+  t->acc->lost = true;
+}
+
+/* Items [first, first + n) of t's chunk fail with code and a copy of msg. */
+static void chunk_fail(ptask *t, size_t first, size_t n, int code,
+                       const char *msg) {
+  cf__chunk_seg s = {.first = first,
+                     .count = n,
+                     .code = code,
+                     .msg = msg ? strdup(msg) : NULL};
+  chunk_add(t, &s);
+}
+
+static void fail_task(ptask *t, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail_task(ptask *t, int code, const char *fmt, ...) {
+  char msg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  if (t->acc) {
+    chunk_fail(t, t->base, t->count, code, msg);
+  } else {
+    char *m = strdup(msg);
+    if (cf__future_complete(t->f, code, NULL, NULL, m) != 0)
+      free(m);
+  }
+  cf__pp_task_free(t);
+}
+
+/* A chunk's reply: its table and data, as one segment. */
+static void complete_chunk(ptask *t, const wire *r, void *payload) {
+  size_t tlen = t->count * sizeof(cf__item_result);
+  if (r->code != 0 || r->len < tlen) {
+    cf__pp_payload_free(r, payload);
+    fail_task(t, r->code ? r->code : CF_EBROKEN, "%s",
+              "the worker could not report the chunk's results");
+    return;
+  }
+  cf__chunk_seg s = {.first = t->base,
+                     .count = t->count,
+                     .table_n = t->count,
+                     .buf = payload,
+                     .len = r->len,
+                     .mapped = (r->flags & FLAG_MAPPED) != 0};
+  chunk_add(t, &s);
+  cf__pp_task_free(t);
+}
+
+static void complete_task(ptask *t, const wire *r, void *payload) {
+  if (t->acc) {
+    complete_chunk(t, r, payload);
+    return;
+  }
+  if (r->code != 0) {
+    char *msg = payload_string(r, payload);
+    if (cf__future_complete(t->f, r->code, NULL, NULL, msg) != 0)
+      free(msg);
+  } else if (t->kind == KIND_VALUE) {
+    void *out = NULL;
+    if (payload && r->len == sizeof out)
+      memcpy(&out, payload, sizeof out);
+    cf__pp_payload_free(r, payload);
+    if (cf__future_complete(t->f, 0, out, t->destroy, NULL) != 0 && t->destroy)
+      t->destroy(out);
+  } else {
+    result_buf *b = malloc(sizeof *b);
+    if (!b) {
+      cf__pp_payload_free(r, payload);
+      cf__future_complete(t->f, CF_ENOMEM, NULL, NULL, NULL);
+    } else {
+      b->b.data = payload;
+      b->b.len = r->len;
+      b->mapped = (r->flags & FLAG_MAPPED) != 0;
+      /* the future's result is the cf_buf at the start of result_buf */
+      if (cf__future_complete(t->f, 0, &b->b, buf_free, NULL) != 0)
+        buf_free(b);
+    }
+  }
+  cf__pp_task_free(t);
+}
+
+static void describe_death(int status, char *out, size_t n) {
+  if (WIFSIGNALED(status))
+    snprintf(out, n, "killed by signal %d (%s)", WTERMSIG(status),
+             strsignal(WTERMSIG(status)));
+  else if (WIFEXITED(status))
+    snprintf(out, n, "exited with status %d", WEXITSTATUS(status));
+  else
+    snprintf(out, n, "ended (wait status %d)", status);
+}
+
+static void spawn(ppool *p, size_t slot) {
+  ctl c = {.op = CTL_SPAWN, .slot = (uint32_t)slot};
+  p->workers[slot].state = cf__pp_send_ctl(p->ctl_fd, &c, NULL, 0, MSG_DONTWAIT)
+                               ? W_NONE
+                               : W_SPAWNING;
+}
+
+static ptask *pop_pending(ppool *p) {
+  pthread_mutex_lock(&p->mu);
+  ptask *t = p->head;
+  if (t) {
+    p->head = t->next;
+    if (!p->head)
+      p->tail = NULL;
+    p->npending--;
+  }
+  pthread_mutex_unlock(&p->mu);
+  return t;
+}
+
+/* Puts tasks that a dead worker never started back at the queue's head,
+ * in their order, after `rest` (the end of the chunk it died in, or
+ * NULL). */
+static void requeue_front(ppool *p, pworker *w, ptask *rest) {
+  ptask *first = NULL, **tail = &first, *last = NULL;
+  size_t k = 0;
+  if (rest) {
+    first = last = rest;
+    tail = &rest->next;
+    k++;
+  }
+  while (w->qn) {
+    last = inflight_pop(w);
+    *tail = last;
+    tail = &last->next;
+    k++;
+  }
+  if (!first)
+    return;
+  pthread_mutex_lock(&p->mu);
+  last->next = p->head;
+  if (!p->head)
+    p->tail = last;
+  p->head = first;
+  p->npending += k;
+  pthread_mutex_unlock(&p->mu);
+}
+
+static void fail_pending(ppool *p, int code, const char *why) {
+  ptask *t;
+  while ((t = pop_pending(p)))
+    fail_task(t, code, "%s", why);
+}
+
+/* Breaks the pool: queued tasks, and those put back later by a dying
+ * worker, fail with `why`. Manager only. */
+static void break_pool(ppool *p, const char *why) {
+  snprintf(p->broken_why, sizeof p->broken_why, "%s", why);
+  pthread_mutex_lock(&p->mu);
+  p->broken = true;
+  pthread_mutex_unlock(&p->mu);
+  fail_pending(p, CF_EBROKEN, why);
+}
+
+/* ---- receiving from workers (manager) -----------------------------------
+ *
+ * The manager never waits on a worker's socket: it reads what has arrived
+ * (MSG_DONTWAIT) into the worker's buffer and handles the complete frames
+ * in it; a partial frame waits there for the rest. A worker's death is
+ * known from its exit report, not from end-of-file (a helper process
+ * forked by a task may hold the socket open long after). Nor does it wait
+ * to send: see tx_send. */
+
+#define RX_FD_DROPPED (-1)
+#define RX_MIN        16384 /* bytes asked for per read, at least */
+
+static void rx_reset(pworker *w) {
+  for (unsigned k = 0; k < w->rx_nfds; k++)
+    if (w->rx_fds[k] >= 0)
+      close(w->rx_fds[k]);
+  free(w->rx);
+  w->rx = NULL;
+  w->rx_off = w->rx_len = w->rx_cap = 0;
+  w->rx_nfds = 0;
+}
+
+/* Takes the next complete frame out of w's buffer: RX_MORE, none yet;
+ * 0, *h and *data as cf__pp_recv_msg's; RECV_LOCAL, the payload could not be
+ * taken in here (*err says why: ENOMEM, EMFILE...), skipped; RECV_BAD,
+ * not a frame (*bad says what came). */
+#define RX_MORE 1
+static int rx_take(pworker *w, wire *h, void **data, int *err,
+                   const char **bad) {
+  *data = NULL;
+  const char *b = w->rx + w->rx_off;
+  size_t have = w->rx_len - w->rx_off;
+  static const uint32_t magic = WIRE_MAGIC;
+  if (memcmp(b, &magic, have < sizeof magic ? have : sizeof magic) != 0) {
+    *bad = "bytes that are not a message (no magic number)";
+    return RECV_BAD;
+  }
+  if (have < sizeof *h)
+    return RX_MORE;
+  memcpy(h, b, sizeof *h);
+  bool mapped = (h->flags & FLAG_MAPPED) != 0;
+  if ((h->flags & ~FLAG_MAPPED) || (!mapped && h->len >= BIG_PAYLOAD)) {
+    *bad = "a message of impossible length or flags";
+    return RECV_BAD;
+  }
+  if (!mapped && have < sizeof *h + h->len)
+    return RX_MORE;
+  w->rx_off += sizeof *h;
+  if (!mapped) {
+    if (h->len == 0)
+      return 0;
+    *data = malloc(h->len);
+    if (*data)
+      memcpy(*data, b + sizeof *h, h->len);
+    w->rx_off += h->len;
+    *err = ENOMEM;
+    return *data ? 0 : RECV_LOCAL;
+  }
+  /* The memfd came with the header's first byte, so it is here. */
+  if (w->rx_nfds == 0) {
+    *bad = "a mapped payload without its descriptor";
+    return RECV_BAD;
+  }
+  int mfd = w->rx_fds[0];
+  w->rx_nfds--;
+  memmove(w->rx_fds, w->rx_fds + 1, w->rx_nfds * sizeof *w->rx_fds);
+  if (mfd == RX_FD_DROPPED) {
+    *err = EMFILE; /* the kernel had no descriptor slot for it here */
+    return RECV_LOCAL;
+  }
+  struct stat st;
+  if (fstat(mfd, &st) != 0 || (uint64_t)st.st_size < h->len) {
+    close(mfd); /* a mapping past its end would fault (SIGBUS) */
+    *bad = "a mapped payload longer than its memfd";
+    return RECV_BAD;
+  }
+  void *m = mmap(NULL, h->len, PROT_READ | PROT_WRITE, MAP_PRIVATE, mfd, 0);
+  *err = errno;
+  close(mfd);
+  if (m == MAP_FAILED)
+    return RECV_LOCAL;
+  *data = m;
+  return 0;
+}
+
+/* One read of what w has sent, without waiting: 1, bytes were read; 0 at
+ * end-of-file or on an error; RX_AGAIN when nothing has arrived; RECV_BAD
+ * when more descriptors came than frames can use; RECV_LOCAL when the
+ * buffer cannot grow (ENOMEM). */
+#define RX_AGAIN (-4)
+static int rx_fill(pworker *w) {
+  size_t have = w->rx_len - w->rx_off;
+  size_t need = sizeof(wire) + RX_MIN; /* room for a whole frame, or more */
+  if (have >= sizeof(wire)) {
+    wire h;
+    memcpy(&h, w->rx + w->rx_off, sizeof h); /* checked by rx_take */
+    if (!(h.flags & FLAG_MAPPED))
+      need += h.len;
+  }
+  if (need < have + RX_MIN)
+    need = have + RX_MIN;
+  if (w->rx_off && (w->rx_off == w->rx_len || w->rx_off + need > w->rx_cap)) {
+    memmove(w->rx, w->rx + w->rx_off, have);
+    w->rx_off = 0;
+    w->rx_len = have;
+  }
+  if (need > w->rx_cap) {
+    char *nb = realloc(w->rx, need);
+    if (!nb)
+      return RECV_LOCAL;
+    w->rx = nb;
+    w->rx_cap = need;
+  }
+  fdbox box = {.fds = w->rx_fds,
+               .max = sizeof w->rx_fds / sizeof *w->rx_fds,
+               .n = w->rx_nfds};
+  ssize_t r = cf__pp_recv_fds(w->fd, w->rx + w->rx_len, w->rx_cap - w->rx_len,
+                              &box, MSG_DONTWAIT);
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    return RX_AGAIN;
+  if (r <= 0)
+    return 0;
+  if (box.dropped && box.n < box.max)
+    box.fds[box.n++] = RX_FD_DROPPED;
+  w->rx_nfds = (unsigned)box.n;
+  w->rx_len += (size_t)r;
+  return box.excess ? RECV_BAD : 1;
+}
+
+/* ---- sending to workers (manager) ----------------------------------------
+ *
+ * The manager never waits to send either: a message goes out with
+ * MSG_DONTWAIT, and what the socket does not take (a worker that stopped
+ * reading: SIGSTOP, a task that shrank the buffers, a host under memory
+ * pressure) waits in the worker's tx buffer, flushed when poll says the
+ * socket has room. Meanwhile that worker gets no new message; every other
+ * worker, timeout and result goes on. */
+
+static void tx_reset(pworker *w) {
+  if (w->tx_fd >= 0)
+    close(w->tx_fd);
+  w->tx_fd = -1;
+  free(w->tx);
+  w->tx = NULL;
+  w->tx_off = w->tx_len = w->tx_cap = 0;
+}
+
+static bool tx_pending(const pworker *w) {
+  return w->tx_off < w->tx_len;
+}
+
+/* Sends what w's tx buffer holds, as far as the socket takes it: 0 (all
+ * sent, or the rest waits for room), -1 (the worker hung up). */
+static int tx_flush(pworker *w) {
+  while (tx_pending(w)) {
+    int fd = w->tx_fd;
+    ssize_t r = cf__pp_send_fds(w->fd, w->tx + w->tx_off, w->tx_len - w->tx_off,
+                                &fd, fd >= 0 ? 1 : 0, MSG_DONTWAIT);
+    if (r < 0)
+      return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+    if (w->tx_fd >= 0) { /* it went with the first byte */
+      close(w->tx_fd);
+      w->tx_fd = -1;
+    }
+    w->tx_off += (size_t)r;
+  }
+  w->tx_off = w->tx_len = 0;
+  return 0;
+}
+
+/* Sends the message h (its magic set here) with data[0..len) after it, or
+ * with descriptor pass_fd (-1: none; the caller keeps its own) attached:
+ * at once as far as the socket takes it, the rest copied to w's tx
+ * buffer. Returns 0; -1 when the worker hung up; SEND_LOCAL when the rest
+ * could not be kept (no memory or descriptor: errno), nothing sent. */
+static int tx_send(pworker *w, wire *h, const void *data, size_t len,
+                   int pass_fd) {
+  h->magic = WIRE_MAGIC;
+  struct iovec iov[2] = {{.iov_base = h, .iov_len = sizeof *h},
+                         {.iov_base = (void *)data, .iov_len = len}};
+  size_t total = sizeof *h + len;
+  /* room for the rest, first: a message is never left half sent */
+  if (w->tx_cap < total) {
+    char *b = realloc(w->tx, total);
+    if (!b)
+      return SEND_LOCAL;
+    w->tx = b;
+    w->tx_cap = total;
+  }
+  ssize_t r = cf__pp_sendv_fds(w->fd, iov, len ? 2 : 1, &pass_fd,
+                               pass_fd >= 0 ? 1 : 0, MSG_DONTWAIT);
+  if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+    return -1;
+  size_t sent = r > 0 ? (size_t)r : 0;
+  if (sent == total)
+    return 0;
+  if (sent == 0 && pass_fd >= 0 &&
+      (w->tx_fd = fcntl(pass_fd, F_DUPFD_CLOEXEC, 0)) < 0)
+    return SEND_LOCAL;      /* nothing went: the stream is intact */
+  size_t pos = 0, kept = 0; /* keep the bytes past `sent` */
+  for (int k = 0; k < 2; k++) {
+    size_t n = iov[k].iov_len, from = sent > pos ? sent - pos : 0;
+    if (from < n) {
+      memcpy(w->tx + kept, (char *)iov[k].iov_base + from, n - from);
+      kept += n - from;
+    }
+    pos += n;
+  }
+  w->tx_off = 0;
+  w->tx_len = total - sent;
+  return 0;
+}
+
+static void worker_lost(ppool *p, pworker *w) {
+  pthread_mutex_lock(&p->fd_mu);
+  if (w->fd >= 0)
+    close(w->fd);
+  w->fd = -1;
+  pthread_mutex_unlock(&p->fd_mu);
+  rx_reset(w);
+  tx_reset(w);
+  w->state = W_DEAD; /* the task waits for the exit report */
+}
+
+/* w broke the protocol: it is killed (not reaped before its exit report:
+ * its pid is not reused meanwhile); a task it had started fails with the
+ * cause. */
+static void worker_fault(ppool *p, pworker *w, const char *fault) {
+  w->fault = fault;
+  worker_lost(p, w);
+  if (!w->reaped)
+    kill(w->pid, SIGKILL);
+}
+
+static void on_worker_ready(ppool *p, pworker *w);
+
+/* Chunk t's worker (in `slot`) died while running it: completes the items
+ * it finished, from its result area, and returns their count k (item k,
+ * if any, was running; the later ones never started). If the area cannot
+ * be read here, the finished items fail: they ran, and must not run
+ * again. */
+static size_t chunk_salvage(ppool *p, size_t slot, ptask *t) {
+  pworker *w = &p->workers[slot];
+  /* pairs with the worker's release stores (see slot_shared): what it
+   * wrote to the area before counting an item is there */
+  uint64_t k =
+      atomic_load_explicit(&p->shared[slot].chunk_done, memory_order_acquire);
+  if (k > t->count)
+    k = t->count; /* only a task scribbling on shared memory does this */
+  if (k == 0)
+    return 0;
+  struct stat st;
+  void *res = MAP_FAILED;
+  if (w->area_fd >= 0 && fstat(w->area_fd, &st) == 0 && st.st_size > 0)
+    res = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, w->area_fd, 0);
+  /* The finished items' records and data, copied out of the area (which
+   * the next worker of the slot will reuse): a segment of the chunk. */
+  size_t len = res == MAP_FAILED ? 0 : (size_t)st.st_size;
+  size_t end = t->count * sizeof(cf__item_result);
+  for (size_t i = 0; i < k && end <= len; i++) {
+    cf__item_result r;
+    memcpy(&r, (char *)res + i * sizeof r, sizeof r);
+    uint64_t span = cf__item_span(t->kind == KIND_CHUNK_BYTES, &r);
+    end = span <= len - end ? end + (size_t)span : len + 1;
+  }
+  if (end > len)
+    end = len; /* the reader finds the records that overrun */
+  char *copy = res == MAP_FAILED ? NULL : malloc(end ? end : 1);
+  if (!copy) {
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "worker %d died after this item finished, and its result "
+             "could not be read (%s)",
+             w->pid, res == MAP_FAILED ? strerror(errno) : "no memory");
+    chunk_fail(t, t->base, (size_t)k, CF_EBROKEN, msg);
+  } else {
+    memcpy(copy, res, end);
+    cf__chunk_seg s = {.first = t->base,
+                       .count = (size_t)k,
+                       .table_n = t->count,
+                       .buf = copy,
+                       .len = end};
+    chunk_add(t, &s);
+  }
+  if (res != MAP_FAILED)
+    munmap(res, (size_t)st.st_size);
+  return (size_t)k;
+}
+
+/* A new task for t's items [from, count), filling the same chunk, for the
+ * queue; NULL if there is no memory (then they fail: never lost). */
+static ptask *chunk_rest(ptask *t, size_t from) {
+  size_t n = t->count - from;
+  uint64_t sz; /* the item size, from the chunk's header (see submit_chunk) */
+  memcpy(&sz, (const char *)t->data + 8, 8);
+  size_t size = (size_t)sz;
+  ptask *r = calloc(1, sizeof *r);
+  char *data = malloc(16 + n * size);
+  if (!r || !data) {
+    free(r);
+    free(data);
+    chunk_fail(t, t->base + from, n, CF_ENOMEM,
+               "no memory to queue again the items of a chunk after its "
+               "worker died (they had not started)");
+    return NULL;
+  }
+  uint64_t c = n;
+  memcpy(data, &c, 8);
+  memcpy(data + 8, &sz, 8);
+  memcpy(data + 16, (const char *)t->data + 16 + from * size, n * size);
+  *r = (ptask){.kind = t->kind,
+               .fn = t->fn,
+               .f = cf_future_ref(t->f),
+               .acc = t->acc,
+               .base = t->base + from,
+               .count = n,
+               .data = data,
+               .len = 16 + n * size,
+               .mfd = -1,
+               .destroy = t->destroy};
+  t->acc->pool_refs++;
+  return r;
+}
+
+static void on_exit_report(ppool *p, pid_t pid, int status) {
+  for (size_t i = 0; i < p->n; i++) {
+    pworker *w = &p->workers[i];
+    if (w->pid != pid || w->state == W_NONE)
+      continue;
+    /* The report can overtake results still unread in the worker's socket:
+     * take what is there first (the process is gone: it has sent all it
+     * will). End-of-file is not awaited: a process the task forked may
+     * hold the socket open long after. */
+    w->reaped = true; /* whatever it sent, it is not to be killed now */
+    if (w->fd >= 0)
+      on_worker_ready(p, w);
+    if (w->fd >= 0)
+      worker_lost(p, w);
+    /* Every result it sent has been read: the oldest task left ran iff the
+     * worker started more tasks than it answered (see slot_shared). */
+    uint64_t started =
+        atomic_load_explicit(&p->shared[i].started, memory_order_relaxed);
+    char how[96];
+    describe_death(status, how, sizeof how);
+    ptask *rest = NULL;
+    if (w->qn && started > w->done) {
+      ptask *t = inflight_pop(w);
+      char why[256];
+      int code = w->timed_out ? CF_ETIMEDOUT : CF_EBROKEN;
+      if (w->timed_out)
+        snprintf(why, sizeof why,
+                 "worker %d ran past the task timeout and was killed", pid);
+      else if (w->fault)
+        snprintf(why, sizeof why,
+                 "worker %d sent %s while running the task (protocol "
+                 "error) and was killed",
+                 pid, w->fault);
+      else
+        snprintf(why, sizeof why, "worker %d %s while running the task", pid,
+                 how);
+      if (t->acc) {
+        /* Item by item: those that finished keep their outcomes, the one
+         * running fails, the others go back to the queue. */
+        size_t k = chunk_salvage(p, i, t);
+        if (k < t->count)
+          chunk_fail(t, t->base + k, 1, code, why);
+        if (k + 1 < t->count)
+          rest = chunk_rest(t, k + 1);
+        cf__pp_task_free(t);
+      } else {
+        fail_task(t, code, "%s", why);
+      }
+    }
+    pthread_mutex_lock(&p->fd_mu);
+    if (w->area_fd >= 0)
+      close(w->area_fd);
+    w->area_fd = -1;
+    pthread_mutex_unlock(&p->fd_mu);
+    requeue_front(p, w, rest); /* the rest never started */
+    bool early = started == 0 && !w->timed_out && !w->fault;
+    w->state = W_NONE;
+    w->fault = NULL;
+    w->started = false;
+    w->deadline = 0;
+    w->timed_out = false;
+    pthread_mutex_lock(&p->mu);
+    bool was_broken = p->broken;
+    pthread_mutex_unlock(&p->mu);
+    if (early && !was_broken && ++p->early_deaths >= EARLY_DEATHS_MAX) {
+      /* Workers die before they can start anything (the initializer
+       * crashes?): replacing them for ever would requeue the tasks for
+       * ever. */
+      char why[200];
+      snprintf(why, sizeof why,
+               "the pool is broken: %u workers in a row died before "
+               "starting a task (the last one %s)",
+               p->early_deaths, how);
+      break_pool(p, why);
+    }
+    /* W_NONE: the manager's loop asks for a replacement (unless the pool
+     * is broken), even while shutting down: queued tasks still need a
+     * worker (the manager stops once nothing is left). */
+    return;
+  }
+}
+
+static uint64_t task_deadline(const ppool *p) {
+  return p->o.task_timeout_s > 0
+             ? cf__now_ns() + (uint64_t)(p->o.task_timeout_s * 1e9)
+             : 0;
+}
+
+/* How many tasks worker w may hold: the pipeline depth, one with a task
+ * timeout, and never more than its max_tasks_per_child quota left. */
+static unsigned depth_for(const ppool *p, const pworker *w) {
+  size_t d = p->o.task_timeout_s > 0 ? 1 : PIPE_DEPTH;
+  if (p->o.max_tasks_per_child) {
+    size_t left = p->o.max_tasks_per_child - w->done;
+    if (left < d)
+      d = left;
+  }
+  return (unsigned)d;
+}
+
+/* Hands pending tasks out breadth first: every worker gets a task to run
+ * before any gets one to keep ready, and tasks are kept ready only when
+ * there is a backlog (at least one pending task per worker), so that a
+ * lone task never waits behind a long one while a worker is free. */
+static void dispatch(ppool *p) {
+  for (unsigned level = 1; level <= PIPE_DEPTH; level++) {
+    if (level > 1) {
+      pthread_mutex_lock(&p->mu);
+      bool backlog = p->npending >= p->n;
+      pthread_mutex_unlock(&p->mu);
+      if (!backlog)
+        return;
+    }
+    for (size_t i = 0; i < p->n; i++) {
+      pworker *w = &p->workers[i];
+      if (w->state != W_LIVE || w->qn >= level || w->qn >= depth_for(p, w) ||
+          tx_pending(w))
+        continue;
+      ptask *t = pop_pending(p);
+      if (!t)
+        return;
+      /* A task put back by a dead worker is RUNNING already. */
+      int run = cf__future_set_running(t->f);
+      if (run != 0 && !(run == CF_EINVALSTATE && cf_future_running(t->f))) {
+        cf__pp_task_free(t); /* cancelled while pending */
+        i--; /* this worker still wants one (wraps to 0: fine) */
+        continue;
+      }
+      wire h = {.type = MSG_TASK, .kind = t->kind, .fn = t->fn, .len = t->len};
+      int src, mfd = t->mfd;
+      if (mfd < 0 && t->len >= BIG_PAYLOAD &&
+          (mfd = cf__pp_payload_memfd(t->data, t->len)) < 0) {
+        /* Out of descriptors or memory here (EMFILE, ENOMEM): the task
+         * fails with the cause; the worker, which got nothing, stays. */
+        fail_task(t, CF_ESYS,
+                  "the task's input could not be passed to a worker "
+                  "(memfd_create: %s)",
+                  strerror(errno));
+        i--; /* this worker still wants one (wraps to 0: fine) */
+        continue;
+      }
+      if (mfd >= 0)
+        h.flags = FLAG_MAPPED;
+      src =
+          tx_send(w, &h, mfd >= 0 ? NULL : t->data, mfd >= 0 ? 0 : t->len, mfd);
+      if (mfd >= 0 && mfd != t->mfd)
+        close(mfd);
+      if (src == SEND_LOCAL) {
+        fail_task(t, CF_ENOMEM,
+                  "the task could not be sent to a worker "
+                  "(no memory or descriptor to keep it: %s)",
+                  strerror(errno));
+        i--; /* this worker still wants one (wraps to 0: fine) */
+        continue;
+      }
+      w->q[(w->qh + w->qn) % PIPE_DEPTH] = t;
+      w->qn++;
+      /* It hung up: its exit report settles its tasks (requeued, as it
+       * started none of those it had not read). */
+      if (src)
+        worker_lost(p, w);
+    }
+  }
+}
+
+/* Handles a frame from w (rc: rx_take's 0 or RECV_LOCAL, with err). */
+static void on_worker_msg(ppool *p, pworker *w, int rc, wire *r, void *payload,
+                          int err) {
+  /* A message of no known type, a result for no task, a start reported
+   * twice: the worker is not to be trusted (a task scribbled on its
+   * socket?). It is killed; a task it had started fails with the cause. */
+  const char *fault =
+      r->type != MSG_STARTED && r->type != MSG_RESULT &&
+              r->type != MSG_INIT_FAILED
+          ? "a message of unknown type"
+      : r->type == MSG_RESULT && w->qn == 0 ? "a result for no task"
+      : r->type == MSG_STARTED &&
+              (w->qn == 0 || w->started || p->o.task_timeout_s <= 0)
+          ? "a start report for no task"
+          : NULL;
+  if (fault || (rc == RECV_LOCAL && r->type != MSG_RESULT)) {
+    if (rc == 0)
+      cf__pp_payload_free(r, payload);
+    worker_fault(p, w, fault ? fault : "an unexpected payload");
+    return;
+  }
+  if (rc == RECV_LOCAL) {
+    /* The result reached us but could not be taken in (no descriptor
+     * slot, no memory): the task fails with the cause, the worker is fine
+     * and stays. */
+    ptask *t = inflight_pop(w);
+    w->done++;
+    w->started = false;
+    w->deadline = 0;
+    p->early_deaths = 0;
+    if (p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child)
+      w->state = W_DEAD;
+    fail_task(t, err == ENOMEM ? CF_ENOMEM : CF_ESYS,
+              "the task's result could not be received from worker %d (%s)",
+              w->pid, strerror(err));
+    return;
+  }
+  if (r->type == MSG_STARTED) {
+    cf__pp_payload_free(r, payload);
+    w->started = true;
+    w->deadline = task_deadline(p);
+    return;
+  }
+  if (r->type == MSG_INIT_FAILED) {
+    break_pool(p, "the pool's initializer failed in a worker");
+    cf__pp_payload_free(r, payload);
+    return;
+  }
+  ptask *t = inflight_pop(w);
+  w->done++;
+  w->started = false; /* the next one reports its own start */
+  w->deadline = 0;
+  p->early_deaths = 0;
+  /* A worker that reached max_tasks_per_child exits on its own: wait for
+   * its exit report (which brings the replacement) instead of feeding it. */
+  if (p->o.max_tasks_per_child && w->done >= p->o.max_tasks_per_child)
+    w->state = W_DEAD;
+  complete_task(t, r, payload);
+}
+
+/* Reads what w has sent, without waiting, and handles every complete
+ * frame; stops when nothing more has arrived (a task's result often
+ * follows its STARTED report at once: it is read in the same turn). A
+ * worker that sends what is not a frame is killed as a protocol error. */
+static void on_worker_ready(ppool *p, pworker *w) {
+  while (w->fd >= 0) {
+    wire r;
+    void *payload;
+    int err = 0;
+    const char *bad = NULL;
+    int rc =
+        w->rx_len > w->rx_off ? rx_take(w, &r, &payload, &err, &bad) : RX_MORE;
+    if (rc == RECV_BAD) {
+      worker_fault(p, w, bad);
+      return;
+    }
+    if (rc != RX_MORE) {
+      on_worker_msg(p, w, rc, &r, payload, err);
+      continue;
+    }
+    int n = rx_fill(w);
+    if (n == RX_AGAIN)
+      return;
+    if (n == RECV_BAD) {
+      worker_fault(p, w, "descriptors that belong to no message");
+      return;
+    }
+    if (n == RECV_LOCAL) {
+      /* No memory for its frame: the worker cannot be heard; the task it
+       * runs fails when it is killed (as for a protocol error). */
+      worker_fault(p, w, "a message the manager had no memory for");
+      return;
+    }
+    if (n == 0) {
+      worker_lost(p, w); /* it hung up; its exit report settles its tasks */
+      return;
+    }
+  }
+}
+
+/* The fork server could not fork w's process (err: errno): asked again
+ * after the backoff. */
+static void fork_failed(ppool *p, pworker *w, int err) {
+  w->state = W_NONE;
+  uint64_t now = cf__now_ns();
+  if (!p->failing_since)
+    p->failing_since = now;
+  p->fork_errno = err;
+  p->backoff_ns = p->backoff_ns ? 2 * p->backoff_ns : FORK_BACKOFF_MIN_NS;
+  if (p->backoff_ns > FORK_BACKOFF_MAX_NS)
+    p->backoff_ns = FORK_BACKOFF_MAX_NS;
+  p->spawn_at = now + p->backoff_ns;
+}
+
+/* With no live worker after FORK_GIVE_UP_NS of failed forks, the waiting
+ * tasks fail (and those submitted while it lasts): nothing can run them.
+ * Forks are still retried; one that works ends this. */
+static void give_up_forking(ppool *p) {
+  if (!p->failing_since || cf__now_ns() - p->failing_since < FORK_GIVE_UP_NS)
+    return;
+  for (size_t i = 0; i < p->n; i++)
+    if (p->workers[i].state == W_LIVE)
+      return;
+  char why[200];
+  snprintf(why, sizeof why,
+           "fork of a worker failed: %s (no worker could be started for "
+           "%.0f s)",
+           strerror(p->fork_errno), (double)FORK_GIVE_UP_NS / 1e9);
+  fail_pending(p, CF_ESYS, why);
+}
+
+static bool all_quiet(ppool *p) {
+  for (size_t i = 0; i < p->n; i++)
+    if (p->workers[i].qn)
+      return false;
+  return true;
+}
+
+void *cf__pp_manager_main(void *arg) {
+  ppool *p = arg;
+  struct pollfd *fds = p->pfds;
+  size_t *slot_of = p->slot_of;
+  int start_rc = cf__pp_start_server(p);
+  int start_errno = errno;
+  pthread_mutex_lock(&p->mu);
+  p->start_errno = start_errno;
+  p->manager_self = pthread_self();
+  p->start_rc = start_rc;
+  p->started = true;
+  pthread_cond_signal(&p->started_cv);
+  pthread_mutex_unlock(&p->mu);
+  if (start_rc != 0)
+    return NULL;
+  for (size_t i = 0; i < p->n; i++)
+    spawn(p, i); /* the first workers */
+  for (;;) {
+    pthread_mutex_lock(&p->mu);
+    bool broken = p->broken;
+    pthread_mutex_unlock(&p->mu);
+    /* Tasks put back by a worker that died after the pool broke (sent to
+     * it before) fail with the same cause. */
+    if (broken)
+      fail_pending(p, CF_EBROKEN, p->broken_why);
+    else
+      give_up_forking(p);
+    dispatch(p);
+    /* Checked after dispatch, which may have dropped the last pending
+     * (cancelled) task: nothing would wake us for that. */
+    pthread_mutex_lock(&p->mu);
+    bool done = p->shutdown && p->head == NULL;
+    pthread_mutex_unlock(&p->mu);
+    if (done && all_quiet(p))
+      break;
+    size_t nf = 0;
+    fds[nf++] = (struct pollfd){.fd = p->wake_fd, .events = POLLIN};
+    /* Room in the server's queue matters only to ask for a worker, which
+     * a broken pool never does, nor one waiting to retry a failed fork:
+     * polling for POLLOUT then would spin. */
+    bool want_spawn = false;
+    for (size_t i = 0; i < p->n && !broken; i++)
+      want_spawn |= p->workers[i].state == W_NONE;
+    int timeout_ms = -1;
+    uint64_t now = cf__now_ns();
+    if (want_spawn && now < p->spawn_at) {
+      want_spawn = false;
+      timeout_ms = (int)((p->spawn_at - now) / 1000000) + 1;
+    }
+    fds[nf++] = (struct pollfd){.fd = p->ctl_fd,
+                                .events = POLLIN | (want_spawn ? POLLOUT : 0)};
+    for (size_t i = 0; i < p->n; i++) {
+      pworker *w = &p->workers[i];
+      if (w->fd >= 0 && w->state != W_NONE) {
+        slot_of[nf] = i;
+        fds[nf++] = (struct pollfd){
+            .fd = w->fd, .events = POLLIN | (tx_pending(w) ? POLLOUT : 0)};
+      }
+      if (w->qn && w->deadline && !w->timed_out) {
+        if (now >= w->deadline) {
+          /* The task may have ended and its result be on its way: it is
+           * still read and counts. But the worker gets nothing more (it
+           * would die with it): its exit report brings a replacement. */
+          w->timed_out = true;
+          w->state = W_DEAD;
+          kill(w->pid, SIGKILL);
+        } else {
+          int ms = (int)((w->deadline - now) / 1000000) + 1;
+          if (timeout_ms < 0 || ms < timeout_ms)
+            timeout_ms = ms;
+        }
+      }
+    }
+    /* With tasks in flight, answers come soon: look for a while first. */
+    if (!all_quiet(p)) {
+      uint64_t start = cf__now_ns();
+      while (poll(fds, nf, 0) == 0 && cf__now_ns() - start < SPIN_NS)
+        ;
+    }
+    if (poll(fds, nf, timeout_ms) < 0 && errno != EINTR)
+      break;
+    if (fds[0].revents & POLLIN) {
+      uint64_t v;
+      ssize_t r = read(p->wake_fd, &v, sizeof v);
+      (void)r;
+    }
+    for (size_t k = 2; k < nf; k++) {
+      pworker *w = &p->workers[slot_of[k]];
+      if ((fds[k].revents & POLLOUT) && w->fd >= 0 && tx_flush(w) != 0)
+        worker_lost(p, w);
+      if (w->fd >= 0 && (fds[k].revents & (POLLIN | POLLHUP | POLLERR)))
+        on_worker_ready(p, w);
+    }
+    /* Drain every message from the fork server (it blocks on a full
+     * queue, so the queue must not stay full). */
+    bool server_gone = false;
+    while (!server_gone && (fds[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+      ctl c;
+      int fd[2];
+      /* A worker's socket and result area may come with it: recorded
+       * before a fork. */
+      pthread_mutex_lock(&p->fd_mu);
+      ssize_t r = cf__pp_recv_ctl(p->ctl_fd, &c, fd, MSG_DONTWAIT);
+      bool keep = r > 0 && fd[0] >= 0 && fd[1] >= 0 && c.op == CTL_SPAWNED &&
+                  c.slot < p->n && c.pid > 0;
+      if (keep) {
+        p->workers[c.slot].fd = fd[0];
+        p->workers[c.slot].area_fd = fd[1];
+      } else {
+        for (int k = 0; k < 2; k++)
+          if (fd[k] >= 0)
+            close(fd[k]);
+      }
+      pthread_mutex_unlock(&p->fd_mu);
+      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        break;
+      if (r <= 0) {
+        server_gone = true;
+        break;
+      }
+      if (c.op == CTL_SPAWNED && c.slot < p->n) {
+        pworker *w = &p->workers[c.slot];
+        if (keep) {
+          w->pid = c.pid;
+          w->done = 0;
+          w->reaped = false;
+          w->state = W_LIVE;
+          p->failing_since = 0;
+          p->backoff_ns = 0;
+          p->spawn_at = 0;
+        } else {
+          fork_failed(p, w, c.status); /* retried below, after a delay */
+        }
+      } else if (c.op == CTL_EXITED) {
+        on_exit_report(p, c.pid, c.status);
+      }
+    }
+    if (server_gone) {
+      /* The fork server is gone: nothing can run any more. */
+      for (size_t i = 0; i < p->n; i++)
+        while (p->workers[i].qn)
+          fail_task(inflight_pop(&p->workers[i]), CF_EBROKEN,
+                    "the fork server died");
+      break_pool(p, "the fork server died");
+      break;
+    }
+    pthread_mutex_lock(&p->mu);
+    bool br = p->broken;
+    pthread_mutex_unlock(&p->mu);
+    bool due = cf__now_ns() >= p->spawn_at;
+    for (size_t i = 0; i < p->n && !br && due; i++)
+      if (p->workers[i].state == W_NONE)
+        spawn(p, i);
+  }
+  /* Tear down: workers see end-of-file and exit; the server reaps them
+   * and exits when we hang up. This thread reaps the server before it
+   * ends (its end would SIGKILL the server: PR_SET_PDEATHSIG). */
+  pthread_mutex_lock(&p->fd_mu);
+  for (size_t i = 0; i < p->n; i++) {
+    if (p->workers[i].fd >= 0) {
+      close(p->workers[i].fd);
+      p->workers[i].fd = -1;
+    }
+    if (p->workers[i].area_fd >= 0) {
+      close(p->workers[i].area_fd);
+      p->workers[i].area_fd = -1;
+    }
+    rx_reset(&p->workers[i]);
+    tx_reset(&p->workers[i]);
+  }
+  close(p->ctl_fd);
+  p->ctl_fd = -1;
+  pthread_mutex_unlock(&p->fd_mu);
+  int st;
+  while (waitpid(p->server, &st, 0) < 0 && errno == EINTR)
+    ;
+  return NULL;
+}

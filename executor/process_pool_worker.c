@@ -1,0 +1,300 @@
+/* The process pool's worker process: runs tasks and chunks of map items
+ * sent by the manager, reports each result. See process_pool_internal.h. */
+#include <malloc.h>
+
+#include "executor/process_pool_internal.h"
+
+/* ---- the worker process -------------------------------------------------- */
+
+/* In a fork server of CF_START_FORKSERVER and its workers: the region
+ * (NULL elsewhere): a task's function is looked up through it. */
+region_head *cf__pp_exec_region;
+
+/* The address, in this worker, of the task function the manager sent as
+ * `fn`: as is with CF_START_FORK; with the fork server, a reference to
+ * resolve. 0 (cf_last_error set) when it cannot be found. */
+uintptr_t cf__pp_task_fn(uint64_t fn) {
+  if (!cf__pp_exec_region)
+    return (uintptr_t)fn;
+  uint32_t id = (uint32_t)(fn >> CF__FNREF_OFF_BITS);
+  uintptr_t addr = 0;
+  if (id <
+      atomic_load_explicit(&cf__pp_exec_region->nobjs, memory_order_acquire))
+    addr = cf__fnref_resolve(region_path(cf__pp_exec_region, id), fn);
+  if (!addr)
+    cf_fail(CF_ESYS, "the worker cannot find the task's function: %s",
+            id < cf__pp_exec_region->nobjs ? cf_last_error()
+                                           : "unknown object");
+  return addr;
+}
+
+/* A worker's result area: a memfd made by the fork server for each worker,
+ * which the manager holds too (it comes with the worker's socket). The
+ * worker maps it (MAP_SHARED) and writes each chunk's results into it,
+ * item by item, then sends them from there as the chunk's reply. Should
+ * the worker die in a chunk, the manager maps the area and reads the
+ * items that finished (slot_shared.chunk_done says how many): written
+ * before each item's count, their outcomes survive the worker.
+ *
+ * Why not a message per item: a send per item would cost a syscall each
+ * (a map moves ~2 M items/s here, far less than a syscall's worth each);
+ * the area costs plain stores. The area grows to one chunk's results and
+ * shrinks back after a chunk that made it larger than AREA_KEEP: memory
+ * stays bounded by the largest chunk's reply, which the worker sent
+ * anyway. */
+#define AREA_MIN  (64 * 1024)
+#define AREA_KEEP (1024 * 1024)
+
+typedef struct area {
+  int fd;
+  char *base; /* mapped, cap bytes (the memfd's size); NULL: none yet */
+  size_t cap;
+} area;
+
+/* Makes the area at least `need` bytes long; false if it cannot. */
+static bool area_reserve(area *a, size_t need) {
+  if (need <= a->cap)
+    return true;
+  size_t cap = a->cap ? a->cap : AREA_MIN;
+  while (cap < need)
+    cap = cap > SIZE_MAX / 2 ? need : 2 * cap;
+  if (ftruncate(a->fd, (off_t)cap) != 0)
+    return false;
+  void *b = a->base
+                ? mremap(a->base, a->cap, cap, MREMAP_MAYMOVE)
+                : mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_SHARED, a->fd, 0);
+  if (b == MAP_FAILED)
+    return false; /* the memfd stays longer than the mapping: harmless */
+  a->base = b;
+  a->cap = cap;
+  return true;
+}
+
+/* After a chunk: an area grown past AREA_KEEP gives its memory back. */
+static void area_trim(area *a) {
+  if (a->cap <= AREA_KEEP)
+    return;
+  munmap(a->base, a->cap);
+  a->base = NULL;
+  a->cap = 0;
+  if (ftruncate(a->fd, 0) != 0)
+    _exit(0); /* cannot happen to a memfd we own; never leave it big */
+}
+
+/* Runs each item of a chunk (a copy of its bytes: passed by pointer to a
+ * cf_fn, or as bytes to a cf_proc_fn), writing each item's outcome to the
+ * area and counting it in sh->chunk_done as it finishes, then sends the
+ * area's contents as the chunk's reply. */
+static void run_chunk(int sock, const wire *h, uintptr_t addr, const void *in,
+                      area *a, slot_shared *sh) {
+  uint64_t count = 0, size = 0;
+  if (h->len >= 16) {
+    memcpy(&count, in, 8);
+    memcpy(&size, (const char *)in + 8, 8);
+  }
+  bool bytes = h->kind == KIND_CHUNK_BYTES;
+  cf_fn fn = bytes ? NULL : (cf_fn)addr;
+  cf_proc_fn pfn = bytes ? (cf_proc_fn)addr : NULL;
+  wire r = {.type = MSG_RESULT, .kind = h->kind};
+  size_t tlen = 0;
+  if (!addr)
+    r.code = CF_ESYS; /* every item fails with it */
+  else if (h->len < 16 || (size && count > (h->len - 16) / size) ||
+           count > SIZE_MAX / sizeof(cf__item_result))
+    r.code = CF_EINVAL; /* not a chunk the manager made */
+  else if (!area_reserve(a, tlen = count * sizeof(cf__item_result)))
+    r.code = CF_ENOMEM; /* every item fails; none ran */
+  size_t used = tlen;
+  for (uint64_t i = 0; r.code == 0 && i < count; i++) {
+    const char *item = (const char *)in + 16 + i * size;
+    cf__item_result rec = {0};
+    cf_buf b = {0};
+    char *msg = NULL;
+    const void *data = NULL;
+    size_t dlen = 0;
+    cf__fail_clear();
+    if (bytes) {
+      rec.code = pfn(item, size, &b);
+      if (rec.code == 0 && b.data) {
+        data = b.data;
+        dlen = b.len;
+      }
+      rec.out = dlen;
+    } else {
+      void *out = NULL;
+      rec.code = fn((void *)item, &out);
+      rec.out = rec.code == 0 ? (uint64_t)(uintptr_t)out : 0;
+    }
+    if (rec.code != 0) {
+      rec.out = 0;
+      if ((msg = cf__fail_take_message())) {
+        size_t ml = strlen(msg) + 1;
+        data = msg;
+        dlen = ml < UINT32_MAX ? ml : 0;
+        rec.msg_len = (uint32_t)dlen;
+      }
+    }
+    /* each item's data starts CF__ITEM_ALIGN-aligned (see cf__chunk_seg):
+     * the map hands it out in place */
+    size_t span = (dlen + CF__ITEM_ALIGN - 1) & ~(size_t)(CF__ITEM_ALIGN - 1);
+    if (dlen && !area_reserve(a, used + span)) {
+      /* No room for its output or message: the item fails (a failure
+       * loses its message only). */
+      if (rec.code == 0)
+        rec.code = CF_ENOMEM;
+      rec.out = 0;
+      rec.msg_len = 0;
+      dlen = 0;
+    }
+    if (dlen) {
+      memcpy(a->base + used, data, dlen);
+      memset(a->base + used + dlen, 0, span - dlen);
+      used += span;
+    }
+    memcpy(a->base + i * sizeof rec, &rec, sizeof rec);
+    free(msg);
+    free(b.data);
+    /* see slot_shared: publishes the item's outcome, written above, to a
+     * manager that reads the area after this worker's death (acquire
+     * there, in chunk_salvage) */
+    atomic_store_explicit(&sh->chunk_done, i + 1, memory_order_release);
+  }
+  r.len = r.code == 0 ? used : 0;
+  int src = cf__pp_send_msg(sock, &r, a->base);
+  if (src == SEND_LOCAL) {
+    wire f = {.type = MSG_RESULT, .kind = h->kind, .code = CF_ESYS};
+    src = cf__pp_send_msg(sock, &f, NULL);
+  }
+  if (src)
+    _exit(0);
+  area_trim(a);
+}
+
+/* Polls fd for input for up to `ns` before the caller blocks: a warm
+ * worker or manager picks the next message up without a sleep and wake-up
+ * (tens of microseconds here). Returns true if input is ready. */
+static bool spin_for_input(int fd, uint64_t ns) {
+  uint64_t start = cf__now_ns();
+  struct pollfd pfd = {.fd = fd, .events = POLLIN};
+  do {
+    if (poll(&pfd, 1, 0) > 0)
+      return true;
+  } while (cf__now_ns() - start < ns);
+  return false;
+}
+
+_Noreturn void cf__pp_worker_main(int sock, int area_fd,
+                                  const cf_process_pool_opts *o,
+                                  slot_shared *sh) {
+  area a = {.fd = area_fd};
+  /* Large blocks from the heap, and kept there when freed: a task that
+   * mallocs a 64 MiB result every time then reuses warm pages instead of
+   * a fresh mapping whose every page faults (glibc's own threshold stops
+   * at 32 MiB). The worker's memory stays at its largest task's. */
+  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  if (o->initializer && o->initializer(o->initarg) != 0) {
+    wire h = {.type = MSG_INIT_FAILED};
+    cf__pp_send_msg(sock, &h, NULL);
+    _exit(0);
+  }
+  size_t done = 0;
+  for (;;) {
+    wire h;
+    void *in;
+    spin_for_input(sock, SPIN_NS);
+    int rrc = cf__pp_recv_msg(sock, &h, &in, true);
+    if (rrc != 0 && rrc != RECV_LOCAL)
+      _exit(0); /* the parent hung up: shutdown */
+    /* see slot_shared */
+    uint64_t k = atomic_load_explicit(&sh->started, memory_order_relaxed);
+    atomic_store_explicit(&sh->chunk_done, 0, memory_order_relaxed);
+    /* keeps chunk_done's reset ahead of the start, should the worker die
+     * in between (see slot_shared): a chunk must not be credited with
+     * the last one's items */
+    atomic_store_explicit(&sh->started, k + 1, memory_order_release);
+    if (rrc == RECV_LOCAL) {
+      /* No memory or descriptor for the input here: the task fails and
+       * says why; the worker goes on. */
+      char why[160];
+      snprintf(why, sizeof why,
+               "the worker could not receive the task's input (%s)",
+               strerror(errno));
+      wire f = {.type = MSG_RESULT,
+                .kind = h.kind,
+                .code = errno == ENOMEM ? CF_ENOMEM : CF_ESYS};
+      f.len = is_chunk(h.kind) ? 0 : strlen(why) + 1;
+      if (cf__pp_send_msg(sock, &f, why))
+        _exit(0);
+      continue;
+    }
+    /* The function first (with the fork server, the first task of an
+     * object may load it): not the task's time. */
+    cf__fail_clear();
+    uintptr_t addr = cf__pp_task_fn(h.fn);
+    /* A task timeout counts from here, not from when the task was sent
+     * (the initializer or the task before it may have run meanwhile). No
+     * timeout, no report: it would cost every task a message. */
+    wire st = {.type = MSG_STARTED};
+    if (o->task_timeout_s > 0 && cf__pp_send_msg(sock, &st, NULL))
+      _exit(0); /* the parent hung up: shutdown */
+    wire r = {.type = MSG_RESULT};
+    void *payload = NULL;
+    char *msg = NULL;
+    if (is_chunk(h.kind)) {
+      run_chunk(sock, &h, addr, in, &a, sh);
+      cf__pp_payload_free(&h, in);
+      if (o->max_tasks_per_child && ++done >= o->max_tasks_per_child)
+        _exit(0);
+      continue;
+    }
+    if (h.kind == KIND_VALUE) {
+      void *arg = NULL, *out = NULL;
+      if (h.len == sizeof arg)
+        memcpy(&arg, in, sizeof arg);
+      cf_fn fn = (cf_fn)addr;
+      r.code = fn ? fn(arg, &out) : CF_ESYS;
+      if (r.code == 0) {
+        payload = malloc(sizeof out);
+        if (payload) {
+          memcpy(payload, &out, sizeof out);
+          r.len = sizeof out;
+        }
+      }
+    } else {
+      cf_buf b = {0};
+      cf_proc_fn fn = (cf_proc_fn)addr;
+      r.code = fn ? fn(in, h.len, &b) : CF_ESYS;
+      if (r.code == 0) {
+        payload = b.data;
+        r.len = b.data ? b.len : 0;
+      } else {
+        free(b.data);
+      }
+    }
+    if (r.code != 0) {
+      msg = cf__fail_take_message();
+      payload = msg;
+      r.len = msg ? strlen(msg) + 1 : 0;
+    }
+    cf__pp_payload_free(&h, in);
+    int src = cf__pp_send_msg(sock, &r, payload);
+    if (src == SEND_LOCAL) {
+      /* No memfd for a large result (EMFILE, ENOMEM...): the task fails
+       * and says why; the worker goes on. */
+      char why[160];
+      snprintf(why, sizeof why,
+               "the worker could not pass the task's result "
+               "(memfd_create: %s)",
+               strerror(errno));
+      wire f = {.type = MSG_RESULT, .kind = h.kind, .code = CF_ESYS};
+      f.len = strlen(why) + 1;
+      src = cf__pp_send_msg(sock, &f, why);
+    }
+    if (src)
+      _exit(0);
+    free(payload);
+    if (o->max_tasks_per_child && ++done >= o->max_tasks_per_child)
+      _exit(0);
+  }
+}
