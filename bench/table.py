@@ -18,6 +18,11 @@ TITLES = {
     # For bandwidth the reference is memcpy: the ratio is cfutures' share.
     "bw_1MiB": "procs: 1 MiB there+back (x: of memcpy)",
     "bw_64MiB": "procs: 64 MiB there+back (x: of memcpy)",
+    "mpi_submit": "mpi: tiny tasks via submit",
+    "mpi_map": "mpi: 1M items, map(chunk 1000)",
+    "mpi_rtt": "mpi: round trip, median",
+    "mpi_bw_1MiB": "mpi: 1 MiB there+back (x: of memcpy)",
+    "mpi_bw_64MiB": "mpi: 64 MiB there+back (x: of memcpy)",
     "green_switch": "green: switch between two fibers",
     "green_spawn_join": "green: spawn + join an empty task",
     "green_sleeper_mem": "green: memory of a sleeping task",

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/sibling.h"
 #define CF__FNREF_MAX_OBJECTS 256
 #define CF__FNREF_PATH_MAX    4096
 
@@ -30,17 +31,17 @@
  * cf__fnref_path(id). Returns 0, or -1 (cf_last_error set) when addr lies
  * in no loaded object (a JIT's code, a stack address) or the table is
  * full. */
-int cf__fnref_make(uintptr_t addr, uint64_t *ref);
+CF__SIBLING int cf__fnref_make(uintptr_t addr, uint64_t *ref);
 
 /* The path of object `id` as cf__fnref_make recorded it ("" for the main
  * program), or NULL for an id not in the table. The string lives as long
  * as the process. */
-const char *cf__fnref_path(uint32_t id);
+CF__SIBLING const char *cf__fnref_path(uint32_t id);
 
 /* The address in this process of `ref`, whose object is `path` (the
  * sender's cf__fnref_path). Loads the object (dlopen) when this process
  * has not. Returns 0 (cf_last_error set) when the object cannot be
  * found or loaded. Caches each path's bias: cheap after the first call. */
-uintptr_t cf__fnref_resolve(const char *path, uint64_t ref);
+CF__SIBLING uintptr_t cf__fnref_resolve(const char *path, uint64_t ref);
 
 #endif

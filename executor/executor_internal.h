@@ -12,6 +12,7 @@
 #include <cfutures/process_pool.h>
 #include <stdatomic.h>
 
+#include "core/sibling.h"
 struct cf_executor_vt {
   const char *name; /* "thread_pool", "process_pool" */
   /* Submit one task; arguments already checked non-NULL. On error *out is
@@ -114,9 +115,10 @@ int cf__chunk_next(const cf__chunk *c, cf__chunk_cursor *cur, void **value,
  * through submit_batch_bytes): the map behind cf_process_pool_map_bytes,
  * which has checked that ex, if not NULL, has byte tasks. `call` names the
  * public call in errors. */
-int cf__map_array_bytes(const char *call, cf_executor *ex, cf_proc_fn fn,
-                        const void *items, size_t n, size_t item_size,
-                        const cf_map_opts *opts, cf_map **out);
+CF__SIBLING int cf__map_array_bytes(const char *call, cf_executor *ex,
+                                    cf_proc_fn fn, const void *items,
+                                    size_t n, size_t item_size,
+                                    const cf_map_opts *opts, cf_map **out);
 
 /* Runs a task the way every pool does: clears the thread's cf_fail message,
  * calls fn(arg, &out), then completes `f` (already RUNNING) with the result
@@ -130,7 +132,7 @@ void cf__run_task_cancellable(cf_future *f, cf_fn fn, void *arg,
 
 /* Records why a submit failed (rc: CF_ESHUTDOWN, CF_EBROKEN, CF_ENOMEM...)
  * as the last error of `call`; returns rc. */
-int cf__fail_submit(const char *call, int rc);
+CF__SIBLING int cf__fail_submit(const char *call, int rc);
 
 /* Generic submit_batch for pools without batching: one submit per item
  * (item pointer = items + i * item_size). */
@@ -140,7 +142,7 @@ int cf__submit_batch_each(cf_executor *ex, cf_fn fn, const void *items,
 
 /* The message recorded by cf_fail on this thread since the last clear (NULL
  * if none); the caller takes ownership (free with free()). */
-char *cf__fail_take_message(void);
-void cf__fail_clear(void);
+CF__SIBLING char *cf__fail_take_message(void);
+CF__SIBLING void cf__fail_clear(void);
 
 #endif

@@ -97,8 +97,12 @@ static void refill(cf_map *m) {
         m->next_index += k;
         continue;
       }
+      /* Whole chunks only: a chunk cut to the room left would send one
+       * item per message once the window is full (pools with
+       * submit_batch, e.g. the MPI pool). The window holds at least one
+       * chunk (map_new), so an empty ring always has room. */
       if (k > room)
-        k = room;
+        break;
       cf_future *batch[64];
       cf_future **outs = k <= 64 ? batch : malloc(k * sizeof *outs);
       if (!outs) {

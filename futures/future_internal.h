@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 
 #include "core/alloc.h"
+#include "core/sibling.h"
 #include "core/time.h"
 #include "core/waiter.h"
 
@@ -70,7 +71,7 @@ _Noreturn void cf__future_misused(const cf_future *f, const char *call);
 
 /* A stand-alone future that belongs to an executor (the public promise
  * calls refuse it with CF_EPERM); one reference. NULL when out of memory. */
-cf_future *cf__future_new_owned(void);
+CF__SIBLING cf_future *cf__future_new_owned(void);
 
 /* Initialises an embedded future: PENDING, one reference. */
 void cf__future_init(cf_future *f, void (*dealloc)(cf_future *f));
@@ -82,16 +83,16 @@ int cf__fail_outcome(const char *call, int rc, const cf_future *f);
 
 /* Completes f with code (0: value) and message (owned: freed with free()).
  * Returns 0 or CF_EINVALSTATE (then value and message stay the caller's). */
-int cf__future_complete(cf_future *f, int code, void *value,
-                        cf_destroy_fn destroy, char *message);
+CF__SIBLING int cf__future_complete(cf_future *f, int code, void *value,
+                                    cf_destroy_fn destroy, char *message);
 
 /* PENDING -> RUNNING: 0, or CF_ECANCELLED / CF_EINVALSTATE as
  * cf_future_set_running_or_notify_cancel, for any future. */
-int cf__future_set_running(cf_future *f);
+CF__SIBLING int cf__future_set_running(cf_future *f);
 
 /* Cancels a PENDING or RUNNING future. Pools use the
  * latter to fail futures whose tasks will never run. */
-bool cf__future_cancel(cf_future *f);
+CF__SIBLING bool cf__future_cancel(cf_future *f);
 
 /* Cancelling many futures at once (shutdown with cancel_futures), so that
  * no listener of one runs before all are cancelled: `_quiet` moves a

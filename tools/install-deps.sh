@@ -16,6 +16,9 @@ packages=(
   libcmocka-dev python3 procps
   # examples
   libcurl4-openssl-dev libgumbo-dev
+  # the MPI executor (libcfutures-mpi, -Dmpi=auto), its tests and examples
+  # under mpiexec, and mpi4py for its benchmark peer
+  libopenmpi-dev openmpi-bin python3-mpi4py
 )
 
 if [ "$(id -u)" -eq 0 ]; then

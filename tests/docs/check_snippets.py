@@ -14,7 +14,11 @@ Every ```c block of README.md and docs/*.md is checked with CC:
     function.
 A `<!-- snippet-context: DECLARATIONS -->` comment right before a block
 gives the declarations it relies on (the caller's variables and helpers),
-placed at file scope before it. Blocks compile with -Wall -Wextra -Werror
+placed at file scope before it. A `<!-- snippet-libs: NAME ... -->`
+comment names sibling libraries of the build (e.g. cfutures-mpi) that a
+whole program also links with: such a program is linked, not run (it
+needs a launcher such as mpiexec), and only compiled when the build has
+no such library (libNAME.so missing: MPI not found). Blocks compile with -Wall -Wextra -Werror
 (unused names allowed: fragments declare what the prose uses).
 Prints one line per block; exits 1 if any failed.
 """
@@ -27,6 +31,7 @@ import tempfile
 FENCE = re.compile(r"^```c\s*$")
 CONTEXT = re.compile(r"<!--\s*snippet-context:(.*?)-->", re.S)
 EXPECT = re.compile(r"<!--\s*snippet-expect:(.*?)-->", re.S)
+LIBS = re.compile(r"<!--\s*snippet-libs:(.*?)-->", re.S)
 FUNC_DEF = re.compile(r"^(?!(?:if|while|for|switch|else|do)\b)"
                       r"(static\s+)?[A-Za-z_][\w\s\*]*\([^;]*\)\s*\{\s*$", re.M)
 FLAGS = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror",
@@ -53,7 +58,7 @@ def comments_above(lines, i):
 
 
 def blocks(path):
-    """Yields (line, code, context, expect) for each ```c block."""
+    """Yields (line, code, context, expect, libs) for each ```c block."""
     lines = open(path, encoding="utf-8").read().split("\n")
     i = 0
     while i < len(lines):
@@ -61,11 +66,12 @@ def blocks(path):
             head = comments_above(lines, i)
             ctx = " ".join(m.strip() for m in CONTEXT.findall(head))
             exp = [m.strip() for m in EXPECT.findall(head)]
+            libs = " ".join(LIBS.findall(head)).split()
             start = i + 1
             k = start
             while k < len(lines) and not lines[k].startswith("```"):
                 k += 1
-            yield start, "\n".join(lines[start:k]), ctx, exp
+            yield start, "\n".join(lines[start:k]), ctx, exp, libs
             i = k
         i += 1
 
@@ -80,7 +86,7 @@ def main():
     total = 0
     with tempfile.TemporaryDirectory() as tmp:
         for doc in docs:
-            for line, code, ctx, expect in blocks(doc):
+            for line, code, ctx, expect, libs in blocks(doc):
                 total += 1
                 where = "%s:%d" % (os.path.relpath(doc, src), line)
                 prelude = ("#include <cfutures.h>\n#include <stdio.h>\n"
@@ -97,11 +103,18 @@ def main():
                 c = os.path.join(tmp, "snippet.c")
                 open(c, "w").write(text)
                 run = program and sanitize == "none"
+                link = run
+                if libs:  # siblings: linked if built, never run here
+                    run = False
+                    link = program and sanitize == "none" and all(
+                        os.path.exists(os.path.join(build, "lib%s.so" % l))
+                        for l in libs)
                 cmd = [cc] + FLAGS + ["-I", inc, c]
-                if run:
+                if link:
                     exe = os.path.join(tmp, "snippet")
-                    cmd += ["-o", exe, "-L", build, "-lcfutures", "-pthread",
-                            "-Wl,-rpath," + build]
+                    cmd += ["-o", exe, "-L", build] + [
+                        "-l" + l for l in libs] + ["-lcfutures", "-pthread",
+                                                   "-Wl,-rpath," + build]
                 else:
                     cmd += ["-fsyntax-only"]
                 r = subprocess.run(cmd, capture_output=True, text=True)
@@ -124,6 +137,7 @@ def main():
                               (where, out.returncode, out.stdout, expect))
                         continue
                 print("ok   %s (%s)" % (where, "ran" if run else
+                                         "linked" if link else
                                          "program" if program else "compiled"))
     print("%d blocks, %d failed" % (total, failed))
     return 1 if failed or total == 0 else 0

@@ -1,0 +1,124 @@
+/* Private: the MPI executor's wire format and the process-wide MPI state
+ * shared by executor/mpi_serve.c (entry call, workers) and
+ * executor/mpi_pool.c (the pool and its progress thread).
+ *
+ * Messages (all MPI_BYTE, one communicator per pool: a duplicate of
+ * MPI_COMM_WORLD under mpiexec, the spawn's intercommunicator otherwise):
+ *
+ *   main -> worker  TAG_TASK: one or more task records back to back, each
+ *                   a cf__mpi_task header, the function's object path
+ *                   (path_len bytes, no NUL), zero-padded to 8, then the
+ *                   payload (len bytes), zero-padded to 8.
+ *                   TAG_EXIT: empty; the worker stops serving.
+ *   worker -> main  TAG_RESULT: a cf__mpi_result header, then its payload
+ *                   unless RES_SEPARATE; the worker answers every record,
+ *                   in the order it received them.
+ *                   TAG_RDATA: the payload of a RES_SEPARATE result, sent
+ *                   right after its header straight from the task's own
+ *                   buffer (large outputs: no copy into a message).
+ *
+ * MPI keeps messages between two ranks on one communicator in order
+ * (non-overtaking), per tag: the main rank probes TAG_RESULT only and
+ * posts the receive of a TAG_RDATA message as soon as it has read its
+ * header, so each data message meets its own receive.
+ *
+ * A payload is: KIND_VALUE 8 bytes (the argument; the result: 8 bytes),
+ * KIND_BYTES the input bytes (the result: the output bytes), the chunks a
+ * table of `count` cf__mpi_item then each item's data in item order (a
+ * failure's message, a byte item's output). A failure's payload is its
+ * message, not NUL-terminated. */
+#ifndef CF_EXECUTOR_MPI_INTERNAL_H
+#define CF_EXECUTOR_MPI_INTERNAL_H
+
+#include <mpi.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CF__MPI_MAGIC 0x314d4643u /* "CFM1" */
+
+enum {
+  CF__MPI_TAG_TASK = 101,
+  CF__MPI_TAG_EXIT = 102,
+  CF__MPI_TAG_RESULT = 103,
+  CF__MPI_TAG_RDATA = 104,
+  /* spawned worker -> main, once: a cf__mpi_hello */
+  CF__MPI_TAG_HELLO = 105,
+};
+
+enum {
+  CF__MPI_KIND_VALUE = 1,
+  CF__MPI_KIND_BYTES = 2,
+  CF__MPI_KIND_CHUNK = 3,       /* items to a cf_fn by pointer */
+  CF__MPI_KIND_CHUNK_BYTES = 4, /* items to a cf_proc_fn as bytes */
+};
+
+typedef struct cf__mpi_task {
+  uint32_t magic; /* CF__MPI_MAGIC */
+  uint32_t kind;
+  uint64_t id;        /* the main rank's; echoed in the result */
+  uint64_t fn;        /* cf__fnref_make's reference */
+  uint32_t path_len;  /* the object's path follows, no NUL */
+  uint32_t count;     /* chunks: items; else 1 */
+  uint64_t item_size; /* chunks: bytes per item */
+  uint64_t len;       /* payload bytes after the padded path */
+} cf__mpi_task;
+
+#define CF__MPI_RES_SEPARATE 1u
+
+typedef struct cf__mpi_result {
+  uint32_t magic; /* CF__MPI_MAGIC */
+  int32_t code;   /* 0, or the task's failure code */
+  uint64_t id;
+  uint64_t len; /* payload bytes */
+  uint32_t flags;
+  uint32_t reserved;
+} cf__mpi_result;
+
+/* Who a spawned worker is, for the main rank's watch (mpi_pool.c). */
+typedef struct cf__mpi_hello {
+  int32_t pid;
+  char host[MPI_MAX_PROCESSOR_NAME];
+} cf__mpi_hello;
+
+typedef struct cf__mpi_item {
+  int32_t code;
+  uint32_t msg_len; /* a failure: its message's bytes in the data */
+  uint64_t out;     /* a success: the value, or a byte item's length */
+} cf__mpi_item;
+
+static inline uint64_t cf__mpi_pad8(uint64_t n) {
+  return (n + 7) & ~(uint64_t)7;
+}
+
+/* The largest message: MPI counts are int. */
+#define CF__MPI_MAX_MSG ((uint64_t)INT32_MAX - 4096)
+
+/* The process's MPI state (mpi_serve.c). */
+typedef struct cf__mpi_world {
+  bool initialized_by_us; /* we called MPI_Init_thread: we finalise */
+  bool served;            /* cf_mpi_serve ran */
+  bool main_of_job;       /* rank 0 of an mpiexec job, workers waiting */
+  MPI_Comm comm;          /* main_of_job: the duplicate of the world */
+  int size;               /* main_of_job: the world's size */
+  bool broken;            /* a spawned worker died: MPI is left alone */
+} cf__mpi_world;
+
+/* Initialises MPI if needed (registering the exit handler) and checks the
+ * thread level; `call` names the public call in errors. 0, CF_EINVAL,
+ * CF_ESYS, CF_EINVALSTATE (MPI already finalised). Holds the world lock
+ * only inside. */
+int cf__mpi_ensure_init(const char *call);
+
+/* The world state; call with the lock held (cf__mpi_lock). */
+cf__mpi_world *cf__mpi_world_get(void);
+void cf__mpi_lock(void);
+void cf__mpi_unlock(void);
+
+/* The live pool of this process, set and cleared by mpi_pool.c under the
+ * world lock; the exit handler shuts it down (wait) before finalising. */
+extern struct cf_executor *cf__mpi_live_pool;
+
+/* A short MPI error text for rc ("MPI_ERR_SPAWN: ..."), in buf. */
+const char *cf__mpi_strerror(int rc, char *buf, int cap);
+
+#endif

@@ -1,0 +1,596 @@
+/* Tests for the MPI executor (executor/mpi_pool.c, executor/mpi_serve.c).
+ *
+ *   mpiexec -n 3 test_mpi_pool     rank 0 runs the tests, ranks 1-2 serve
+ *   test_mpi_pool                  alone: each pool spawns 2 workers
+ *
+ * Every rank calls cf_mpi_serve first; only the main rank gets past it and
+ * runs cmocka (its TAP output is the test's). Every process has a
+ * watchdog (alarm): a hang ends the job with a message, well before
+ * meson's timeout. Every blocking call has a timeout. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <cfutures.h>
+#include <cfutures/mpi_pool.h>
+
+#define T 30.0 /* seconds: the timeout of every wait */
+
+static void watchdog_fired(int sig) {
+  (void)sig;
+  static const char msg[] = "watchdog: test_mpi_pool hung; aborting\n";
+  ssize_t w = write(2, msg, sizeof msg - 1);
+  (void)w;
+  _exit(99);
+}
+
+static bool spawned_mode; /* no mpiexec job: the pools spawn */
+
+/* ---- tasks (found in workers by their place in this program) --------------
+ */
+
+static int echo(const void *in, size_t len, cf_buf *out) {
+  out->data = len ? malloc(len) : NULL;
+  if (len && !out->data)
+    return CF_ENOMEM;
+  if (len)
+    memcpy(out->data, in, len);
+  out->len = len;
+  return 0;
+}
+
+/* Input: an int32 n; fails for negative n, sleeps n ms otherwise, returns
+ * n + 1 as int32. */
+static int slow_or_fail(const void *in, size_t len, cf_buf *out) {
+  int32_t n;
+  if (len != sizeof n)
+    return cf_fail(CF_EINVAL, "want 4 bytes, got %zu", len);
+  memcpy(&n, in, sizeof n);
+  if (n < 0)
+    return cf_fail(CF_EINVAL, "negative input %d", (int)n);
+  struct timespec ts = {n / 1000, (long)(n % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+  int32_t r = n + 1;
+  out->data = malloc(sizeof r);
+  if (!out->data)
+    return CF_ENOMEM;
+  memcpy(out->data, &r, sizeof r);
+  out->len = sizeof r;
+  return 0;
+}
+
+static int twice(void *arg, void **out) {
+  intptr_t x = (intptr_t)arg;
+  if (x == 13)
+    return cf_fail(CF_EPERM, "unlucky %ld", (long)x);
+  *out = (void *)(x * 2);
+  return 0;
+}
+
+static int item_square(void *arg, void **out) {
+  int64_t x;
+  memcpy(&x, arg, sizeof x);
+  *out = (void *)(intptr_t)(x * x);
+  return 0;
+}
+
+/* ---- fixtures --------------------------------------------------------------
+ */
+
+static int pool_up(void **state) {
+  cf_mpi_pool_opts o = {.max_workers = 2};
+  cf_executor *ex = NULL;
+  int rc = cf_mpi_pool_new(&o, &ex);
+  if (rc) {
+    fprintf(stderr, "# cf_mpi_pool_new: %s\n", cf_last_error());
+    return -1;
+  }
+  *state = ex;
+  return 0;
+}
+
+static int pool_down(void **state) {
+  cf_executor_free(*state);
+  return 0;
+}
+
+static int32_t i32(const cf_buf *b) {
+  int32_t v;
+  assert_int_equal(b->len, sizeof v);
+  memcpy(&v, b->data, sizeof v);
+  return v;
+}
+
+static cf_future *submit_i32(cf_executor *ex, int32_t n) {
+  cf_future *f = NULL;
+  assert_int_equal(cf_mpi_pool_submit(ex, slow_or_fail, &n, sizeof n, &f), 0);
+  return f;
+}
+
+/* ---- tests ----------------------------------------------------------------
+ */
+
+static void test_submit_bytes(void **state) {
+  cf_executor *ex = *state;
+  assert_int_equal(cf_mpi_pool_size(ex), 2);
+  /* empty, small, and large payloads (a large input goes alone, a large
+   * result in a message of its own) */
+  size_t sizes[] = {0, 1, 1000, 64 * 1024 - 1, 64 * 1024, 300 * 1000, 3u << 20};
+  for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+    size_t n = sizes[k];
+    unsigned char *in = malloc(n ? n : 1);
+    assert_non_null(in);
+    for (size_t i = 0; i < n; i++)
+      in[i] = (unsigned char)(i * 131 + k);
+    cf_future *f;
+    assert_int_equal(cf_mpi_pool_submit(ex, echo, n ? in : NULL, n, &f), 0);
+    memset(in, 0, n); /* the pool copied it */
+    void *v;
+    assert_int_equal(cf_future_result(f, T, &v), 0);
+    const cf_buf *b = v;
+    assert_int_equal(b->len, n);
+    for (size_t i = 0; i < n; i++)
+      if (((unsigned char *)b->data)[i] != (unsigned char)(i * 131 + k))
+        fail_msg("byte %zu of %zu differs", i, n);
+    cf_future_unref(f);
+    free(in);
+  }
+}
+
+static void test_submit_values(void **state) {
+  cf_executor *ex = *state;
+  enum { N = 200 };
+  cf_future *fs[N];
+  for (intptr_t i = 0; i < N; i++)
+    assert_int_equal(cf_submit(ex, twice, (void *)i, &fs[i]), 0);
+  for (intptr_t i = 0; i < N; i++) {
+    void *v;
+    int rc = cf_future_result(fs[i], T, &v);
+    if (i == 13) {
+      assert_int_equal(rc, CF_EFAILED);
+      cf_error e;
+      assert_int_equal(cf_future_exception(fs[i], 0, &e), 0);
+      assert_int_equal(e.code, CF_EPERM);
+      assert_non_null(strstr(e.message, "unlucky 13"));
+    } else {
+      assert_int_equal(rc, 0);
+      assert_int_equal((intptr_t)v, 2 * i);
+    }
+    cf_future_unref(fs[i]);
+  }
+}
+
+static void test_failure_names_rank_and_host(void **state) {
+  cf_executor *ex = *state;
+  cf_future *f = submit_i32(ex, -5);
+  assert_int_equal(cf_future_result(f, T, NULL), CF_EFAILED);
+  cf_error e;
+  assert_int_equal(cf_future_exception(f, 0, &e), 0);
+  assert_int_equal(e.code, CF_EINVAL);
+  printf("# failure message: %s\n", e.message);
+  assert_non_null(strstr(e.message, "negative input -5"));
+  assert_true(strncmp(e.message, "rank ", 5) == 0);
+  assert_non_null(strstr(e.message, " on "));
+  /* the pool goes on */
+  cf_future *g = submit_i32(ex, 0);
+  void *v;
+  assert_int_equal(cf_future_result(g, T, &v), 0);
+  assert_int_equal(i32(v), 1);
+  /* a wrong input size is the task's own failure */
+  cf_future *h;
+  assert_int_equal(cf_mpi_pool_submit(ex, slow_or_fail, "abc", 3, &h), 0);
+  assert_int_equal(cf_future_result(h, T, NULL), CF_EFAILED);
+  cf_future_unref(f);
+  cf_future_unref(g);
+  cf_future_unref(h);
+}
+
+static void test_map_bytes_chunked(void **state) {
+  cf_executor *ex = *state;
+  enum { N = 1000 };
+  int32_t *xs = malloc(N * sizeof *xs);
+  for (int i = 0; i < N; i++)
+    xs[i] = i == 500 ? -1 : 0; /* item 500 fails */
+  /* chunk sizes, and windows (0: everything at once; a window that is no
+   * multiple of the chunk: whole chunks go as room frees up) */
+  size_t chunks[] = {1, 7, 1000, 5000, 7, 300};
+  size_t windows[] = {0, 0, 0, 0, 20, 500};
+  for (size_t c = 0; c < 6; c++) {
+    cf_map_opts o = {.chunksize = chunks[c],
+                     .window = windows[c],
+                     .use_timeout = true,
+                     .timeout_s = T};
+    cf_map *m;
+    assert_int_equal(
+        cf_mpi_pool_map_bytes(ex, slow_or_fail, xs, N, sizeof xs[0], &o, &m),
+        0);
+    void *v;
+    for (int i = 0; i < N; i++) {
+      int rc = cf_map_next(m, &v);
+      if (i == 500) {
+        assert_int_equal(rc, CF_EFAILED);
+        cf_error e;
+        assert_int_equal(cf_map_error(m, &e), 0);
+        assert_int_equal(e.code, CF_EINVAL);
+        assert_non_null(strstr(e.message, "negative input -1"));
+        assert_non_null(strstr(e.message, "rank "));
+      } else {
+        assert_int_equal(rc, 0);
+        assert_int_equal(i32(v), 1);
+      }
+    }
+    assert_int_equal(cf_map_next(m, &v), CF_EDONE);
+    cf_map_free(m);
+  }
+  free(xs);
+}
+
+static void test_map_array_values(void **state) {
+  cf_executor *ex = *state;
+  enum { N = 20000 };
+  int64_t *xs = malloc(N * sizeof *xs);
+  for (int i = 0; i < N; i++)
+    xs[i] = i;
+  cf_map_opts o = {.chunksize = 1000};
+  cf_map *m;
+  assert_int_equal(cf_map_array(ex, item_square, xs, N, sizeof xs[0], &o, &m),
+                   0);
+  void *v;
+  for (int64_t i = 0; i < N; i++) {
+    assert_int_equal(cf_map_next(m, &v), 0);
+    assert_int_equal((intptr_t)v, i * i);
+  }
+  assert_int_equal(cf_map_next(m, &v), CF_EDONE);
+  cf_map_free(m);
+  free(xs);
+}
+
+static int next_int(void *state, void **item) {
+  intptr_t *i = state;
+  if (*i >= 300)
+    return CF_EDONE;
+  *item = (void *)(*i)++;
+  return 0;
+}
+
+static void test_map_iter(void **state) {
+  cf_executor *ex = *state;
+  intptr_t i = 0;
+  cf_map *m;
+  assert_int_equal(cf_map_iter(ex, twice, next_int, &i, NULL, &m), 0);
+  void *v;
+  for (intptr_t k = 0; k < 300; k++) {
+    int rc = cf_map_next(m, &v);
+    if (k == 13) {
+      assert_int_equal(rc, CF_EFAILED);
+    } else {
+      assert_int_equal(rc, 0);
+      assert_int_equal((intptr_t)v, 2 * k);
+    }
+  }
+  assert_int_equal(cf_map_next(m, &v), CF_EDONE);
+  cf_map_free(m);
+}
+
+static void test_wait_and_as_completed(void **state) {
+  cf_executor *ex = *state;
+  /* A slow task and quick ones. With a backlog a quick one may be sent
+   * ahead to the slow one's worker and wait behind it (documented), but
+   * the other worker finishes the rest long before the slow one ends. */
+  cf_future *fs[6];
+  fs[0] = submit_i32(ex, 1500);
+  for (int i = 1; i < 6; i++)
+    fs[i] = submit_i32(ex, 0);
+  bool done[6];
+  assert_int_equal(cf_wait(fs, 6, T, CF_FIRST_COMPLETED, done), 0);
+  assert_false(done[0]);
+  assert_false(cf_future_done(fs[0]));
+  assert_int_equal(cf_wait(fs, 1, 0.05, CF_ALL_COMPLETED, NULL), CF_ETIMEDOUT);
+  /* FIRST_EXCEPTION on a failure */
+  cf_future *bad = submit_i32(ex, -1);
+  cf_future *pair[2] = {fs[0], bad};
+  assert_int_equal(cf_wait(pair, 2, T, CF_FIRST_EXCEPTION, done), 0);
+  assert_true(done[1]);
+  /* as_completed: each once, the slow one not first */
+  cf_as_completed *it;
+  assert_int_equal(cf_as_completed_new(fs, 6, T, &it), 0);
+  cf_future *f, *first = NULL;
+  int n = 0;
+  while (cf_as_completed_next(it, &f) == 0) {
+    if (n++ == 0)
+      first = f;
+  }
+  assert_int_equal(n, 6);
+  assert_ptr_not_equal(first, fs[0]);
+  cf_as_completed_free(it);
+  assert_int_equal(cf_wait(fs, 6, T, CF_ALL_COMPLETED, done), 0);
+  for (int i = 0; i < 6; i++) {
+    void *v;
+    assert_int_equal(cf_future_result(fs[i], 0, &v), 0);
+    assert_int_equal(i32(v), i == 0 ? 1501 : 1);
+    cf_future_unref(fs[i]);
+  }
+  cf_future_unref(bad);
+}
+
+static void test_cancel_pending(void **state) {
+  cf_executor *ex = *state;
+  /* Two slow tasks occupy both workers; no backlog is sent ahead beyond
+   * the queue's share, so most of the later ones stay pending. */
+  enum { N = 40 };
+  cf_future *fs[N];
+  for (int i = 0; i < N; i++)
+    fs[i] = submit_i32(ex, i < 2 ? 400 : 0);
+  int cancelled = 0;
+  for (int i = N - 1; i >= 2; i--)
+    cancelled += cf_future_cancel(fs[i]);
+  assert_true(cancelled > 0);
+  for (int i = 0; i < N; i++) {
+    void *v;
+    int rc = cf_future_result(fs[i], T, &v);
+    if (cf_future_cancelled(fs[i]))
+      assert_int_equal(rc, CF_ECANCELLED);
+    else {
+      assert_int_equal(rc, 0);
+      assert_int_equal(i32(v), i < 2 ? 401 : 1);
+    }
+    cf_future_unref(fs[i]);
+  }
+  printf("# cancelled %d of %d\n", cancelled, N - 2);
+}
+
+static atomic_int callbacks;
+static cf_executor *callback_pool;
+static atomic_int callback_shutdown_rc;
+
+static int on_done(cf_future *f, void *arg) {
+  (void)f;
+  (void)arg;
+  /* on the progress thread: shutdown(wait) of its own pool would wait
+   * for itself */
+  atomic_store(&callback_shutdown_rc,
+               cf_executor_shutdown(callback_pool, true, false));
+  atomic_fetch_add(&callbacks, 1);
+  return 0;
+}
+
+static void test_done_callbacks(void **state) {
+  cf_executor *ex = *state;
+  callback_pool = ex;
+  atomic_store(&callbacks, 0);
+  atomic_store(&callback_shutdown_rc, 1);
+  cf_future *f = submit_i32(ex, 50);
+  assert_int_equal(cf_future_add_done_callback(f, on_done, NULL), 0);
+  assert_int_equal(cf_future_result(f, T, NULL), 0);
+  /* a callback added to a done future runs at once, here */
+  for (int k = 0; k < 1000 && atomic_load(&callbacks) == 0; k++)
+    usleep(1000);
+  assert_int_equal(atomic_load(&callbacks), 1);
+  assert_int_equal(atomic_load(&callback_shutdown_rc), CF_EDEADLK);
+  assert_int_equal(cf_future_add_done_callback(f, on_done, NULL), 0);
+  assert_int_equal(atomic_load(&callbacks), 2);
+  cf_future_unref(f);
+}
+
+static void test_shutdown_cancel_futures(void **state) {
+  cf_executor *ex = *state;
+  enum { N = 30 };
+  cf_future *fs[N];
+  for (int i = 0; i < N; i++)
+    fs[i] = submit_i32(ex, 100);
+  usleep(20000); /* let the first ones start */
+  assert_int_equal(cf_executor_shutdown(ex, true, true), 0);
+  int ok = 0, cancelled = 0;
+  for (int i = 0; i < N; i++) {
+    assert_true(cf_future_done(fs[i])); /* nothing left hanging */
+    int rc = cf_future_result(fs[i], 0, NULL);
+    ok += rc == 0;
+    cancelled += rc == CF_ECANCELLED;
+    cf_future_unref(fs[i]);
+  }
+  assert_int_equal(ok + cancelled, N);
+  assert_true(ok >= 1);
+  printf("# shutdown: %d ran, %d cancelled\n", ok, cancelled);
+  /* use after shutdown */
+  cf_future *f = (cf_future *)1;
+  int32_t n = 0;
+  assert_int_equal(cf_mpi_pool_submit(ex, slow_or_fail, &n, sizeof n, &f),
+                   CF_ESHUTDOWN);
+  assert_null(f);
+  assert_int_equal(cf_submit(ex, twice, NULL, &f), CF_ESHUTDOWN);
+  cf_map *m = (cf_map *)1;
+  assert_int_equal(cf_mpi_pool_map_bytes(ex, echo, &n, 1, sizeof n, NULL, &m),
+                   CF_ESHUTDOWN);
+  assert_null(m);
+  /* shutdown again is fine */
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+}
+
+static void test_shutdown_waits(void **state) {
+  cf_executor *ex = *state;
+  enum { N = 10 };
+  cf_future *fs[N];
+  for (int i = 0; i < N; i++)
+    fs[i] = submit_i32(ex, 20);
+  assert_int_equal(cf_executor_shutdown(ex, true, false), 0);
+  for (int i = 0; i < N; i++) {
+    void *v;
+    assert_int_equal(cf_future_result(fs[i], 0, &v), 0);
+    assert_int_equal(i32(v), 21);
+    cf_future_unref(fs[i]);
+  }
+}
+
+static void test_bad_input(void **state) {
+  cf_executor *ex = *state;
+  cf_future *f = (cf_future *)1;
+  int32_t n = 0;
+  assert_int_equal(cf_mpi_pool_submit(NULL, echo, &n, 4, &f), CF_EINVAL);
+  assert_null(f);
+  assert_int_equal(cf_mpi_pool_submit(ex, NULL, &n, 4, &f), CF_EINVAL);
+  assert_int_equal(cf_mpi_pool_submit(ex, echo, NULL, 4, &f), CF_EINVAL);
+  assert_int_equal(cf_mpi_pool_submit(ex, echo, &n, 4, NULL), CF_EINVAL);
+  /* a task function that lies in no loaded object */
+  assert_int_equal(cf_mpi_pool_submit(ex, (cf_proc_fn)(uintptr_t)16, &n, 4, &f),
+                   CF_EINVAL);
+  assert_null(f);
+  assert_non_null(strstr(cf_last_error(), "no loaded object"));
+  assert_int_equal(cf_submit(ex, NULL, NULL, &f), CF_EINVAL);
+  cf_map *m = (cf_map *)1;
+  assert_int_equal(cf_mpi_pool_map_bytes(ex, echo, &n, 1, 0, NULL, &m),
+                   CF_EINVAL);
+  assert_null(m);
+  assert_int_equal(cf_mpi_pool_map_bytes(ex, echo, NULL, 1, 4, NULL, &m),
+                   CF_EINVAL);
+  assert_int_equal(cf_mpi_pool_map_bytes(NULL, echo, &n, 1, 4, NULL, &m),
+                   CF_EINVAL);
+  cf_map_opts bad = {.result_destroy = free};
+  assert_int_equal(cf_mpi_pool_map_bytes(ex, echo, &n, 1, 4, &bad, &m),
+                   CF_EINVAL);
+  /* zero items: a map that ends at once */
+  assert_int_equal(cf_mpi_pool_map_bytes(ex, echo, NULL, 0, 4, NULL, &m), 0);
+  void *v;
+  assert_int_equal(cf_map_next(m, &v), CF_EDONE);
+  cf_map_free(m);
+  /* not an MPI pool */
+  cf_executor *tp;
+  assert_int_equal(cf_thread_pool_new(NULL, &tp), 0);
+  assert_int_equal(cf_mpi_pool_submit(tp, echo, &n, 4, &f), CF_EINVAL);
+  assert_int_equal(cf_mpi_pool_map_bytes(tp, echo, &n, 1, 4, NULL, &m),
+                   CF_EINVAL);
+  assert_int_equal(cf_mpi_pool_size(tp), 0);
+  assert_int_equal(cf_mpi_pool_size(NULL), 0);
+  cf_executor_free(tp);
+  /* pool creation */
+  cf_executor *other = (cf_executor *)1;
+  assert_int_equal(cf_mpi_pool_new(NULL, NULL), CF_EINVAL);
+  assert_int_equal(cf_mpi_pool_new(NULL, &other), CF_EBUSY); /* one alive */
+  assert_null(other);
+  cf_mpi_pool_opts big = {.max_workers = 5000};
+  assert_int_equal(cf_mpi_pool_new(&big, &other), CF_EINVAL);
+  /* cf_mpi_serve twice */
+  assert_int_equal(cf_mpi_serve(NULL, NULL), CF_EINVALSTATE);
+}
+
+static void test_bad_pool_options(void **state) {
+  (void)state;
+  cf_executor *ex = (cf_executor *)1;
+  if (spawned_mode) {
+    /* no fixed count of ranks; a program that cannot be spawned */
+    cf_mpi_pool_opts bad = {.max_workers = 1, .command = "/nonexistent/x"};
+    assert_int_equal(cf_mpi_pool_new(&bad, &ex), CF_EINVAL);
+    assert_null(ex);
+    assert_non_null(strstr(cf_last_error(), "no such executable"));
+    return;
+  }
+  cf_mpi_pool_opts o = {.max_workers = 3}; /* the job has 2 worker ranks */
+  assert_int_equal(cf_mpi_pool_new(&o, &ex), CF_EINVAL);
+  assert_null(ex);
+  assert_non_null(strstr(cf_last_error(), "worker ranks"));
+}
+
+static void test_many_tasks_from_threads_backlog(void **state) {
+  cf_executor *ex = *state;
+  enum { N = 20000 };
+  cf_future **fs = malloc(N * sizeof *fs);
+  for (intptr_t i = 0; i < N; i++)
+    assert_int_equal(cf_submit(ex, twice, (void *)(i + 100), &fs[i]), 0);
+  assert_int_equal(cf_wait(fs, N, T, CF_ALL_COMPLETED, NULL), 0);
+  for (intptr_t i = 0; i < N; i++) {
+    void *v;
+    assert_int_equal(cf_future_result(fs[i], 0, &v), 0);
+    assert_int_equal((intptr_t)v, 2 * (i + 100));
+    cf_future_unref(fs[i]);
+  }
+  free(fs);
+}
+
+/* For check_death.py: a task that crashes, one that calls exit(). */
+static int crash(const void *in, size_t len, cf_buf *out) {
+  raise(SIGSEGV);
+  return 0;
+}
+
+static int leave(const void *in, size_t len, cf_buf *out) {
+  exit(3);
+}
+
+/* Under mpiexec the job must end (mpiexec kills it) before this returns;
+ * alone (spawned workers), the future fails with CF_EBROKEN (exit 3). */
+static int die_in_a_task(cf_proc_fn fn) {
+  cf_mpi_pool_opts o = {.max_workers = 2};
+  cf_executor *ex;
+  if (cf_mpi_pool_new(&o, &ex) != 0)
+    return 2;
+  cf_future *f;
+  if (cf_mpi_pool_submit(ex, fn, "x", 1, &f) != 0)
+    return 2;
+  int rc = cf_future_result(f, 60, NULL);
+  cf_error e = {0, NULL};
+  if (rc == CF_EBROKEN && cf_future_exception(f, 0, &e) == 0) {
+    printf("future failed: %s\n", e.message);
+    fflush(stdout);
+    /* a later submit is refused, at once */
+    cf_future *g;
+    int src = cf_mpi_pool_submit(ex, fn, "x", 1, &g);
+    printf("submit after: %s\n", cf_err_name(src));
+    fflush(stdout);
+    cf_future_unref(f);
+    cf_executor_free(ex); /* joins the progress thread, which has ended */
+    _exit(3); /* MPI cannot be finalised: its job lost a process */
+  }
+  printf("the job outlived its dead worker (%s)\n", cf_err_name(rc));
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  struct sigaction sa = {.sa_handler = watchdog_fired};
+  sigaction(SIGALRM, &sa, NULL);
+  alarm(150);
+  int rc = cf_mpi_serve(&argc, &argv);
+  if (rc <= 0) {
+    if (rc < 0)
+      fprintf(stderr, "cf_mpi_serve: %s\n", cf_last_error());
+    return rc < 0;
+  }
+  if (argc > 1 && strcmp(argv[1], "--crash") == 0)
+    return die_in_a_task(crash);
+  if (argc > 1 && strcmp(argv[1], "--exit") == 0)
+    return die_in_a_task(leave);
+  spawned_mode = getenv("OMPI_COMM_WORLD_SIZE") == NULL ||
+                 strcmp(getenv("OMPI_COMM_WORLD_SIZE"), "1") == 0;
+  printf("# mode: %s\n", spawned_mode ? "spawned workers" : "mpiexec ranks");
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_submit_bytes, pool_up, pool_down),
+      cmocka_unit_test_setup_teardown(test_submit_values, pool_up, pool_down),
+      cmocka_unit_test_setup_teardown(test_failure_names_rank_and_host, pool_up,
+                                      pool_down),
+      cmocka_unit_test_setup_teardown(test_map_bytes_chunked, pool_up,
+                                      pool_down),
+      cmocka_unit_test_setup_teardown(test_map_array_values, pool_up,
+                                      pool_down),
+      cmocka_unit_test_setup_teardown(test_map_iter, pool_up, pool_down),
+      cmocka_unit_test_setup_teardown(test_wait_and_as_completed, pool_up,
+                                      pool_down),
+      cmocka_unit_test_setup_teardown(test_cancel_pending, pool_up, pool_down),
+      cmocka_unit_test_setup_teardown(test_done_callbacks, pool_up, pool_down),
+      cmocka_unit_test_setup_teardown(test_shutdown_cancel_futures, pool_up,
+                                      pool_down),
+      cmocka_unit_test_setup_teardown(test_shutdown_waits, pool_up, pool_down),
+      cmocka_unit_test_setup_teardown(test_bad_input, pool_up, pool_down),
+      cmocka_unit_test(test_bad_pool_options),
+      cmocka_unit_test_setup_teardown(test_many_tasks_from_threads_backlog,
+                                      pool_up, pool_down),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
