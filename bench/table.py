@@ -1,9 +1,24 @@
 """Reads the RESULT lines of the benchmark programs (file argv[1]) and prints
 one table: per workload, each implementation's median over the runs, its
-range, and how many times better cfutures is than that implementation."""
+range, and how many times better cfutures is than that implementation.
+
+    table.py RESULTS REPS [--png CHART.png]
+
+With --png it also draws the table as a chart (python3-matplotlib): one
+panel per workload, a bar per implementation (its median, the range as an
+error bar), cfutures' bar first and in its own colour, a log scale where
+the bars differ by more than 20x."""
 import collections
 import statistics
 import sys
+
+args = [a for a in sys.argv[1:]]
+png = None
+if "--png" in args:
+    k = args.index("--png")
+    png = args[k + 1] if k + 1 < len(args) else None
+    del args[k:k + 2]
+sys.argv = [sys.argv[0]] + args
 
 LOWER_IS_BETTER = {"ns/task", "us", "ms/2s", "ns/switch", "bytes/task"}
 TITLES = {
@@ -81,3 +96,51 @@ print(show(head))
 print(show(tuple("-" * w for w in widths)))
 for r in rows:
     print(show(r))
+
+
+def chart(path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = [(w, t) for w, t in TITLES.items()
+              if any(wl == w for (wl, _) in order)]
+    if not panels:
+        return
+    cols = 2 if len(panels) > 1 else 1
+    nrows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.5 * cols, 2.4 * nrows),
+                             squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (w, title) in zip(axes.flat, panels):
+        impls = [i for (wl, i) in order if wl == w]
+        impls.sort(key=lambda i: i != "cfutures")
+        meds = [statistics.median(results[(w, i)]) for i in impls]
+        lo = [m - min(results[(w, i)]) for m, i in zip(meds, impls)]
+        hi = [max(results[(w, i)]) - m for m, i in zip(meds, impls)]
+        colours = ["#c0392b" if i == "cfutures" else "#7f8c8d" for i in impls]
+        y = list(range(len(impls)))[::-1]
+        ax.barh(y, meds, xerr=[lo, hi], color=colours, capsize=3)
+        ax.set_yticks(y)
+        ax.set_yticklabels(impls, fontsize=8)
+        unit = units[w]
+        better = "lower" if unit in LOWER_IS_BETTER else "higher"
+        ax.set_title(f"{title}", fontsize=9)
+        ax.set_xlabel(f"{unit} ({better} is better)", fontsize=8)
+        positive = [m for m in meds if m > 0]
+        if positive and max(positive) / min(positive) > 20:
+            ax.set_xscale("log")
+        ax.tick_params(axis="x", labelsize=7)
+    fig.suptitle(f"cfutures beside its peers (median of {reps} runs)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"chart: {path}")
+
+
+if png:
+    try:
+        chart(png)
+    except ImportError:
+        print("chart: python3-matplotlib is missing; no chart drawn",
+              file=sys.stderr)
