@@ -96,9 +96,9 @@ typedef struct cf__chunk {
 
 /* Adds a segment (taking its buf or msg); -1 with no memory (then the
  * caller still owns them). */
-int cf__chunk_add(cf__chunk *c, const cf__chunk_seg *s);
+CF__SIBLING int cf__chunk_add(cf__chunk *c, const cf__chunk_seg *s);
 /* Frees c with its segments, running destroy on each successful value. */
-void cf__chunk_free(void *c);
+CF__SIBLING void cf__chunk_free(void *c);
 
 /* One item's outcome, read out of a complete chunk: code 0 and *value (a
  * value) or *buf (a byte item's output, pointing into the segment), or a
@@ -116,9 +116,9 @@ int cf__chunk_next(const cf__chunk *c, cf__chunk_cursor *cur, void **value,
  * which has checked that ex, if not NULL, has byte tasks. `call` names the
  * public call in errors. */
 CF__SIBLING int cf__map_array_bytes(const char *call, cf_executor *ex,
-                                    cf_proc_fn fn, const void *items,
-                                    size_t n, size_t item_size,
-                                    const cf_map_opts *opts, cf_map **out);
+                                    cf_proc_fn fn, const void *items, size_t n,
+                                    size_t item_size, const cf_map_opts *opts,
+                                    cf_map **out);
 
 /* Runs a task the way every pool does: clears the thread's cf_fail message,
  * calls fn(arg, &out), then completes `f` (already RUNNING) with the result

@@ -80,11 +80,8 @@ typedef struct cf__mpi_hello {
   char host[MPI_MAX_PROCESSOR_NAME];
 } cf__mpi_hello;
 
-typedef struct cf__mpi_item {
-  int32_t code;
-  uint32_t msg_len; /* a failure: its message's bytes in the data */
-  uint64_t out;     /* a success: the value, or a byte item's length */
-} cf__mpi_item;
+/* A chunk item's record: the executors' (executor_internal.h). */
+typedef cf__item_result cf__mpi_item;
 
 static inline uint64_t cf__mpi_pad8(uint64_t n) {
   return (n + 7) & ~(uint64_t)7;

@@ -58,8 +58,10 @@ typedef struct mtask {
   struct mtask *next;
   uint64_t id;
   uint32_t kind;
-  cf_future *f;      /* KIND_VALUE, KIND_BYTES */
-  cf_future **chunk; /* chunks: one future per item */
+  cf_future *f; /* its future (a chunk's: one for all its items) */
+  /* A chunk: its items' outcomes, handed to f with the result (see
+   * executor_internal.h, cf__chunk); NULL once handed. */
+  cf__chunk *acc;
   size_t count;
   cf_destroy_fn destroy; /* value results */
   char *msg;             /* its record, until sent */
@@ -245,16 +247,9 @@ static void result_buf_free(void *v) {
 
 static void task_free(mtask *t) {
   cf_future_unref(t->f);
-  for (size_t i = 0; t->chunk && i < t->count; i++)
-    cf_future_unref(t->chunk[i]);
-  free(t->chunk);
+  cf__chunk_free(t->acc); /* never handed to its future */
   buf_free(t->msg);
   free(t);
-}
-
-static cf_future **task_futures(mtask *t, size_t *n) {
-  *n = t->chunk ? t->count : 1;
-  return t->chunk ? t->chunk : &t->f;
 }
 
 static void fail_one(cf_future *f, int code, const char *msg) {
@@ -263,11 +258,9 @@ static void fail_one(cf_future *f, int code, const char *msg) {
     free(m);
 }
 
+/* Fails t's future (a chunk's: each of its items fails so, in the map). */
 static void fail_task(mtask *t, int code, const char *msg) {
-  size_t n;
-  cf_future **fs = task_futures(t, &n);
-  for (size_t i = 0; i < n; i++)
-    fail_one(fs[i], code, msg);
+  fail_one(t->f, code, msg);
   task_free(t);
 }
 
@@ -286,42 +279,34 @@ static void complete_bytes(cf_future *f, void *base, char *data, size_t len) {
     result_buf_free(b);
 }
 
-/* Completes a chunk's items from its table and data res[0..len). */
-static void complete_items(mtask *t, const char *res, size_t len) {
-  size_t off = t->count * sizeof(cf__mpi_item);
-  for (size_t i = 0; i < t->count; i++) {
-    cf_future *f = t->chunk[i];
-    cf__mpi_item rec;
-    memcpy(&rec, res + i * sizeof rec, sizeof rec);
-    uint64_t dlen = rec.code                              ? rec.msg_len
-                    : t->kind == CF__MPI_KIND_CHUNK_BYTES ? rec.out
-                                                          : 0;
-    if (off > len || dlen > len - off) {
-      fail_one(f, CF_EBROKEN, "the worker's chunk result was cut short");
-      off = len + 1;
-      continue;
-    }
-    const char *data = res + off;
-    off += dlen;
-    if (rec.code) {
-      char *m = dlen ? strndup(data, dlen) : NULL;
-      if (cf__future_complete(f, rec.code, NULL, NULL, m) != 0)
-        free(m);
-    } else if (t->kind == CF__MPI_KIND_CHUNK) {
-      void *v = (void *)(uintptr_t)rec.out;
-      if (cf__future_complete(f, 0, v, t->destroy, NULL) != 0 && t->destroy)
-        t->destroy(v);
-    } else {
-      char *copy = dlen ? buf_alloc(dlen) : NULL;
-      if (dlen && !copy) {
-        cf__future_complete(f, CF_ENOMEM, NULL, NULL, NULL);
-        continue;
-      }
-      if (dlen)
-        memcpy(copy, data, dlen);
-      complete_bytes(f, copy, copy, dlen);
-    }
+/* A chunk's result: its table and data (laid out as a cf__chunk_seg's
+ * buffer) become the chunk's one segment, and its future's result. */
+static void complete_chunk(mtask *t, void *base, const char *data, size_t len) {
+  char *copy = len >= t->count * sizeof(cf__item_result) ? malloc(len) : NULL;
+  if (!copy) {
+    buf_free(base);
+    fail_task(t,
+              len < t->count * sizeof(cf__item_result) ? CF_EBROKEN : CF_ENOMEM,
+              len < t->count * sizeof(cf__item_result)
+                  ? "the worker's chunk result was cut short"
+                  : "no memory for a chunk's results");
+    return;
   }
+  memcpy(copy, data, len);
+  buf_free(base);
+  cf__chunk_seg seg = {.first = 0,
+                       .count = t->count,
+                       .table_n = t->count,
+                       .buf = copy,
+                       .len = len};
+  if (cf__chunk_add(t->acc, &seg) != 0) {
+    free(copy);
+    fail_task(t, CF_ENOMEM, "no memory for a chunk's results");
+    return;
+  }
+  if (cf__future_complete(t->f, 0, t->acc, cf__chunk_free, NULL) == 0)
+    t->acc = NULL; /* the future's now */
+  task_free(t);
 }
 
 /* Completes t from a result: code, payload data[0..len) inside base
@@ -331,22 +316,11 @@ static void complete_task(mtask *t, int code, void *base, char *data,
   if (code != 0) {
     char *m = len ? strndup(data, len) : NULL;
     buf_free(base);
-    size_t n;
-    cf_future **fs = task_futures(t, &n);
-    for (size_t i = 0; i < n; i++) {
-      char *mi = m ? strdup(m) : NULL;
-      if (cf__future_complete(fs[i], code, NULL, NULL, mi) != 0)
-        free(mi);
-    }
-    free(m);
-  } else if (t->chunk) {
-    if (len < t->count * sizeof(cf__mpi_item)) {
-      buf_free(base);
-      fail_task(t, CF_EBROKEN, "the worker's chunk result was cut short");
-      return;
-    }
-    complete_items(t, data, len);
-    buf_free(base);
+    if (cf__future_complete(t->f, code, NULL, NULL, m) != 0)
+      free(m);
+  } else if (t->acc) {
+    complete_chunk(t, base, data, len);
+    return;
   } else if (t->kind == CF__MPI_KIND_VALUE) {
     uint64_t v = 0;
     memcpy(&v, data, len < 8 ? len : 8);
@@ -424,11 +398,7 @@ static mtask *take(mpool *p, size_t max, size_t *got) {
     if (!t)
       break;
     t->next = NULL;
-    size_t n, live = 0;
-    cf_future **fs = task_futures(t, &n);
-    for (size_t k = 0; k < n; k++)
-      live += cf__future_set_running(fs[k]) == 0;
-    if (live == 0) {
+    if (cf__future_set_running(t->f) != 0) { /* cancelled while pending */
       task_free(t);
       continue;
     }
@@ -860,37 +830,42 @@ static int enqueue(mpool *p, uint32_t kind, const void *fn, const void *data,
   return 0;
 }
 
-static int submit_chunk(mpool *p, uint32_t kind, const void *fn,
-                        const void *items, size_t count, size_t item_size,
-                        cf_destroy_fn destroy, cf_future **outs) {
+/* One task, one message and one future for `count` map items (see
+ * executor_internal.h, submit_chunk): fn takes each item by pointer, or
+ * bytes takes its bytes; the future's result is the chunk's outcomes. */
+static int mp_submit_chunk(cf_executor *ex, cf_fn fn, cf_proc_fn bytes,
+                           const void *items, size_t count, size_t item_size,
+                           cf_destroy_fn destroy, cf_future **out) {
+  mpool *p = (mpool *)ex;
   if (count == 0)
-    return 0;
+    return CF_EINVAL;
   if (count > UINT32_MAX || item_size > CF__MPI_MAX_MSG / count)
     return CF_ETOOBIG;
+  uint32_t kind = bytes ? CF__MPI_KIND_CHUNK_BYTES : CF__MPI_KIND_CHUNK;
+  const void *f =
+      bytes ? (const void *)(uintptr_t)bytes : (const void *)(uintptr_t)fn;
   mtask *t;
-  int rc = make_task(kind, fn, items, count * item_size, count, item_size, &t);
+  int rc = make_task(kind, f, items, count * item_size, count, item_size, &t);
   if (rc)
     return rc;
-  t->chunk = calloc(count, sizeof *t->chunk);
-  bool ok = t->chunk != NULL;
-  for (size_t i = 0; ok && i < count; i++)
-    ok = (t->chunk[i] = cf__future_new_owned()) != NULL;
-  if (!ok) {
-    t->count = count; /* task_free unrefs those made */
+  t->count = count;
+  t->destroy = destroy;
+  t->acc = calloc(1, sizeof *t->acc);
+  t->f = t->acc ? cf__future_new_owned() : NULL;
+  if (!t->f) {
     task_free(t);
     return CF_ENOMEM;
   }
-  t->count = count;
-  t->destroy = destroy;
-  for (size_t i = 0; i < count; i++)
-    outs[i] = cf_future_ref(t->chunk[i]);
+  *t->acc =
+      (cf__chunk){.count = count, .bytes = bytes != NULL, .destroy = destroy};
+  cf_future *mine = cf_future_ref(t->f);
   rc = push_task(p, t);
-  if (rc)
-    for (size_t i = 0; i < count; i++) {
-      cf_future_unref(outs[i]);
-      outs[i] = NULL;
-    }
-  return rc;
+  if (rc) {
+    cf_future_unref(mine);
+    return rc;
+  }
+  *out = mine;
+  return 0;
 }
 
 static int mp_submit(cf_executor *ex, cf_fn fn, void *arg,
@@ -898,22 +873,6 @@ static int mp_submit(cf_executor *ex, cf_fn fn, void *arg,
   uint64_t v = (uint64_t)(uintptr_t)arg;
   return enqueue((mpool *)ex, CF__MPI_KIND_VALUE, (const void *)(uintptr_t)fn,
                  &v, sizeof v, destroy, out);
-}
-
-static int mp_submit_batch(cf_executor *ex, cf_fn fn, const void *items,
-                           size_t count, size_t item_size,
-                           cf_destroy_fn destroy, cf_future **outs) {
-  return submit_chunk((mpool *)ex, CF__MPI_KIND_CHUNK,
-                      (const void *)(uintptr_t)fn, items, count, item_size,
-                      destroy, outs);
-}
-
-static int mp_submit_batch_bytes(cf_executor *ex, cf_proc_fn fn,
-                                 const void *items, size_t count,
-                                 size_t item_size, cf_future **outs) {
-  return submit_chunk((mpool *)ex, CF__MPI_KIND_CHUNK_BYTES,
-                      (const void *)(uintptr_t)fn, items, count, item_size,
-                      NULL, outs);
 }
 
 static int mp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
@@ -934,10 +893,7 @@ static int mp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
   pthread_mutex_unlock(&p->mu);
   while (list) {
     mtask *next = list->next;
-    size_t n;
-    cf_future **fs = task_futures(list, &n);
-    for (size_t i = 0; i < n; i++)
-      cf__future_cancel(fs[i]);
+    cf__future_cancel(list->f);
     task_free(list);
     list = next;
   }
@@ -977,8 +933,7 @@ static size_t mp_window(const cf_executor *ex) {
 static const struct cf_executor_vt mp_vt = {
     .name = "mpi_pool",
     .submit = mp_submit,
-    .submit_batch = mp_submit_batch,
-    .submit_batch_bytes = mp_submit_batch_bytes,
+    .submit_chunk = mp_submit_chunk,
     .shutdown = mp_shutdown,
     .destroy = mp_destroy,
     .default_window = mp_window,

@@ -402,7 +402,10 @@ static int run_bytes(cf_proc_fn fn, const void *in, size_t len, cf_buf *out,
   return rc;
 }
 
-/* Runs a chunk and sends its table and data as one result. */
+/* Runs a chunk and sends its table and data as one result, laid out as a
+ * cf__chunk_seg's buffer (executor_internal.h): each item's data (a
+ * message with its NUL, or a byte item's output) padded to
+ * CF__ITEM_ALIGN, so that the map hands byte outputs out in place. */
 static void run_chunk(worker *w, const cf__mpi_task *t, void *fn,
                       const char *items) {
   size_t count = t->count, table = count * sizeof(cf__mpi_item);
@@ -429,16 +432,16 @@ static void run_chunk(worker *w, const cf__mpi_task *t, void *fn,
       if (rc == 0) {
         datas[i] = b.data;
         recs[i].out = b.len;
-        total += b.len;
+        total += (size_t)cf__item_span(true, &recs[i]);
       }
     }
     recs[i].code = rc;
     if (rc) {
       char *m = failure_message(w, rc, msg);
-      size_t ml = m ? strlen(m) : 0;
+      size_t ml = m ? strlen(m) + 1 : 0; /* with its NUL */
       datas[i] = m;
       recs[i].msg_len = (uint32_t)ml;
-      total += ml;
+      total += (size_t)cf__item_span(false, &recs[i]);
     }
   }
   char *out = malloc(total ? total : 1);
@@ -446,12 +449,13 @@ static void run_chunk(worker *w, const cf__mpi_task *t, void *fn,
   if (out) {
     memcpy(out, recs, table);
     for (size_t i = 0; i < count; i++) {
-      size_t dl = recs[i].code                          ? recs[i].msg_len
-                  : t->kind == CF__MPI_KIND_CHUNK_BYTES ? recs[i].out
-                                                        : 0;
+      bool bytes = t->kind == CF__MPI_KIND_CHUNK_BYTES;
+      size_t dl = recs[i].code ? recs[i].msg_len : bytes ? recs[i].out : 0;
+      size_t span = (size_t)cf__item_span(bytes, &recs[i]);
       if (dl)
         memcpy(out + off, datas[i], dl);
-      off += dl;
+      memset(out + off + dl, 0, span - dl);
+      off += span;
     }
   }
   for (size_t i = 0; i < count; i++)
