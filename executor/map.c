@@ -142,6 +142,11 @@ static void refill(cf_map *m) {
   }
 }
 
+static size_t default_window(cf_executor *ex) {
+  size_t w = ex->vt->default_window ? ex->vt->default_window(ex) : 16;
+  return w < 16 ? 16 : w;
+}
+
 /* array: an array map, which pools with submit_chunk run chunk by chunk. */
 static int map_new(const char *call, cf_executor *ex, cf_fn fn,
                    cf_proc_fn bytes, const cf_map_opts *opts, size_t cap,
@@ -180,8 +185,18 @@ static int map_new(const char *call, cf_executor *ex, cf_fn fn,
   if (m->chunk > cap)
     cap = m->chunk;
   m->chunked = array && ex->vt->submit_chunk != NULL;
-  if (m->chunked) /* chunks in flight, for cap items */
+  if (m->chunked) { /* chunks in flight, for cap items */
     cap = (cap + m->chunk - 1) / m->chunk;
+    /* With no window given, not the whole array at once: every chunk in
+     * flight holds a copy of its items and, soon, its results, and fresh
+     * memory for all of them costs more than the work (a 1M-item map of
+     * 1,000-item chunks, 2 workers: 8.1 M items/s with all 1,000 chunks
+     * sent at once, 14.6 with 16). The executor's window, in chunks,
+     * keeps every worker busy. */
+    size_t dw = default_window(ex);
+    if (!o.window && cap > dw)
+      cap = dw;
+  }
   m->cap = cap;
   m->ring = malloc(cap * sizeof *m->ring);
   m->ring_n = m->chunked ? malloc(cap * sizeof *m->ring_n) : NULL;
@@ -208,10 +223,6 @@ static int map_start(const char *call, cf_map *m, cf_map **out) {
   return 0;
 }
 
-static size_t default_window(cf_executor *ex) {
-  size_t w = ex->vt->default_window ? ex->vt->default_window(ex) : 16;
-  return w < 16 ? 16 : w;
-}
 
 /* cf_map_array of a cf_fn (fn) or of a byte task (bytes): one mechanism. */
 static int map_array(const char *call, cf_executor *ex, cf_fn fn,
