@@ -291,6 +291,9 @@ typedef struct pworker {
   int tx_fd;
   ino_t spare;  /* a warm buffer lent to it (cf__pp_warm_spare), 0: none */
   int last_mfd; /* the memfd of the last mapped payload read (rx_take) */
+  /* Frames taken from it: when they match its doorbell (slot_shared.posted)
+   * the manager does not read its socket again only to find it empty. */
+  uint64_t heard;
 } pworker;
 
 static inline ptask *inflight_pop(pworker *w) {

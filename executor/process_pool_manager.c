@@ -846,6 +846,8 @@ static void on_worker_msg(ppool *p, pworker *w, int rc, wire *r, void *payload,
  * follows its STARTED report at once: it is read in the same turn). A
  * worker that sends what is not a frame is killed as a protocol error. */
 static void on_worker_ready(ppool *p, pworker *w) {
+  const _Atomic uint64_t *posted = &p->shared[w - p->workers].posted;
+  bool did_read = false;
   while (w->fd >= 0) {
     wire r;
     void *payload;
@@ -858,6 +860,7 @@ static void on_worker_ready(ppool *p, pworker *w) {
       return;
     }
     if (rc != RX_MORE) {
+      w->heard++;
       on_worker_msg(p, w, rc, &r, payload, err);
       if (w->last_mfd >= 0) { /* not taken by a result */
         close(w->last_mfd);
@@ -865,6 +868,14 @@ static void on_worker_ready(ppool *p, pworker *w) {
       }
       continue;
     }
+    /* Every message the worker has announced is handled: a read now would
+     * find nothing (a system call for EAGAIN). Not before the first read,
+     * though: poll's POLLIN may be for bytes no doorbell announces (end
+     * of file, or bytes a task wrote on the socket). */
+    if (did_read && w->rx_off == w->rx_len &&
+        atomic_load_explicit(posted, memory_order_acquire) <= w->heard)
+      return;
+    did_read = true;
     int n = rx_fill(w);
     if (n == RX_AGAIN)
       return;
@@ -1062,6 +1073,7 @@ void *cf__pp_manager_main(void *arg) {
         if (keep) {
           w->pid = c.pid;
           w->done = 0;
+          w->heard = 0; /* the server reset its doorbells */
           w->reaped = false;
           w->state = W_LIVE;
           p->failing_since = 0;

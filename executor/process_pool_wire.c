@@ -19,21 +19,6 @@ static int write_full(int fd, const void *buf, size_t n) {
   return 0;
 }
 
-/* 0, or -1 on end-of-file or error. */
-static int read_full(int fd, void *buf, size_t n) {
-  char *p = buf;
-  while (n > 0) {
-    ssize_t r = read(fd, p, n);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0)
-      return -1;
-    p += r;
-    n -= (size_t)r;
-  }
-  return 0;
-}
-
 /* Inputs from this size on are written to their memfd by the submitting
  * thread, straight from the caller's buffer: no intermediate copy, and the
  * manager does not spend its time copying. Each such pending task holds a
@@ -412,53 +397,103 @@ void cf__pp_payload_free(const wire *h, void *data) {
   }
 }
 
+/* The worker's read-ahead: what it has received and not yet taken,
+ * inbox.buf[off, len), and the descriptors that came with those bytes,
+ * oldest first (INBOX_FD_DROPPED: one the kernel had no slot for). A
+ * frame with a descriptor (FLAG_MAPPED, FLAG_SPARE) takes the oldest one:
+ * each such frame carries exactly one, attached to its first byte, so the
+ * order of the bytes is the order of the descriptors. One recvmsg then
+ * brings a header and its payload, or several frames, instead of one
+ * system call for each (a task's input is often a few bytes). A worker is
+ * single-threaded: one inbox per process. */
+#define INBOX_CAP        (BIG_PAYLOAD + 2 * sizeof(wire))
+#define INBOX_FDS        8
+#define INBOX_FD_DROPPED (-1)
+static struct {
+  char *buf;
+  size_t off, len;
+  int fds[INBOX_FDS];
+  unsigned nfds;
+} inbox;
+
+/* Waits until inbox holds at least `need` (<= INBOX_CAP) bytes: 0, or -1
+ * at end-of-file or on an error (RECV_BAD: descriptors beyond what frames
+ * can carry). */
+static int inbox_fill(int fd, size_t need) {
+  if (!inbox.buf && !(inbox.buf = malloc(INBOX_CAP)))
+    return -1;
+  if (inbox.off + need > INBOX_CAP || inbox.off == inbox.len) {
+    memmove(inbox.buf, inbox.buf + inbox.off, inbox.len - inbox.off);
+    inbox.len -= inbox.off;
+    inbox.off = 0;
+  }
+  while (inbox.len - inbox.off < need) {
+    fdbox box = {.fds = inbox.fds, .max = INBOX_FDS, .n = inbox.nfds};
+    ssize_t r = cf__pp_recv_fds(fd, inbox.buf + inbox.len,
+                                INBOX_CAP - inbox.len, &box, 0);
+    if (r <= 0)
+      return -1;
+    if (box.dropped && box.n < box.max)
+      box.fds[box.n++] = INBOX_FD_DROPPED;
+    inbox.nfds = (unsigned)box.n;
+    inbox.len += (size_t)r;
+    if (box.excess)
+      return RECV_BAD;
+  }
+  return 0;
+}
+
+/* The descriptor that came with the frame being read, or
+ * INBOX_FD_DROPPED; -2 when none came (the peer broke the protocol). */
+static int inbox_take_fd(void) {
+  if (inbox.nfds == 0)
+    return -2;
+  int fd = inbox.fds[0];
+  inbox.nfds--;
+  memmove(inbox.fds, inbox.fds + 1, inbox.nfds * sizeof *inbox.fds);
+  return fd;
+}
+
 /* Reads a message, waiting for it: the worker's way (it has nothing else
  * to do; the manager never waits: see rx_take). *data is malloc'd, or
  * mapped when h->flags says so (free either with cf__pp_payload_free), NULL for
  * an empty payload. `populate` maps every page at once (a worker reads
- * its whole input). */
+ * its whole input). With MSG_SPARE, its memfd goes to *spare_fd (closed
+ * when spare_fd is NULL). */
 int cf__pp_recv_msg(int fd, wire *h, void **data, bool populate,
                     int *spare_fd) {
   *data = NULL;
-  int mfd = -1;
-  fdbox box = {.fds = &mfd, .max = 1};
-  ssize_t r = cf__pp_recv_fds(fd, h, sizeof *h, &box, 0);
-  if (r <= 0)
-    return -1;
-  if ((size_t)r < sizeof *h &&
-      read_full(fd, (char *)h + r, sizeof *h - (size_t)r)) {
-    if (mfd >= 0)
-      close(mfd);
-    return -1;
-  }
-  if (h->magic != WIRE_MAGIC) {
-    if (mfd >= 0)
-      close(mfd);
+  int rc = inbox_fill(fd, sizeof *h);
+  if (rc)
+    return rc;
+  memcpy(h, inbox.buf + inbox.off, sizeof *h);
+  if (h->magic != WIRE_MAGIC)
     return RECV_BAD;
-  }
-  if (h->flags & FLAG_SPARE) { /* MSG_SPARE: the memfd is for the caller */
-    if (h->len != 0 || (h->flags & FLAG_MAPPED) || mfd < 0) {
-      if (mfd >= 0)
-        close(mfd);
+  if (h->flags & (FLAG_SPARE | FLAG_MAPPED)) {
+    inbox.off += sizeof *h;
+    int mfd = inbox_take_fd();
+    if (mfd == -2)
       return RECV_BAD;
+    if (h->flags & FLAG_SPARE) { /* MSG_SPARE: the memfd is for the caller */
+      if (h->len != 0 || (h->flags & FLAG_MAPPED) || mfd < 0) {
+        if (mfd >= 0)
+          close(mfd);
+        return RECV_BAD;
+      }
+      if (spare_fd)
+        *spare_fd = mfd;
+      else
+        close(mfd);
+      return 0;
     }
-    if (spare_fd)
-      *spare_fd = mfd;
-    else
-      close(mfd);
-    return 0;
-  }
-  if (h->flags & FLAG_MAPPED) {
+    if (mfd == INBOX_FD_DROPPED) {
+      errno = EMFILE; /* no descriptor slot here for it */
+      return RECV_LOCAL;
+    }
     struct stat st;
-    if (mfd >= 0 && (fstat(mfd, &st) != 0 || (uint64_t)st.st_size < h->len)) {
+    if (fstat(mfd, &st) != 0 || (uint64_t)st.st_size < h->len) {
       close(mfd); /* a mapping past its end would fault (SIGBUS) */
       return RECV_BAD;
-    }
-    if (mfd < 0) {
-      /* The descriptor was dropped for want of a slot here (EMFILE); or
-       * it never came: the peer broke the protocol. */
-      errno = EMFILE;
-      return box.dropped ? RECV_LOCAL : RECV_BAD;
     }
     void *p =
         populate ? cf__pp_worker_map(mfd, &st, h->len, false) : MAP_FAILED;
@@ -472,30 +507,19 @@ int cf__pp_recv_msg(int fd, wire *h, void **data, bool populate,
     *data = p;
     return 0;
   }
-  if (mfd >= 0)
-    close(mfd);
-  if (h->len == 0)
-    return 0;
   if (h->len >= BIG_PAYLOAD)
     return RECV_BAD; /* would have come in a memfd */
-  *data = malloc(h->len);
-  if (!*data) {
-    /* Skip the payload: the stream stays in step. */
-    char skip[4096];
-    for (uint64_t left = h->len; left > 0;) {
-      size_t k = left < sizeof skip ? (size_t)left : sizeof skip;
-      if (read_full(fd, skip, k))
-        return -1;
-      left -= k;
-    }
-    errno = ENOMEM;
+  if ((rc = inbox_fill(fd, sizeof *h + h->len)) != 0)
+    return rc;
+  const char *payload = inbox.buf + inbox.off + sizeof *h;
+  inbox.off += sizeof *h + h->len;
+  if (h->len == 0)
+    return 0;
+  if (!(*data = malloc(h->len))) {
+    errno = ENOMEM; /* skipped: the stream stays in step */
     return RECV_LOCAL;
   }
-  if (read_full(fd, *data, h->len)) {
-    free(*data);
-    *data = NULL;
-    return -1;
-  }
+  memcpy(*data, payload, h->len);
   return 0;
 }
 
