@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,14 +46,45 @@ static void debug_free(void *p, size_t size) {
 
 static unsigned arena_flags;
 static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
+static extent_hooks_t arena_hooks; /* jemalloc's own, but for merge */
+
+/* Refuses every merge of two free extents of our arena (true: opt out).
+ *
+ * Why: tasks and futures come and go in bursts (a map, 200,000 green
+ * tasks spawned at once). When a burst's blocks are freed, jemalloc
+ * merges their slabs into one free extent of the whole burst's size, and
+ * then will not carve a small slab out of an extent more than 64 times
+ * its size (opt.lg_extent_max_active_fit, a process-wide option a library
+ * cannot set). So the next burst got fresh address space: every page
+ * faulted again, ~10 us each on a VM, which was ~90% of a green task's
+ * spawn+join (920 of 1,000 ns) and one fault per 4 KiB of futures.
+ * Unmerged, a freed slab is reused as it is. Decay still hands idle pages
+ * back to the system as before; only the address space stays in pieces,
+ * which slabs of a few sizes do not mind. */
+static bool no_merge(extent_hooks_t *h, void *a, size_t size_a, void *b,
+                     size_t size_b, bool committed, unsigned arena_ind) {
+  (void)h, (void)a, (void)size_a, (void)b, (void)size_b, (void)committed;
+  (void)arena_ind;
+  return true;
+}
 
 static void arena_init(void) {
   unsigned ind;
   size_t sz = sizeof ind;
   /* An arena of our own keeps our churn out of the host's arenas. If it
    * cannot be created, fall back to jemalloc's automatic arenas. */
-  if (mallctl("arenas.create", &ind, &sz, NULL, 0) == 0)
-    arena_flags = (unsigned)MALLOCX_ARENA(ind);
+  if (mallctl("arenas.create", &ind, &sz, NULL, 0) != 0)
+    return;
+  arena_flags = (unsigned)MALLOCX_ARENA(ind);
+  char name[64];
+  snprintf(name, sizeof name, "arena.%u.extent_hooks", ind);
+  extent_hooks_t *dflt = NULL, *ours = &arena_hooks;
+  size_t hsz = sizeof dflt;
+  if (mallctl(name, &dflt, &hsz, NULL, 0) == 0 && dflt) {
+    arena_hooks = *dflt;
+    arena_hooks.merge = no_merge;
+    (void)mallctl(name, NULL, NULL, &ours, sizeof ours); /* optional */
+  }
 }
 
 void *cf__alloc(size_t size) {
