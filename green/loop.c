@@ -1,10 +1,12 @@
 /* The green-task loop: tasks on fibers, scheduled by one thread, on libuv.
  *
  * Why libuv: it is the loop C users know (and what gevent itself can run
- * on); it gives timers, a thread-safe wake-up (uv_async) and, for the
- * sockets to come, every kind of I/O readiness, portable and well kept.
- * The scheduler itself (ready queue, timer heap, fiber switches) is ours,
- * so a switch costs a fiber switch, not a trip through libuv.
+ * on); it gives timers and a thread-safe wake-up (uv_async), portable and
+ * well kept. The scheduler itself (ready queue, timer heap, fiber
+ * switches) is ours, so a switch costs a fiber switch, not a trip through
+ * libuv; so is the readiness of descriptors (an epoll of our own, see
+ * "Descriptors" below), since libuv's poll handles cost system calls per
+ * wait.
  *
  * Threads: the owner thread runs the scheduler on its own stack (`native`)
  * inside cf_loop_run*; it switches to a task's fiber and gets control back
