@@ -36,12 +36,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define ECHO_MSG 32
-#define ECHO_RAMP 256
-#define ECHO_WARMUP_S 1.0
+#define ECHO_MSG       32
+#define ECHO_RAMP      256
+#define ECHO_WARMUP_S  1.0
 #define ECHO_MEASURE_S 3.0
-#define ECHO_STALL_S 5.0
-#define ECHO_HARD_S 45
+#define ECHO_STALL_S   5.0
+#define ECHO_HARD_S    45
 
 typedef struct conn {
   int fd;
@@ -256,9 +256,10 @@ int main(int argc, char **argv) {
   else
     snprintf(workload, sizeof workload, "echo_%ld", nconns);
   bench_report(workload, impl, (double)(replies - at_start) / secs, "req/s");
-  fprintf(stderr, "echo_client %s: %ld connections, %.0f req/s, client busy "
-          "%.0f%%", impl, nconns, (double)(replies - at_start) / secs,
-          client_busy * 100);
+  fprintf(stderr,
+          "echo_client %s: %ld connections, %.0f req/s, client busy "
+          "%.0f%%",
+          impl, nconns, (double)(replies - at_start) / secs, client_busy * 100);
   if (srv_start >= 0 && srv_end >= 0)
     fprintf(stderr, ", server busy %.0f%%", (srv_end - srv_start) / secs * 100);
   fprintf(stderr, "\n");
