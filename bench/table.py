@@ -41,6 +41,8 @@ TITLES = {
     "green_switch": "green: switch between two fibers",
     "green_spawn_join": "green: spawn + join an empty task",
     "green_sleeper_mem": "green: memory of a sleeping task",
+    "echo_1k": "green: echo 1k conns, 1 core",
+    "echo_10k": "green: echo 10k conns, 1 core",
 }
 
 results = collections.defaultdict(list)

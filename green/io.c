@@ -1,6 +1,11 @@
 /* Green I/O: read, write, accept and connect that suspend only the calling
  * green task while the descriptor is not ready (cf_green_wait_fd), and
- * work as plain calls with poll(2) outside green tasks. */
+ * work as plain calls with poll(2) outside green tasks.
+ *
+ * Reads and writes try sockets with MSG_DONTWAIT, which needs no change of
+ * the descriptor's mode: an echo's round trip is then a recv, a wait and a
+ * send, without an fcntl before each call. Other descriptors (pipes, ttys)
+ * are made non-blocking once recv says they are no socket. */
 #include <cfutures/green.h>
 
 #include <errno.h>
@@ -33,14 +38,26 @@ static int wait_for(const char *call, int fd, int ev, const cf_deadline *d) {
   return rc ? cf__fail_retag(call, rc) : 0;
 }
 
-static int start(const char *call, int fd, double timeout_s, cf_deadline *d) {
+/* Checks fd and the timeout, starts the deadline and, unless `sock_io`
+ * (the call tries sockets with MSG_DONTWAIT), makes fd non-blocking. */
+static int start(const char *call, int fd, double timeout_s, cf_deadline *d,
+                 bool sock_io) {
   if (fd < 0)
     return cf__fail_at(call, CF_EINVAL, "negative descriptor");
   if (cf__deadline_from_timeout(timeout_s, d) != 0)
     return cf__fail_at(call, CF_EINVAL, "the timeout is NaN");
-  if (nonblocking(fd) != 0)
+  if (!sock_io && nonblocking(fd) != 0)
     return cf__fail_fmt(call, CF_ESYS, "fcntl: %s", strerror(errno));
   return 0;
+}
+
+/* recv or send said ENOTSOCK: from now on plain read or write, on a
+ * non-blocking descriptor. */
+static int not_a_socket(const char *call, int fd, bool *sock) {
+  *sock = false;
+  return nonblocking(fd) != 0
+             ? cf__fail_fmt(call, CF_ESYS, "fcntl: %s", strerror(errno))
+             : 0;
 }
 
 int cf_green_read(int fd, void *buf, size_t len, double timeout_s,
@@ -50,15 +67,20 @@ int cf_green_read(int fd, void *buf, size_t len, double timeout_s,
   if (!buf || !got)
     return CF__FAIL(CF_EINVAL, got ? "NULL buffer" : "NULL got");
   cf_deadline d;
-  int rc = start(__func__, fd, timeout_s, &d);
+  bool sock = true;
+  int rc = start(__func__, fd, timeout_s, &d, true);
   while (rc == 0) {
-    ssize_t n = read(fd, buf, len);
+    ssize_t n = sock ? recv(fd, buf, len, MSG_DONTWAIT) : read(fd, buf, len);
     if (n >= 0) {
       *got = (size_t)n;
       return 0;
     }
     if (errno == EINTR)
       continue;
+    if (errno == ENOTSOCK && sock) {
+      rc = not_a_socket(__func__, fd, &sock);
+      continue;
+    }
     if (errno != EAGAIN && errno != EWOULDBLOCK)
       return CF__FAILF(CF_ESYS, "read: %s", strerror(errno));
     rc = wait_for(__func__, fd, CF_GREEN_READ, &d);
@@ -71,12 +93,16 @@ int cf_green_write_all(int fd, const void *buf, size_t len,
   if (!buf && len)
     return CF__FAIL(CF_EINVAL, "NULL buffer with len > 0");
   cf_deadline d;
-  int rc = start(__func__, fd, timeout_s, &d);
+  bool sock = true;
+  int rc = start(__func__, fd, timeout_s, &d, true);
   const char *p = buf;
   while (rc == 0 && len > 0) {
-    ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-    if (n < 0 && errno == ENOTSOCK)
-      n = write(fd, p, len);
+    ssize_t n = sock ? send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT)
+                     : write(fd, p, len);
+    if (n < 0 && errno == ENOTSOCK && sock) {
+      rc = not_a_socket(__func__, fd, &sock);
+      continue;
+    }
     if (n > 0) {
       p += n;
       len -= (size_t)n;
@@ -97,7 +123,7 @@ int cf_green_accept(int fd, double timeout_s, int *out) {
   if (!out)
     return CF__FAIL(CF_EINVAL, "NULL out");
   cf_deadline d;
-  int rc = start(__func__, fd, timeout_s, &d);
+  int rc = start(__func__, fd, timeout_s, &d, false);
   while (rc == 0) {
     int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (c >= 0) {
@@ -118,7 +144,7 @@ int cf_green_connect(int fd, const struct sockaddr *addr, unsigned int len,
   if (!addr)
     return CF__FAIL(CF_EINVAL, "NULL address");
   cf_deadline d;
-  int rc = start(__func__, fd, timeout_s, &d);
+  int rc = start(__func__, fd, timeout_s, &d, false);
   if (rc != 0)
     return rc;
   if (connect(fd, addr, len) == 0)

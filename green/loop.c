@@ -1,10 +1,12 @@
 /* The green-task loop: tasks on fibers, scheduled by one thread, on libuv.
  *
  * Why libuv: it is the loop C users know (and what gevent itself can run
- * on); it gives timers, a thread-safe wake-up (uv_async) and, for the
- * sockets to come, every kind of I/O readiness, portable and well kept.
- * The scheduler itself (ready queue, timer heap, fiber switches) is ours,
- * so a switch costs a fiber switch, not a trip through libuv.
+ * on); it gives timers and a thread-safe wake-up (uv_async), portable and
+ * well kept. The scheduler itself (ready queue, timer heap, fiber
+ * switches) is ours, so a switch costs a fiber switch, not a trip through
+ * libuv; so is the readiness of descriptors (an epoll of our own, see
+ * "Descriptors" below), since libuv's poll handles cost system calls per
+ * wait.
  *
  * Threads: the owner thread runs the scheduler on its own stack (`native`)
  * inside cf_loop_run*; it switches to a task's fiber and gets control back
@@ -21,6 +23,12 @@
  * Timers: one uv_timer armed at the earliest due time of a min-heap of
  * tasks (sleeps, wait deadlines, spawn_after starts).
  *
+ * Descriptors: the loop's own epoll instance (`epfd`, itself watched by
+ * one uv_poll handle), where each descriptor a task waits on has a
+ * one-shot registration: a wait re-arms it (one epoll_ctl), an event
+ * disarms it. A libuv poll handle per wait, started and closed each time,
+ * cost three epoll_ctl and an fcntl per wait.
+ *
  * Lifetime: a task's future holds the task (it is embedded); the caller
  * holds one reference and the loop another until the task has ended (or
  * was cancelled before it started) and has been taken off every list.
@@ -34,6 +42,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <time.h>
 #include <uv.h>
 
@@ -95,19 +104,25 @@ struct cf_loop {
   _Atomic size_t ntasks;              /* not ended */
   _Atomic bool closing;
   bool running; /* owner thread: inside cf_loop_run* */
-  struct fdwatch **watch; /* owner thread: by descriptor, while waited on */
+  struct fdwatch *watch; /* owner thread: indexed by descriptor */
   size_t nwatch;
+  int epfd;         /* the descriptors' epoll instance */
+  uv_poll_t ep_h;   /* libuv's watch on epfd */
 };
 
-/* One libuv poll handle per descriptor that green tasks wait on (libuv and
- * epoll allow one per descriptor): at most one reader and one writer. The
- * handle is closed as soon as nobody waits, so a descriptor closed and
- * reused by the program never meets a stale registration. */
+/* What the loop knows of a descriptor green tasks have waited on: its
+ * waiters (at most one reader and one writer) and its registration in
+ * epfd, one-shot (EPOLLONESHOT), whose data is the descriptor and `gen`.
+ * The program may close the descriptor and reuse its number at any time
+ * without telling the loop: the kernel then drops the registration (or,
+ * when another process still holds the old file, keeps it under the old
+ * file), so re-arming fails with ENOENT and the loop registers the new
+ * file under a new `gen`; events that still come for the old one carry the
+ * old `gen` and are ignored. */
 typedef struct fdwatch {
-  uv_poll_t h;
-  cf_loop *loop;
-  int fd;
   gtask *reader, *writer;
+  uint32_t gen;
+  bool added; /* registered (as far as the loop knows) */
 } fdwatch;
 
 static _Thread_local gtask *running_task CF__TLS_FAST;
@@ -493,6 +508,8 @@ static int schedule(cf_loop *l, bool (*until)(cf_loop *l, void *ctx),
 
 /* ---- public API ------------------------------------------------------------ */
 
+static void on_epoll(uv_poll_t *h, int status, int events);
+
 int cf_loop_new(const cf_loop_opts *opts, cf_loop **out) {
   if (!out)
     return CF__FAIL(CF_EINVAL, "NULL out");
@@ -512,6 +529,19 @@ int cf_loop_new(const cf_loop_opts *opts, cf_loop **out) {
     free(l);
     return CF__FAILF(CF_ESYS, "libuv: %s", uv_strerror(e));
   }
+  l->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (l->epfd < 0 || (e = uv_poll_init(&l->uv, &l->ep_h, l->epfd)) != 0) {
+    int err = l->epfd < 0 ? errno : -e;
+    if (l->epfd >= 0)
+      close(l->epfd);
+    uv_close((uv_handle_t *)&l->async, NULL);
+    uv_run(&l->uv, UV_RUN_DEFAULT);
+    uv_loop_close(&l->uv);
+    free(l);
+    return CF__FAILF(CF_ESYS, "epoll: %s", strerror(err));
+  }
+  l->ep_h.data = l;
+  uv_poll_start(&l->ep_h, UV_READABLE, on_epoll);
   uv_timer_init(&l->uv, &l->timer);
   pthread_mutex_init(&l->remote_mu, NULL);
   cf__waiter_init(&l->w, &loop_ops, l);
@@ -658,8 +688,6 @@ static void on_closed(uv_handle_t *h) {
   (void)h;
 }
 
-static void on_watch_closed(uv_handle_t *h);
-
 int cf_loop_free(cf_loop *l) {
   if (!l)
     return 0;
@@ -683,11 +711,10 @@ int cf_loop_free(cf_loop *l) {
   cf__fiber_give(&l->spare);
   uv_close((uv_handle_t *)&l->async, on_closed);
   uv_close((uv_handle_t *)&l->timer, on_closed);
-  for (size_t i = 0; i < l->nwatch; i++) /* none left: tasks have ended */
-    if (l->watch[i])
-      uv_close((uv_handle_t *)&l->watch[i]->h, on_watch_closed);
+  uv_close((uv_handle_t *)&l->ep_h, on_closed);
   uv_run(&l->uv, UV_RUN_DEFAULT);
   uv_loop_close(&l->uv);
+  close(l->epfd);
   pthread_mutex_destroy(&l->remote_mu);
   free(l->heap);
   free(l->watch);
@@ -733,54 +760,78 @@ static int green_pause(gtask *t, uint64_t due) {
 
 /* ---- waiting for a descriptor ---------------------------------------------- */
 
-static void on_watch_closed(uv_handle_t *h) {
-  free(h->data);
-}
-
-static int watch_events(const fdwatch *w) {
-  return (w->reader ? UV_READABLE : 0) | (w->writer ? UV_WRITABLE : 0);
-}
-
-static void on_poll(uv_poll_t *h, int status, int events) {
-  fdwatch *w = h->data;
-  cf_loop *l = w->loop;
-  /* An error (the descriptor broke) wakes both sides; they find out. */
-  if (status < 0)
-    events = UV_READABLE | UV_WRITABLE;
-  gtask *rd = events & UV_READABLE ? w->reader : NULL;
-  gtask *wr = events & UV_WRITABLE ? w->writer : NULL;
-  if (rd) {
-    rd->io_events |= UV_READABLE | (status < 0 ? UV_DISCONNECT : 0);
-    w->reader = NULL;
-    heap_del(l, rd);
-    ready_push(l, rd);
+/* (Re-)arms fd's one-shot registration for what its waiters want. 0 or an
+ * errno value. */
+static int watch_arm(cf_loop *l, int fd, fdwatch *w) {
+  struct epoll_event ev = {
+      .events = EPOLLONESHOT | (w->reader ? EPOLLIN | EPOLLRDHUP : 0) |
+                (w->writer ? EPOLLOUT : 0)};
+  if (w->added) {
+    ev.data.u64 = (uint32_t)fd | (uint64_t)w->gen << 32;
+    if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
+      return 0;
+    if (errno != ENOENT)
+      return errno;
+    /* Closed since it was registered: this is another file. */
   }
-  if (wr) {
-    wr->io_events |= UV_WRITABLE | (status < 0 ? UV_DISCONNECT : 0);
-    w->writer = NULL;
-    heap_del(l, wr);
-    ready_push(l, wr);
-  }
-  int left = watch_events(w);
-  if (left)
-    uv_poll_start(h, left, on_poll);
-  else
-    uv_poll_stop(h);
+  w->added = false;
+  w->gen++;
+  ev.data.u64 = (uint32_t)fd | (uint64_t)w->gen << 32;
+  if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 &&
+      (errno != EEXIST || epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) != 0))
+    return errno;
+  w->added = true;
+  return 0;
 }
 
-/* Drops t from w; closes the handle when nobody waits any more. */
-static void watch_leave(cf_loop *l, fdwatch *w, gtask *t) {
+/* Makes t, a waiter of w, ready: it no longer waits on either side. */
+static void watch_wake(cf_loop *l, fdwatch *w, gtask *t, uint32_t events) {
   if (w->reader == t)
     w->reader = NULL;
   if (w->writer == t)
     w->writer = NULL;
-  int left = watch_events(w);
-  if (left) {
-    uv_poll_start(&w->h, left, on_poll);
-    return;
-  }
-  l->watch[w->fd] = NULL;
-  uv_close((uv_handle_t *)&w->h, on_watch_closed);
+  t->io_events = (int)events;
+  heap_del(l, t);
+  ready_push(l, t);
+}
+
+/* epfd is readable: wakes the waiters of every descriptor that fired. */
+static void on_epoll(uv_poll_t *h, int status, int events) {
+  (void)status;
+  (void)events;
+  cf_loop *l = h->data;
+  enum { BATCH = 256 };
+  struct epoll_event evs[BATCH];
+  int n;
+  /* Ends: a registration that fired is disarmed until a wait re-arms it,
+   * and no task runs in here. */
+  do {
+    n = epoll_wait(l->epfd, evs, BATCH, 0);
+    for (int i = 0; i < n; i++) {
+      size_t fd = (uint32_t)evs[i].data.u64;
+      uint32_t gen = (uint32_t)(evs[i].data.u64 >> 32);
+      if (fd >= l->nwatch || l->watch[fd].gen != gen)
+        continue; /* a file closed since: not the one waited on now */
+      fdwatch *w = &l->watch[fd];
+      uint32_t e = evs[i].events;
+      /* An error or hang-up wakes both sides; they find out. */
+      bool broken = e & (EPOLLERR | EPOLLHUP);
+      gtask *rd = e & (EPOLLIN | EPOLLRDHUP) || broken ? w->reader : NULL;
+      gtask *wr = e & EPOLLOUT || broken ? w->writer : NULL;
+      if (rd)
+        watch_wake(l, w, rd, e);
+      if (wr && wr != rd)
+        watch_wake(l, w, wr, e);
+      /* One-shot: disarmed now; re-armed for whoever still waits. */
+      if ((w->reader || w->writer) && watch_arm(l, (int)fd, w) != 0) {
+        /* Could not: wake them too; their retry finds out what is wrong. */
+        if (w->reader)
+          watch_wake(l, w, w->reader, EPOLLERR);
+        if (w->writer)
+          watch_wake(l, w, w->writer, EPOLLERR);
+      }
+    }
+  } while (n == BATCH);
 }
 
 static int wait_fd_green(gtask *t, int fd, int events, const cf_deadline *d) {
@@ -791,49 +842,32 @@ static int wait_fd_green(gtask *t, int fd, int events, const cf_deadline *d) {
     size_t n = l->nwatch ? l->nwatch : 64;
     while (n <= (size_t)fd)
       n *= 2;
-    fdwatch **grown = realloc(l->watch, n * sizeof *grown);
+    fdwatch *grown = realloc(l->watch, n * sizeof *grown);
     if (!grown)
       return CF_ENOMEM;
     memset(grown + l->nwatch, 0, (n - l->nwatch) * sizeof *grown);
     l->watch = grown;
     l->nwatch = n;
   }
-  fdwatch *w = l->watch[fd];
-  if (!w) {
-    w = calloc(1, sizeof *w);
-    if (!w)
-      return CF_ENOMEM;
-    int e = uv_poll_init(&l->uv, &w->h, fd);
-    if (e != 0) {
-      free(w);
-      errno = -e;
-      return CF_ESYS;
-    }
-    w->h.data = w;
-    w->loop = l;
-    w->fd = fd;
-    l->watch[fd] = w;
-  }
+  fdwatch *w = &l->watch[fd];
   if (((events & CF_GREEN_READ) && w->reader) ||
-      ((events & CF_GREEN_WRITE) && w->writer)) {
-    if (!w->reader && !w->writer)
-      watch_leave(l, w, t);
+      ((events & CF_GREEN_WRITE) && w->writer))
     return CF_EBUSY;
-  }
   if (events & CF_GREEN_READ)
     w->reader = t;
   if (events & CF_GREEN_WRITE)
     w->writer = t;
   bool timed = !d->forever;
-  if (timed && !heap_add(l, t, deadline_ns(d))) {
-    watch_leave(l, w, t);
-    return CF_ENOMEM;
-  }
-  int e = uv_poll_start(&w->h, watch_events(w), on_poll);
+  int e = timed && !heap_add(l, t, deadline_ns(d)) ? -1 : watch_arm(l, fd, w);
   if (e != 0) {
     heap_del(l, t);
-    watch_leave(l, w, t);
-    errno = -e;
+    if (w->reader == t)
+      w->reader = NULL;
+    if (w->writer == t)
+      w->writer = NULL;
+    if (e < 0)
+      return CF_ENOMEM;
+    errno = e;
     return CF_ESYS;
   }
   t->io_events = 0;
@@ -842,8 +876,13 @@ static int wait_fd_green(gtask *t, int fd, int events, const cf_deadline *d) {
   suspend(t);
   t->sleeping = false;
   heap_del(l, t);
-  if (l->watch[fd] == w && (w->reader == t || w->writer == t))
-    watch_leave(l, w, t); /* woken by the timer or a cancel */
+  w = &l->watch[fd]; /* the table may have grown meanwhile */
+  /* Woken by the timer or a cancel: no longer a waiter. The registration
+   * may stay armed; if it fires with nobody waiting, nothing happens. */
+  if (w->reader == t)
+    w->reader = NULL;
+  if (w->writer == t)
+    w->writer = NULL;
   if (t->io_events)
     return 0;
   if (atomic_load_explicit(&t->cancel, memory_order_acquire))
@@ -889,7 +928,7 @@ int cf_green_wait_fd(int fd, int events, double timeout_s) {
     return CF__FAIL(rc, "another green task already waits for the same "
                         "event on this descriptor");
   case CF_ESYS:
-    return CF__FAILF(rc, "libuv: %s", strerror(errno));
+    return CF__FAILF(rc, "epoll: %s", strerror(errno));
   default:
     return CF__FAIL(rc, NULL);
   }

@@ -179,8 +179,10 @@ CF_API int cf_green_sleep(double seconds);
 /* Waits until descriptor fd is ready for `events` (CF_GREEN_READ and/or
  * CF_GREEN_WRITE; an error or hang-up counts as ready: the next read or
  * write says what happened). In a green task it suspends only the task
- * (the loop polls the descriptor with libuv); elsewhere it is poll(2). At
+ * (the loop polls the descriptor with epoll); elsewhere it is poll(2). At
  * most one green task may wait to read, and one to write, per descriptor.
+ * A descriptor may be closed and its number reused without telling the
+ * loop, as long as no task waits on it then.
  * Returns 0, CF_ETIMEDOUT, CF_ECANCELLED (the task was cancelled),
  * CF_EBUSY (another task already waits for that event on fd), CF_EINVAL
  * (negative fd, bad events, NaN timeout), CF_ENOMEM, CF_ESYS. */
@@ -188,7 +190,9 @@ CF_API int cf_green_wait_fd(int fd, int events, double timeout_s);
 
 /* Green I/O: like read/write/accept/connect, but a green task is only
  * suspended (cf_green_wait_fd) while the descriptor is not ready; outside
- * green tasks they wait with poll(2). Each makes fd non-blocking (as gevent
+ * green tasks they wait with poll(2). cf_green_read and cf_green_write_all
+ * try a socket with MSG_DONTWAIT and leave its mode alone; they make any
+ * other descriptor non-blocking, as accept and connect do (as gevent
  * does). The timeout covers the whole call. Errors: CF_EINVAL (bad
  * arguments), CF_ETIMEDOUT, CF_ECANCELLED, CF_EBUSY (see cf_green_wait_fd),
  * CF_ESYS (the system call failed: cf_last_error says which and why).

@@ -481,6 +481,75 @@ static void test_wait_fd(void **state) {
   close(pipefd[1]);
 }
 
+/* A descriptor number closed without telling the loop and reused by
+ * another file, while the old file lives on under a dup (as under a fork):
+ * a wait on the new file is woken by the new file, not by the old one. */
+static int old_write; /* the old pipe's write end */
+
+static int reuse_steps(void *arg, void **out) {
+  (void)arg;
+  *out = NULL;
+  int rc = cf_green_sleep(0.02);
+  if (rc == 0) /* the old file becomes readable: must not wake the reader */
+    rc = cf_green_write_all(old_write, "o", 1, 1);
+  if (rc == 0)
+    rc = cf_green_sleep(0.05);
+  if (rc == 0)
+    rc = cf_green_write_all(pipefd[1], "n", 1, 1);
+  return rc;
+}
+
+static double woken_at;
+
+static int read_one(void *arg, void **out) {
+  (void)arg;
+  char c = 0;
+  size_t got = 0;
+  int rc = cf_green_wait_fd(pipefd[0], CF_GREEN_READ, 5);
+  woken_at = now_s();
+  if (rc == 0)
+    rc = cf_green_read(pipefd[0], &c, 1, 5, &got);
+  *out = (void *)(intptr_t)c;
+  return rc;
+}
+
+static void test_wait_fd_reused(void **state) {
+  (void)state;
+  cf_loop *l = new_loop();
+  cf_future *r, *w;
+  void *v;
+  /* A first pipe, waited on in vain: its read end stays registered, armed
+   * for reading. */
+  assert_int_equal(pipe(pipefd), 0);
+  assert_int_equal(cf_loop_spawn(l, read_pipe, (void *)20, &r), 0);
+  assert_int_equal(cf_loop_run(l, 10), 0);
+  assert_int_equal(cf_future_result(r, 0, NULL), CF_EFAILED);
+  cf_future_unref(r);
+  /* Its number closed but the file kept (a dup), and the number reused. */
+  int old_fd = pipefd[0];
+  int old_dup = dup(old_fd);
+  old_write = pipefd[1];
+  assert_true(old_dup >= 0);
+  close(old_fd);
+  assert_int_equal(pipe(pipefd), 0);
+  assert_int_equal(pipefd[0], old_fd);
+  double t0 = now_s();
+  assert_int_equal(cf_loop_spawn(l, read_one, NULL, &r), 0);
+  assert_int_equal(cf_loop_spawn(l, reuse_steps, NULL, &w), 0);
+  assert_int_equal(cf_loop_run(l, 10), 0);
+  assert_int_equal(cf_future_result(w, 0, NULL), 0);
+  assert_int_equal(cf_future_result(r, 0, &v), 0);
+  assert_int_equal((intptr_t)v, 'n');
+  assert_true(woken_at - t0 >= 0.07); /* not by the old file, at 0.02 s */
+  cf_future_unref(r);
+  cf_future_unref(w);
+  assert_int_equal(cf_loop_free(l), 0);
+  close(old_dup);
+  close(old_write);
+  close(pipefd[0]);
+  close(pipefd[1]);
+}
+
 /* Many suspended tasks at once: more than vm.max_map_count (65,530) allows
  * with a guard page made by mprotect (two memory areas per stack: ~32,000
  * stacks). With the guard in the page tables (MADV_GUARD_INSTALL, Linux
@@ -561,6 +630,7 @@ int main(void) {
       cmocka_unit_test(test_misuse),
       cmocka_unit_test(test_free_with_tasks),
       cmocka_unit_test(test_wait_fd),
+      cmocka_unit_test(test_wait_fd_reused),
       cmocka_unit_test(test_many_sleepers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
