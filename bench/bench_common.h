@@ -15,6 +15,11 @@
 #include <time.h>
 
 #define BENCH_FIB_N   30
+/* The burst programs run one whole burst untimed before the timed one, so
+ * that every program is measured in steady state, with its allocator's
+ * memory already touched: on this kind of VM a first touch costs ~3.5 us
+ * per 4 KiB page: cfutures ran a cold burst of 1M futures at ~1.6 M/s and
+ * a warm one at ~10 M/s, so a cold figure measured page faults. */
 #define BENCH_BURST   1000000
 #define BENCH_RTT     20000
 #define BENCH_WORKERS 2

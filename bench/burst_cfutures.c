@@ -32,7 +32,7 @@ int main(void) {
   cf_executor *pool;
   if (cf_thread_pool_new(&o, &pool))
     return 1;
-  burst(pool, 10000); /* warm up */
+  burst(pool, BENCH_BURST); /* warm up: see BENCH_BURST */
   double t0 = bench_now();
   burst(pool, BENCH_BURST);
   bench_report("burst", "cfutures", BENCH_BURST / (bench_now() - t0),

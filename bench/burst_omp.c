@@ -29,7 +29,7 @@ static void burst(int n) {
 
 int main(void) {
   omp_set_num_threads(BENCH_WORKERS);
-  burst(10000); /* warm up */
+  burst(BENCH_BURST); /* warm up: see BENCH_BURST */
   double t0 = bench_now();
   burst(BENCH_BURST);
   bench_report("burst", OMP_IMPL, BENCH_BURST / (bench_now() - t0), "tasks/s");

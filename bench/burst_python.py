@@ -11,7 +11,7 @@ def tiny(x):
 
 
 with ThreadPoolExecutor(max_workers=2) as ex:
-    wait([ex.submit(tiny, i) for i in range(1000)])  # warm up
+    wait([ex.submit(tiny, i) for i in range(N)])  # warm up: one whole burst
     t0 = time.monotonic()
     wait([ex.submit(tiny, i) for i in range(N)])
     rate = N / (time.monotonic() - t0)

@@ -26,7 +26,7 @@ int main() {
   tbb::global_control gc(tbb::global_control::max_allowed_parallelism,
                          BENCH_WORKERS + 1);
   tbb::task_arena arena(BENCH_WORKERS, 0);
-  burst(arena, 10000); // warm up
+  burst(arena, BENCH_BURST); // warm up: see BENCH_BURST
   double t0 = bench_now();
   burst(arena, BENCH_BURST);
   bench_report("burst", "oneTBB", BENCH_BURST / (bench_now() - t0), "tasks/s");
