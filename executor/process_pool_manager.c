@@ -696,7 +696,9 @@ static uint64_t task_deadline(const ppool *p) {
 /* How many tasks worker w may hold: the pipeline depth, one with a task
  * timeout, and never more than its max_tasks_per_child quota left. */
 static unsigned depth_for(const ppool *p, const pworker *w) {
-  size_t d = p->o.task_timeout_s > 0 ? 1 : PIPE_DEPTH;
+  size_t d = p->o.task_timeout_s > 0             ? 1
+             : w->task_ns_avg < SHORT_TASK_NS ? PIPE_DEPTH
+                                              : PIPE_DEPTH_LONG;
   if (p->o.max_tasks_per_child) {
     size_t left = p->o.max_tasks_per_child - w->done;
     if (left < d)
@@ -707,13 +709,15 @@ static unsigned depth_for(const ppool *p, const pworker *w) {
 
 /* Hands pending tasks out breadth first: every worker gets a task to run
  * before any gets one to keep ready, and tasks are kept ready only when
- * there is a backlog (at least one pending task per worker), so that a
- * lone task never waits behind a long one while a worker is free. */
+ * there is a backlog: a worker's k-th task only while at least k - 1
+ * pending tasks per worker wait besides, so that a lone task never waits
+ * behind a long one while a worker is free, and a deep queue ahead of a
+ * worker only forms when every worker has as deep a one to come. */
 static void dispatch(ppool *p) {
   for (unsigned level = 1; level <= PIPE_DEPTH; level++) {
     if (level > 1) {
       pthread_mutex_lock(&p->mu);
-      bool backlog = p->npending >= p->n;
+      bool backlog = p->npending >= p->n * (level - 1);
       pthread_mutex_unlock(&p->mu);
       if (!backlog)
         return;
@@ -822,6 +826,17 @@ static void on_worker_msg(ppool *p, pworker *w, int rc, wire *r, void *payload,
     cf__pp_payload_free(r, payload);
     return;
   }
+  /* How long its tasks take (see PIPE_DEPTH): the time since its last
+   * result, when it had this task's predecessor's successor in hand all
+   * along (two or more sent) and so never waited for the manager. */
+  uint64_t now = cf__now_ns();
+  if (w->qn >= 2 && w->last_result_ns) {
+    uint64_t took = now - w->last_result_ns;
+    w->task_ns_avg = w->task_ns_avg == UINT64_MAX
+                         ? took
+                         : (7 * w->task_ns_avg + took) / 8;
+  }
+  w->last_result_ns = now;
   ptask *t = inflight_pop(w);
   w->done++;
   w->started = false; /* the next one reports its own start */
@@ -1074,6 +1089,8 @@ void *cf__pp_manager_main(void *arg) {
           w->pid = c.pid;
           w->done = 0;
           w->heard = 0; /* the server reset its doorbells */
+          w->task_ns_avg = UINT64_MAX; /* not known yet: see PIPE_DEPTH */
+          w->last_result_ns = 0;
           w->reaped = false;
           w->state = W_LIVE;
           p->failing_since = 0;

@@ -5,18 +5,31 @@
 
 /* ---- framing ------------------------------------------------------------- */
 
-static int write_full(int fd, const void *buf, size_t n) {
-  const char *p = buf;
+/* Sends iov[0..n) whole, blocking (a worker): one system call when the
+ * socket takes it all, as it does for a header and a small payload. 0, or
+ * -1 on an error. iov is consumed. */
+static int writev_full(int fd, struct iovec *iov, size_t n) {
   while (n > 0) {
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    struct msghdr m = {.msg_iov = iov, .msg_iovlen = n};
+    ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR)
       continue;
     if (w <= 0)
       return -1;
-    p += w;
-    n -= (size_t)w;
+    size_t done = (size_t)w;
+    for (; n > 0 && done >= iov->iov_len; n--, iov++)
+      done -= iov->iov_len;
+    if (n > 0) { /* iov[0] went in part: its rest next */
+      iov->iov_base = (char *)iov->iov_base + done;
+      iov->iov_len -= done;
+    }
   }
   return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t n) {
+  struct iovec iov = {.iov_base = (void *)buf, .iov_len = n};
+  return writev_full(fd, &iov, 1);
 }
 
 /* Inputs from this size on are written to their memfd by the submitting
@@ -309,9 +322,9 @@ int cf__pp_send_msg(int fd, wire *h, const void *data) {
   if (h->len < BIG_PAYLOAD) {
     h->magic = WIRE_MAGIC;
     h->flags = 0;
-    if (write_full(fd, h, sizeof *h))
-      return -1;
-    return h->len ? write_full(fd, data, h->len) : 0;
+    struct iovec iov[2] = {{.iov_base = h, .iov_len = sizeof *h},
+                           {.iov_base = (void *)data, .iov_len = h->len}};
+    return writev_full(fd, iov, h->len ? 2 : 1);
   }
   int mfd = cf__pp_payload_memfd(data, h->len);
   if (mfd < 0)
