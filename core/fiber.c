@@ -14,13 +14,8 @@
 
 /* ---- Boost.Context's fcontext (C linkage, assembly) ---------------------- */
 
-typedef void *fcontext_t;
-typedef struct {
-  fcontext_t fctx;
-  void *data;
-} transfer_t;
-transfer_t jump_fcontext(fcontext_t const to, void *vp);
-fcontext_t make_fcontext(void *sp, size_t size, void (*fn)(transfer_t));
+typedef cf__transfer transfer_t;
+void *make_fcontext(void *sp, size_t size, void (*fn)(transfer_t));
 
 /* ---- sanitizer hooks ------------------------------------------------------ */
 
@@ -65,14 +60,9 @@ void __tsan_destroy_fiber(void *fiber);
 void __tsan_switch_to_fiber(void *fiber, unsigned flags);
 #endif
 
-/* What travels with a switch: the fiber left, the one entered, and the
- * caller's message. Lives on the leaving fiber's stack until it resumes. */
-typedef struct hop {
-  cf__fiber *from;
-  cf__fiber *to;
-  void *msg;
-} hop;
+typedef cf__hop hop;
 
+#ifdef CF__FIBER_SANITIZED
 static void before_switch(cf__fiber *from, cf__fiber *to) {
 #ifdef CF_ASAN
   __sanitizer_start_switch_fiber(&from->asan_fake, to->stack_lo,
@@ -85,6 +75,7 @@ static void before_switch(cf__fiber *from, cf__fiber *to) {
   (void)from;
   (void)to;
 }
+#endif
 
 /* On the fiber that just got control: records where the left one stopped
  * and, for a native stack, its bounds (needed to switch back to it). */
@@ -215,12 +206,14 @@ void cf__fiber_free(cf__fiber *f) {
   f->map = NULL;
 }
 
+#ifdef CF__FIBER_SANITIZED
 void *cf__fiber_switch(cf__fiber *from, cf__fiber *to, void *msg) {
   hop h = {.from = from, .to = to, .msg = msg};
   before_switch(from, to);
   transfer_t t = jump_fcontext(to->ctx, &h);
   return after_switch(from, t)->msg;
 }
+#endif
 
 size_t cf__fiber_stack_left(const cf__fiber *f) {
   uintptr_t sp = (uintptr_t)__builtin_frame_address(0);

@@ -27,6 +27,7 @@ struct cf_greenlet {
   cf_greenlet_fn fn;
   size_t stack_size;
   pthread_t thread; /* the owner */
+  cf_greenlet *root; /* the owner thread's main greenlet (itself for one) */
   gstate state;
   bool is_main;
   int code;      /* when dead: what fn returned */
@@ -66,6 +67,7 @@ cf_greenlet *cf_greenlet_current(void) {
   }
   cf__fiber_init_native(&g->f);
   g->thread = pthread_self();
+  g->root = g;
   g->state = G_ACTIVE;
   g->is_main = true;
   pthread_setspecific(main_key, g);
@@ -93,6 +95,7 @@ int cf_greenlet_new(cf_greenlet_fn fn, cf_greenlet *parent, size_t stack_size,
   if (!g)
     return CF__FAIL(CF_ENOMEM, "no memory for the greenlet");
   g->parent = parent;
+  g->root = parent->root;
   g->fn = fn;
   g->stack_size = stack_size;
   g->thread = pthread_self();
@@ -149,13 +152,14 @@ int cf_greenlet_switch(cf_greenlet *g, void *value, void **out) {
     *out = NULL;
   if (!g)
     return CF__FAIL(CF_EINVAL, "NULL greenlet");
-  if (!pthread_equal(g->thread, pthread_self()))
+  cf_greenlet *me = current ? current : cf_greenlet_current();
+  if (!me)
+    return CF__FAIL(CF_ENOMEM, "no memory for the main greenlet");
+  /* Same thread: same main greenlet (no pthread_self call per switch). */
+  if (g->root != me->root)
     return CF__FAIL(CF_EPERM, "the greenlet belongs to another thread");
   if (g->state == G_DEAD)
     return CF__FAIL(CF_EINVALSTATE, "the greenlet has finished");
-  cf_greenlet *me = cf_greenlet_current();
-  if (!me)
-    return CF__FAIL(CF_ENOMEM, "no memory for the main greenlet");
   if (g == me) {
     if (out)
       *out = value;
