@@ -306,8 +306,10 @@ typedef struct pworker {
   uint64_t heard;
   /* How long its tasks take, a moving average of the gaps between its
    * results while it had the next task in hand (UINT64_MAX: not known),
-   * and when its last result came: see PIPE_DEPTH. */
+   * when its last result came, and whether the task after that one had
+   * been sent by then: see PIPE_DEPTH. */
   uint64_t task_ns_avg, last_result_ns;
+  bool next_in_hand;
 } pworker;
 
 static inline ptask *inflight_pop(pworker *w) {

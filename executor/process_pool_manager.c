@@ -827,15 +827,16 @@ static void on_worker_msg(ppool *p, pworker *w, int rc, wire *r, void *payload,
     return;
   }
   /* How long its tasks take (see PIPE_DEPTH): the time since its last
-   * result, when it had this task's predecessor's successor in hand all
-   * along (two or more sent) and so never waited for the manager. */
+   * result, if this task was already in its hands then (it went from one
+   * to the other without waiting for the manager). */
   uint64_t now = cf__now_ns();
-  if (w->qn >= 2 && w->last_result_ns) {
+  if (w->next_in_hand) {
     uint64_t took = now - w->last_result_ns;
     w->task_ns_avg = w->task_ns_avg == UINT64_MAX
                          ? took
                          : (7 * w->task_ns_avg + took) / 8;
   }
+  w->next_in_hand = w->qn >= 2; /* this one's successor is sent */
   w->last_result_ns = now;
   ptask *t = inflight_pop(w);
   w->done++;
@@ -1090,7 +1091,7 @@ void *cf__pp_manager_main(void *arg) {
           w->done = 0;
           w->heard = 0; /* the server reset its doorbells */
           w->task_ns_avg = UINT64_MAX; /* not known yet: see PIPE_DEPTH */
-          w->last_result_ns = 0;
+          w->next_in_hand = false;
           w->reaped = false;
           w->state = W_LIVE;
           p->failing_since = 0;
