@@ -1,6 +1,7 @@
 /* cfutures' MPI pool on the MPI workloads, rank 0 owning the pool and the
  * other ranks serving it (run under mpiexec -n 3: two workers):
  *   mpiexec -n 3 mpi_cfutures submit | map | rtt | bw1 | bw64 [scale]
+ *   mpiexec -n 3 mpi_cfutures bw BYTES      the bandwidth at any size
  * `scale` (default 1) divides the task counts: a quick smoke run. */
 #include <stdint.h>
 #include <string.h>
@@ -76,7 +77,7 @@ int main(int argc, char **argv) {
   if (rc <= 0)
     return rc == 0 ? 0 : 1;
   const char *what = argc > 1 ? argv[1] : "submit";
-  int scale = argc > 2 ? atoi(argv[2]) : 1;
+  int scale = argc > 2 && strcmp(what, "bw") ? atoi(argv[2]) : 1;
   if (scale < 1)
     scale = 1;
   cf_executor *ex;
@@ -144,6 +145,10 @@ int main(int argc, char **argv) {
     bandwidth(ex, 1u << 20, "mpi_bw_1MiB");
   } else if (!strcmp(what, "bw64")) {
     bandwidth(ex, 64u << 20, "mpi_bw_64MiB");
+  } else if (!strcmp(what, "bw") && argc > 2) { /* bw BYTES: any size */
+    char name[64];
+    snprintf(name, sizeof name, "mpi_bw_%sB", argv[2]);
+    bandwidth(ex, (size_t)atoll(argv[2]), name);
   } else {
     return 2;
   }

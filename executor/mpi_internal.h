@@ -103,7 +103,7 @@ typedef struct cf__mpi_hello {
 /* Byte payloads from this size on go through shared memory to a worker on
  * the same host (CFUTURES_MPI_SHM_MIN overrides it, for measuring;
  * CFUTURES_MPI_SHM=0 turns the path off). Measured: see docs/mpi.md. */
-#define CF__MPI_SHM_MIN ((size_t)256 << 10)
+#define CF__MPI_SHM_MIN ((size_t)64 << 10)
 
 /* A memfd of the main rank: the worker opens /proc/<pid>/fd/<fd>. Ids are
  * never reused in a process: the worker keys its mappings by them. */
