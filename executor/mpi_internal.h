@@ -131,6 +131,7 @@ typedef struct cf__mpi_shm_probe {
   uint32_t reserved;
   cf__mpi_shm_ref ref; /* the probe's memfd */
   uint64_t token;      /* 0 on the wire: the worker reads it at offset 0 */
+  uint64_t min;        /* the threshold: smaller results skip the spare */
   char host_id[CF__MPI_HOST_ID]; /* hostname/boot_id */
 } cf__mpi_shm_probe;
 

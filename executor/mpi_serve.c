@@ -176,6 +176,7 @@ typedef struct worker {
   char *rx; /* the receive buffer, reused while below 1 MiB */
   size_t rx_cap;
   int32_t shm_pid;    /* the main rank's pid once a probe passed; else 0 */
+  uint64_t shm_min;   /* its threshold: smaller results go through MPI */
   uint64_t linger_ns; /* yield, not sleep, this long after the last message */
 } worker;
 
@@ -514,9 +515,9 @@ static void run_bytes_shm(worker *w, const cf__mpi_task *t, void *fn,
   uint64_t linger = 2000000 + st.in_len + b.len;
   w->linger_ns = linger < LINGER_MAX ? linger : LINGER_MAX;
   /* The input's mapping may go now: the spare's may take its place. */
-  char *spare = st.spare.id && b.len > 0 && b.len <= st.spare.cap && w->shm_pid
-                    ? cf__mpi_shm_map(w->shm_pid, &st.spare)
-                    : NULL;
+  bool fits = st.spare.id && b.len > 0 && b.len >= w->shm_min &&
+              b.len <= st.spare.cap && w->shm_pid;
+  char *spare = fits ? cf__mpi_shm_map(w->shm_pid, &st.spare) : NULL;
   if (!spare) {
     send_result(w, t->id, 0, b.data, b.len, true);
     return;
@@ -666,6 +667,7 @@ static void serve(worker *w) {
       pr.host_id[sizeof pr.host_id - 1] = '\0';
       int32_t ok = cf__mpi_shm_probe_answer(&pr);
       w->shm_pid = ok ? pr.pid : 0;
+      w->shm_min = pr.min;
       MPI_Send(&ok, 1, MPI_INT32_T, w->manager, CF__MPI_TAG_SHM_ACK, w->comm);
       continue;
     }

@@ -272,6 +272,7 @@ int cf__mpi_shm_probe_make(size_t n, cf__mpi_shm_probe *pr, void **map,
   }
   memset(pr, 0, sizeof *pr);
   pr->n = (uint32_t)n;
+  pr->min = cf__mpi_shm_min();
   pr->pid = (int32_t)getpid();
   pr->ref = (cf__mpi_shm_ref){.id = 0, .cap = cap, .fd = fd};
   /* a token a worker can only know by reading this memory */

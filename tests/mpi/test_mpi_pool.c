@@ -269,6 +269,8 @@ static void test_large_payloads_both_ways(void **state) {
       free(in);
       assert_int_equal(cf_future_result(f, T, &v), 0);
       bool there = *(const char *)((const cf_buf *)v)->data;
+      /* a small result of a large input: not in a (large) spare */
+      assert_false(in_pool_memfd(((const cf_buf *)v)->data));
       if (there != (n >= k64 && !shm_off))
         fail_msg("an input of %zu bytes %s shared memory in the worker", n,
                  there ? "in" : "not in");
