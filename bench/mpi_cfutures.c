@@ -1,6 +1,9 @@
 /* cfutures' MPI pool on the MPI workloads, rank 0 owning the pool and the
  * other ranks serving it (run under mpiexec -n 3: two workers):
  *   mpiexec -n 3 mpi_cfutures submit | map | rtt | bw1 | bw64 [scale]
+ *   mpiexec -n 3 mpi_cfutures bw BYTES      the bandwidth at any size
+ *   mpiexec -n N mpi_cfutures scale [scale] per task against the rank count
+ *                                           (bench/run mpi-scale)
  * `scale` (default 1) divides the task counts: a quick smoke run. */
 #include <stdint.h>
 #include <string.h>
@@ -29,6 +32,51 @@ static int echo(const void *in, size_t n, cf_buf *out) {
     return CF_ENOMEM;
   memcpy(out->data, in, n);
   out->len = n;
+  return 0;
+}
+
+/* n tiny value tasks submitted one by one, then waited for: the wall
+ * time and rank 0's CPU time (the whole process) in seconds. */
+static int run_submit(cf_executor *ex, int n, double *wall, double *cpu) {
+  cf_future **fs = malloc((size_t)n * sizeof *fs);
+  if (!fs)
+    return 1;
+  double t0 = bench_now(), c0 = bench_cpu();
+  for (intptr_t i = 0; i < n; i++)
+    if (cf_submit(ex, tiny, (void *)i, &fs[i]))
+      return 1;
+  for (int i = 0; i < n; i++) {
+    if (cf_future_result(fs[i], CF_FOREVER, NULL))
+      return 1;
+    cf_future_unref(fs[i]);
+  }
+  *wall = bench_now() - t0;
+  *cpu = bench_cpu() - c0;
+  free(fs);
+  return 0;
+}
+
+/* n integers through cf_map_array, chunksize 1000, the default window
+ * (as for the process pool: one future per chunk). */
+static int run_map(cf_executor *ex, int n, double *wall, double *cpu) {
+  int64_t *xs = malloc((size_t)n * sizeof *xs);
+  if (!xs)
+    return 1;
+  for (int i = 0; i < n; i++)
+    xs[i] = i;
+  cf_map_opts mo = {.chunksize = 1000};
+  cf_map *m;
+  double t0 = bench_now(), c0 = bench_cpu();
+  if (cf_map_array(ex, item, xs, (size_t)n, sizeof xs[0], &mo, &m))
+    return 1;
+  void *v;
+  for (int i = 0; i < n; i++)
+    if (cf_map_next(m, &v) || (intptr_t)v != i + 1)
+      return 1;
+  *wall = bench_now() - t0;
+  *cpu = bench_cpu() - c0;
+  cf_map_free(m);
+  free(xs);
   return 0;
 }
 
@@ -76,7 +124,7 @@ int main(int argc, char **argv) {
   if (rc <= 0)
     return rc == 0 ? 0 : 1;
   const char *what = argc > 1 ? argv[1] : "submit";
-  int scale = argc > 2 ? atoi(argv[2]) : 1;
+  int scale = argc > 2 && strcmp(what, "bw") ? atoi(argv[2]) : 1;
   if (scale < 1)
     scale = 1;
   cf_executor *ex;
@@ -95,36 +143,36 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(what, "submit")) {
     int n = 100000 / scale;
-    cf_future **fs = malloc((size_t)n * sizeof *fs);
-    double t0 = bench_now();
-    for (intptr_t i = 0; i < n; i++)
-      if (cf_submit(ex, tiny, (void *)i, &fs[i]))
-        return 1;
-    for (int i = 0; i < n; i++) {
-      if (cf_future_result(fs[i], CF_FOREVER, NULL))
-        return 1;
-      cf_future_unref(fs[i]);
-    }
-    bench_report("mpi_submit", "cfutures", n / (bench_now() - t0), "tasks/s");
-    free(fs);
+    double wall, cpu;
+    if (run_submit(ex, n, &wall, &cpu))
+      return 1;
+    bench_report("mpi_submit", "cfutures", n / wall, "tasks/s");
   } else if (!strcmp(what, "map")) {
     int n = 1000000 / scale;
-    int64_t *xs = malloc((size_t)n * sizeof *xs);
-    for (int i = 0; i < n; i++)
-      xs[i] = i;
-    /* the default window, as for the process pool: one future per chunk */
-    cf_map_opts mo = {.chunksize = 1000};
-    cf_map *m;
-    double t0 = bench_now();
-    if (cf_map_array(ex, item, xs, (size_t)n, sizeof xs[0], &mo, &m))
+    double wall, cpu;
+    if (run_map(ex, n, &wall, &cpu))
       return 1;
-    void *v;
-    for (int i = 0; i < n; i++)
-      if (cf_map_next(m, &v) || (intptr_t)v != i + 1)
-        return 1;
-    bench_report("mpi_map", "cfutures", n / (bench_now() - t0), "items/s");
-    cf_map_free(m);
-    free(xs);
+    bench_report("mpi_map", "cfutures", n / wall, "items/s");
+  } else if (!strcmp(what, "scale")) {
+    /* per task against the rank count: wall time and rank 0's CPU time
+     * (both its threads: submitting and waiting, and the progress
+     * thread, polling included) per task and per map item */
+    int ranks = (int)cf_mpi_pool_size(ex) + 1, n = 50000 / scale;
+    double wall, cpu;
+    char name[64];
+    if (run_submit(ex, n, &wall, &cpu))
+      return 1;
+    snprintf(name, sizeof name, "mpi_sub_us_n%d", ranks);
+    bench_report(name, "cfutures", wall / n * 1e6, "us/task");
+    snprintf(name, sizeof name, "mpi_sub_cpu_n%d", ranks);
+    bench_report(name, "cfutures", cpu / n * 1e6, "us/task");
+    n = 1000000 / scale;
+    if (run_map(ex, n, &wall, &cpu))
+      return 1;
+    snprintf(name, sizeof name, "mpi_map_us_n%d", ranks);
+    bench_report(name, "cfutures", wall / n * 1e6, "us/item");
+    snprintf(name, sizeof name, "mpi_map_cpu_n%d", ranks);
+    bench_report(name, "cfutures", cpu / n * 1e6, "us/item");
   } else if (!strcmp(what, "rtt")) {
     int n = 5000 / scale;
     double *us = malloc((size_t)n * sizeof *us);
@@ -144,6 +192,10 @@ int main(int argc, char **argv) {
     bandwidth(ex, 1u << 20, "mpi_bw_1MiB");
   } else if (!strcmp(what, "bw64")) {
     bandwidth(ex, 64u << 20, "mpi_bw_64MiB");
+  } else if (!strcmp(what, "bw") && argc > 2) { /* bw BYTES: any size */
+    char name[64];
+    snprintf(name, sizeof name, "mpi_bw_%sB", argv[2]);
+    bandwidth(ex, (size_t)atoll(argv[2]), name);
   } else {
     return 2;
   }

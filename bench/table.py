@@ -20,7 +20,8 @@ if "--png" in args:
     del args[k:k + 2]
 sys.argv = [sys.argv[0]] + args
 
-LOWER_IS_BETTER = {"ns/task", "us", "ms/2s", "ns/switch", "bytes/task"}
+LOWER_IS_BETTER = {"ns/task", "us", "ms/2s", "ns/switch", "bytes/task",
+                   "us/task", "us/item"}
 TITLES = {
     "fib": "nested fib(30), task per call",
     "burst": "1M tiny tasks from outside",
@@ -38,6 +39,14 @@ TITLES = {
     "mpi_rtt": "mpi: round trip, median",
     "mpi_bw_1MiB": "mpi: 1 MiB there+back (x: of memcpy)",
     "mpi_bw_64MiB": "mpi: 64 MiB there+back (x: of memcpy)",
+    # bench/run mpi-scale: per task against the rank count, and the
+    # interconnect itself (plain MPI ping-pong between ranks 0 and 1)
+    **{f"mpi_{w}_{m}_n{n}": f"mpi {n} ranks: {t}, {what}"
+       for n in (2, 3, 4, 6, 8)
+       for w, t in (("sub", "submit"), ("map", "map chunk 1000"))
+       for m, what in (("us", "wall"), ("cpu", "rank-0 CPU"))},
+    "mpi_pp_lat": "mpi: ping-pong latency, one way (8 B)",
+    "mpi_pp_bw": "mpi: ping-pong bandwidth (4 MiB)",
     "green_switch": "green: switch between two fibers",
     "green_spawn_join": "green: spawn + join an empty task",
     "green_sleeper_mem": "green: memory of a sleeping task",

@@ -22,6 +22,18 @@
  * posts the receive of a TAG_RDATA message as soon as it has read its
  * header, so each data message meets its own receive.
  *
+ * Same host (mpi_shm.c): at the start of each pool the main rank sends
+ * every worker a TAG_SHM_PROBE (a cf__mpi_shm_probe: its host id, pid and
+ * a small memfd); the worker answers TAG_SHM_ACK (an int32, 1: it is on
+ * the same host and boot, opened the memfd through /proc/<pid>/fd and
+ * wrote the token it read there into its slot, which the main rank
+ * checks). To such a worker a large byte task goes as KIND_BYTES_SHM: its
+ * payload a cf__mpi_shm_task (the input in a memfd of the main rank, or
+ * inline after it; a spare memfd lent for the result, or none). A result
+ * written into the spare comes back as a header with RES_SHM and no
+ * payload. TAG_SHM_DROP (empty, main -> worker, when a pool ends): the
+ * worker unmaps what it mapped.
+ *
  * A payload is: KIND_VALUE 8 bytes (the argument; the result: 8 bytes),
  * KIND_BYTES the input bytes (the result: the output bytes), the chunks a
  * table of `count` cf__mpi_item then each item's data in item order (a
@@ -32,6 +44,7 @@
 
 #include <mpi.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define CF__MPI_MAGIC 0x314d4643u /* "CFM1" */
@@ -43,6 +56,9 @@ enum {
   CF__MPI_TAG_RDATA = 104,
   /* spawned worker -> main, once: a cf__mpi_hello */
   CF__MPI_TAG_HELLO = 105,
+  CF__MPI_TAG_SHM_PROBE = 106, /* main -> worker: a cf__mpi_shm_probe */
+  CF__MPI_TAG_SHM_ACK = 107,   /* worker -> main: int32 1 or 0 */
+  CF__MPI_TAG_SHM_DROP = 108,  /* main -> worker: unmap every buffer */
 };
 
 enum {
@@ -50,6 +66,7 @@ enum {
   CF__MPI_KIND_BYTES = 2,
   CF__MPI_KIND_CHUNK = 3,       /* items to a cf_fn by pointer */
   CF__MPI_KIND_CHUNK_BYTES = 4, /* items to a cf_proc_fn as bytes */
+  CF__MPI_KIND_BYTES_SHM = 5,   /* KIND_BYTES by a cf__mpi_shm_task */
 };
 
 typedef struct cf__mpi_task {
@@ -64,6 +81,7 @@ typedef struct cf__mpi_task {
 } cf__mpi_task;
 
 #define CF__MPI_RES_SEPARATE 1u
+#define CF__MPI_RES_SHM      2u /* the payload is in the task's spare */
 
 typedef struct cf__mpi_result {
   uint32_t magic; /* CF__MPI_MAGIC */
@@ -79,6 +97,75 @@ typedef struct cf__mpi_hello {
   int32_t pid;
   char host[MPI_MAX_PROCESSOR_NAME];
 } cf__mpi_hello;
+
+/* ---- the same-host fast path (mpi_shm.c) ---- */
+
+/* Byte payloads from this size on go through shared memory to a worker on
+ * the same host (CFUTURES_MPI_SHM_MIN overrides it, for measuring;
+ * CFUTURES_MPI_SHM=0 turns the path off). Measured: see docs/mpi.md. */
+#define CF__MPI_SHM_MIN ((size_t)64 << 10)
+
+/* A memfd of the main rank: the worker opens /proc/<pid>/fd/<fd>. Ids are
+ * never reused in a process: the worker keys its mappings by them. */
+typedef struct cf__mpi_shm_ref {
+  uint64_t id; /* 0: none */
+  uint64_t cap;
+  int32_t fd;
+  uint32_t reserved;
+} cf__mpi_shm_ref;
+
+/* The payload of a KIND_BYTES_SHM record; in_len bytes of input follow
+ * inline (padded to 8) when in.id is 0. */
+typedef struct cf__mpi_shm_task {
+  cf__mpi_shm_ref in;
+  cf__mpi_shm_ref spare; /* for the result, from offset 0; id 0: none */
+  uint64_t in_len;
+} cf__mpi_shm_task;
+
+#define CF__MPI_HOST_ID 320
+
+typedef struct cf__mpi_shm_probe {
+  int32_t pid;   /* the main rank's */
+  uint32_t slot; /* the worker's index: it writes at 64 + 8 * slot */
+  uint32_t n;    /* slots */
+  uint32_t reserved;
+  cf__mpi_shm_ref ref; /* the probe's memfd */
+  uint64_t token;      /* 0 on the wire: the worker reads it at offset 0 */
+  uint64_t min;        /* the threshold: smaller results skip the spare */
+  char host_id[CF__MPI_HOST_ID]; /* hostname/boot_id */
+} cf__mpi_shm_probe;
+
+/* "hostname/boot_id" of this host. */
+void cf__mpi_host_id(char *buf, size_t cap);
+/* The threshold in bytes; whether the path is wanted (CFUTURES_MPI_SHM). */
+size_t cf__mpi_shm_min(void);
+bool cf__mpi_shm_wanted(void);
+
+/* Main rank: warm buffers. take: an idle one of at least len bytes, or a
+ * new one (pre-faulted), busy; NULL when none can be had (over the limits,
+ * or no memfd): then the payload goes through MPI. give: back to the idle
+ * ones (freed if no pool lives or too many bytes are idle). discard:
+ * closed and forgotten (a worker may still write into it: a broken pool).
+ * use(+1/-1): a pool starts or ends using them; the last one's end frees
+ * the idle ones. count: buffers that exist (tests). Thread-safe. */
+typedef struct cf__mpi_shm cf__mpi_shm;
+cf__mpi_shm *cf__mpi_shm_take(size_t len);
+void cf__mpi_shm_give(cf__mpi_shm *b);
+void cf__mpi_shm_discard(cf__mpi_shm *b);
+void cf__mpi_shm_use(int delta);
+size_t cf__mpi_shm_count(void);
+cf__mpi_shm_ref cf__mpi_shm_ref_of(const cf__mpi_shm *b);
+char *cf__mpi_shm_data(const cf__mpi_shm *b);
+
+/* Main rank: a probe for n workers (fd returned, -1 on failure; *map and
+ * *len its mapping, which the caller unmaps, and closes fd). */
+int cf__mpi_shm_probe_make(size_t n, cf__mpi_shm_probe *pr, void **map,
+                           size_t *len);
+/* Worker: answers a probe (true: the fast path works from here). */
+bool cf__mpi_shm_probe_answer(const cf__mpi_shm_probe *pr);
+/* Worker: the mapping of r (cached by id), or NULL. */
+void *cf__mpi_shm_map(int32_t pid, const cf__mpi_shm_ref *r);
+void cf__mpi_shm_unmap_all(void);
 
 /* A chunk item's record: the executors' (executor_internal.h). */
 typedef cf__item_result cf__mpi_item;

@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -53,6 +54,7 @@
 #define AHEAD_NS        200000      /* ... or about this much work */
 #define BIG_RECORD      (64 * 1024) /* sent alone, from its own buffer */
 #define BATCH_MAX       (1u << 20)  /* bytes of small records per message */
+#define SPARES_MAX      8           /* per worker: spares lent at once */
 
 typedef struct mtask {
   struct mtask *next;
@@ -66,7 +68,14 @@ typedef struct mtask {
   cf_destroy_fn destroy; /* value results */
   char *msg;             /* its record, until sent */
   size_t msg_len;
-  uint64_t sent_ns; /* when it went to its worker */
+  uint64_t sent_ns;   /* when it went to its worker */
+  size_t in_len;      /* byte tasks: the input's length */
+  uint64_t shm_bytes; /* in flight: its bytes in shared memory */
+  /* Same host (mpi_shm.c): the memfd holding the input, and the one lent
+   * to the worker for the result; each given back with the task (the
+   * spare: unless the result went into it, then the future's). */
+  cf__mpi_shm *in_shm;
+  cf__mpi_shm *spare;
 } mtask;
 
 typedef struct mworker {
@@ -75,8 +84,11 @@ typedef struct mworker {
   char host[MPI_MAX_PROCESSOR_NAME]; /* spawned: where it runs */
   mtask *head, *tail;                /* in flight, oldest first */
   size_t inflight;
-  uint64_t last_ns; /* its last result's arrival */
-  uint64_t avg_ns;  /* its tasks' running time, smoothed; 0: unknown */
+  uint64_t last_ns;  /* its last result's arrival */
+  uint64_t avg_ns;   /* its tasks' running time, smoothed; 0: unknown */
+  bool shm;          /* same host, and it mapped the probe: the fast path */
+  size_t big_result; /* its last byte result's length if large, else 0 */
+  size_t spares;     /* tasks in flight to it with a spare */
 } mworker;
 
 typedef struct send_slot {
@@ -96,13 +108,16 @@ typedef struct mpool {
   cf_executor base;
   size_t n;
   MPI_Comm comm;
-  bool spawned;        /* comm is the spawn's intercommunicator */
-  bool broken;         /* guarded by mu: a watched worker died */
-  uint64_t next_watch; /* progress thread: when to look at the workers */
-  int rank_offset;     /* worker i is rank i + rank_offset in comm */
-  mworker *workers;    /* progress thread */
-  size_t inflight;     /* progress thread: tasks sent, not answered */
-  send_slot *sends;    /* progress thread */
+  bool spawned;          /* comm is the spawn's intercommunicator */
+  bool shm_any;          /* a worker takes the fast path (set before the
+                            progress thread starts; read-only after) */
+  bool broken;           /* guarded by mu: a watched worker died */
+  uint64_t next_watch;   /* progress thread: when to look at the workers */
+  int rank_offset;       /* worker i is rank i + rank_offset in comm */
+  mworker *workers;      /* progress thread */
+  size_t inflight;       /* progress thread: tasks sent, not answered */
+  uint64_t shm_inflight; /* progress thread: their bytes in shared memory */
+  send_slot *sends;      /* progress thread */
   size_t nsends, cap_sends;
   data_recv *recvs; /* progress thread */
   size_t nrecvs, cap_recvs;
@@ -235,12 +250,14 @@ static void account(mworker *w, const mtask *t, uint64_t now) {
 typedef struct result_buf {
   cf_buf b;
   void *base;
+  cf__mpi_shm *shm; /* or: data is in this memfd, lent back when freed */
 } result_buf;
 
 static void result_buf_free(void *v) {
   result_buf *r = v;
   if (r) {
     buf_free(r->base);
+    cf__mpi_shm_give(r->shm);
     free(r);
   }
 }
@@ -249,6 +266,8 @@ static void task_free(mtask *t) {
   cf_future_unref(t->f);
   cf__chunk_free(t->acc); /* never handed to its future */
   buf_free(t->msg);
+  cf__mpi_shm_give(t->in_shm);
+  cf__mpi_shm_give(t->spare);
   free(t);
 }
 
@@ -275,8 +294,27 @@ static void complete_bytes(cf_future *f, void *base, char *data, size_t len) {
   b->b.data = len ? data : NULL;
   b->b.len = len;
   b->base = base;
+  b->shm = NULL;
   if (cf__future_complete(f, 0, &b->b, result_buf_free, NULL) != 0)
     result_buf_free(b);
+}
+
+/* Completes t with the len bytes its worker wrote into its spare, which
+ * becomes the future's: the cf_buf points into it (no copy). */
+static void complete_shm(mtask *t, size_t len) {
+  result_buf *b = malloc(sizeof *b);
+  if (!b) {
+    fail_task(t, CF_ENOMEM, "no memory for a result");
+    return;
+  }
+  b->b.data = len ? cf__mpi_shm_data(t->spare) : NULL;
+  b->b.len = len;
+  b->base = NULL;
+  b->shm = t->spare;
+  t->spare = NULL;
+  if (cf__future_complete(t->f, 0, &b->b, result_buf_free, NULL) != 0)
+    result_buf_free(b);
+  task_free(t);
 }
 
 /* A chunk's result: its table and data (laid out as a cf__chunk_seg's
@@ -409,8 +447,80 @@ static mtask *take(mpool *p, size_t max, size_t *got) {
   return list;
 }
 
+static int build_record(cf__mpi_task h, const char *path, const void *pre,
+                        size_t pre_len, const void *data, size_t len,
+                        char **msg, size_t *msg_len);
+
+/* Makes byte task t's record fit worker w (see mpi_shm.c): to a worker
+ * that cannot map the main rank's memory, an input in a memfd goes inline;
+ * to one that can, a task whose result is expected to be large (its input
+ * is, or the worker's last result was) gets a spare memfd for it, if one
+ * can be had. Returns 0, or CF_ENOMEM / CF_ETOOBIG: t cannot be sent. */
+static int fit_record(mworker *w, mtask *t) {
+  if (t->kind != CF__MPI_KIND_BYTES && t->kind != CF__MPI_KIND_BYTES_SHM)
+    return 0;
+  cf__mpi_task h;
+  memcpy(&h, t->msg, sizeof h);
+  const char *path = t->msg + sizeof h;
+  char *msg;
+  size_t n;
+  if (!w->shm) {
+    if (!t->in_shm)
+      return 0;
+    h.kind = CF__MPI_KIND_BYTES;
+    int rc = build_record(h, path, NULL, 0, cf__mpi_shm_data(t->in_shm),
+                          t->in_len, &msg, &n);
+    if (rc)
+      return rc;
+    buf_free(t->msg);
+    t->msg = msg;
+    t->msg_len = n;
+    t->kind = CF__MPI_KIND_BYTES;
+    cf__mpi_shm_give(t->in_shm);
+    t->in_shm = NULL;
+    return 0;
+  }
+  size_t want = t->in_len > w->big_result ? t->in_len : w->big_result;
+  if (want < cf__mpi_shm_min() || w->spares >= SPARES_MAX)
+    return 0;
+  cf__mpi_shm *spare = cf__mpi_shm_take(want);
+  if (!spare)
+    return 0;                          /* the result comes through MPI */
+  if (t->kind == CF__MPI_KIND_BYTES) { /* the input inline, after the refs */
+    cf__mpi_shm_task st = {.in_len = t->in_len};
+    h.kind = CF__MPI_KIND_BYTES_SHM;
+    const char *in = t->msg + sizeof h + cf__mpi_pad8(h.path_len);
+    if (build_record(h, path, &st, sizeof st, in, t->in_len, &msg, &n) != 0) {
+      cf__mpi_shm_give(spare);
+      return 0; /* sent as it is */
+    }
+    buf_free(t->msg);
+    t->msg = msg;
+    t->msg_len = n;
+    t->kind = CF__MPI_KIND_BYTES_SHM;
+  }
+  char *payload = t->msg + sizeof h + cf__mpi_pad8(h.path_len);
+  cf__mpi_shm_task st;
+  memcpy(&st, payload, sizeof st);
+  st.spare = cf__mpi_shm_ref_of(spare);
+  memcpy(payload, &st, sizeof st);
+  t->spare = spare;
+  w->spares++;
+  return 0;
+}
+
 /* Sends `list` (taken) to worker w: small records batched, large alone. */
 static void send_tasks(mpool *p, mworker *w, mtask *list) {
+  for (mtask **at = &list; *at;) {
+    mtask *t = *at;
+    int rc = fit_record(w, t);
+    if (rc == 0) {
+      at = &t->next;
+      continue;
+    }
+    *at = t->next; /* it cannot go: it fails */
+    fail_task(t, rc, "no memory for a task's message");
+  }
   while (list) {
     size_t bytes = 0;
     mtask *end = list;
@@ -451,6 +561,9 @@ static void send_tasks(mpool *p, mworker *w, mtask *list) {
       mtask *next = t->next;
       t->next = NULL;
       t->sent_ns = now;
+      t->shm_bytes = (t->in_shm ? t->in_len : 0) +
+                     (t->spare ? cf__mpi_shm_ref_of(t->spare).cap : 0);
+      p->shm_inflight += t->shm_bytes;
       if (w->tail)
         w->tail->next = t;
       else
@@ -544,6 +657,20 @@ static bool receive_results(mpool *p) {
     w->inflight--;
     account(w, t, now_ns());
     p->inflight--;
+    if (t->spare)
+      w->spares--;
+    p->shm_inflight -= t->shm_bytes;
+    if (h.code == 0 &&
+        (t->kind == CF__MPI_KIND_BYTES || t->kind == CF__MPI_KIND_BYTES_SHM))
+      w->big_result = h.len >= cf__mpi_shm_min() ? h.len : 0;
+    if (h.flags & CF__MPI_RES_SHM) {
+      if (!t->spare || h.code != 0 ||
+          h.len > cf__mpi_shm_ref_of(t->spare).cap || (size_t)count != sizeof h)
+        protocol_error(p, st.MPI_SOURCE, "a result in no spare");
+      buf_free(buf);
+      complete_shm(t, h.len);
+      continue;
+    }
     if (h.flags & CF__MPI_RES_SEPARATE) {
       buf_free(buf);
       char *data = buf_alloc(h.len ? h.len : 1);
@@ -608,8 +735,9 @@ static void wait_cv(mpool *p, long ns) {
  * for SPIN_NS after the last progress, then yield until YIELD_NS, then
  * sleep from 20 µs doubling up to 1 ms. While a large result is coming in
  * (its MPI_Irecv needs this thread's progress calls) it never sleeps. */
-#define SPIN_NS  50000
-#define YIELD_NS 2000000
+#define SPIN_NS    50000
+#define YIELD_NS   2000000
+#define LINGER_MAX 100000000
 
 /* Spawned workers on this host are watched by pid while tasks are in
  * flight (every WATCH_NS): under mpiexec a dead rank ends the job, but a
@@ -647,17 +775,27 @@ static bool watch_workers(mpool *p) {
     mworker *w = &p->workers[i];
     for (mtask *t = w->head; t;) {
       mtask *next = t->next;
+      /* a live worker may still read or write these: never reused */
+      cf__mpi_shm_discard(t->in_shm);
+      cf__mpi_shm_discard(t->spare);
+      t->in_shm = t->spare = NULL;
       fail_task(t, CF_EBROKEN, msg);
       t = next;
     }
     w->head = w->tail = NULL;
     w->inflight = 0;
   }
-  for (size_t i = 0; i < p->nrecvs; i++)
-    fail_task(p->recvs[i].t, CF_EBROKEN, msg); /* buffers left to MPI */
+  for (size_t i = 0; i < p->nrecvs; i++) {
+    mtask *t = p->recvs[i].t;
+    cf__mpi_shm_discard(t->in_shm);
+    cf__mpi_shm_discard(t->spare);
+    t->in_shm = t->spare = NULL;
+    fail_task(t, CF_EBROKEN, msg); /* buffers left to MPI */
+  }
   p->nrecvs = 0;
   p->nsends = 0; /* ditto */
   p->inflight = 0;
+  p->shm_inflight = 0;
   while (list) {
     mtask *next = list->next;
     fail_task(list, CF_EBROKEN, msg);
@@ -700,7 +838,13 @@ static void *progress_main(void *arg) {
       delay = 20000;
     } else {
       uint64_t quiet = now_ns() - quiet_since;
-      if (quiet > YIELD_NS && p->nrecvs == 0) {
+      /* Large shared-memory payloads in flight: awake (yielding) for
+       * about as long as moving them takes, 1 ns a byte, before sleeping
+       * (a sleep of up to 1 ms would be paid on every large round trip). */
+      uint64_t awake =
+          YIELD_NS +
+          (p->shm_inflight < LINGER_MAX ? p->shm_inflight : LINGER_MAX);
+      if (quiet > awake && p->nrecvs == 0) {
         wait_cv(p, delay);
         if (delay < 1000000)
           delay *= 2;
@@ -712,6 +856,10 @@ static void *progress_main(void *arg) {
     }
     pthread_mutex_unlock(&p->mu);
   }
+  for (size_t i = 0; i < p->n; i++) /* their mappings of our memfds go */
+    if (p->workers[i].shm)
+      MPI_Send(NULL, 0, MPI_BYTE, p->workers[i].rank, CF__MPI_TAG_SHM_DROP,
+               p->comm);
   if (p->spawned) {
     for (size_t i = 0; i < p->n; i++)
       MPI_Send(NULL, 0, MPI_BYTE, p->workers[i].rank, CF__MPI_TAG_EXIT,
@@ -742,48 +890,77 @@ static int fn_ref(const void *fn, uint64_t *ref, const char **path) {
   return 0;
 }
 
-/* A task for fn with payload data[0..len) (prefix: the chunk's table
- * header is not used; chunks are count items of item_size). */
+/* A record (see mpi_internal.h): header h (its len set here), the path,
+ * then pre[0..pre_len) and data[0..len) as the payload. In *msg (from
+ * buf_alloc) and *msg_len; CF_ETOOBIG or CF_ENOMEM. */
+static int build_record(cf__mpi_task h, const char *path, const void *pre,
+                        size_t pre_len, const void *data, size_t len,
+                        char **msg, size_t *msg_len) {
+  uint64_t plen = pre_len + (uint64_t)len;
+  uint64_t n = sizeof h + cf__mpi_pad8(h.path_len) + cf__mpi_pad8(plen);
+  if (len > CF__MPI_MAX_MSG || n > CF__MPI_MAX_MSG)
+    return CF_ETOOBIG;
+  char *at = buf_alloc(n);
+  if (!at)
+    return CF_ENOMEM;
+  *msg = at;
+  *msg_len = n;
+  h.len = plen;
+  memcpy(at, &h, sizeof h);
+  at += sizeof h;
+  memcpy(at, path, h.path_len);
+  memset(at + h.path_len, 0, cf__mpi_pad8(h.path_len) - h.path_len);
+  at += cf__mpi_pad8(h.path_len);
+  if (pre_len)
+    memcpy(at, pre, pre_len);
+  if (len)
+    memcpy(at + pre_len, data, len);
+  memset(at + plen, 0, cf__mpi_pad8(plen) - plen);
+  return 0;
+}
+
+/* A task for fn with payload data[0..len) (chunks: count items of
+ * item_size). With `shm`, a large byte input is copied into a warm memfd
+ * (mpi_shm.c) and the record carries its reference. */
 static int make_task(uint32_t kind, const void *fn, const void *data,
-                     size_t len, size_t count, size_t item_size, mtask **out) {
+                     size_t len, size_t count, size_t item_size, bool shm,
+                     mtask **out) {
   uint64_t ref;
   const char *path;
   if (fn_ref(fn, &ref, &path) != 0)
     return CF_EINVAL;
-  size_t path_len = strlen(path);
-  uint64_t msg_len =
-      sizeof(cf__mpi_task) + cf__mpi_pad8(path_len) + cf__mpi_pad8(len);
-  if (len > CF__MPI_MAX_MSG || msg_len > CF__MPI_MAX_MSG)
+  if (len > CF__MPI_MAX_MSG)
     return CF_ETOOBIG;
   mtask *t = calloc(1, sizeof *t);
-  char *msg = buf_alloc(msg_len);
-  if (!t || !msg) {
-    free(t);
-    buf_free(msg);
+  if (!t)
     return CF_ENOMEM;
-  }
   cf__mpi_task h = {
       .magic = CF__MPI_MAGIC,
       .kind = kind,
       .id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed),
       .fn = ref,
-      .path_len = (uint32_t)path_len,
+      .path_len = (uint32_t)strlen(path),
       .count = (uint32_t)count,
-      .item_size = item_size,
-      .len = len};
-  char *at = msg;
-  memcpy(at, &h, sizeof h);
-  at += sizeof h;
-  memcpy(at, path, path_len);
-  memset(at + path_len, 0, cf__mpi_pad8(path_len) - path_len);
-  at += cf__mpi_pad8(path_len);
-  if (len)
-    memcpy(at, data, len);
-  memset(at + len, 0, cf__mpi_pad8(len) - len);
+      .item_size = item_size};
+  if (shm && kind == CF__MPI_KIND_BYTES && len >= cf__mpi_shm_min())
+    t->in_shm = cf__mpi_shm_take(len);
+  int rc;
+  if (t->in_shm) {
+    memcpy(cf__mpi_shm_data(t->in_shm), data, len);
+    cf__mpi_shm_task st = {.in = cf__mpi_shm_ref_of(t->in_shm), .in_len = len};
+    h.kind = CF__MPI_KIND_BYTES_SHM;
+    rc = build_record(h, path, &st, sizeof st, NULL, 0, &t->msg, &t->msg_len);
+  } else {
+    rc = build_record(h, path, NULL, 0, data, len, &t->msg, &t->msg_len);
+  }
+  if (rc) {
+    cf__mpi_shm_give(t->in_shm);
+    free(t);
+    return rc;
+  }
   t->id = h.id;
-  t->kind = kind;
-  t->msg = msg;
-  t->msg_len = msg_len;
+  t->kind = h.kind;
+  t->in_len = len;
   *out = t;
   return 0;
 }
@@ -811,7 +988,7 @@ static int push_task(mpool *p, mtask *t) {
 static int enqueue(mpool *p, uint32_t kind, const void *fn, const void *data,
                    size_t len, cf_destroy_fn destroy, cf_future **out) {
   mtask *t;
-  int rc = make_task(kind, fn, data, len, 1, 0, &t);
+  int rc = make_task(kind, fn, data, len, 1, 0, p->shm_any, &t);
   if (rc)
     return rc;
   cf_future *f = cf__future_new_owned();
@@ -845,7 +1022,8 @@ static int mp_submit_chunk(cf_executor *ex, cf_fn fn, cf_proc_fn bytes,
   const void *f =
       bytes ? (const void *)(uintptr_t)bytes : (const void *)(uintptr_t)fn;
   mtask *t;
-  int rc = make_task(kind, f, items, count * item_size, count, item_size, &t);
+  int rc =
+      make_task(kind, f, items, count * item_size, count, item_size, false, &t);
   if (rc)
     return rc;
   t->count = count;
@@ -923,6 +1101,8 @@ static void mp_destroy(cf_executor *ex) {
   if (cf__mpi_live_pool == ex)
     cf__mpi_live_pool = NULL;
   cf__mpi_unlock();
+  if (((mpool *)ex)->shm_any) /* the idle memfds go; results keep theirs */
+    cf__mpi_shm_use(-1);
   pool_free((mpool *)ex);
 }
 
@@ -1064,6 +1244,43 @@ static int spawn(const cf_mpi_pool_opts *o, size_t n, MPI_Comm *inter) {
   return 0;
 }
 
+/* Which workers take the same-host fast path (mpi_shm.c): each gets a
+ * probe naming this host and boot and a small memfd of ours, and answers
+ * whether it is on this host and could open and map that memfd; the token
+ * it read there, written back into its slot, proves it. Main thread,
+ * before the progress thread starts (MPI is this thread's). Off with
+ * CFUTURES_MPI_SHM=0. */
+static void probe_shm(mpool *p) {
+  if (!cf__mpi_shm_wanted())
+    return;
+  cf__mpi_shm_probe pr;
+  void *map;
+  size_t len;
+  int fd = cf__mpi_shm_probe_make(p->n, &pr, &map, &len);
+  if (fd < 0)
+    return;
+  uint64_t token;
+  memcpy(&token, map, sizeof token);
+  for (size_t i = 0; i < p->n; i++) { /* small: sent eagerly */
+    pr.slot = (uint32_t)i;
+    MPI_Send(&pr, sizeof pr, MPI_BYTE, p->workers[i].rank,
+             CF__MPI_TAG_SHM_PROBE, p->comm);
+  }
+  for (size_t i = 0; i < p->n; i++) {
+    int32_t ok = 0;
+    MPI_Recv(&ok, 1, MPI_INT32_T, p->workers[i].rank, CF__MPI_TAG_SHM_ACK,
+             p->comm, MPI_STATUS_IGNORE);
+    uint64_t got;
+    memcpy(&got, (char *)map + 64 + 8 * i, sizeof got);
+    p->workers[i].shm = ok == 1 && got == token + 1 + i;
+    p->shm_any |= p->workers[i].shm;
+  }
+  munmap(map, len);
+  close(fd);
+  if (p->shm_any)
+    cf__mpi_shm_use(1);
+}
+
 static size_t default_spawn_count(void) {
   int *usize = NULL, flag = 0, wsize = 1;
   MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_UNIVERSE_SIZE, &usize, &flag);
@@ -1166,6 +1383,7 @@ int cf_mpi_pool_new(const cf_mpi_pool_opts *opts, cf_executor **out) {
     }
   }
   free(hellos);
+  probe_shm(p);
   /* The progress thread runs with every signal blocked: the host's
    * signals go to the host's threads. */
   sigset_t all, old;
@@ -1177,6 +1395,12 @@ int cf_mpi_pool_new(const cf_mpi_pool_opts *opts, cf_executor **out) {
   pthread_mutex_unlock(&p->mu);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (prc != 0) {
+    for (size_t i = 0; i < p->n; i++)
+      if (p->workers[i].shm)
+        MPI_Send(NULL, 0, MPI_BYTE, p->workers[i].rank, CF__MPI_TAG_SHM_DROP,
+                 p->comm);
+    if (p->shm_any)
+      cf__mpi_shm_use(-1);
     if (p->spawned) {
       for (size_t i = 0; i < p->n; i++)
         MPI_Send(NULL, 0, MPI_BYTE, (int)i, CF__MPI_TAG_EXIT, p->comm);

@@ -54,6 +54,14 @@
  * MPI_Finalize at exit, which would wait for the dead process). While the
  * job lives no future hangs.
  *
+ * Large payloads on one host: a byte task's input from 64 KiB on, and its
+ * result, go through shared memory (memfds of the main rank, which a worker
+ * on the same host and boot maps through /proc/<pid>/fd; checked per
+ * worker when a pool starts) and only a descriptor through MPI; other
+ * workers get them through MPI. A result's cf_buf then points into that
+ * memory until the future is freed. CFUTURES_MPI_SHM=0 in the main rank's
+ * environment turns this off. See docs/mpi.md.
+ *
  * One MPI pool at a time per process (a second one gets CF_EBUSY until the
  * first is freed).
  */

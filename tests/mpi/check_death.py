@@ -4,7 +4,8 @@
     check_death.py MPIEXEC TEST_MPI_POOL
 
 Runs `MPIEXEC --oversubscribe -n 3 TEST_MPI_POOL --crash` (a task raises
-SIGSEGV) and `... --exit` (a task calls exit(3)): the job must end within
+SIGSEGV), `... --crash-big` (the same with a 4 MiB input, which goes through
+shared memory) and `... --exit` (a task calls exit(3)): the job must end within
 60 s with a non-zero status, and the output carry the worker's own line
 ("cfutures: MPI worker rank R on host H: ..."). Then the same without
 mpiexec (an MPI singleton with spawned workers, whose death the launcher
@@ -17,6 +18,7 @@ import time
 
 mpiexec, exe = sys.argv[1], sys.argv[2]
 want = {"--crash": "fatal signal 11 in a task",
+        "--crash-big": "fatal signal 11 in a task",  # 4 MiB in shared memory
         "--exit": "a task called exit()"}
 failed = 0
 for launch in ([mpiexec, "--oversubscribe", "-n", "3"], []):

@@ -35,6 +35,41 @@ static void watchdog_fired(int sig) {
 }
 
 static bool spawned_mode; /* no mpiexec job: the pools spawn */
+/* CFUTURES_MPI_SHM=0: large payloads go through MPI, not shared memory */
+static bool shm_off;
+
+/* Whether p lies in one of the MPI pool's memfds (mpi_shm.c) as mapped in
+ * this process: /proc/self/maps names them "/memfd:cfutures-mpi". */
+static bool in_pool_memfd(const void *p) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  if (!f)
+    return false;
+  char line[512];
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && (uintptr_t)p >= lo &&
+        (uintptr_t)p < hi)
+      found = strstr(line, "memfd:cfutures-mpi") != NULL;
+  }
+  fclose(f);
+  return found;
+}
+
+/* The pool's memfds open in this process (/proc/self/fd). */
+static int pool_memfds(void) {
+  int n = 0;
+  char path[64], target[256];
+  for (int fd = 0; fd < 4096; fd++) {
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t k = readlink(path, target, sizeof target - 1);
+    if (k <= 0)
+      continue;
+    target[k] = '\0';
+    n += strstr(target, "memfd:cfutures-mpi") != NULL;
+  }
+  return n;
+}
 
 /* ---- tasks (found in workers by their place in this program) --------------
  */
@@ -47,6 +82,40 @@ static int echo(const void *in, size_t len, cf_buf *out) {
     memcpy(out->data, in, len);
   out->len = len;
   return 0;
+}
+
+/* One byte: 1 if the input arrived in the pool's shared memory. */
+static int input_where(const void *in, size_t len, cf_buf *out) {
+  out->data = malloc(1);
+  if (!out->data)
+    return CF_ENOMEM;
+  *(char *)out->data = len && in_pool_memfd(in);
+  out->len = 1;
+  return 0;
+}
+
+/* Input: a uint32 n and a seed byte; output n bytes (i * 7 + seed). */
+static int grow_bytes(const void *in, size_t len, cf_buf *out) {
+  uint32_t n;
+  if (len != 5)
+    return cf_fail(CF_EINVAL, "want 5 bytes, got %zu", len);
+  memcpy(&n, in, sizeof n);
+  unsigned char seed = ((const unsigned char *)in)[4];
+  out->data = malloc(n ? n : 1);
+  if (!out->data)
+    return CF_ENOMEM;
+  for (uint32_t i = 0; i < n; i++)
+    ((unsigned char *)out->data)[i] = (unsigned char)(i * 7 + seed);
+  out->len = n;
+  return 0;
+}
+
+/* Fails, after reading its (large) input. */
+static int big_fail(const void *in, size_t len, cf_buf *out) {
+  unsigned sum = 0;
+  for (size_t i = 0; i < len; i += 4096)
+    sum += ((const unsigned char *)in)[i];
+  return cf_fail(CF_EINVAL, "refused %zu bytes (%u)", len, sum);
 }
 
 /* Input: an int32 n; fails for negative n, sleeps n ms otherwise, returns
@@ -100,7 +169,7 @@ static int pool_up(void **state) {
 }
 
 static int pool_down(void **state) {
-  cf_executor_free(*state);
+  cf_executor_free(*state); /* NULL: the test freed it */
   return 0;
 }
 
@@ -145,6 +214,164 @@ static void test_submit_bytes(void **state) {
     cf_future_unref(f);
     free(in);
   }
+}
+
+/* ---- large payloads: the same-host fast path (mpi_shm.c), or MPI -------- */
+
+static unsigned char pattern(size_t i, unsigned seed) {
+  return (unsigned char)((i * 2654435761u) >> 13 ^ seed);
+}
+
+static cf_future *submit_pattern(cf_executor *ex, size_t n, unsigned seed) {
+  unsigned char *in = malloc(n ? n : 1);
+  assert_non_null(in);
+  for (size_t i = 0; i < n; i++)
+    in[i] = pattern(i, seed);
+  cf_future *f = NULL;
+  assert_int_equal(cf_mpi_pool_submit(ex, echo, in, n, &f), 0);
+  free(in); /* the pool copied it */
+  return f;
+}
+
+static void check_pattern(cf_future *f, size_t n, unsigned seed) {
+  void *v;
+  assert_int_equal(cf_future_result(f, T, &v), 0);
+  const cf_buf *b = v;
+  assert_int_equal(b->len, n);
+  for (size_t i = 0; i < n; i++)
+    if (((const unsigned char *)b->data)[i] != pattern(i, seed))
+      fail_msg("seed %u: byte %zu of %zu differs", seed, i, n);
+}
+
+/* Sizes around the threshold (64 KiB) and well above, both ways: the
+ * bytes arrive intact, and by the path expected: from 64 KiB on the input
+ * reaches the worker in the pool's memfd and the result is in one here,
+ * unless CFUTURES_MPI_SHM=0. */
+static void test_large_payloads_both_ways(void **state) {
+  cf_executor *ex = *state;
+  const size_t k64 = 64 * 1024;
+  size_t sizes[] = {k64 - 1, k64, k64 + 1, 1u << 20, (16u << 20) + 3};
+  for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+    size_t n = sizes[k];
+    for (int rep = 0; rep < 3; rep++) { /* fresh, then warm buffers */
+      cf_future *f = submit_pattern(ex, n, (unsigned)(k * 3 + rep));
+      check_pattern(f, n, (unsigned)(k * 3 + rep));
+      void *v;
+      assert_int_equal(cf_future_result(f, T, &v), 0);
+      bool here = in_pool_memfd(((const cf_buf *)v)->data);
+      if (here != (n >= k64 && !shm_off))
+        fail_msg("a result of %zu bytes %s shared memory", n,
+                 here ? "in" : "not in");
+      cf_future_unref(f);
+      char *in = calloc(1, n);
+      assert_non_null(in);
+      assert_int_equal(cf_mpi_pool_submit(ex, input_where, in, n, &f), 0);
+      free(in);
+      assert_int_equal(cf_future_result(f, T, &v), 0);
+      bool there = *(const char *)((const cf_buf *)v)->data;
+      /* a small result of a large input: not in a (large) spare */
+      assert_false(in_pool_memfd(((const cf_buf *)v)->data));
+      if (there != (n >= k64 && !shm_off))
+        fail_msg("an input of %zu bytes %s shared memory in the worker", n,
+                 there ? "in" : "not in");
+      cf_future_unref(f);
+    }
+  }
+}
+
+/* A large result from a small input: the first through MPI, the next in
+ * a spare lent for it (the worker's last result was large). */
+static void test_large_result_small_input(void **state) {
+  cf_executor *ex = *state;
+  for (int rep = 0; rep < 6; rep++) {
+    uint32_t n = (3u << 20) + (uint32_t)rep;
+    unsigned char in[5];
+    memcpy(in, &n, sizeof n);
+    in[4] = (unsigned char)rep;
+    cf_future *f;
+    assert_int_equal(cf_mpi_pool_submit(ex, grow_bytes, in, sizeof in, &f), 0);
+    void *v;
+    assert_int_equal(cf_future_result(f, T, &v), 0);
+    const cf_buf *b = v;
+    assert_int_equal(b->len, n);
+    for (uint32_t i = 0; i < n; i++)
+      if (((const unsigned char *)b->data)[i] != (unsigned char)(i * 7 + rep))
+        fail_msg("rep %d: byte %u differs", rep, i);
+    cf_future_unref(f);
+  }
+}
+
+/* Many large tasks in flight at once, more than there are shared buffers
+ * (some go through MPI then), with failures among them; every result is
+ * right, and once the pool and the results are gone no memfd is left. */
+static void test_many_large_in_flight(void **state) {
+  cf_executor *ex = *state;
+  enum { N = 160 };
+  const size_t n = 300 * 1000;
+  cf_future *fs[N];
+  for (int i = 0; i < N; i++) {
+    if (i % 10 == 9) {
+      char *in = calloc(1, n);
+      assert_non_null(in);
+      assert_int_equal(cf_mpi_pool_submit(ex, big_fail, in, n, &fs[i]), 0);
+      free(in);
+    } else {
+      fs[i] = submit_pattern(ex, n + (size_t)i, (unsigned)i);
+    }
+  }
+  for (int i = 0; i < N; i++) {
+    if (i % 10 == 9) {
+      assert_int_equal(cf_future_result(fs[i], T, NULL), CF_EFAILED);
+      cf_error e = {0, NULL};
+      assert_int_equal(cf_future_exception(fs[i], 0, &e), 0);
+      assert_non_null(strstr(e.message, "refused"));
+    } else {
+      check_pattern(fs[i], n + (size_t)i, (unsigned)i);
+    }
+  }
+  for (int i = 0; i < N; i++)
+    cf_future_unref(fs[i]);
+}
+
+/* Results kept alive while more large tasks run: a result's buffer is
+ * never reused under it; it is given back when the future goes, also
+ * after the pool is freed. */
+static void test_results_outlive_tasks_and_pool(void **state) {
+  cf_executor *ex = *state;
+  enum { KEEP = 12, MORE = 40 };
+  const size_t n = (2u << 20) + 5;
+  cf_future *kept[KEEP];
+  for (int i = 0; i < KEEP; i++) {
+    kept[i] = submit_pattern(ex, n, 100u + (unsigned)i);
+    check_pattern(kept[i], n, 100u + (unsigned)i);
+  }
+  for (int i = 0; i < MORE; i++) { /* each dropped at once: warm reuse */
+    cf_future *f = submit_pattern(ex, n, 200u + (unsigned)i);
+    check_pattern(f, n, 200u + (unsigned)i);
+    cf_future_unref(f);
+  }
+  for (int i = 0; i < KEEP; i++)
+    check_pattern(kept[i], n, 100u + (unsigned)i);
+  cf_executor_free(ex); /* the test owns the pool here */
+  *state = NULL;
+  for (int i = 0; i < KEEP; i++) { /* still there */
+    check_pattern(kept[i], n, 100u + (unsigned)i);
+    cf_future_unref(kept[i]);
+  }
+  assert_int_equal(pool_memfds(), 0);
+}
+
+/* After a pool with large payloads is freed, no memfd of it is left. */
+static void test_no_memfd_left(void **state) {
+  cf_executor *ex = *state;
+  for (int i = 0; i < 8; i++) {
+    cf_future *f = submit_pattern(ex, 1u << 20, (unsigned)i);
+    check_pattern(f, 1u << 20, (unsigned)i);
+    cf_future_unref(f);
+  }
+  cf_executor_free(ex);
+  *state = NULL;
+  assert_int_equal(pool_memfds(), 0);
 }
 
 static void test_submit_values(void **state) {
@@ -527,14 +754,16 @@ static int leave(const void *in, size_t len, cf_buf *out) {
 
 /* Under mpiexec the job must end (mpiexec kills it) before this returns;
  * alone (spawned workers), the future fails with CF_EBROKEN (exit 3). */
-static int die_in_a_task(cf_proc_fn fn) {
+static int die_in_a_task(cf_proc_fn fn, size_t len) {
   cf_mpi_pool_opts o = {.max_workers = 2};
   cf_executor *ex;
   if (cf_mpi_pool_new(&o, &ex) != 0)
     return 2;
   cf_future *f;
-  if (cf_mpi_pool_submit(ex, fn, "x", 1, &f) != 0)
+  char *in = calloc(1, len); /* large: in shared memory, with a spare */
+  if (!in || cf_mpi_pool_submit(ex, fn, in, len, &f) != 0)
     return 2;
+  free(in);
   int rc = cf_future_result(f, 60, NULL);
   cf_error e = {0, NULL};
   if (rc == CF_EBROKEN && cf_future_exception(f, 0, &e) == 0) {
@@ -547,7 +776,7 @@ static int die_in_a_task(cf_proc_fn fn) {
     fflush(stdout);
     cf_future_unref(f);
     cf_executor_free(ex); /* joins the progress thread, which has ended */
-    _exit(3); /* MPI cannot be finalised: its job lost a process */
+    _exit(3);             /* MPI cannot be finalised: its job lost a process */
   }
   printf("the job outlived its dead worker (%s)\n", cf_err_name(rc));
   return 0;
@@ -564,14 +793,29 @@ int main(int argc, char **argv) {
     return rc < 0;
   }
   if (argc > 1 && strcmp(argv[1], "--crash") == 0)
-    return die_in_a_task(crash);
+    return die_in_a_task(crash, 1);
+  if (argc > 1 && strcmp(argv[1], "--crash-big") == 0)
+    return die_in_a_task(crash, 4u << 20);
   if (argc > 1 && strcmp(argv[1], "--exit") == 0)
-    return die_in_a_task(leave);
+    return die_in_a_task(leave, 1);
   spawned_mode = getenv("OMPI_COMM_WORLD_SIZE") == NULL ||
                  strcmp(getenv("OMPI_COMM_WORLD_SIZE"), "1") == 0;
-  printf("# mode: %s\n", spawned_mode ? "spawned workers" : "mpiexec ranks");
+  shm_off = getenv("CFUTURES_MPI_SHM") &&
+            strcmp(getenv("CFUTURES_MPI_SHM"), "0") == 0;
+  printf("# mode: %s, large payloads through %s\n",
+         spawned_mode ? "spawned workers" : "mpiexec ranks",
+         shm_off ? "MPI (CFUTURES_MPI_SHM=0)" : "shared memory");
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_submit_bytes, pool_up, pool_down),
+      cmocka_unit_test_setup_teardown(test_large_payloads_both_ways, pool_up,
+                                      pool_down),
+      cmocka_unit_test_setup_teardown(test_large_result_small_input, pool_up,
+                                      pool_down),
+      cmocka_unit_test_setup_teardown(test_many_large_in_flight, pool_up,
+                                      pool_down),
+      cmocka_unit_test_setup_teardown(test_results_outlive_tasks_and_pool,
+                                      pool_up, pool_down),
+      cmocka_unit_test_setup_teardown(test_no_memfd_left, pool_up, pool_down),
       cmocka_unit_test_setup_teardown(test_submit_values, pool_up, pool_down),
       cmocka_unit_test_setup_teardown(test_failure_names_rank_and_host, pool_up,
                                       pool_down),
