@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "core/sibling.h"
+
 /* A deadline: `forever`, or an absolute CLOCK_MONOTONIC time. `poll` is
  * set for a zero timeout (the deadline is then "now"). */
 typedef struct cf_deadline {
@@ -15,10 +17,10 @@ typedef struct cf_deadline {
 
 /* Turns a timeout in seconds into a deadline, per the rules in
  * cfutures/common.h. Returns 0 or CF_EINVAL (NaN). */
-int cf__deadline_from_timeout(double timeout_s, cf_deadline *d);
+CF__SIBLING int cf__deadline_from_timeout(double timeout_s, cf_deadline *d);
 
 /* True once the deadline has passed (never for `forever`). */
-bool cf__deadline_passed(const cf_deadline *d);
+CF__SIBLING bool cf__deadline_passed(const cf_deadline *d);
 
 /* Seconds left until the deadline (negative when past, +inf for forever). */
 double cf__deadline_remaining(const cf_deadline *d);

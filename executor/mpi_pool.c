@@ -14,6 +14,11 @@
  * thread lives, no other thread of ours calls MPI (the pool is made, and
  * the job ended, before and after it).
  *
+ * Caller-driven pools (cf_mpi_pool_opts.caller_progress) have no such
+ * thread: the same engine (progress_step) runs in cf_mpi_pool_progress
+ * and in a waiting shutdown, on the calling thread, under drive_mu, which
+ * then owns what the thread would.
+ *
  * Waiting: with nothing in flight the thread sleeps on `cv` until a submit
  * or shutdown; with tasks in flight it polls MPI, backing off from
  * spinning to sched_yield to timed waits on `cv` of 20 µs growing to 1 ms
@@ -131,7 +136,20 @@ typedef struct mpool {
   pthread_t thread;   /* guarded by mu (set before have_thread) */
   bool joined;        /* guarded by join_mu */
   pthread_mutex_t join_mu;
+  /* Caller-driven (cf_mpi_pool_opts.caller_progress): no progress thread;
+   * its work runs in cf_mpi_pool_progress and in a waiting shutdown, on
+   * the calling thread, one caller at a time (drive_mu), which then owns
+   * what the thread would. */
+  bool caller;
+  pthread_mutex_t drive_mu;
+  bool released; /* drive_mu: release_workers has run */
 } mpool;
+
+static const struct cf_executor_vt mp_vt;
+
+/* The pool whose progress this thread is driving (caller-driven pools):
+ * a done-callback run by that progress must not drive it again. */
+static _Thread_local mpool *driving;
 
 static _Atomic uint64_t next_id; /* relaxed: unique ids, publishes nothing */
 
@@ -805,34 +823,66 @@ static bool watch_workers(mpool *p) {
   return true;
 }
 
+static bool busy(const mpool *p) {
+  return p->inflight || p->nsends || p->nrecvs;
+}
+
+/* One turn of the progress engine (the thread's, or a caller's): hands
+ * out queued tasks, finishes sends, takes results in. Returns whether
+ * anything moved; *broke when a watched worker died (the pool is broken,
+ * MPI not touched again). */
+static bool progress_step(mpool *p, bool *broke) {
+  bool did = dispatch(p);
+  if (p->nsends)
+    did |= sends_test(p);
+  if (p->inflight)
+    did |= receive_results(p);
+  if (p->nrecvs)
+    did |= recvs_test(p);
+  *broke = false;
+  if (p->spawned && busy(p) && now_ns() >= p->next_watch) {
+    p->next_watch = now_ns() + WATCH_NS;
+    *broke = watch_workers(p);
+  }
+  return did;
+}
+
+/* The end of a pool that did not break: the workers drop their mappings
+ * of our memfds; spawned ones are told to exit and the intercommunicator
+ * is disconnected. */
+static void release_workers(mpool *p) {
+  for (size_t i = 0; i < p->n; i++) /* their mappings of our memfds go */
+    if (p->workers[i].shm)
+      MPI_Send(NULL, 0, MPI_BYTE, p->workers[i].rank, CF__MPI_TAG_SHM_DROP,
+               p->comm);
+  if (p->spawned) {
+    for (size_t i = 0; i < p->n; i++)
+      MPI_Send(NULL, 0, MPI_BYTE, p->workers[i].rank, CF__MPI_TAG_EXIT,
+               p->comm);
+    MPI_Comm_disconnect(&p->comm);
+  }
+}
+
 static void *progress_main(void *arg) {
   mpool *p = arg;
   uint64_t quiet_since = now_ns();
   long delay = 20000;
   for (;;) {
-    bool did = dispatch(p);
-    if (p->nsends)
-      did |= sends_test(p);
-    if (p->inflight)
-      did |= receive_results(p);
-    if (p->nrecvs)
-      did |= recvs_test(p);
-    bool busy = p->inflight || p->nsends || p->nrecvs;
-    if (p->spawned && busy && now_ns() >= p->next_watch) {
-      p->next_watch = now_ns() + WATCH_NS;
-      if (watch_workers(p))
-        return NULL; /* MPI is not touched again */
-    }
+    bool broke;
+    bool did = progress_step(p, &broke);
+    if (broke)
+      return NULL; /* MPI is not touched again */
+    bool is_busy = busy(p);
     pthread_mutex_lock(&p->mu);
     /* loop holding mu: only the checks and the waits */
-    if (p->shutdown && !p->head && !busy) {
+    if (p->shutdown && !p->head && !is_busy) {
       pthread_mutex_unlock(&p->mu);
       break;
     }
     if (did) {
       quiet_since = now_ns();
       delay = 20000;
-    } else if (!busy && !p->head && !p->shutdown) {
+    } else if (!is_busy && !p->head && !p->shutdown) {
       wait_cv(p, 0); /* nothing can arrive: sleep until a submit */
       quiet_since = now_ns();
       delay = 20000;
@@ -856,17 +906,75 @@ static void *progress_main(void *arg) {
     }
     pthread_mutex_unlock(&p->mu);
   }
-  for (size_t i = 0; i < p->n; i++) /* their mappings of our memfds go */
-    if (p->workers[i].shm)
-      MPI_Send(NULL, 0, MPI_BYTE, p->workers[i].rank, CF__MPI_TAG_SHM_DROP,
-               p->comm);
-  if (p->spawned) {
-    for (size_t i = 0; i < p->n; i++)
-      MPI_Send(NULL, 0, MPI_BYTE, p->workers[i].rank, CF__MPI_TAG_EXIT,
-               p->comm);
-    MPI_Comm_disconnect(&p->comm);
-  }
+  release_workers(p);
   return NULL;
+}
+
+/* Caller-driven pools: runs the progress engine on this thread (drive_mu
+ * held) until `until` is done, or with until NULL until nothing is queued
+ * or in flight, or until d passes. Done-callbacks run in here. Between
+ * turns that move nothing it spins, then yields the CPU (MPI offers no
+ * descriptor to sleep on). */
+static int drive(mpool *p, cf_future *until, const cf_deadline *d) {
+  driving = p;
+  int rc = 0;
+  uint64_t quiet_since = now_ns();
+  for (;;) {
+    pthread_mutex_lock(&p->mu);
+    bool queued = p->head != NULL, broken = p->broken;
+    pthread_mutex_unlock(&p->mu);
+    if (until ? cf_future_done(until) : !queued && !busy(p))
+      break;
+    if (broken || p->released) {
+      rc = broken ? CF_EBROKEN : CF_ESHUTDOWN;
+      break;
+    }
+    bool broke;
+    if (progress_step(p, &broke)) {
+      quiet_since = now_ns();
+      continue;
+    }
+    if (broke)
+      continue; /* seen as broken above */
+    if (cf__deadline_passed(d)) {
+      rc = CF_ETIMEDOUT;
+      break;
+    }
+    if (now_ns() - quiet_since > SPIN_NS)
+      sched_yield();
+  }
+  driving = NULL;
+  return rc;
+}
+
+int cf_mpi_pool_progress(cf_executor *ex, cf_future *until, double timeout_s) {
+  if (!ex || ex->vt != &mp_vt)
+    return CF__FAIL(CF_EINVAL, ex ? "not an MPI pool" : "NULL pool");
+  mpool *p = (mpool *)ex;
+  if (!p->caller)
+    return CF__FAIL(CF_EINVAL, "the pool has its own progress thread "
+                               "(caller_progress was not set)");
+  cf_deadline d;
+  if (cf__deadline_from_timeout(timeout_s, &d) != 0)
+    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
+  if (driving == p)
+    return CF__FAIL(CF_EDEADLK, "called from inside this pool's progress "
+                                "(a done-callback)");
+  pthread_mutex_lock(&p->drive_mu);
+  int rc = drive(p, until, &d);
+  pthread_mutex_unlock(&p->drive_mu);
+  switch (rc) {
+  case 0:
+    return 0;
+  case CF_ETIMEDOUT:
+    return CF__FAIL(rc, until ? "the future is not done yet"
+                              : "tasks are still queued or in flight");
+  case CF_EBROKEN:
+    return CF__FAIL(rc, "the pool is broken (a worker died)");
+  default:
+    return CF__FAIL(rc, "the pool has been shut down and its workers "
+                        "released");
+  }
 }
 
 /* ---- submissions ----------------------------------------------------------
@@ -1055,6 +1163,8 @@ static int mp_submit(cf_executor *ex, cf_fn fn, void *arg,
 
 static int mp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
   mpool *p = (mpool *)ex;
+  if (wait && driving == p)
+    return CF_EDEADLK; /* a done-callback of a caller-driven pool */
   pthread_mutex_lock(&p->mu);
   if (wait && p->have_thread && pthread_equal(pthread_self(), p->thread)) {
     pthread_mutex_unlock(&p->mu);
@@ -1077,6 +1187,19 @@ static int mp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
   }
   if (!wait)
     return 0;
+  if (p->caller) {
+    /* What the thread would do before it ends: run everything queued,
+     * then release the workers (once). */
+    pthread_mutex_lock(&p->drive_mu);
+    cf_deadline forever = {.forever = true};
+    int rc = p->released ? 0 : drive(p, NULL, &forever);
+    if (rc == 0 && !p->released) {
+      release_workers(p);
+      p->released = true;
+    }
+    pthread_mutex_unlock(&p->drive_mu);
+    return 0; /* a broken pool: its futures have failed already */
+  }
   pthread_mutex_lock(&p->join_mu);
   if (!p->joined) {
     pthread_join(p->thread, NULL);
@@ -1087,6 +1210,7 @@ static int mp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
 }
 
 static void pool_free(mpool *p) {
+  pthread_mutex_destroy(&p->drive_mu);
   pthread_mutex_destroy(&p->mu);
   pthread_mutex_destroy(&p->join_mu);
   pthread_cond_destroy(&p->cv);
@@ -1308,6 +1432,8 @@ int cf_mpi_pool_new(const cf_mpi_pool_opts *opts, cf_executor **out) {
   p->base.vt = &mp_vt;
   pthread_mutex_init(&p->mu, NULL);
   pthread_mutex_init(&p->join_mu, NULL);
+  pthread_mutex_init(&p->drive_mu, NULL);
+  p->caller = o.caller_progress;
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1384,6 +1510,12 @@ int cf_mpi_pool_new(const cf_mpi_pool_opts *opts, cf_executor **out) {
   }
   free(hellos);
   probe_shm(p);
+  if (p->caller) { /* no thread: see cf_mpi_pool_progress */
+    cf__mpi_live_pool = &p->base;
+    cf__mpi_unlock();
+    *out = &p->base;
+    return 0;
+  }
   /* The progress thread runs with every signal blocked: the host's
    * signals go to the host's threads. */
   sigset_t all, old;
@@ -1395,17 +1527,9 @@ int cf_mpi_pool_new(const cf_mpi_pool_opts *opts, cf_executor **out) {
   pthread_mutex_unlock(&p->mu);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (prc != 0) {
-    for (size_t i = 0; i < p->n; i++)
-      if (p->workers[i].shm)
-        MPI_Send(NULL, 0, MPI_BYTE, p->workers[i].rank, CF__MPI_TAG_SHM_DROP,
-                 p->comm);
+    release_workers(p);
     if (p->shm_any)
       cf__mpi_shm_use(-1);
-    if (p->spawned) {
-      for (size_t i = 0; i < p->n; i++)
-        MPI_Send(NULL, 0, MPI_BYTE, (int)i, CF__MPI_TAG_EXIT, p->comm);
-      MPI_Comm_disconnect(&p->comm);
-    }
     cf__mpi_unlock();
     pool_free(p);
     return CF__FAIL(CF_ESYS, "the progress thread could not be created");

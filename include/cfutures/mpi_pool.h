@@ -117,6 +117,16 @@ typedef struct cf_mpi_pool_opts {
   /* Spawning only: OpenMPI's "host" info key (e.g. "node1,node2"), or
    * NULL to let the launcher place the workers. Copied. */
   const char *hosts;
+  /* false (default): a progress thread of the pool's moves its messages,
+   * and futures complete on their own, done-callbacks on that thread.
+   * true: no thread; messages move, and futures complete (done-callbacks
+   * running), only while the program calls cf_mpi_pool_progress, or in
+   * cf_executor_shutdown with wait (and so cf_executor_free), on the
+   * calling thread. For programs with a loop of their own that call MPI
+   * alongside; a blocking wait (cf_future_result, cf_wait, cf_map_next)
+   * on such a pool's futures returns only if some thread drives it
+   * meanwhile. */
+  bool caller_progress;
 } cf_mpi_pool_opts;
 
 /* Creates an MPI pool (opts may be NULL: defaults) and returns it in
@@ -173,6 +183,22 @@ CF_API int cf_mpi_pool_submit(cf_executor *ex, cf_proc_fn fn, const void *data,
 CF_API int cf_mpi_pool_map_bytes(cf_executor *ex, cf_proc_fn fn,
                                  const void *items, size_t n, size_t item_size,
                                  const cf_map_opts *opts, cf_map **out);
+
+/* A caller-driven pool (opts.caller_progress): moves its messages on this
+ * thread, completing futures (their done-callbacks run here), until
+ * `until` is done, or with until NULL until no task is queued or in
+ * flight, or until timeout_s passes (CF_FOREVER: no limit; 0: one look).
+ * Between turns that move nothing it spins briefly, then yields the CPU:
+ * MPI offers nothing to sleep on. One thread drives at a time; others
+ * calling meanwhile wait their turn. until may be any future (of this
+ * pool, or another executor's that this pool's work completes).
+ * Returns 0; CF_ETIMEDOUT; CF_EBROKEN (a worker died: its tasks have
+ * failed); CF_ESHUTDOWN (the pool was shut down and its workers
+ * released: nothing more will move); CF_EDEADLK (called from a
+ * done-callback that this pool's progress runs); CF_EINVAL (NULL or not
+ * an MPI pool, a pool with its progress thread, a NaN timeout). */
+CF_API int cf_mpi_pool_progress(cf_executor *ex, cf_future *until,
+                                double timeout_s);
 
 /* The worker count; 0 for NULL or another executor. */
 CF_API size_t cf_mpi_pool_size(const cf_executor *ex);

@@ -7,6 +7,7 @@
  * runs cmocka (its TAP output is the test's). Every process has a
  * watchdog (alarm): a hang ends the job with a message, well before
  * meson's timeout. Every blocking call has a timeout. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -156,8 +157,9 @@ static int item_square(void *arg, void **out) {
 /* ---- fixtures --------------------------------------------------------------
  */
 
-static int pool_up(void **state) {
-  cf_mpi_pool_opts o = {.max_workers = 2};
+/* Two workers; caller: no progress thread (opts.caller_progress). */
+static int pool_up_as(void **state, bool caller) {
+  cf_mpi_pool_opts o = {.max_workers = 2, .caller_progress = caller};
   cf_executor *ex = NULL;
   int rc = cf_mpi_pool_new(&o, &ex);
   if (rc) {
@@ -166,6 +168,10 @@ static int pool_up(void **state) {
   }
   *state = ex;
   return 0;
+}
+
+static int pool_up(void **state) {
+  return pool_up_as(state, false);
 }
 
 static int pool_down(void **state) {
@@ -782,6 +788,147 @@ static int die_in_a_task(cf_proc_fn fn, size_t len) {
   return 0;
 }
 
+/* ---- caller-driven progress (opts.caller_progress) ------------------- */
+
+static int caller_pool_up(void **state) {
+  return pool_up_as(state, true);
+}
+
+static double secs(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Nothing moves until the program drives the pool; then a given future,
+ * then everything queued, completes; every wait's timeout holds. */
+static void test_caller_progress(void **state) {
+  cf_executor *ex = *state;
+  enum { N = 50 };
+  cf_future *fs[N];
+  for (int i = 0; i < N; i++)
+    fs[i] = submit_i32(ex, i % 3);
+  usleep(50000); /* no thread of the pool's: nothing is sent */
+  assert_false(cf_future_done(fs[0]));
+  assert_int_equal(cf_mpi_pool_progress(ex, fs[0], T), 0);
+  assert_true(cf_future_done(fs[0]));
+  assert_int_equal(cf_mpi_pool_progress(ex, NULL, T), 0);
+  for (int i = 0; i < N; i++) {
+    assert_true(cf_future_done(fs[i]));
+    void *v;
+    assert_int_equal(cf_future_result(fs[i], 0, &v), 0);
+    assert_int_equal(i32(v), i % 3 + 1);
+    cf_future_unref(fs[i]);
+  }
+  /* nothing to do: at once, whatever the timeout */
+  assert_int_equal(cf_mpi_pool_progress(ex, NULL, 0), 0);
+  /* a future no task of this pool completes: the timeout */
+  cf_future *never = cf_future_new();
+  double t0 = secs();
+  assert_int_equal(cf_mpi_pool_progress(ex, never, 0.05), CF_ETIMEDOUT);
+  double took = secs() - t0;
+  assert_true(took >= 0.045 && took < 5);
+  assert_int_equal(cf_mpi_pool_progress(ex, never, 0), CF_ETIMEDOUT);
+  /* a slow task: the timeout, then done on a later call */
+  cf_future *slow = submit_i32(ex, 300);
+  assert_int_equal(cf_mpi_pool_progress(ex, slow, 0.02), CF_ETIMEDOUT);
+  assert_false(cf_future_done(slow));
+  assert_int_equal(cf_mpi_pool_progress(ex, slow, T), 0);
+  void *v;
+  assert_int_equal(cf_future_result(slow, 0, &v), 0);
+  assert_int_equal(i32(v), 301);
+  cf_future_unref(slow);
+  cf_future_unref(never);
+  /* bad input */
+  assert_int_equal(cf_mpi_pool_progress(NULL, NULL, 0), CF_EINVAL);
+  assert_int_equal(cf_mpi_pool_progress(ex, NULL, __builtin_nan("")),
+                   CF_EINVAL);
+}
+
+/* A thread that drives the pool lets blocking waits (cf_map_next) work. */
+static atomic_bool stop_driving;
+static void *driver(void *arg) {
+  while (!atomic_load(&stop_driving)) {
+    int rc = cf_mpi_pool_progress(arg, NULL, 0.01);
+    if (rc != 0 && rc != CF_ETIMEDOUT)
+      return (void *)(intptr_t)rc;
+  }
+  return NULL;
+}
+
+static void test_caller_progress_driver_thread(void **state) {
+  cf_executor *ex = *state;
+  atomic_store(&stop_driving, false);
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, driver, ex), 0);
+  enum { N = 2000 };
+  int32_t *xs = calloc(N, sizeof *xs);
+  assert_non_null(xs);
+  cf_map_opts o = {.chunksize = 50, .use_timeout = true, .timeout_s = T};
+  cf_map *m;
+  assert_int_equal(
+      cf_mpi_pool_map_bytes(ex, slow_or_fail, xs, N, sizeof xs[0], &o, &m), 0);
+  void *v;
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(cf_map_next(m, &v), 0);
+    assert_int_equal(i32(v), 1);
+  }
+  assert_int_equal(cf_map_next(m, &v), CF_EDONE);
+  cf_map_free(m);
+  free(xs);
+  atomic_store(&stop_driving, true);
+  void *ret;
+  assert_int_equal(pthread_join(th, &ret), 0);
+  assert_null(ret);
+}
+
+/* A done-callback run by the caller's progress may not drive the pool
+ * again, nor wait for its shutdown. */
+static atomic_int nested_rc, nested_shutdown_rc;
+static int drive_in_callback(cf_future *f, void *arg) {
+  (void)f;
+  atomic_store(&nested_rc, cf_mpi_pool_progress(arg, NULL, 0));
+  atomic_store(&nested_shutdown_rc, cf_executor_shutdown(arg, true, false));
+  return 0;
+}
+
+static void test_caller_progress_callbacks(void **state) {
+  cf_executor *ex = *state;
+  atomic_store(&nested_rc, 1);
+  atomic_store(&nested_shutdown_rc, 1);
+  cf_future *f = submit_i32(ex, 1);
+  assert_int_equal(cf_future_add_done_callback(f, drive_in_callback, ex), 0);
+  assert_int_equal(cf_mpi_pool_progress(ex, f, T), 0);
+  assert_int_equal(atomic_load(&nested_rc), CF_EDEADLK);
+  assert_int_equal(atomic_load(&nested_shutdown_rc), CF_EDEADLK);
+  cf_future_unref(f);
+}
+
+/* A waiting shutdown runs what is queued (the caller's thread drives),
+ * then releases the workers: nothing moves after it. */
+static void test_caller_progress_shutdown(void **state) {
+  cf_executor *ex = *state;
+  test_shutdown_waits(state); /* nothing moved before the shutdown */
+  cf_future *f = NULL;
+  int32_t one = 1;
+  assert_int_equal(cf_mpi_pool_submit(ex, slow_or_fail, &one, sizeof one, &f),
+                   CF_ESHUTDOWN);
+  assert_int_equal(cf_mpi_pool_progress(ex, NULL, 0), 0);
+  cf_future *never = cf_future_new();
+  assert_int_equal(cf_mpi_pool_progress(ex, never, 0), CF_ESHUTDOWN);
+  cf_future_unref(never);
+}
+
+/* A pool with its own progress thread refuses to be driven. */
+static void test_progress_needs_caller_mode(void **state) {
+  cf_executor *ex = *state;
+  assert_int_equal(cf_mpi_pool_progress(ex, NULL, 0), CF_EINVAL);
+  cf_executor *tp;
+  assert_int_equal(cf_thread_pool_new(NULL, &tp), 0);
+  assert_int_equal(cf_mpi_pool_progress(tp, NULL, 0), CF_EINVAL);
+  cf_executor_free(tp);
+}
+
 int main(int argc, char **argv) {
   struct sigaction sa = {.sa_handler = watchdog_fired};
   sigaction(SIGALRM, &sa, NULL);
@@ -834,6 +981,16 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_bad_input, pool_up, pool_down),
       cmocka_unit_test(test_bad_pool_options),
       cmocka_unit_test_setup_teardown(test_many_tasks_from_threads_backlog,
+                                      pool_up, pool_down),
+      cmocka_unit_test_setup_teardown(test_caller_progress, caller_pool_up,
+                                      pool_down),
+      cmocka_unit_test_setup_teardown(test_caller_progress_driver_thread,
+                                      caller_pool_up, pool_down),
+      cmocka_unit_test_setup_teardown(test_caller_progress_callbacks,
+                                      caller_pool_up, pool_down),
+      cmocka_unit_test_setup_teardown(test_caller_progress_shutdown,
+                                      caller_pool_up, pool_down),
+      cmocka_unit_test_setup_teardown(test_progress_needs_caller_mode,
                                       pool_up, pool_down),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
