@@ -11,6 +11,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -56,12 +57,27 @@ static inline int bench_cmp(const void *x, const void *y) {
   return a < b ? -1 : a > b;
 }
 
-/* Prints median and p99 of `n` latencies in microseconds. */
-static inline void bench_report_rtt(const char *impl, double *us, int n) {
+/* The round-trip programs take one optional argument, "loaded": the run
+ * is then made while bench/loaded keeps every core busy with another
+ * process (bench/cpu_hog), and its rows are named rtt_loaded_*. Returns
+ * the workload's prefix, "rtt" or "rtt_loaded"; exits on a bad argument. */
+static inline const char *bench_rtt_workload(int argc, char **argv) {
+  if (argc < 2)
+    return "rtt";
+  if (argc == 2 && argv[1][0] == 'l' && !strcmp(argv[1], "loaded"))
+    return "rtt_loaded";
+  fprintf(stderr, "usage: %s [loaded]\n", argv[0]);
+  exit(2);
+}
+
+/* Prints median and p99 of `n` latencies in microseconds, as workloads
+ * <prefix>_median and <prefix>_p99 (prefix: see bench_rtt_workload). */
+static inline void bench_report_rtt(const char *prefix, const char *impl,
+                                    double *us, int n) {
   qsort(us, (size_t)n, sizeof us[0], bench_cmp);
-  printf("RESULT workload=rtt_median impl=%s value=%.3f unit=us\n", impl,
-         us[n / 2]);
-  printf("RESULT workload=rtt_p99 impl=%s value=%.3f unit=us\n", impl,
+  printf("RESULT workload=%s_median impl=%s value=%.3f unit=us\n", prefix,
+         impl, us[n / 2]);
+  printf("RESULT workload=%s_p99 impl=%s value=%.3f unit=us\n", prefix, impl,
          us[n * 99 / 100]);
 }
 

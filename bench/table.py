@@ -26,6 +26,8 @@ TITLES = {
     "burst": "1M tiny tasks from outside",
     "rtt_median": "round trip, median",
     "rtt_p99": "round trip, p99",
+    "rtt_loaded_median": "round trip, median, cores busy",
+    "rtt_loaded_p99": "round trip, p99, cores busy",
     "idle_cpu": "idle CPU, 2 s after burst",
     "proc_submit": "procs: tiny tasks via submit",
     "proc_map": "procs: 1M items, map(chunk 1000)",
