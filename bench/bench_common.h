@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BENCH_FIB_N   30
 /* The burst programs run one whole burst untimed before the timed one, so
@@ -26,6 +27,8 @@
 #define BENCH_WORKERS 2
 /* Tasks run before the 2 s idle window of the idle_* programs. */
 #define BENCH_IDLE_BURST 100000
+/* Tasks kept pending by the mem_* programs (bytes per pending task). */
+#define BENCH_PENDING 1000000
 
 static inline double bench_now(void) {
   struct timespec ts;
@@ -39,6 +42,16 @@ static inline double bench_cpu(void) {
   getrusage(RUSAGE_SELF, &r);
   return (double)r.ru_utime.tv_sec + (double)r.ru_utime.tv_usec * 1e-6 +
          (double)r.ru_stime.tv_sec + (double)r.ru_stime.tv_usec * 1e-6;
+}
+
+/* The resident set of the process, in bytes (/proc/self/statm). */
+static inline double bench_rss(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  long pages = 0, resident = 0;
+  if (!f || fscanf(f, "%ld %ld", &pages, &resident) != 2)
+    abort();
+  fclose(f);
+  return (double)resident * (double)sysconf(_SC_PAGESIZE);
 }
 
 /* Calls made by a naive recursive fib(n): one task per call. */

@@ -29,6 +29,7 @@ TITLES = {
     "rtt_loaded_median": "round trip, median, cores busy",
     "rtt_loaded_p99": "round trip, p99, cores busy",
     "idle_cpu": "idle CPU, 2 s after burst",
+    "pending_mem": "memory per pending task (1M)",
     "proc_submit": "procs: tiny tasks via submit",
     "proc_map": "procs: 1M items, map(chunk 1000)",
     "proc_rtt": "procs: round trip, median",
