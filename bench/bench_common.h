@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BENCH_FIB_N   30
+#define BENCH_FIB_N 30
 /* The burst programs run one whole burst untimed before the timed one, so
  * that every program is measured in steady state, with its allocator's
  * memory already touched: on this kind of VM a first touch costs ~3.5 us
@@ -88,8 +88,8 @@ static inline const char *bench_rtt_workload(int argc, char **argv) {
 static inline void bench_report_rtt(const char *prefix, const char *impl,
                                     double *us, int n) {
   qsort(us, (size_t)n, sizeof us[0], bench_cmp);
-  printf("RESULT workload=%s_median impl=%s value=%.3f unit=us\n", prefix,
-         impl, us[n / 2]);
+  printf("RESULT workload=%s_median impl=%s value=%.3f unit=us\n", prefix, impl,
+         us[n / 2]);
   printf("RESULT workload=%s_p99 impl=%s value=%.3f unit=us\n", prefix, impl,
          us[n * 99 / 100]);
 }

@@ -31,9 +31,8 @@ int main() {
   std::atomic<long> *counter = &ran;
   double rss0 = bench_rss();
   for (int i = 0; i < BENCH_PENDING; i++)
-    arena.enqueue([counter] {
-      counter->fetch_add(1, std::memory_order_relaxed);
-    });
+    arena.enqueue(
+        [counter] { counter->fetch_add(1, std::memory_order_relaxed); });
   double rss1 = bench_rss();
   if (ran.load(std::memory_order_relaxed) != 0)
     return 1; /* not the case being measured */
