@@ -11,10 +11,12 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
-#define BENCH_FIB_N   30
+#define BENCH_FIB_N 30
 /* The burst programs run one whole burst untimed before the timed one, so
  * that every program is measured in steady state, with its allocator's
  * memory already touched: on this kind of VM a first touch costs ~3.5 us
@@ -25,6 +27,8 @@
 #define BENCH_WORKERS 2
 /* Tasks run before the 2 s idle window of the idle_* programs. */
 #define BENCH_IDLE_BURST 100000
+/* Tasks kept pending by the mem_* programs (bytes per pending task). */
+#define BENCH_PENDING 1000000
 
 static inline double bench_now(void) {
   struct timespec ts;
@@ -38,6 +42,16 @@ static inline double bench_cpu(void) {
   getrusage(RUSAGE_SELF, &r);
   return (double)r.ru_utime.tv_sec + (double)r.ru_utime.tv_usec * 1e-6 +
          (double)r.ru_stime.tv_sec + (double)r.ru_stime.tv_usec * 1e-6;
+}
+
+/* The resident set of the process, in bytes (/proc/self/statm). */
+static inline double bench_rss(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  long pages = 0, resident = 0;
+  if (!f || fscanf(f, "%ld %ld", &pages, &resident) != 2)
+    abort();
+  fclose(f);
+  return (double)resident * (double)sysconf(_SC_PAGESIZE);
 }
 
 /* Calls made by a naive recursive fib(n): one task per call. */
@@ -56,12 +70,27 @@ static inline int bench_cmp(const void *x, const void *y) {
   return a < b ? -1 : a > b;
 }
 
-/* Prints median and p99 of `n` latencies in microseconds. */
-static inline void bench_report_rtt(const char *impl, double *us, int n) {
+/* The round-trip programs take one optional argument, "loaded": the run
+ * is then made while bench/loaded keeps every core busy with another
+ * process (bench/cpu_hog), and its rows are named rtt_loaded_*. Returns
+ * the workload's prefix, "rtt" or "rtt_loaded"; exits on a bad argument. */
+static inline const char *bench_rtt_workload(int argc, char **argv) {
+  if (argc < 2)
+    return "rtt";
+  if (argc == 2 && argv[1][0] == 'l' && !strcmp(argv[1], "loaded"))
+    return "rtt_loaded";
+  fprintf(stderr, "usage: %s [loaded]\n", argv[0]);
+  exit(2);
+}
+
+/* Prints median and p99 of `n` latencies in microseconds, as workloads
+ * <prefix>_median and <prefix>_p99 (prefix: see bench_rtt_workload). */
+static inline void bench_report_rtt(const char *prefix, const char *impl,
+                                    double *us, int n) {
   qsort(us, (size_t)n, sizeof us[0], bench_cmp);
-  printf("RESULT workload=rtt_median impl=%s value=%.3f unit=us\n", impl,
+  printf("RESULT workload=%s_median impl=%s value=%.3f unit=us\n", prefix, impl,
          us[n / 2]);
-  printf("RESULT workload=rtt_p99 impl=%s value=%.3f unit=us\n", impl,
+  printf("RESULT workload=%s_p99 impl=%s value=%.3f unit=us\n", prefix, impl,
          us[n * 99 / 100]);
 }
 

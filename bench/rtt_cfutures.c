@@ -23,7 +23,8 @@ static double round_trip(cf_executor *pool) {
   return dt * 1e6;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  const char *workload = bench_rtt_workload(argc, argv);
   cf_thread_pool_opts o = {.max_workers = BENCH_WORKERS};
   cf_executor *pool;
   if (cf_thread_pool_new(&o, &pool))
@@ -35,7 +36,7 @@ int main(void) {
     round_trip(pool);
   for (int i = 0; i < BENCH_RTT; i++)
     us[i] = round_trip(pool);
-  bench_report_rtt("cfutures", us, BENCH_RTT);
+  bench_report_rtt(workload, "cfutures", us, BENCH_RTT);
   free(us);
   cf_executor_free(pool);
   return 0;

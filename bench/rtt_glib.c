@@ -17,7 +17,8 @@ static double round_trip(GThreadPool *pool, GAsyncQueue *replies) {
   return (bench_now() - t0) * 1e6;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  const char *workload = bench_rtt_workload(argc, argv);
   GAsyncQueue *replies = g_async_queue_new();
   GThreadPool *pool =
       g_thread_pool_new(reply, replies, BENCH_WORKERS, TRUE, NULL);
@@ -28,7 +29,7 @@ int main(void) {
     round_trip(pool, replies);
   for (int i = 0; i < BENCH_RTT; i++)
     us[i] = round_trip(pool, replies);
-  bench_report_rtt("GLib", us, BENCH_RTT);
+  bench_report_rtt(workload, "GLib", us, BENCH_RTT);
   free(us);
   g_thread_pool_free(pool, FALSE, TRUE);
   g_async_queue_unref(replies);

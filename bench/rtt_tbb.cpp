@@ -21,7 +21,8 @@ static double round_trip(tbb::task_arena &arena) {
   return (bench_now() - t0) * 1e6;
 }
 
-int main() {
+int main(int argc, char **argv) {
+  const char *workload = bench_rtt_workload(argc, argv);
   tbb::global_control gc(tbb::global_control::max_allowed_parallelism,
                          BENCH_WORKERS + 1);
   tbb::task_arena arena(BENCH_WORKERS, 0);
@@ -30,6 +31,6 @@ int main() {
     round_trip(arena);
   for (int i = 0; i < BENCH_RTT; i++)
     us[i] = round_trip(arena);
-  bench_report_rtt("oneTBB", us.data(), BENCH_RTT);
+  bench_report_rtt(workload, "oneTBB", us.data(), BENCH_RTT);
   return 0;
 }

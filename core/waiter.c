@@ -10,7 +10,7 @@
 #define SLEEPING CF__WAITER_SLEEPING
 /* How long a waiter spins before it makes the futex syscall. Short: a
  * round trip on a warm pool finishes within it; an idle thread pays for it
- * once per sleep. */
+ * once per sleep. None for a while after a spin ran out (core/spin.h). */
 #define SPIN_NS 20000u
 
 static pthread_mutex_t free_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -39,6 +39,7 @@ static void key_init(void) {
 
 void cf__waiter_init(cf__waiter *w, const cf__waiter_ops *ops, void *owner) {
   atomic_init(&w->seq, 0);
+  w->spin = (cf__spin){0};
   w->ops = ops;
   w->owner = owner;
   w->next_free = NULL;
@@ -67,6 +68,7 @@ cf__waiter *cf__waiter_self(void) {
   w->ops = NULL;
   w->owner = NULL;
   w->next_free = NULL;
+  w->spin = (cf__spin){0};
   pthread_setspecific(exit_key, w);
   self = w;
   return w;
@@ -95,15 +97,27 @@ int cf__waiter_sleep(cf__waiter *w, uint32_t seen, const cf_deadline *d) {
 }
 
 int cf__waiter_block(cf__waiter *w, uint32_t seen, const cf_deadline *d) {
+  return cf__waiter_block_spin(w, seen, d, SPIN_NS);
+}
+
+int cf__waiter_block_spin(cf__waiter *w, uint32_t seen, const cf_deadline *d,
+                          uint64_t spin_ns) {
   uint64_t start = cf__now_ns();
-  for (unsigned i = 1;; i++) {
+  /* No spin for a while after spins ran out (core/spin.h): the
+   * CAS below still sees a wake that came meanwhile. */
+  spin_ns = cf__spin_budget(&w->spin, spin_ns, start);
+  for (unsigned i = 1; spin_ns; i++) {
     if ((atomic_load_explicit(&w->seq, memory_order_acquire) & ~SLEEPING) !=
-        seen)
+        seen) {
+      cf__spin_paid(&w->spin);
       return 0;
+    }
     if ((i & 63) == 0) {
       uint64_t now = cf__now_ns();
-      if (now - start > SPIN_NS)
+      if (now - start > spin_ns) {
+        cf__spin_ran_out(&w->spin, now);
         break;
+      }
       if (d && cf__deadline_passed(d))
         return CF_ETIMEDOUT;
     }

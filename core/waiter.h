@@ -27,6 +27,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/spin.h"
 #include "core/time.h"
 
 typedef struct cf_future cf_future;
@@ -47,6 +48,7 @@ typedef struct cf__waiter_ops {
 
 typedef struct cf__waiter {
   _Atomic uint32_t seq;
+  cf__spin spin;             /* its sleeper's only (one at a time) */
   const cf__waiter_ops *ops; /* NULL: a thread's waiter; fixed for life */
   void *owner;               /* for ops: the fiber; fixed for life */
   struct cf__waiter *next_free;
@@ -85,6 +87,10 @@ int cf__waiter_sleep(cf__waiter *w, uint32_t seen, const cf_deadline *d);
  * cannot be suspended blocks its thread instead. ops->wake must then wake
  * the futex (cf__waiter_futex_wake). */
 int cf__waiter_block(cf__waiter *w, uint32_t seen, const cf_deadline *d);
+/* cf__waiter_block with a spin of at most spin_ns (0: none) before the
+ * futex wait, skipped for a while after one ran out (core/spin.h). */
+int cf__waiter_block_spin(cf__waiter *w, uint32_t seen, const cf_deadline *d,
+                          uint64_t spin_ns);
 void cf__waiter_futex_wake(cf__waiter *w);
 
 /* Bit 0 of `seq`: set by a sleeper before it blocks or suspends. */

@@ -157,6 +157,7 @@ struct worker {
   fib *first;       /* the first loop fiber, made by cf_thread_pool_new */
   fib *spare;       /* worker thread only: fibers ready for reuse */
   unsigned nspare;  /* worker thread only */
+  cf__spin search;  /* worker thread only: its searches' back-off */
   pthread_t thread;
   bool started;
 };
@@ -776,7 +777,8 @@ static void park(worker *w, uint32_t seen) {
       d.at.tv_sec = (time_t)(due / 1000000000u);
       d.at.tv_nsec = (long)(due % 1000000000u);
     }
-    cf__waiter_block(&w->park, seen, &d);
+    /* No spin on the park word: the search before was one. */
+    cf__waiter_block_spin(&w->park, seen, &d, 0);
   }
   uint32_t one = 1;
   if (atomic_compare_exchange_strong_explicit(
@@ -809,9 +811,14 @@ static void loop(fib *me) {
      * workers, as Go and Tokio do, measured slower here for fork-join and
      * no faster for outside bursts on 2 cores.) */
     atomic_fetch_add_explicit(&p->nsearching, 1, memory_order_relaxed);
+    /* No search (only the one look below) for a while after searches ran
+     * out (core/spin.h): when the CPUs are busy, a searcher takes them
+     * from the threads with work to do, and a descheduled searcher holds
+     * back the wake-up of a sleeper. */
     uint64_t start = cf__now_ns();
+    uint64_t budget = cf__spin_budget(&w->search, SEARCH_NS, start);
     bool found = false;
-    for (unsigned i = 1, pause = 1; !found; i++) {
+    for (unsigned i = 1, pause = 1; !found && budget; i++) {
       /* Exponential backoff keeps searchers from hammering the lines
        * that submitters write. */
       for (unsigned k = 0; k < pause; k++)
@@ -819,8 +826,15 @@ static void loop(fib *me) {
       if (pause < 64)
         pause *= 2;
       found = find_work(w, &wk);
-      if ((i & 7) == 0 && cf__now_ns() - start > SEARCH_NS)
-        break;
+      if (found)
+        cf__spin_paid(&w->search);
+      else if ((i & 7) == 0) {
+        uint64_t now = cf__now_ns();
+        if (now - start > budget) {
+          cf__spin_ran_out(&w->search, now);
+          break;
+        }
+      }
     }
     uint32_t left =
         atomic_fetch_sub_explicit(&p->nsearching, 1, memory_order_seq_cst);
