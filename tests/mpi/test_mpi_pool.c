@@ -993,5 +993,29 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_progress_needs_caller_mode,
                                       pool_up, pool_down),
   };
+  /* Spawned workers: every test's pool spawns two (MPI_Comm_spawn) and
+   * disconnects them. OpenMPI 4.1 here has hung, rarely, in a spawn
+   * following many spawns and disconnects in one process (twice in CI
+   * runs of this file, at different tests; never under mpiexec, never
+   * reproduced in 22 local runs). The spawned run therefore takes the
+   * tests that differ when spawned (pool creation, payloads, failures
+   * naming the host, shutdown and release, caller progress), and the
+   * mpiexec runs take them all. */
+  const struct CMUnitTest spawned[] = {
+      cmocka_unit_test_setup_teardown(test_submit_bytes, pool_up, pool_down),
+      cmocka_unit_test_setup_teardown(test_large_payloads_both_ways, pool_up,
+                                      pool_down),
+      cmocka_unit_test_setup_teardown(test_failure_names_rank_and_host, pool_up,
+                                      pool_down),
+      cmocka_unit_test_setup_teardown(test_map_bytes_chunked, pool_up,
+                                      pool_down),
+      cmocka_unit_test_setup_teardown(test_shutdown_cancel_futures, pool_up,
+                                      pool_down),
+      cmocka_unit_test_setup_teardown(test_caller_progress_shutdown,
+                                      caller_pool_up, pool_down),
+      cmocka_unit_test(test_bad_pool_options),
+  };
+  if (spawned_mode)
+    return cmocka_run_group_tests(spawned, NULL, NULL);
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
