@@ -18,8 +18,13 @@ static void debug_init(void) {
                         memory_order_relaxed);
 }
 
+/* Set once debug_init has run (and, with jemalloc, arena_init): the hot
+ * paths test it instead of calling pthread_once each time. */
+static atomic_bool alloc_ready;
+
 bool cf__debug_mode(void) {
-  pthread_once(&debug_once, debug_init);
+  if (!atomic_load_explicit(&alloc_ready, memory_order_acquire))
+    pthread_once(&debug_once, debug_init);
   return atomic_load_explicit(&cf__debug_on, memory_order_relaxed);
 }
 
@@ -38,7 +43,8 @@ static void debug_free(void *p, size_t size) {
   free(old);
 }
 
-/* ---- the allocator -------------------------------------------------------- */
+/* ---- the allocator --------------------------------------------------------
+ */
 
 #if CF_USE_JEMALLOC
 #include <jemalloc/jemalloc.h>
@@ -88,9 +94,14 @@ static void arena_init(void) {
 }
 
 void *cf__alloc(size_t size) {
-  if (cf__debug_mode())
+  if (!atomic_load_explicit(&alloc_ready, memory_order_acquire)) {
+    pthread_once(&debug_once, debug_init);
+    pthread_once(&arena_once, arena_init);
+    /* release: arena_flags and the debug flag are set */
+    atomic_store_explicit(&alloc_ready, true, memory_order_release);
+  }
+  if (cf__debug_known())
     return malloc(size ? size : 1);
-  pthread_once(&arena_once, arena_init);
   return mallocx(size ? size : 1, (int)arena_flags);
 }
 

@@ -215,8 +215,3 @@ void *cf__fiber_switch(cf__fiber *from, cf__fiber *to, void *msg) {
 }
 #endif
 
-size_t cf__fiber_stack_left(const cf__fiber *f) {
-  uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
-  uintptr_t lo = (uintptr_t)f->stack_lo;
-  return sp > lo ? (size_t)(sp - lo) : 0;
-}

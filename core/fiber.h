@@ -23,6 +23,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct cf__fiber cf__fiber;
 
@@ -31,14 +32,14 @@ typedef struct cf__fiber cf__fiber;
 typedef void (*cf__fiber_entry)(cf__fiber *self, void *msg);
 
 struct cf__fiber {
-  void *ctx;           /* saved context while not running */
-  char *stack_lo;      /* lowest usable byte of the stack */
-  size_t stack_size;   /* usable bytes above stack_lo */
-  void *map;           /* mapping (guard page included); NULL: native */
-  size_t map_size;     /* bytes mapped */
+  void *ctx;         /* saved context while not running */
+  char *stack_lo;    /* lowest usable byte of the stack */
+  size_t stack_size; /* usable bytes above stack_lo */
+  void *map;         /* mapping (guard page included); NULL: native */
+  size_t map_size;   /* bytes mapped */
   cf__fiber_entry entry;
-  void *asan_fake;     /* AddressSanitizer's fake stack while switched out */
-  void *tsan;          /* ThreadSanitizer's fiber handle */
+  void *asan_fake; /* AddressSanitizer's fake stack while switched out */
+  void *tsan;      /* ThreadSanitizer's fiber handle */
 };
 
 /* Stack sizes are rounded up to whole pages and must lie in this range. */
@@ -114,6 +115,10 @@ static inline void *cf__fiber_switch(cf__fiber *from, cf__fiber *to,
 #endif
 
 /* Bytes of stack left below the caller's frame on fiber f (a mapped one). */
-size_t cf__fiber_stack_left(const cf__fiber *f);
+static inline size_t cf__fiber_stack_left(const cf__fiber *f) {
+  uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+  uintptr_t lo = (uintptr_t)f->stack_lo;
+  return sp > lo ? (size_t)(sp - lo) : 0;
+}
 
 #endif

@@ -36,13 +36,12 @@ void cf__fail_clear(void) {
   fail_message = NULL;
 }
 
-void cf__run_task(cf_future *f, cf_fn fn, void *arg, cf_destroy_fn destroy) {
-  cf__run_task_cancellable(f, fn, arg, destroy, NULL);
-}
-
-void cf__run_task_cancellable(cf_future *f, cf_fn fn, void *arg,
-                              cf_destroy_fn destroy,
-                              const _Atomic bool *cancel) {
+/* Completes f with what the task returned; with `drop`, dropping a
+ * reference of the caller's too (whatever happens). */
+static void run_task(cf_future *f, cf_fn fn, void *arg, cf_destroy_fn destroy,
+                     const _Atomic bool *cancel, bool drop) {
+  int (*complete)(cf_future *, int, void *, cf_destroy_fn, char *) =
+      drop ? cf__future_complete_drop : cf__future_complete;
   void *out = NULL;
   if (fail_message)
     cf__fail_clear();
@@ -50,20 +49,44 @@ void cf__run_task_cancellable(cf_future *f, cf_fn fn, void *arg,
   if (rc == CF_ECANCELLED && cancel && atomic_load(cancel)) {
     cf__fail_clear();
     cf__future_cancel(f);
+    if (drop)
+      cf_future_unref(f);
     return;
   }
   if (rc == 0) {
     /* If the future was completed behind our back (the pool broke), the
      * result has no other owner: destroy it. */
-    if (cf__future_complete(f, 0, out, destroy, NULL) != 0 && destroy)
-      destroy(out);
+    if (complete(f, 0, out, destroy, NULL) != 0) {
+      if (destroy)
+        destroy(out);
+      if (drop)
+        cf_future_unref(f);
+    }
     return;
   }
   /* A failed task's partial result, if any, is the task's to clean up; we
    * do not guess at it. */
   char *msg = fail_message ? cf__fail_take_message() : NULL;
-  if (cf__future_complete(f, rc, NULL, NULL, msg) != 0)
+  if (complete(f, rc, NULL, NULL, msg) != 0) {
     free(msg);
+    if (drop)
+      cf_future_unref(f);
+  }
+}
+
+void cf__run_task(cf_future *f, cf_fn fn, void *arg, cf_destroy_fn destroy) {
+  run_task(f, fn, arg, destroy, NULL, false);
+}
+
+void cf__run_task_cancellable(cf_future *f, cf_fn fn, void *arg,
+                              cf_destroy_fn destroy,
+                              const _Atomic bool *cancel) {
+  run_task(f, fn, arg, destroy, cancel, false);
+}
+
+void cf__run_task_drop(cf_future *f, cf_fn fn, void *arg,
+                       cf_destroy_fn destroy) {
+  run_task(f, fn, arg, destroy, NULL, true);
 }
 
 /* ---- dispatch ------------------------------------------------------------ */

@@ -129,6 +129,11 @@ void cf__run_task(cf_future *f, cf_fn fn, void *arg, cf_destroy_fn destroy);
 void cf__run_task_cancellable(cf_future *f, cf_fn fn, void *arg,
                               cf_destroy_fn destroy,
                               const _Atomic bool *cancel);
+/* cf__run_task that also drops one reference the caller holds to f (a
+ * queue's), in the completion itself (cf__future_complete_drop): f may be
+ * freed when it returns. */
+void cf__run_task_drop(cf_future *f, cf_fn fn, void *arg,
+                       cf_destroy_fn destroy);
 
 /* Records why a submit failed (rc: CF_ESHUTDOWN, CF_EBROKEN, CF_ENOMEM...)
  * as the last error of `call`; returns rc. */

@@ -158,6 +158,8 @@ struct worker {
   fib *spare;       /* worker thread only: fibers ready for reuse */
   unsigned nspare;  /* worker thread only */
   cf__spin search;  /* worker thread only: its searches' back-off */
+  struct cached_task *cache; /* worker thread only: see task_dealloc */
+  unsigned ncache;
   pthread_t thread;
   bool started;
 };
@@ -178,6 +180,7 @@ struct pool {
   _Alignas(CF__CACHE_LINE) _Atomic bool shutdown; /* submitters drained */
   _Atomic bool cancelling;   /* cancel_futures: drop queued tasks */
   _Atomic bool broken;       /* an initializer failed */
+  bool seizable;             /* cf__membarrier_usable(): private tasks */
   _Atomic uint64_t next_due; /* earliest timer, ns; UINT64_MAX: none */
   _Alignas(CF__CACHE_LINE) _Atomic uint32_t nsuspended; /* fibers asleep */
   _Alignas(CF__CACHE_LINE) _Atomic uint32_t started;    /* workers running */
@@ -197,17 +200,53 @@ static _Thread_local worker *tls_worker CF__TLS_FAST;
 
 /* ---- tasks --------------------------------------------------------------- */
 
+/* A freed task block kept by a worker for its next task_new: a free list
+ * the worker thread alone touches (fork-join frees most tasks on the
+ * worker that made them), up to TASK_CACHE blocks; the rest, and every
+ * block freed elsewhere, go back to the allocator. Not in debug mode, nor
+ * under AddressSanitizer: freed tasks must stay poisoned there. */
+typedef struct cached_task {
+  struct cached_task *next;
+} cached_task;
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TASK_CACHE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TASK_CACHE 0
+#endif
+#endif
+#ifndef TASK_CACHE
+#define TASK_CACHE 256
+#endif
+
 static void task_dealloc(cf_future *f) {
+#if TASK_CACHE > 0
+  worker *w = tls_worker;
+  if (w && w->ncache < TASK_CACHE && !cf__debug_known()) {
+    cached_task *c = (cached_task *)f;
+    c->next = w->cache;
+    w->cache = c;
+    w->ncache++;
+    return;
+  }
+#endif
   cf__free(f, sizeof(task));
 }
 
 static task *task_new(pool *p, cf_fn fn, void *arg, cf_destroy_fn destroy) {
-  task *t = cf__alloc(sizeof *t);
-  if (!t)
+  worker *w = tls_worker;
+  task *t;
+  if (w && w->cache) {
+    t = (task *)w->cache;
+    w->cache = w->cache->next;
+    w->ncache--;
+  } else if (!(t = cf__alloc(sizeof *t))) {
     return NULL;
+  }
   cf__future_init(&t->fut, task_dealloc);
   /* Two references: the caller's future and the queue entry's. */
-  atomic_store_explicit(&t->fut.refs, 2, memory_order_relaxed);
+  cf__future_set_refs(&t->fut, 2);
   t->fn = fn;
   t->arg = arg;
   t->destroy = destroy;
@@ -217,11 +256,16 @@ static task *task_new(pool *p, cf_fn fn, void *arg, cf_destroy_fn destroy) {
 
 /* Claims t (PENDING -> RUNNING) and runs it, or fails or cancels it when
  * the pool broke or is cancelling. False if t was no longer pending (run
- * inline by a waiter, or cancelled). Does not touch any worker after the
- * task ran: the fiber may have moved to another one. */
-static bool execute(task *t) {
-  if (cf__future_set_running(&t->fut) != 0)
+ * inline by a waiter, or cancelled). With `drop`, the queue entry's
+ * reference goes too, in the completion (see cf__future_complete_drop); t
+ * may be gone when it returns. Does not touch any worker after the task
+ * ran: the fiber may have moved to another one. */
+static bool execute(task *t, bool drop) {
+  if (cf__future_set_running(&t->fut) != 0) {
+    if (drop)
+      cf_future_unref(&t->fut);
     return false;
+  }
   pool *p = t->p;
   if (atomic_load_explicit(&p->broken, memory_order_acquire)) {
     char *msg = strdup("the pool's initializer failed");
@@ -230,15 +274,20 @@ static bool execute(task *t) {
   } else if (atomic_load_explicit(&p->cancelling, memory_order_relaxed)) {
     cf__future_cancel(&t->fut);
   } else {
-    cf__run_task(&t->fut, t->fn, t->arg, t->destroy);
+    if (drop)
+      cf__run_task_drop(&t->fut, t->fn, t->arg, t->destroy);
+    else
+      cf__run_task(&t->fut, t->fn, t->arg, t->destroy);
+    return true;
   }
+  if (drop)
+    cf_future_unref(&t->fut);
   return true;
 }
 
 /* Runs a task taken from a queue and drops the queue entry's reference. */
 static void run(task *t) {
-  execute(t);
-  cf_future_unref(&t->fut);
+  execute(t, true);
 }
 
 /* ---- waking -------------------------------------------------------------- */
@@ -279,6 +328,41 @@ static void kick(pool *p) {
     wake_one(p);
 }
 
+/* After the owner pushed on or took from its deque (deque.h): its new tasks
+ * stay private, fence-free, while every worker is busy. With a worker idle
+ * (searching or asleep) they are all shared at once, and a sleeper is
+ * woken if nobody searches; a thief's request (it found only private
+ * tasks) gets half. Relaxed loads, no fence: a missed wake costs
+ * parallelism, never progress, since the owner runs its own deque. Where
+ * deques cannot be seized (no membarrier(2)), a shutdown that cancels
+ * could not reach private tasks: every task is shared at once. */
+static inline void offer(worker *w) {
+  pool *p = w->p;
+  if (!p->seizable) { /* see cf__deque_seize: everything is shared */
+    if (cf__deque_share_all(&w->dq))
+      kick(p);
+    return;
+  }
+  uint32_t sleeping = atomic_load_explicit(&p->nsleeping, memory_order_relaxed);
+  uint32_t searching =
+      atomic_load_explicit(&p->nsearching, memory_order_relaxed);
+  if (!sleeping && !searching) {
+    if (cf__deque_asked(&w->dq))
+      cf__deque_share(&w->dq);
+    return;
+  }
+  if (cf__deque_share_all(&w->dq) && sleeping && !searching)
+    wake_one(p);
+}
+
+/* Owner: its newest task, then the rest offered to idle workers. */
+static task *take_own(worker *w) {
+  task *t = cf__deque_take(&w->dq);
+  if (t)
+    offer(w);
+  return t;
+}
+
 /* ---- finding work -------------------------------------------------------- */
 
 static bool inbox_nonempty(inbox *in);
@@ -288,7 +372,7 @@ static bool work_visible(pool *p) {
   if (cf__inject_nonempty(&p->ready) || cf__inject_nonempty(&p->inject))
     return true;
   for (size_t i = 0; i < p->n; i++)
-    if (cf__deque_nonempty(&p->workers[i].dq) ||
+    if (cf__deque_stealable(&p->workers[i].dq) ||
         inbox_nonempty(&p->workers[i].in))
       return true;
   return false;
@@ -440,7 +524,7 @@ static bool find_work(worker *w, work *out) {
   out->resume = pop_ready(w->p);
   if (out->resume)
     return true;
-  out->t = cf__deque_take(&w->dq);
+  out->t = take_own(w);
   if (!out->t)
     out->t = take_inboxed(w);
   if (!out->t)
@@ -734,14 +818,15 @@ static bool fib_run_inline(cf__waiter *wt, cf_future *f) {
   /* Fork-join: the awaited task is usually the one we pushed last. */
   task *top = cf__deque_take(&w->dq);
   if (top == t) {
+    offer(w);
     run(t);
     return true;
   }
   if (top)
     cf__deque_push(&w->dq, top); /* the slot it left: cannot fail */
   /* Elsewhere (another deque, the injection queue): claim it there; its
-   * entry is skipped when popped. */
-  return execute(t);
+   * entry (and reference) is skipped when popped. */
+  return execute(t, false);
 }
 
 static const cf__waiter_ops fib_ops = {
@@ -928,9 +1013,7 @@ static void submit_local(worker *w, task *t) {
     submit_outside(w->p, t); /* could not grow: fall back */
     return;
   }
-  if (atomic_load_explicit(&w->p->nsleeping, memory_order_relaxed) &&
-      !atomic_load_explicit(&w->p->nsearching, memory_order_relaxed))
-    wake_one(w->p);
+  offer(w);
 }
 
 static int pool_submit(cf_executor *ex, cf_fn fn, void *arg,
@@ -987,7 +1070,7 @@ static void cancel_queued(pool *p) {
       list = node;
     }
   }
-  cf__inject_unlock(&p->inject);
+  /* Still held: it serialises the seizes below (two shutdowns at once). */
   for (size_t i = 0; i < p->n; i++) {
     task *t;
     while ((t = inbox_take(&p->workers[i].in)) != NULL) {
@@ -996,6 +1079,9 @@ static void cancel_queued(pool *p) {
       list = node;
     }
     void *x;
+    /* tasks private to a worker too, though it may be stuck in a task */
+    if (p->seizable)
+      cf__deque_seize(&p->workers[i].dq);
     while ((x = cf__deque_steal(&p->workers[i].dq)) != NULL) {
       if (x == CF__DEQUE_ABORT)
         continue;
@@ -1004,6 +1090,7 @@ static void cancel_queued(pool *p) {
       list = node;
     }
   }
+  cf__inject_unlock(&p->inject);
   /* Phase 1: every pending one becomes CANCELLED, listeners kept. Those
    * that were not pending (stale entries, cancelled by their owner) are
    * unlinked right away. */
@@ -1075,6 +1162,11 @@ static void free_workers(pool *p, size_t n) {
       fib_destroy(g);
     }
     cf__deque_fini(&w->dq);
+    while (w->cache) { /* its thread has ended */
+      struct cached_task *c = w->cache;
+      w->cache = c->next;
+      cf__free(c, sizeof(task));
+    }
   }
 }
 
@@ -1154,6 +1246,7 @@ int cf_thread_pool_new(const cf_thread_pool_opts *opts, cf_executor **out) {
   cf__inject_init(&p->ready);
   atomic_init(&p->next_due, UINT64_MAX);
   p->n = n;
+  p->seizable = cf__membarrier_usable();
   p->creator = creator;
   p->stack_size = stack;
   p->initializer = o.initializer;

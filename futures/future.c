@@ -20,38 +20,57 @@
 
 /* ---- the state lock ------------------------------------------------------ */
 
-/* Takes LOCK and returns the state (without LOCK) it was taken in. */
-static uint32_t lock_state(cf_future *f) {
-  uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
-  for (unsigned spins = 0;; spins++) {
-    if (!(s & CF__LOCK)) {
-      /* acquire: pairs with the release store in unlock_state, so the
-       * previous holder's writes (fields, list) are visible. */
-      if (atomic_compare_exchange_weak_explicit(&f->state, &s, s | CF__LOCK,
-                                                memory_order_acquire,
-                                                memory_order_relaxed))
-        return s;
-      continue;
-    }
+/* The state word once LOCK is clear (acquire: pairs with the release in
+ * unlock_word). LOCK is held for a handful of instructions: spin, then
+ * yield in case its holder was preempted. */
+static uint32_t word_unlocked(cf_future *f) {
+  uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+  for (unsigned spins = 0; s & CF__LOCK; spins++) {
     if (spins < 64)
       ck_pr_stall();
     else
-      sched_yield(); /* the holder was preempted */
-    s = atomic_load_explicit(&f->state, memory_order_relaxed);
+      sched_yield();
+    s = atomic_load_explicit(&f->state, memory_order_acquire);
+  }
+  return s;
+}
+
+/* Takes LOCK and returns the word (without LOCK) it was taken in. */
+static uint32_t lock_word(cf_future *f) {
+  for (;;) {
+    uint32_t s = word_unlocked(f);
+    /* acquire: pairs with the release store in unlock_word, so the
+     * previous holder's writes (fields, list) are visible. */
+    if (atomic_compare_exchange_weak_explicit(&f->state, &s, s | CF__LOCK,
+                                              memory_order_acquire,
+                                              memory_order_relaxed))
+      return s;
   }
 }
 
+/* Releases LOCK, leaving the word w (LOCK clear). A plain store: nobody
+ * changes the word while LOCK is held, references included. release:
+ * publishes the fields and list written under LOCK; pairs with the acquire
+ * in lock_word, in cf__future_state and in cf_future_unref. */
+static void unlock_word(cf_future *f, uint32_t w) {
+  atomic_store_explicit(&f->state, w, memory_order_release);
+}
+
+/* Takes LOCK and returns the state it was taken in. */
+static uint32_t lock_state(cf_future *f) {
+  return lock_word(f) & CF__STATE_MASK;
+}
+
+/* Releases LOCK with the state set to `state`, references unchanged. */
 static void unlock_state(cf_future *f, uint32_t state) {
-  /* release: publishes the fields and list written under LOCK; pairs with
-   * the acquire in lock_state and in cf__future_state. */
-  atomic_store_explicit(&f->state, state, memory_order_release);
+  uint32_t w = atomic_load_explicit(&f->state, memory_order_relaxed);
+  unlock_word(f, (w & ~(CF__STATE_MASK | CF__LOCK)) | state);
 }
 
 /* ---- lifetime ------------------------------------------------------------ */
 
 void cf__future_init(cf_future *f, void (*dealloc)(cf_future *f)) {
-  atomic_init(&f->state, CF_PENDING);
-  atomic_init(&f->refs, 1);
+  atomic_init(&f->state, CF_PENDING | CF__REF_ONE);
   f->code = 0;
   f->value = NULL;
   f->destroy = NULL;
@@ -63,8 +82,8 @@ void cf__future_init(cf_future *f, void (*dealloc)(cf_future *f)) {
 
 void cf__future_misused(const cf_future *f, const char *call) {
   uint32_t m = f->magic;
-  fprintf(stderr,
-          "cfutures (CFUTURES_DEBUG): %s(%p): %s\n", call, (const void *)f,
+  fprintf(stderr, "cfutures (CFUTURES_DEBUG): %s(%p): %s\n", call,
+          (const void *)f,
           m == CF__FUTURE_DEAD
               ? "this future was freed: its last reference was dropped "
                 "before (a use after cf_future_unref, or a double unref)"
@@ -96,27 +115,24 @@ cf_future *cf__future_new_owned(void) {
 
 cf_future *cf_future_ref(cf_future *f) {
   CF__CHECK_FUTURE(f);
-  if (f)
-    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
-  return f;
+  if (!f)
+    return f;
+  for (;;) {
+    uint32_t s = word_unlocked(f);
+    if (atomic_compare_exchange_weak_explicit(&f->state, &s, s + CF__REF_ONE,
+                                              memory_order_relaxed,
+                                              memory_order_relaxed))
+      return f;
+  }
 }
 
-void cf_future_unref(cf_future *f) {
-  if (!f)
-    return;
-  CF__CHECK_FUTURE(f);
-  /* A sole holder needs no read-modify-write: nobody else can add a
-   * reference without holding one. acquire: pairs with the release half of
-   * other holders' fetch_sub below, so their writes are visible before we
-   * free. */
-  if (atomic_load_explicit(&f->refs, memory_order_acquire) != 1 &&
-      /* acq_rel: the last dropper must see every other holder's writes. */
-      atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
-    return;
+/* Frees f: its last reference is gone. */
+static void future_free(cf_future *f) {
   uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
   if ((s & CF__STATE_MASK) == CF_FINISHED && f->code == 0 && f->destroy)
     f->destroy(f->value);
-  free(f->message);
+  if (f->message)
+    free(f->message);
   /* Listeners of a future that was never completed: never to run. */
   for (cf__listener *l = f->listeners, *next; l; l = next) {
     next = l->next;
@@ -128,6 +144,27 @@ void cf_future_unref(cf_future *f) {
     f->dealloc(f);
   else
     cf__free(f, sizeof *f);
+}
+
+void cf_future_unref(cf_future *f) {
+  if (!f)
+    return;
+  CF__CHECK_FUTURE(f);
+  /* A sole holder needs no read-modify-write: nobody else can add a
+   * reference without holding one. acquire: pairs with the release of
+   * other holders' drops (the CAS below, a completion's unlock_word), so
+   * their writes are visible before we free. */
+  for (;;) {
+    uint32_t s = word_unlocked(f);
+    if (cf__refs(s) == 1)
+      break;
+    /* acq_rel: the last dropper must see every other holder's writes. */
+    if (atomic_compare_exchange_weak_explicit(&f->state, &s, s - CF__REF_ONE,
+                                              memory_order_acq_rel,
+                                              memory_order_relaxed))
+      return;
+  }
+  future_free(f);
 }
 
 /* ---- listeners ----------------------------------------------------------- */
@@ -184,12 +221,18 @@ static void fire_listeners(cf_future *f, cf__listener *list) {
 }
 
 /* Moves f from one of `from_mask`'s states to `to`, writing the result
- * fields, and runs the listeners. Returns 0 or CF_EINVALSTATE. */
+ * fields, and runs the listeners. With `drop`, also drops one reference of
+ * the caller's, in the same store when no listener is attached (one
+ * read-modify-write for the whole completion), else after the listeners
+ * ran (they get f alive); f is freed if that was the last. Returns 0 or
+ * CF_EINVALSTATE (then nothing is dropped). */
 static int transition(cf_future *f, unsigned from_mask, uint32_t to, int code,
-                      void *value, cf_destroy_fn destroy, char *message) {
-  uint32_t s = lock_state(f);
+                      void *value, cf_destroy_fn destroy, char *message,
+                      bool drop) {
+  uint32_t w = lock_word(f);
+  uint32_t s = w & CF__STATE_MASK;
   if (!((1u << s) & from_mask)) {
-    unlock_state(f, s);
+    unlock_word(f, w);
     return CF_EINVALSTATE;
   }
   f->code = code;
@@ -198,20 +241,32 @@ static int transition(cf_future *f, unsigned from_mask, uint32_t to, int code,
   f->message = message;
   cf__listener *list = f->listeners;
   f->listeners = NULL;
-  unlock_state(f, to);
-  fire_listeners(f, list);
+  bool drop_now = drop && !list;
+  unlock_word(f, ((w & ~CF__STATE_MASK) - (drop_now ? CF__REF_ONE : 0)) | to);
+  if (list)
+    fire_listeners(f, list);
+  if (drop_now && cf__refs(w) == 1)
+    future_free(f); /* ours was the last reference */
+  else if (drop && !drop_now)
+    cf_future_unref(f);
   return 0;
 }
 
 int cf__future_complete(cf_future *f, int code, void *value,
                         cf_destroy_fn destroy, char *message) {
   return transition(f, 1u << CF_PENDING | 1u << CF_RUNNING, CF_FINISHED, code,
-                    value, destroy, message);
+                    value, destroy, message, false);
+}
+
+int cf__future_complete_drop(cf_future *f, int code, void *value,
+                             cf_destroy_fn destroy, char *message) {
+  return transition(f, 1u << CF_PENDING | 1u << CF_RUNNING, CF_FINISHED, code,
+                    value, destroy, message, true);
 }
 
 bool cf__future_cancel(cf_future *f) {
   return transition(f, 1u << CF_PENDING | 1u << CF_RUNNING, CF_CANCELLED, 0,
-                    NULL, NULL, NULL) == 0;
+                    NULL, NULL, NULL, false) == 0;
 }
 
 bool cf__future_cancel_quiet(cf_future *f) {
@@ -264,13 +319,17 @@ int cf_future_set_running_or_notify_cancel(cf_future *f) {
 }
 
 int cf__future_set_running(cf_future *f) {
-  uint32_t s = lock_state(f);
-  if (s == CF_PENDING) {
-    unlock_state(f, CF_RUNNING);
-    return 0;
+  /* One CAS, no LOCK: the change publishes no field. */
+  for (;;) {
+    uint32_t s = word_unlocked(f);
+    uint32_t st = s & CF__STATE_MASK;
+    if (st != CF_PENDING)
+      return st == CF_CANCELLED ? CF_ECANCELLED : CF_EINVALSTATE;
+    if (atomic_compare_exchange_weak_explicit(
+            &f->state, &s, (s & ~CF__STATE_MASK) | CF_RUNNING,
+            memory_order_acquire, memory_order_relaxed))
+      return 0;
   }
-  unlock_state(f, s);
-  return s == CF_CANCELLED ? CF_ECANCELLED : CF_EINVALSTATE;
 }
 
 int cf_future_set_result(cf_future *f, void *value, cf_destroy_fn destroy) {
@@ -337,7 +396,8 @@ bool cf_future_cancel(cf_future *f) {
   CF__CHECK_FUTURE(f);
   if (!f)
     return false;
-  if (transition(f, 1u << CF_PENDING, CF_CANCELLED, 0, NULL, NULL, NULL) == 0)
+  if (transition(f, 1u << CF_PENDING, CF_CANCELLED, 0, NULL, NULL, NULL,
+                 false) == 0)
     return true;
   return cf__future_state(f) == CF_CANCELLED;
 }
@@ -404,7 +464,8 @@ int cf_future_add_done_callback(cf_future *f, cf_done_fn fn, void *arg) {
   return 0;
 }
 
-/* ---- a pollable descriptor ------------------------------------------------ */
+/* ---- a pollable descriptor ------------------------------------------------
+ */
 
 typedef struct fd_node {
   cf__listener l;
@@ -506,9 +567,8 @@ void cf__node_settle(cf_future *f, cf__listener *l, _Atomic uint32_t *fired) {
   }
 }
 
-int cf__wait_until(bool (*cond)(void *ctx), void *ctx,
-                   cf_future *const *hints, size_t nhints,
-                   const cf_deadline *d, cf__waiter *w) {
+int cf__wait_until(bool (*cond)(void *ctx), void *ctx, cf_future *const *hints,
+                   size_t nhints, const cf_deadline *d, cf__waiter *w) {
   size_t h = 0; /* hints before h are done or cannot run here */
   for (;;) {
     uint32_t seen = cf__waiter_seq(w);

@@ -2,12 +2,17 @@
  *
  * State word: bits 0-1 hold the cf_future_state, bit 2 (LOCK) is a tiny
  * spinlock that guards the listener list and the completion fields while a
- * state change is in progress. It is held for a handful of instructions
- * only, never across a callback or a syscall.
+ * state change is in progress, and bits 3-31 count the references. LOCK
+ * is held for a handful of instructions only, never across a callback or
+ * a syscall. Nothing changes the word while LOCK is held (taking or
+ * dropping a reference waits for it), so the holder releases it with a
+ * plain store, which may also drop a reference of its own: a pool's
+ * completion of a task and the drop of the queue's reference to it cost
+ * one read-modify-write together (cf__future_complete_drop).
  *
  * Completion protocol: take LOCK (CAS, acquire), check the state, write
- * code/value/destroy/message, store the final state with LOCK clear
- * (release: publishes those fields), detach the listener list, then run the
+ * code/value/destroy/message, detach the listener list, store the final
+ * state with LOCK clear (release: publishes those fields), then run the
  * listeners without any lock. Readers that see a final state with an
  * acquire load see the fields.
  */
@@ -24,6 +29,11 @@
 
 #define CF__STATE_MASK 3u
 #define CF__LOCK       4u
+#define CF__REF_ONE    8u /* one reference, in the state word */
+
+static inline uint32_t cf__refs(uint32_t word) {
+  return word / CF__REF_ONE;
+}
 
 /* Something to run when a future becomes done. Waiters (listeners that
  * only wake someone: `wakes_waiter`) are run first, so that no thread or
@@ -41,14 +51,13 @@ typedef struct cf__listener {
 } cf__listener;
 
 struct cf_future {
-  _Atomic uint32_t state; /* see above */
-  _Atomic uint32_t refs;
-  int32_t code;              /* 0: value is the result; else failure code */
-  uint32_t magic;            /* CF__FUTURE_LIVE until the last unref */
-  void *value;               /* written under LOCK, read after FINISHED */
-  cf_destroy_fn destroy;     /* ditto */
-  char *message;             /* ditto; NULL: cf_strerror(code) */
-  cf__listener *listeners;   /* guarded by LOCK; newest first */
+  _Atomic uint32_t state;  /* see above: state, LOCK, references */
+  int32_t code;            /* 0: value is the result; else failure code */
+  uint32_t magic;          /* CF__FUTURE_LIVE until the last unref */
+  void *value;             /* written under LOCK, read after FINISHED */
+  cf_destroy_fn destroy;   /* ditto */
+  char *message;           /* ditto; NULL: cf_strerror(code) */
+  cf__listener *listeners; /* guarded by LOCK; newest first */
   /* Frees the memory of this future (pools embed futures in their tasks);
    * NULL: a plain future from cf_future_new. */
   void (*dealloc)(cf_future *f);
@@ -64,7 +73,7 @@ struct cf_future {
 _Noreturn void cf__future_misused(const cf_future *f, const char *call);
 #define CF__CHECK_FUTURE_IN(f, call)                                           \
   do {                                                                         \
-    if ((f) && cf__debug_known() && (f)->magic != CF__FUTURE_LIVE)              \
+    if ((f) && cf__debug_known() && (f)->magic != CF__FUTURE_LIVE)             \
       cf__future_misused((f), (call));                                         \
   } while (0)
 #define CF__CHECK_FUTURE(f) CF__CHECK_FUTURE_IN(f, __func__)
@@ -76,6 +85,14 @@ CF__SIBLING cf_future *cf__future_new_owned(void);
 /* Initialises an embedded future: PENDING, one reference. */
 void cf__future_init(cf_future *f, void (*dealloc)(cf_future *f));
 
+/* Sets an initialised future's references to n (n >= 1), before anyone
+ * else can see it: a pool's task starts with the caller's reference and
+ * its queue's. */
+static inline void cf__future_set_refs(cf_future *f, uint32_t n) {
+  atomic_store_explicit(&f->state, CF_PENDING | n * CF__REF_ONE,
+                        memory_order_relaxed);
+}
+
 /* Records a failed wait's outcome on f (rc: CF_ETIMEDOUT, CF_ECANCELLED,
  * CF_EFAILED, CF_EBROKEN, CF_ENOMEM) as the last error of `call`, with the
  * task's own message for a failure; returns rc. */
@@ -85,6 +102,13 @@ int cf__fail_outcome(const char *call, int rc, const cf_future *f);
  * Returns 0 or CF_EINVALSTATE (then value and message stay the caller's). */
 CF__SIBLING int cf__future_complete(cf_future *f, int code, void *value,
                                     cf_destroy_fn destroy, char *message);
+
+/* cf__future_complete, dropping one reference of the caller's too (the
+ * last: f is freed) in the same step; on CF_EINVALSTATE nothing is
+ * dropped. A pool running a task uses it to let go of the queue's
+ * reference to it: one read-modify-write for both. */
+CF__SIBLING int cf__future_complete_drop(cf_future *f, int code, void *value,
+                                         cf_destroy_fn destroy, char *message);
 
 /* PENDING -> RUNNING: 0, or CF_ECANCELLED / CF_EINVALSTATE as
  * cf_future_set_running_or_notify_cancel, for any future. */
@@ -139,9 +163,8 @@ void cf__node_settle(cf_future *f, cf__listener *l, _Atomic uint32_t *fired);
  * cf__waiter_ops.run_inline), then suspends the fiber instead of blocking
  * the thread. Returns 0 or CF_ETIMEDOUT (or CF_ECANCELLED: a cancelled green
  * task's wait). */
-int cf__wait_until(bool (*cond)(void *ctx), void *ctx,
-                   cf_future *const *hints, size_t nhints,
-                   const cf_deadline *d, cf__waiter *w);
+int cf__wait_until(bool (*cond)(void *ctx), void *ctx, cf_future *const *hints,
+                   size_t nhints, const cf_deadline *d, cf__waiter *w);
 
 /* Waits until f is done or the deadline; 0, CF_ETIMEDOUT or CF_ENOMEM. */
 int cf__future_wait(cf_future *f, const cf_deadline *d);
