@@ -50,10 +50,16 @@
  * earliest timer due; the backstop (CF_PARK_BACKSTOP_S, 0 = none, a build
  * option) only bounds the damage of a bug.
  *
- * Shutdown: submitters announce themselves in `submitters` (a count plus
- * a SHUTDOWN bit), so once shutdown has set the bit and the count drained,
- * nothing more enters the injection queue; a worker exits when shut down,
- * no queue has work and no fiber is suspended. Tasks still queued run (or
+ * Shutdown: it sets `closed`, then (cancelling) drains the queues, then
+ * sets `shutdown`; a worker exits when shut down, no queue has work and no
+ * fiber is suspended. An outside submitter reads `closed` before its push
+ * (and fails) and again after it: both sides store, then load the other's
+ * (seq_cst: Dekker), so a task that neither a draining shutdown nor an
+ * exiting worker saw is one whose submitter sees `closed`; it cancels its
+ * own future and fails with CF_ESHUTDOWN (or, if a worker started the task
+ * meanwhile, succeeds). The entry stays queued, cancelled, until a worker
+ * or the pool's free drops it. No counter of submitters, so no atomic
+ * read-modify-write for it on the submit path. Tasks still queued run (or
  * are cancelled with cancel_futures, all of them before any of their
  * listeners runs, and with no lock held) before the workers exit.
  *
@@ -84,8 +90,7 @@
 
 #define MAX_WORKERS   1024
 #define SEARCH_NS     50000u /* idle spin before parking */
-#define SHUTDOWN_BIT  ((uint64_t)1 << 63)
-#define INJECT_BATCH  32 /* tasks a worker takes from outside at once */
+#define INJECT_BATCH  32     /* tasks a worker takes from outside at once */
 #define DEFAULT_STACK ((size_t)256 * 1024)
 #define FIBER_CACHE   16 /* spare fibers a worker keeps mapped */
 #ifndef CF_PARK_BACKSTOP_S
@@ -175,9 +180,10 @@ struct pool {
    * workers write nsearching often. */
   _Alignas(CF__CACHE_LINE) _Atomic uint32_t nsleeping;
   _Alignas(CF__CACHE_LINE) _Atomic uint32_t nsearching;
-  _Alignas(CF__CACHE_LINE) _Atomic uint64_t submitters;
-  /* read-mostly flags, on a line of their own (workers read them per task) */
-  _Alignas(CF__CACHE_LINE) _Atomic bool shutdown; /* submitters drained */
+  /* read-mostly flags, on a line of their own (workers read them per task,
+   * submitters per submit) */
+  _Alignas(CF__CACHE_LINE) _Atomic bool closed; /* no new submit is taken */
+  _Atomic bool shutdown;     /* closed and (cancelling) the queues drained */
   _Atomic bool cancelling;   /* cancel_futures: drop queued tasks */
   _Atomic bool broken;       /* an initializer failed */
   bool seizable;             /* cf__membarrier_usable(): private tasks */
@@ -838,7 +844,8 @@ static const cf__waiter_ops fib_ops = {
 /* ---- parking ------------------------------------------------------------- */
 
 static bool may_exit(pool *p) {
-  return atomic_load_explicit(&p->shutdown, memory_order_acquire) &&
+  /* seq_cst: see "Shutdown" at the top */
+  return atomic_load_explicit(&p->shutdown, memory_order_seq_cst) &&
          atomic_load_explicit(&p->nsuspended, memory_order_relaxed) == 0 &&
          !work_visible(p);
 }
@@ -966,7 +973,7 @@ static void *worker_main(worker *w) {
   pthread_setname_np(pthread_self(), name);
 
   if (p->initializer && p->initializer(p->initarg) != 0)
-    /* release: pairs with the acquire loads in execute / enter_submit. */
+    /* release: pairs with the acquire loads in execute / pool_submit. */
     atomic_store_explicit(&p->broken, true, memory_order_release);
 
   cf__fiber_init_native(&w->native);
@@ -981,26 +988,6 @@ static void *worker_main(worker *w) {
 }
 
 /* ---- submission ---------------------------------------------------------- */
-
-static int enter_submit(pool *p) {
-  /* acquire: pairs with the fetch_or in pool_shutdown. */
-  uint64_t s =
-      atomic_fetch_add_explicit(&p->submitters, 1, memory_order_acquire);
-  if (s & SHUTDOWN_BIT) {
-    atomic_fetch_sub_explicit(&p->submitters, 1, memory_order_release);
-    return CF_ESHUTDOWN;
-  }
-  if (atomic_load_explicit(&p->broken, memory_order_acquire)) {
-    atomic_fetch_sub_explicit(&p->submitters, 1, memory_order_release);
-    return CF_EBROKEN;
-  }
-  return 0;
-}
-
-static void leave_submit(pool *p) {
-  /* release: our push happens before shutdown sees the count drained. */
-  atomic_fetch_sub_explicit(&p->submitters, 1, memory_order_release);
-}
 
 static void submit_outside(pool *p, task *t) {
   /* seq_cst inside: orders the push before kick's loads (Dekker). */
@@ -1021,10 +1008,9 @@ static int pool_submit(cf_executor *ex, cf_fn fn, void *arg,
   pool *p = (pool *)ex;
   worker *w = tls_worker;
   if (w && w->p == p) {
-    /* From our own worker: no need to announce ourselves to shutdown, since
-     * a worker drains its own deque before it exits. */
-    if (atomic_load_explicit(&p->submitters, memory_order_relaxed) &
-        SHUTDOWN_BIT)
+    /* From our own worker: a worker drains its own deque before it exits,
+     * so a task pushed here is never left behind. */
+    if (atomic_load_explicit(&p->closed, memory_order_relaxed))
       return CF_ESHUTDOWN;
     if (atomic_load_explicit(&p->broken, memory_order_relaxed))
       return CF_EBROKEN;
@@ -1035,16 +1021,23 @@ static int pool_submit(cf_executor *ex, cf_fn fn, void *arg,
     *out = &t->fut;
     return 0;
   }
-  int rc = enter_submit(p);
-  if (rc != 0)
-    return rc;
+  if (atomic_load_explicit(&p->closed, memory_order_acquire))
+    return CF_ESHUTDOWN;
+  /* acquire: pairs with the release store in worker_main. */
+  if (atomic_load_explicit(&p->broken, memory_order_acquire))
+    return CF_EBROKEN;
   task *t = task_new(p, fn, arg, destroy);
-  if (!t) {
-    leave_submit(p);
+  if (!t)
     return CF_ENOMEM;
-  }
   submit_outside(p, t);
-  leave_submit(p);
+  /* seq_cst, after the push's seq_cst exchange: see "Shutdown" at the top.
+   * A shutdown came meanwhile, and may have missed the task: take it back
+   * by cancelling it, unless a worker has started it already. */
+  if (atomic_load_explicit(&p->closed, memory_order_seq_cst) &&
+      cf_future_cancel(&t->fut)) {
+    cf_future_unref(&t->fut); /* the caller's; the queue entry keeps its own */
+    return CF_ESHUTDOWN;
+  }
   *out = &t->fut;
   return 0;
 }
@@ -1059,8 +1052,8 @@ static int pool_submit(cf_executor *ex, cf_fn fn, void *arg,
  * `cancelling`. */
 static void cancel_queued(pool *p) {
   cf__inject_node *list = NULL; /* chained through link.next */
-  /* A producer mid-push (only possible before shutdown drained the
-   * submitters) is waited for: pop returns NULL while nonempty. */
+  /* A producer mid-push (one that read `closed` before shutdown set it)
+   * is waited for: pop returns NULL while nonempty. */
   cf__inject_lock(&p->inject);
   /* Holds the injection lock: move every node to our list. */
   while (cf__inject_nonempty(&p->inject)) {
@@ -1123,20 +1116,16 @@ static int pool_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
   worker *me = tls_worker;
   if (wait && me && me->p == p)
     return CF_EDEADLK;
-  /* acq_rel: after this no new submitter gets in; pairs with enter_submit. */
-  atomic_fetch_or_explicit(&p->submitters, SHUTDOWN_BIT, memory_order_acq_rel);
-  /* Wait for submitters already inside (a few instructions each). */
-  for (unsigned spins = 0;
-       atomic_load_explicit(&p->submitters, memory_order_acquire) !=
-       SHUTDOWN_BIT;
-       spins++)
-    spins < 64 ? ck_pr_stall() : (void)sched_yield();
+  /* seq_cst: the store half of the Dekker pair with submitters (see
+   * "Shutdown" at the top); then the queues are looked at. */
+  atomic_store_explicit(&p->closed, true, memory_order_seq_cst);
   if (cancel_futures) {
     atomic_store_explicit(&p->cancelling, true, memory_order_relaxed);
     cancel_queued(p);
   }
-  /* release: workers that see it also see the drained injection queue. */
-  atomic_store_explicit(&p->shutdown, true, memory_order_release);
+  /* seq_cst: after `closed`, before the workers' look at the queues
+   * (may_exit). */
+  atomic_store_explicit(&p->shutdown, true, memory_order_seq_cst);
   wake_all(p);
   if (!wait)
     return 0;

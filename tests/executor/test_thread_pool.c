@@ -855,6 +855,81 @@ static int wait_briefly(void *arg, void **out) {
   return 0;
 }
 
+/* Submits racing a shutdown, from outside threads: every submit either
+ * fails with CF_ESHUTDOWN or returns a future that ends (ran or
+ * cancelled); none is lost, none runs twice; a submit after shutdown
+ * returned fails. With and without cancel_futures, many rounds. */
+enum { RACERS = 3, RACE_MAX = 4000 };
+typedef struct racer {
+  cf_executor *ex;
+  _Atomic bool *go;
+  cf_future *fs[RACE_MAX];
+  size_t nok, nshut;
+  int other;
+} racer;
+
+static void *racer_main(void *arg) {
+  racer *r = arg;
+  while (!atomic_load(r->go))
+    ;
+  for (size_t i = 0; i < RACE_MAX; i++) {
+    cf_future *f;
+    int rc = cf_submit(r->ex, count_run, NULL, &f);
+    if (rc == 0)
+      r->fs[r->nok++] = f;
+    else if (rc == CF_ESHUTDOWN)
+      r->nshut++;
+    else
+      r->other = rc;
+  }
+  return NULL;
+}
+
+static void test_submit_shutdown_race(void **state) {
+  (void)state;
+  for (int round = 0; round < 40; round++) {
+    cf_executor *ex = new_pool(1 + round % 3);
+    atomic_store(&ran, 0);
+    _Atomic bool go = false;
+    static racer rs[RACERS];
+    pthread_t th[RACERS];
+    for (int k = 0; k < RACERS; k++) {
+      rs[k] = (racer){.ex = ex, .go = &go};
+      assert_int_equal(pthread_create(&th[k], NULL, racer_main, &rs[k]), 0);
+    }
+    atomic_store(&go, true);
+    usleep((useconds_t)(round % 5) * 200);
+    bool cancel = round % 2;
+    assert_int_equal(cf_executor_shutdown(ex, true, cancel), 0);
+    cf_future *late;
+    assert_int_equal(cf_submit(ex, count_run, NULL, &late), CF_ESHUTDOWN);
+    size_t accepted = 0, finished = 0, cancelled = 0;
+    for (int k = 0; k < RACERS; k++) {
+      pthread_join(th[k], NULL);
+      assert_int_equal(rs[k].other, 0);
+      assert_int_equal(rs[k].nok + rs[k].nshut, RACE_MAX);
+      for (size_t i = 0; i < rs[k].nok; i++) {
+        cf_future *f = rs[k].fs[i];
+        /* submits after shutdown returned were refused, so every accepted
+         * one is settled once the racers are joined: bounded wait */
+        void *v;
+        int rc = cf_future_result(f, 10, &v);
+        assert_true(rc == 0 || rc == CF_ECANCELLED);
+        finished += rc == 0;
+        cancelled += rc == CF_ECANCELLED;
+        if (!cancel)
+          assert_int_equal(rc, 0); /* nothing cancels them but a racer */
+        cf_future_unref(f);
+      }
+      accepted += rs[k].nok;
+    }
+    assert_int_equal(finished + cancelled, accepted);
+    assert_int_equal(atomic_load(&ran), finished); /* each ran once */
+    cf_executor_free(ex);
+    assert_int_equal(atomic_load(&ran), finished);
+  }
+}
+
 static void test_result_timeout(void **state) {
   (void)state;
   cf_executor *ex = new_pool(2);
@@ -1634,8 +1709,7 @@ static void test_outside_fifo_order(void **state) {
     }
     for (int i = 2; i < FIFO_N; i++)
       if (fifo_order[i] < fifo_order[i - 1])
-        fail_msg("round %d: task %d started before task %d", round, i,
-                 i - 1);
+        fail_msg("round %d: task %d started before task %d", round, i, i - 1);
     cf_executor_free(ex);
     for (int g = 0; g < 2; g++) {
       cf_future_unref(gates[g]);
@@ -1662,6 +1736,7 @@ int main(void) {
       cmocka_unit_test(test_shutdown_cancels_worker_deques),
       cmocka_unit_test(test_shutdown_from_worker),
       cmocka_unit_test(test_shutdown_twice),
+      cmocka_unit_test(test_submit_shutdown_race),
       cmocka_unit_test(test_result_timeout),
       cmocka_unit_test(test_cancel_races),
       cmocka_unit_test(test_callbacks_on_workers),
