@@ -63,23 +63,23 @@ typedef struct gtask {
   cf_fn fn;
   void *arg;
   cf_loop *loop;
-  cf__fiber f;       /* mapped when the task first runs */
-  cf__waiter waiter; /* ops = green_ops, owner = this task */
-  tstate state;      /* owner thread */
-  struct gtask *ready_next;  /* owner thread: the ready queue */
-  bool in_ready;             /* owner thread: on the ready queue */
-  struct gtask *spawn_next;  /* remote_mu: the spawned list */
-  struct gtask *wake_next;   /* remote_mu: the woken list (a task may be on
-                              * both at once: a cancel before it started) */
+  cf__fiber f;              /* mapped when the task first runs */
+  cf__waiter waiter;        /* ops = green_ops, owner = this task */
+  tstate state;             /* owner thread */
+  struct gtask *ready_next; /* owner thread: the ready queue */
+  bool in_ready;            /* owner thread: on the ready queue */
+  struct gtask *spawn_next; /* remote_mu: the spawned list */
+  struct gtask *wake_next;  /* remote_mu: the woken list (a task may be on
+                             * both at once: a cancel before it started) */
   struct gtask *live_prev, *live_next; /* every task not ended */
-  _Atomic bool wake_queued;  /* on the remote wake list */
-  _Atomic bool cancel;       /* cf_green_cancel was called */
-  uint64_t due;              /* ns, in the timer heap */
-  size_t heap_at;            /* owner thread: index in the heap */
-  bool timed_out;            /* owner thread: the last suspension timed out */
-  bool sleeping;             /* owner thread: in cf_green_sleep/yield/fd */
-  int io_events;             /* owner thread: what the fd wait saw */
-  void *tag;                 /* owner thread: see cf__green_tag */
+  _Atomic bool wake_queued;            /* on the remote wake list */
+  _Atomic bool cancel;                 /* cf_green_cancel was called */
+  uint64_t due;                        /* ns, in the timer heap */
+  size_t heap_at;                      /* owner thread: index in the heap */
+  bool timed_out; /* owner thread: the last suspension timed out */
+  bool sleeping;  /* owner thread: in cf_green_sleep/yield/fd */
+  int io_events;  /* owner thread: what the fd wait saw */
+  void *tag;      /* owner thread: see cf__green_tag */
 } gtask;
 
 struct cf_loop {
@@ -92,7 +92,7 @@ struct cf_loop {
    * to start on: no lock and no search of the process-wide cache
    * (cf__fiber_take) per task. map NULL: none. */
   cf__fiber spare;
-  cf__waiter w;     /* woken (uv_async) when a run's future completes */
+  cf__waiter w; /* woken (uv_async) when a run's future completes */
   size_t stack_size;
   gtask *ready_head, *ready_tail; /* owner thread */
   gtask *live;                    /* owner thread: started or queued tasks */
@@ -103,11 +103,11 @@ struct cf_loop {
   gtask *woken;                       /* remote_mu: wake-ups */
   _Atomic size_t ntasks;              /* not ended */
   _Atomic bool closing;
-  bool running; /* owner thread: inside cf_loop_run* */
+  bool running;          /* owner thread: inside cf_loop_run* */
   struct fdwatch *watch; /* owner thread: indexed by descriptor */
   size_t nwatch;
-  int epfd;         /* the descriptors' epoll instance */
-  uv_poll_t ep_h;   /* libuv's watch on epfd */
+  int epfd;       /* the descriptors' epoll instance */
+  uv_poll_t ep_h; /* libuv's watch on epfd */
 };
 
 /* What the loop knows of a descriptor green tasks have waited on: its
@@ -131,7 +131,8 @@ static uint64_t now_ns(void) {
   return cf__now_ns();
 }
 
-/* ---- the timer heap (owner thread) ---------------------------------------- */
+/* ---- the timer heap (owner thread) ----------------------------------------
+ */
 
 static void heap_swap(cf_loop *l, size_t i, size_t j) {
   gtask *t = l->heap[i];
@@ -193,7 +194,8 @@ static void heap_del(cf_loop *l, gtask *t) {
   heap_down(l, moved->heap_at);
 }
 
-/* ---- queues ----------------------------------------------------------------- */
+/* ---- queues -----------------------------------------------------------------
+ */
 
 /* Queues t to run (once: a task already queued stays where it is). */
 static void ready_push(cf_loop *l, gtask *t) {
@@ -456,8 +458,8 @@ static const cf__waiter_ops loop_ops = {
 };
 
 /* Runs until until(l, ctx) holds or the deadline passes. */
-static int schedule(cf_loop *l, bool (*until)(cf_loop *l, void *ctx),
-                    void *ctx, const cf_deadline *d) {
+static int schedule(cf_loop *l, bool (*until)(cf_loop *l, void *ctx), void *ctx,
+                    const cf_deadline *d) {
   cf__fiber_init_native(&l->native);
   for (;;) {
     uint32_t seen = cf__waiter_seq(&l->w);
@@ -489,8 +491,7 @@ static int schedule(cf_loop *l, bool (*until)(cf_loop *l, void *ctx),
     uv_update_time(&l->uv); /* libuv counts timers from its cached now */
     if (wake_at != UINT64_MAX)
       uv_timer_start(&l->timer, on_timer,
-                     wake_at > now ? (wake_at - now + 999999) / 1000000 : 0,
-                     0);
+                     wake_at > now ? (wake_at - now + 999999) / 1000000 : 0, 0);
     uint32_t expect = seen;
     if (atomic_compare_exchange_strong_explicit(
             &l->w.seq, &expect, seen | CF__WAITER_SLEEPING,
@@ -506,7 +507,8 @@ static int schedule(cf_loop *l, bool (*until)(cf_loop *l, void *ctx),
   }
 }
 
-/* ---- public API ------------------------------------------------------------ */
+/* ---- public API ------------------------------------------------------------
+ */
 
 static void on_epoll(uv_poll_t *h, int status, int events);
 
@@ -514,8 +516,8 @@ int cf_loop_new(const cf_loop_opts *opts, cf_loop **out) {
   if (!out)
     return CF__FAIL(CF_EINVAL, "NULL out");
   *out = NULL;
-  size_t stack = opts && opts->stack_size ? opts->stack_size
-                                          : CF_GREEN_STACK_DEFAULT;
+  size_t stack =
+      opts && opts->stack_size ? opts->stack_size : CF_GREEN_STACK_DEFAULT;
   if (stack < CF_GREEN_STACK_MIN || stack > CF_GREEN_STACK_MAX)
     return CF__FAILF(CF_EINVAL, "stack_size %zu is outside [%zu, %zu]", stack,
                      CF_GREEN_STACK_MIN, CF_GREEN_STACK_MAX);
@@ -556,9 +558,10 @@ static int spawn(const char *call, cf_loop *l, double delay_s, cf_fn fn,
   if (out)
     *out = NULL;
   if (!l || !fn || !out)
-    return cf__fail_at(call, CF_EINVAL, !l    ? "NULL loop"
-                                        : !fn ? "NULL task function"
-                                              : "NULL out");
+    return cf__fail_at(call, CF_EINVAL,
+                       !l    ? "NULL loop"
+                       : !fn ? "NULL task function"
+                             : "NULL out");
   if (isnan(delay_s) || delay_s < 0)
     return cf__fail_at(call, CF_EINVAL, "the delay is NaN or negative");
   gtask *t = cf__alloc(sizeof *t);
@@ -679,8 +682,7 @@ int cf_loop_run(cf_loop *l, double timeout_s) {
 }
 
 size_t cf_loop_tasks(const cf_loop *l) {
-  return l ? atomic_load_explicit(&((cf_loop *)l)->ntasks,
-                                  memory_order_acquire)
+  return l ? atomic_load_explicit(&((cf_loop *)l)->ntasks, memory_order_acquire)
            : 0;
 }
 
@@ -753,19 +755,19 @@ static int green_pause(gtask *t, uint64_t due) {
   }
   t->sleeping = false;
   heap_del(l, t);
-  return atomic_load_explicit(&t->cancel, memory_order_acquire)
-             ? CF_ECANCELLED
-             : 0;
+  return atomic_load_explicit(&t->cancel, memory_order_acquire) ? CF_ECANCELLED
+                                                                : 0;
 }
 
-/* ---- waiting for a descriptor ---------------------------------------------- */
+/* ---- waiting for a descriptor ----------------------------------------------
+ */
 
 /* (Re-)arms fd's one-shot registration for what its waiters want. 0 or an
  * errno value. */
 static int watch_arm(cf_loop *l, int fd, fdwatch *w) {
-  struct epoll_event ev = {
-      .events = EPOLLONESHOT | (w->reader ? EPOLLIN | EPOLLRDHUP : 0) |
-                (w->writer ? EPOLLOUT : 0)};
+  struct epoll_event ev = {.events = EPOLLONESHOT |
+                                     (w->reader ? EPOLLIN | EPOLLRDHUP : 0) |
+                                     (w->writer ? EPOLLOUT : 0)};
   if (w->added) {
     ev.data.u64 = (uint32_t)fd | (uint64_t)w->gen << 32;
     if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
@@ -902,8 +904,9 @@ int cf_green_wait_fd(int fd, int events, double timeout_s) {
   gtask *t = running_task;
   if (!t) { /* a plain thread: poll(2) */
     struct pollfd p = {.fd = fd,
-                       .events = (short)((events & CF_GREEN_READ ? POLLIN : 0) |
-                                         (events & CF_GREEN_WRITE ? POLLOUT : 0))};
+                       .events =
+                           (short)((events & CF_GREEN_READ ? POLLIN : 0) |
+                                   (events & CF_GREEN_WRITE ? POLLOUT : 0))};
     for (;;) {
       double left = cf__deadline_remaining(&d);
       int ms = d.forever ? -1 : left <= 0 ? 0 : (int)ceil(left * 1e3);
