@@ -172,7 +172,9 @@ struct cf_loop {
 typedef struct fdwatch {
   gtask *reader, *writer;
   uint32_t gen;
-  bool added; /* registered (as far as the loop knows) */
+  bool added;   /* registered (as far as the loop knows) */
+  bool drained; /* a hint: the last green read of it was short (see
+                 * cf__green_fd_drained) */
 } fdwatch;
 
 static _Thread_local gtask *running_task CF__TLS_FAST;
@@ -924,6 +926,28 @@ cf_loop *cf_loop_current(void) {
   return running_task ? running_task->loop : NULL;
 }
 
+static fdwatch *watch_of(cf_loop *l, int fd);
+
+bool cf__green_fd_drained(int fd) {
+  gtask *t = running_task;
+  if (!t || fd < 0 || (size_t)fd >= t->loop->nwatch)
+    return false;
+  return t->loop->watch[fd].drained;
+}
+
+void cf__green_fd_set_drained(int fd, bool drained) {
+  gtask *t = running_task;
+  if (!t || fd < 0)
+    return;
+  if ((size_t)fd < t->loop->nwatch) {
+    t->loop->watch[fd].drained = drained;
+  } else if (drained) { /* a hint: none when out of memory */
+    fdwatch *w = watch_of(t->loop, fd);
+    if (w)
+      w->drained = true;
+  }
+}
+
 void *cf__green_tag(void) {
   return running_task ? running_task->tag : NULL;
 }
@@ -1032,22 +1056,30 @@ static void on_epoll(uv_poll_t *h, int status, int events) {
   } while (n == BATCH);
 }
 
-static int wait_fd_green(gtask *t, int fd, int events, const cf_deadline *d) {
-  cf_loop *l = t->loop;
-  if (atomic_load_explicit(&t->cancel, memory_order_acquire))
-    return CF_ECANCELLED;
+/* Owner thread: fd's entry in the table (grown to hold it), or NULL when
+ * out of memory. Pointers into the table last until it grows. */
+static fdwatch *watch_of(cf_loop *l, int fd) {
   if ((size_t)fd >= l->nwatch) {
     size_t n = l->nwatch ? l->nwatch : 64;
     while (n <= (size_t)fd)
       n *= 2;
     fdwatch *grown = realloc(l->watch, n * sizeof *grown);
     if (!grown)
-      return CF_ENOMEM;
+      return NULL;
     memset(grown + l->nwatch, 0, (n - l->nwatch) * sizeof *grown);
     l->watch = grown;
     l->nwatch = n;
   }
-  fdwatch *w = &l->watch[fd];
+  return &l->watch[fd];
+}
+
+static int wait_fd_green(gtask *t, int fd, int events, const cf_deadline *d) {
+  cf_loop *l = t->loop;
+  if (atomic_load_explicit(&t->cancel, memory_order_acquire))
+    return CF_ECANCELLED;
+  fdwatch *w = watch_of(l, fd);
+  if (!w)
+    return CF_ENOMEM;
   if (((events & CF_GREEN_READ) && w->reader) ||
       ((events & CF_GREEN_WRITE) && w->writer))
     return CF_EBUSY;
