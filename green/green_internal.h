@@ -2,10 +2,23 @@
 #ifndef CF_GREEN_INTERNAL_H
 #define CF_GREEN_INTERNAL_H
 
+#include <stdbool.h>
+
 /* A pointer the running green task carries for whoever needs to know who it
  * works for (the green pool marks its workers); NULL outside green tasks or
  * when unset. Owner thread of the loop only. */
 void *cf__green_tag(void);
 void cf__green_set_tag(void *tag);
+
+/* A hint for reads, kept per descriptor by the running task's loop: true
+ * when the last green read of fd returned less than it asked for (the
+ * socket was drained then), so the next read waits for readiness before
+ * trying (a wrong guess costs one turn of the loop: re-arming a
+ * registration reports a descriptor that is ready already). False outside
+ * green tasks. The setter does nothing outside green tasks (nor, out of
+ * memory, for a descriptor the loop's table does not hold yet). Owner
+ * thread of the loop only; no errors. */
+bool cf__green_fd_drained(int fd);
+void cf__green_fd_set_drained(int fd, bool drained);
 
 #endif

@@ -16,6 +16,7 @@
 
 #include "core/report.h"
 #include "core/time.h"
+#include "green/green_internal.h"
 
 /* Makes fd non-blocking (the waits do the blocking). */
 static int nonblocking(int fd) {
@@ -69,10 +70,19 @@ int cf_green_read(int fd, void *buf, size_t len, double timeout_s,
   cf_deadline d;
   bool sock = true;
   int rc = start(__func__, fd, timeout_s, &d, true);
+  /* The last read was short: the recv would most likely find nothing, so
+   * wait first (not when the call may not wait at all). */
+  if (rc == 0 && len > 0 && !(!d.forever && timeout_s <= 0) &&
+      cf__green_fd_drained(fd)) {
+    rc = wait_for(__func__, fd, CF_GREEN_READ, &d);
+    if (rc == CF_ETIMEDOUT) /* never time out without one try */
+      rc = 0;
+  }
   while (rc == 0) {
     ssize_t n = sock ? recv(fd, buf, len, MSG_DONTWAIT) : read(fd, buf, len);
     if (n >= 0) {
       *got = (size_t)n;
+      cf__green_fd_set_drained(fd, n > 0 && (size_t)n < len);
       return 0;
     }
     if (errno == EINTR)
@@ -88,8 +98,7 @@ int cf_green_read(int fd, void *buf, size_t len, double timeout_s,
   return rc;
 }
 
-int cf_green_write_all(int fd, const void *buf, size_t len,
-                       double timeout_s) {
+int cf_green_write_all(int fd, const void *buf, size_t len, double timeout_s) {
   if (!buf && len)
     return CF__FAIL(CF_EINVAL, "NULL buffer with len > 0");
   cf_deadline d;

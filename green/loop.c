@@ -32,6 +32,23 @@
  * Lifetime: a task's future holds the task (it is embedded); the caller
  * holds one reference and the loop another until the task has ended (or
  * was cancelled before it started) and has been taken off every list.
+ *
+ * Task blocks are recycled: the last unref of a task's future, on a thread
+ * that owns a live loop, puts the block on that loop's `cache` (the newest
+ * live loop of the thread: `thread_loops`), and a spawn on that thread
+ * takes its block from there, so a burst of spawns and joins costs no
+ * trip through the allocator per task. Blocks are all the same size and
+ * from cf__alloc, so any loop's cache may hold any loop's blocks. Only the
+ * owner thread touches a cache, and a loop is only freed by its owner, so
+ * a thread's `thread_loops` are alive whenever it looks: a future released
+ * on a thread without a loop, or after its loop was freed, goes back to the
+ * allocator (or to another live loop of the releasing thread). A cache
+ * keeps at most the blocks of the most tasks that were alive at once, and
+ * gives all but GTASK_CACHE_KEEP back when its loop goes idle (the
+ * scheduler is about to sleep) and when the loop is freed. Under
+ * AddressSanitizer cached blocks are poisoned, so a use after the last
+ * unref is still reported; in debug mode (CFUTURES_DEBUG) there is no
+ * cache, every block goes to the quarantine.
  */
 #include <cfutures/green.h>
 
@@ -46,6 +63,22 @@
 #include <time.h>
 #include <uv.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define GREEN_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GREEN_ASAN 1
+#endif
+#endif
+#ifdef GREEN_ASAN
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n)   ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 #include "core/alloc.h"
 #include "core/fiber.h"
 #include "core/report.h"
@@ -55,6 +88,9 @@
 #include "green/green_internal.h"
 
 #define NO_TIMER ((size_t)-1)
+
+/* Cached task blocks a loop keeps when it goes idle (about 300 KB). */
+#define GTASK_CACHE_KEEP 1024
 
 typedef enum { T_NEW, T_READY, T_RUNNING, T_SUSPENDED, T_DONE } tstate;
 
@@ -86,11 +122,12 @@ struct cf_loop {
   uv_loop_t uv;
   uv_async_t async;
   uv_timer_t timer;
-  pthread_t owner;
-  cf__fiber native; /* the scheduler, on the owner thread's stack */
-  /* Owner thread: the stack of the task that ended last, for the next one
-   * to start on: no lock and no search of the process-wide cache
-   * (cf__fiber_take) per task. map NULL: none. */
+  const char *owner; /* the owner thread's thread_token */
+  cf__fiber native;  /* the scheduler, on the owner thread's stack */
+  /* Owner thread: the fiber of the task that ended last, waiting in
+   * task_entry for the next task to start on it: no lock, no search of the
+   * process-wide cache (cf__fiber_take) and no reset per task. map NULL:
+   * none. */
   cf__fiber spare;
   cf__waiter w; /* woken (uv_async) when a run's future completes */
   size_t stack_size;
@@ -101,13 +138,26 @@ struct cf_loop {
   pthread_mutex_t remote_mu;
   gtask *spawned_head, *spawned_tail; /* remote_mu: new tasks, in order */
   gtask *woken;                       /* remote_mu: wake-ups */
-  _Atomic size_t ntasks;              /* not ended */
+  /* Tasks not ended: those the owner thread counted (spawned on it, or
+   * taken off the spawned list) plus those spawned by other threads and
+   * not yet taken. Two counters so that the owner's spawn and retire are
+   * plain stores, not locked read-modify-writes. */
+  _Atomic size_t ntasks_owner;  /* written by the owner thread only */
+  _Atomic size_t ntasks_remote; /* written under remote_mu */
   _Atomic bool closing;
   bool running;          /* owner thread: inside cf_loop_run* */
   struct fdwatch *watch; /* owner thread: indexed by descriptor */
   size_t nwatch;
   int epfd;       /* the descriptors' epoll instance */
   uv_poll_t ep_h; /* libuv's watch on epfd */
+  /* Owner thread: recycled task blocks (see "Task blocks are recycled"
+   * above), a ring of cache_cap (a power of two) slots: ncache blocks from
+   * cache_head on, taken in the order they were given back, so that a
+   * burst's blocks come back in the order the burst had them. */
+  struct gtask **cache;
+  size_t ncache, cache_cap, cache_head;
+  /* Owner thread: the other live loops of this thread (thread_loops). */
+  struct cf_loop *thread_prev, *thread_next;
 };
 
 /* What the loop knows of a descriptor green tasks have waited on: its
@@ -122,10 +172,15 @@ struct cf_loop {
 typedef struct fdwatch {
   gtask *reader, *writer;
   uint32_t gen;
-  bool added; /* registered (as far as the loop knows) */
+  bool added;   /* registered (as far as the loop knows) */
+  bool drained; /* a hint: the last green read of it was short (see
+                 * cf__green_fd_drained) */
 } fdwatch;
 
 static _Thread_local gtask *running_task CF__TLS_FAST;
+/* The live loops this thread owns, newest first: the first one's cache
+ * takes the task blocks this thread releases and gives the ones it spawns. */
+static _Thread_local cf_loop *thread_loops CF__TLS_FAST;
 
 static uint64_t now_ns(void) {
   return cf__now_ns();
@@ -240,8 +295,12 @@ static void live_del(cf_loop *l, gtask *t) {
     t->live_next->live_prev = t->live_prev;
 }
 
+/* One byte per thread: its address names the thread (no call to
+ * pthread_self per spawn). */
+static _Thread_local char thread_token CF__TLS_FAST;
+
 static bool on_owner(const cf_loop *l) {
-  return pthread_equal(l->owner, pthread_self());
+  return l->owner == &thread_token;
 }
 
 /* Any thread: asks the scheduler to look at a suspended task again. */
@@ -257,37 +316,145 @@ static void queue_wake(gtask *t) {
   uv_async_send(&l->async);
 }
 
+/* ---- counting tasks ---------------------------------------------------------
+ */
+
+/* Owner thread: one more (+1) or one fewer (-1) task it counts. */
+static void owner_count(cf_loop *l, size_t delta) {
+  size_t n = atomic_load_explicit(&l->ntasks_owner, memory_order_relaxed);
+  /* release: a thread that reads the count after a task ended
+   * (cf_loop_tasks, acquire) sees what the task did. */
+  atomic_store_explicit(&l->ntasks_owner, n + delta, memory_order_release);
+}
+
+static size_t count_tasks(const cf_loop *l) {
+  cf_loop *m = (cf_loop *)l;
+  /* acquire: pairs with owner_count's release and spawn's fetch_add. */
+  return atomic_load_explicit(&m->ntasks_owner, memory_order_acquire) +
+         atomic_load_explicit(&m->ntasks_remote, memory_order_acquire);
+}
+
+/* ---- recycled task blocks (owner thread) --------------------------------- */
+
+/* How many blocks ahead a spawn prefetches the block of a later one. */
+#define PREFETCH_AHEAD 4
+
+/* Asks for every cache line of t's block (rw 1: to be written). */
+#define prefetch_task(t, rw)                                                   \
+  do {                                                                         \
+    const char *p_ = (const char *)(t);                                        \
+    for (size_t o_ = 0; o_ < sizeof(gtask); o_ += 64)                          \
+      __builtin_prefetch(p_ + o_, (rw));                                       \
+  } while (0)
+
+/* A block of sizeof(gtask) bytes for a new task: from the calling thread's
+ * newest live loop's cache, else from cf__alloc. NULL when out of memory.
+ * Any thread. */
+static gtask *block_get(void) {
+  cf_loop *c = thread_loops;
+  if (c && c->ncache) {
+    gtask *t = c->cache[c->cache_head];
+    c->cache_head = (c->cache_head + 1) & (c->cache_cap - 1);
+    c->ncache--;
+    /* A later spawn's block: a burst's blocks are cold by now. */
+    if (c->ncache > PREFETCH_AHEAD)
+      prefetch_task(
+          c->cache[(c->cache_head + PREFETCH_AHEAD) & (c->cache_cap - 1)], 1);
+    UNPOISON(t, sizeof *t);
+    return t;
+  }
+  return cf__alloc(sizeof(gtask));
+}
+
+/* Doubles c's cache array (a ring, unwrapped into the new one): true, or
+ * false when out of memory. Out of line: block_put stays a leaf. */
+__attribute__((noinline, cold)) static bool cache_grow(cf_loop *c) {
+  size_t cap = c->cache_cap ? 2 * c->cache_cap : 256;
+  gtask **a = malloc(cap * sizeof *a);
+  if (!a)
+    return false;
+  for (size_t i = 0; i < c->ncache; i++)
+    a[i] = c->cache[(c->cache_head + i) & (c->cache_cap - 1)];
+  free(c->cache);
+  c->cache = a;
+  c->cache_cap = cap;
+  c->cache_head = 0;
+  return true;
+}
+
+/* Gives back a block from block_get: to the calling thread's newest live
+ * loop's cache if it has one (and not in debug mode, and the cache's array
+ * can hold it), else to the allocator. Any thread. */
+static void block_put(gtask *t) {
+  cf_loop *c = thread_loops;
+  if (!c || cf__debug_known() ||
+      (c->ncache == c->cache_cap && !cache_grow(c))) {
+    cf__free(t, sizeof *t);
+    return;
+  }
+  POISON(t, sizeof *t);
+  c->cache[(c->cache_head + c->ncache++) & (c->cache_cap - 1)] = t;
+}
+
+/* Owner thread: frees the oldest cached blocks until at most `keep` are
+ * left (all of them and the array, for 0). */
+static void cache_trim(cf_loop *l, size_t keep) {
+  while (l->ncache > keep) {
+    gtask *t = l->cache[l->cache_head];
+    l->cache_head = (l->cache_head + 1) & (l->cache_cap - 1);
+    l->ncache--;
+    UNPOISON(t, sizeof *t);
+    cf__free(t, sizeof *t);
+  }
+  if (keep == 0) {
+    free(l->cache);
+    l->cache = NULL;
+    l->cache_cap = l->cache_head = 0;
+  }
+}
+
 /* ---- tasks -------------------------------------------------------------- */
 
 static const cf__waiter_ops green_ops;
 
+/* The future's dealloc: the last reference to a task's future is gone (on
+ * any thread, maybe after the loop was freed). */
 static void task_dealloc(cf_future *f) {
-  cf__free(f, sizeof(gtask));
+  block_put((gtask *)f);
 }
 
 /* The loop is done with t: off every list, its stack back in the pool. */
 static void task_retire(cf_loop *l, gtask *t) {
   heap_del(l, t);
   live_del(l, t);
-  if (!l->spare.map && t->f.map) {
-    l->spare = t->f;
-    t->f.map = NULL;
-  } else {
-    cf__fiber_give(&t->f);
-  }
+  cf__fiber_give(&t->f); /* none if it became the spare (task_entry) */
   t->state = T_DONE;
-  atomic_fetch_sub_explicit(&l->ntasks, 1, memory_order_release);
+  owner_count(l, (size_t)-1);
   cf_future_unref(&t->fut); /* the loop's reference */
 }
 
-/* Runs on the task's fiber. */
+/* Runs on a task's fiber: `msg` is the task (run_task passes it). When a
+ * task has ended and the loop has no spare fiber, this fiber becomes the
+ * spare: it waits here, switched out as `l->spare` (a struct that outlives
+ * the task's block: a sanitized switch reads the struct it left from when
+ * it resumes), until run_task resumes it for the next new task, without a
+ * reset of its stack. Otherwise it leaves for good and task_retire gives
+ * its stack back to the pool, which resets it before any reuse. */
 static void task_entry(cf__fiber *self, void *msg) {
-  (void)msg;
-  gtask *t = (gtask *)((char *)self - offsetof(gtask, f));
-  cf__run_task_cancellable(&t->fut, t->fn, t->arg, NULL, &t->cancel);
-  t->state = T_DONE;
-  cf__fiber_switch(&t->f, &t->loop->native, NULL);
-  abort(); /* an ended task is never resumed */
+  (void)self;
+  gtask *t = msg;
+  for (;;) {
+    cf__run_task_cancellable(&t->fut, t->fn, t->arg, NULL, &t->cancel);
+    t->state = T_DONE;
+    cf_loop *l = t->loop;
+    if (l->spare.map) {
+      cf__fiber_switch(&t->f, &l->native, NULL);
+      abort(); /* an ended task is never resumed */
+    }
+    l->spare = t->f; /* the switch saves where we stop into it */
+    t->f.map = NULL; /* the task no longer holds a stack */
+    t = cf__fiber_switch(&l->spare, &l->native, NULL);
+  }
 }
 
 /* Owner thread, on the scheduler: gives t the thread until it suspends or
@@ -300,9 +467,9 @@ static void run_task(cf_loop *l, gtask *t) {
       return;
     }
     if (l->spare.map) {
+      /* The fiber of an ended task, waiting in task_entry for the next. */
       t->f = l->spare;
       l->spare.map = NULL;
-      cf__fiber_reset(&t->f, task_entry);
     } else if (cf__fiber_take(&t->f, l->stack_size, task_entry) != 0) {
       char *m = strdup("no memory or mappings for the green task's stack");
       if (cf__future_complete(&t->fut, CF_ENOMEM, NULL, NULL, m) != 0)
@@ -314,7 +481,7 @@ static void run_task(cf_loop *l, gtask *t) {
   t->state = T_RUNNING;
   running_task = t;
   cf__waiter_set_current(&t->waiter);
-  cf__fiber_switch(&l->native, &t->f, NULL);
+  cf__fiber_switch(&l->native, &t->f, t); /* t: for task_entry */
   cf__waiter_set_current(NULL);
   running_task = NULL;
   if (t->state == T_DONE)
@@ -390,6 +557,13 @@ static void drain_remote(cf_loop *l) {
   gtask *spawned = l->spawned_head, *woken = l->woken;
   l->spawned_head = l->spawned_tail = NULL;
   l->woken = NULL;
+  size_t n = atomic_load_explicit(&l->ntasks_remote, memory_order_relaxed);
+  if (n) {
+    /* The owner counts them now: first its count up, then the remote one
+     * down, so that no reader sees them in neither. */
+    owner_count(l, n);
+    atomic_store_explicit(&l->ntasks_remote, 0, memory_order_relaxed);
+  }
   pthread_mutex_unlock(&l->remote_mu);
   uint64_t now = now_ns();
   while (spawned) {
@@ -470,6 +644,8 @@ static int schedule(cf_loop *l, bool (*until)(cf_loop *l, void *ctx), void *ctx,
      * round, so that a task that keeps yielding cannot starve timers). */
     gtask *last = l->ready_tail;
     while (last && (t = ready_pop(l))) {
+      if (t->ready_next) /* the next one's block, while this one runs */
+        prefetch_task(t->ready_next, 1);
       run_task(l, t);
       if (t == last)
         break;
@@ -499,6 +675,8 @@ static int schedule(cf_loop *l, bool (*until)(cf_loop *l, void *ctx), void *ctx,
       pthread_mutex_lock(&l->remote_mu);
       bool dropped = l->spawned_head || l->woken;
       pthread_mutex_unlock(&l->remote_mu);
+      if (!dropped)
+        cache_trim(l, GTASK_CACHE_KEEP); /* idle: give back a burst's blocks */
       uv_run(&l->uv, dropped ? UV_RUN_NOWAIT : UV_RUN_ONCE);
       atomic_fetch_and_explicit(&l->w.seq, ~CF__WAITER_SLEEPING,
                                 memory_order_relaxed);
@@ -547,8 +725,12 @@ int cf_loop_new(const cf_loop_opts *opts, cf_loop **out) {
   uv_timer_init(&l->uv, &l->timer);
   pthread_mutex_init(&l->remote_mu, NULL);
   cf__waiter_init(&l->w, &loop_ops, l);
-  l->owner = pthread_self();
+  l->owner = &thread_token;
   l->stack_size = stack;
+  l->thread_next = thread_loops;
+  if (thread_loops)
+    thread_loops->thread_prev = l;
+  thread_loops = l;
   *out = l;
   return 0;
 }
@@ -564,28 +746,37 @@ static int spawn(const char *call, cf_loop *l, double delay_s, cf_fn fn,
                              : "NULL out");
   if (isnan(delay_s) || delay_s < 0)
     return cf__fail_at(call, CF_EINVAL, "the delay is NaN or negative");
-  gtask *t = cf__alloc(sizeof *t);
+  gtask *t = block_get();
   if (!t)
     return cf__fail_at(call, CF_ENOMEM, "no memory for the task");
-  memset((char *)t + sizeof t->fut, 0, sizeof *t - sizeof t->fut);
   cf__future_init(&t->fut, task_dealloc);
   /* Two references: the caller's and the loop's. */
   cf__future_set_refs(&t->fut, 2);
+  /* Field by field, not a memset of the block: the list links are written
+   * when the task joins a list. */
   t->fn = fn;
   t->arg = arg;
   t->loop = l;
-  t->state = T_NEW;
-  t->heap_at = NO_TIMER;
+  t->f.map = NULL; /* no stack yet */
   cf__waiter_init(&t->waiter, &green_ops, t);
+  t->state = T_NEW;
+  t->in_ready = false;
+  atomic_init(&t->wake_queued, false);
+  atomic_init(&t->cancel, false);
+  t->heap_at = NO_TIMER;
+  t->timed_out = false;
+  t->sleeping = false;
+  t->io_events = 0;
+  t->tag = NULL;
   t->due = delay_s > 0 ? now_ns() + (uint64_t)(delay_s * 1e9) : 0;
   if (on_owner(l)) {
     /* The owner thread (its green tasks included) queues the task itself:
      * no lock, no wake-up. `closing` is only set by this thread. */
     if (atomic_load_explicit(&l->closing, memory_order_relaxed)) {
-      cf__free(t, sizeof *t);
+      block_put(t);
       return cf__fail_at(call, CF_ESHUTDOWN, "the loop is being freed");
     }
-    atomic_fetch_add_explicit(&l->ntasks, 1, memory_order_relaxed);
+    owner_count(l, 1);
     live_add(l, t);
     if (!(t->due && heap_add(l, t, t->due)))
       ready_push(l, t);
@@ -597,10 +788,12 @@ static int spawn(const char *call, cf_loop *l, double delay_s, cf_fn fn,
    * slips in after it looked. */
   if (atomic_load_explicit(&l->closing, memory_order_relaxed)) {
     pthread_mutex_unlock(&l->remote_mu);
-    cf__free(t, sizeof *t);
+    block_put(t);
     return cf__fail_at(call, CF_ESHUTDOWN, "the loop is being freed");
   }
-  atomic_fetch_add_explicit(&l->ntasks, 1, memory_order_relaxed);
+  /* release: pairs with count_tasks' acquire. Under remote_mu, so that
+   * drain_remote moves it to the owner's count with its task. */
+  atomic_fetch_add_explicit(&l->ntasks_remote, 1, memory_order_release);
   t->spawn_next = NULL;
   if (l->spawned_tail)
     l->spawned_tail->spawn_next = t;
@@ -642,7 +835,7 @@ static bool future_done(cf_loop *l, void *f) {
 
 static bool no_tasks(cf_loop *l, void *ctx) {
   (void)ctx;
-  return atomic_load_explicit(&l->ntasks, memory_order_acquire) == 0;
+  return count_tasks(l) == 0;
 }
 
 int cf_loop_run_until_complete(cf_loop *l, cf_future *f, double timeout_s) {
@@ -676,14 +869,11 @@ int cf_loop_run(cf_loop *l, double timeout_s) {
   l->running = true;
   rc = schedule(l, no_tasks, NULL, &d);
   l->running = false;
-  return rc ? CF__FAILF(rc, "%zu green tasks are not done",
-                        atomic_load(&l->ntasks))
-            : 0;
+  return rc ? CF__FAILF(rc, "%zu green tasks are not done", count_tasks(l)) : 0;
 }
 
 size_t cf_loop_tasks(const cf_loop *l) {
-  return l ? atomic_load_explicit(&((cf_loop *)l)->ntasks, memory_order_acquire)
-           : 0;
+  return l ? count_tasks(l) : 0;
 }
 
 static void on_closed(uv_handle_t *h) {
@@ -710,6 +900,14 @@ int cf_loop_free(cf_loop *l) {
   schedule(l, no_tasks, NULL, &forever);
   l->running = false;
   drain_remote(l); /* wake-ups queued last: drop their references */
+  /* From here on, blocks released on this thread go elsewhere. */
+  if (l->thread_prev)
+    l->thread_prev->thread_next = l->thread_next;
+  else
+    thread_loops = l->thread_next;
+  if (l->thread_next)
+    l->thread_next->thread_prev = l->thread_prev;
+  cache_trim(l, 0);
   cf__fiber_give(&l->spare);
   uv_close((uv_handle_t *)&l->async, on_closed);
   uv_close((uv_handle_t *)&l->timer, on_closed);
@@ -726,6 +924,28 @@ int cf_loop_free(cf_loop *l) {
 
 cf_loop *cf_loop_current(void) {
   return running_task ? running_task->loop : NULL;
+}
+
+static fdwatch *watch_of(cf_loop *l, int fd);
+
+bool cf__green_fd_drained(int fd) {
+  gtask *t = running_task;
+  if (!t || fd < 0 || (size_t)fd >= t->loop->nwatch)
+    return false;
+  return t->loop->watch[fd].drained;
+}
+
+void cf__green_fd_set_drained(int fd, bool drained) {
+  gtask *t = running_task;
+  if (!t || fd < 0)
+    return;
+  if ((size_t)fd < t->loop->nwatch) {
+    t->loop->watch[fd].drained = drained;
+  } else if (drained) { /* a hint: none when out of memory */
+    fdwatch *w = watch_of(t->loop, fd);
+    if (w)
+      w->drained = true;
+  }
 }
 
 void *cf__green_tag(void) {
@@ -836,22 +1056,30 @@ static void on_epoll(uv_poll_t *h, int status, int events) {
   } while (n == BATCH);
 }
 
-static int wait_fd_green(gtask *t, int fd, int events, const cf_deadline *d) {
-  cf_loop *l = t->loop;
-  if (atomic_load_explicit(&t->cancel, memory_order_acquire))
-    return CF_ECANCELLED;
+/* Owner thread: fd's entry in the table (grown to hold it), or NULL when
+ * out of memory. Pointers into the table last until it grows. */
+static fdwatch *watch_of(cf_loop *l, int fd) {
   if ((size_t)fd >= l->nwatch) {
     size_t n = l->nwatch ? l->nwatch : 64;
     while (n <= (size_t)fd)
       n *= 2;
     fdwatch *grown = realloc(l->watch, n * sizeof *grown);
     if (!grown)
-      return CF_ENOMEM;
+      return NULL;
     memset(grown + l->nwatch, 0, (n - l->nwatch) * sizeof *grown);
     l->watch = grown;
     l->nwatch = n;
   }
-  fdwatch *w = &l->watch[fd];
+  return &l->watch[fd];
+}
+
+static int wait_fd_green(gtask *t, int fd, int events, const cf_deadline *d) {
+  cf_loop *l = t->loop;
+  if (atomic_load_explicit(&t->cancel, memory_order_acquire))
+    return CF_ECANCELLED;
+  fdwatch *w = watch_of(l, fd);
+  if (!w)
+    return CF_ENOMEM;
   if (((events & CF_GREEN_READ) && w->reader) ||
       ((events & CF_GREEN_WRITE) && w->writer))
     return CF_EBUSY;

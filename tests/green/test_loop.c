@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -415,8 +416,8 @@ static int pipefd[2];
 static int read_pipe(void *arg, void **out) {
   char c = 0;
   size_t got = 0;
-  int rc = cf_green_read(pipefd[0], &c, 1, (double)(intptr_t)arg / 1000.0,
-                         &got);
+  int rc =
+      cf_green_read(pipefd[0], &c, 1, (double)(intptr_t)arg / 1000.0, &got);
   *out = (void *)(intptr_t)(rc == 0 ? c : 0);
   return rc;
 }
@@ -475,8 +476,7 @@ static void test_wait_fd(void **state) {
   assert_int_equal(cf_green_wait_fd(pipefd[1], CF_GREEN_WRITE, 1), 0);
   assert_int_equal(cf_green_wait_fd(-1, CF_GREEN_READ, 1), CF_EINVAL);
   assert_int_equal(cf_green_wait_fd(pipefd[0], 4, 1), CF_EINVAL);
-  assert_int_equal(cf_green_wait_fd(pipefd[0], CF_GREEN_READ, NAN),
-                   CF_EINVAL);
+  assert_int_equal(cf_green_wait_fd(pipefd[0], CF_GREEN_READ, NAN), CF_EINVAL);
   close(pipefd[0]);
   close(pipefd[1]);
 }
@@ -548,6 +548,67 @@ static void test_wait_fd_reused(void **state) {
   close(old_write);
   close(pipefd[0]);
   close(pipefd[1]);
+}
+
+/* Reads after a short read (green/io.c waits first then, guessing the
+ * socket drained): data that came meanwhile is still read at once, a read
+ * that may not wait (timeout 0) still tries, one that finds nothing still
+ * times out, and a plain thread's reads are unaffected. */
+static int sp[2];
+
+static int short_reads(void *arg, void **out) {
+  (void)arg;
+  char buf[64];
+  size_t got = 0;
+  *out = NULL;
+  int rc;
+  if (write(sp[1], "abc", 3) != 3)
+    return CF_ESYS;
+  if ((rc = cf_green_read(sp[0], buf, sizeof buf, 5, &got)) != 0 || got != 3)
+    return rc ? rc : CF_EFAILED;  /* short: the hint is set */
+  if (write(sp[1], "de", 2) != 2) /* here before the next read */
+    return CF_ESYS;
+  if ((rc = cf_green_read(sp[0], buf, sizeof buf, 5, &got)) != 0 || got != 2)
+    return rc ? rc : CF_EFAILED;
+  if (write(sp[1], "f", 1) != 1)
+    return CF_ESYS;
+  if ((rc = cf_green_read(sp[0], buf, sizeof buf, 0, &got)) != 0 || got != 1 ||
+      buf[0] != 'f')
+    return rc ? rc : CF_EFAILED; /* timeout 0 after a short read: tried */
+  if (write(sp[1], "g", 1) != 1)
+    return CF_ESYS;
+  if ((rc = cf_green_read(sp[0], buf, sizeof buf, 0.001, &got)) != 0 ||
+      got != 1 || buf[0] != 'g')
+    return rc ? rc : CF_EFAILED; /* a short timeout: read, not timed out */
+  if (cf_green_read(sp[0], buf, sizeof buf, 0.01, &got) != CF_ETIMEDOUT ||
+      cf_green_read(sp[0], buf, sizeof buf, 0, &got) != CF_ETIMEDOUT)
+    return CF_EFAILED; /* nothing there: still a timeout */
+  *out = (void *)1;
+  return 0;
+}
+
+static void test_read_after_short_read(void **state) {
+  (void)state;
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+  cf_loop *l = new_loop();
+  cf_future *f;
+  assert_int_equal(cf_loop_spawn(l, short_reads, NULL, &f), 0);
+  assert_int_equal(cf_loop_run_until_complete(l, f, 30), 0);
+  void *v = NULL;
+  assert_int_equal(cf_future_result(f, 0, &v), 0);
+  assert_int_equal((intptr_t)v, 1);
+  cf_future_unref(f);
+  /* A plain thread: no hint, poll(2) as before. */
+  char buf[8];
+  size_t got = 0;
+  assert_int_equal(write(sp[1], "h", 1), 1);
+  assert_int_equal(cf_green_read(sp[0], buf, sizeof buf, 1, &got), 0);
+  assert_int_equal(got, 1);
+  assert_int_equal(cf_green_read(sp[0], buf, sizeof buf, 0.01, &got),
+                   CF_ETIMEDOUT);
+  assert_int_equal(cf_loop_free(l), 0);
+  close(sp[0]);
+  close(sp[1]);
 }
 
 /* Many suspended tasks at once: more than vm.max_map_count (65,530) allows
@@ -631,6 +692,7 @@ int main(void) {
       cmocka_unit_test(test_free_with_tasks),
       cmocka_unit_test(test_wait_fd),
       cmocka_unit_test(test_wait_fd_reused),
+      cmocka_unit_test(test_read_after_short_read),
       cmocka_unit_test(test_many_sleepers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
