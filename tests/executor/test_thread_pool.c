@@ -1479,7 +1479,10 @@ static void test_map_free_cancels(void **state) {
     map_freer fr = {.m = m};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, map_free_main, &fr), 0);
-    usleep(50000);
+    /* Long enough for the freeing thread to have cancelled the rest, even
+     * in a sanitizer build on a loaded machine: 50 ms once was not (all 39
+     * items ran, ASan build, other jobs running). */
+    usleep(300000);
     assert_false(atomic_load(&fr.returned));
     latch_release();
     pthread_join(th, NULL);
