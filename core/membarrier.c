@@ -31,8 +31,12 @@ bool cf__membarrier_usable(void) {
 }
 
 void cf__membarrier(void) {
-  /* Cannot fail once probed (EINTR is not among its errors); abort rather
-   * than lose the ordering a caller relies on. */
-  if (cmd < 0 || membarrier(cmd, 0) != 0)
+  /* The expedited command may fail for want of memory (ENOMEM, kernels
+   * with an off-stack cpumask): the global one, slower, needs none. Abort
+   * rather than lose the ordering a caller relies on. */
+  if (cmd < 0)
     abort();
+  if (membarrier(cmd, 0) == 0 || membarrier(MEMBARRIER_CMD_GLOBAL, 0) == 0)
+    return;
+  abort();
 }

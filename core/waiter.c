@@ -129,6 +129,7 @@ int cf__waiter_block_spin(cf__waiter *w, uint32_t seen, const cf_deadline *d,
           &w->seq, &expect, seen | SLEEPING, memory_order_acquire,
           memory_order_acquire))
     return 0; /* moved on (or already marked by us: only the owner sets it) */
+  cf__thread_pool_before_block();
   int rc = cf__futex_wait(&w->seq, seen | SLEEPING, d, false);
   /* Clear our flag whatever happened; wakers only ever add 2. */
   atomic_fetch_and_explicit(&w->seq, ~SLEEPING, memory_order_relaxed);

@@ -96,4 +96,11 @@ void cf__waiter_futex_wake(cf__waiter *w);
 /* Bit 0 of `seq`: set by a sleeper before it blocks or suspends. */
 #define CF__WAITER_SLEEPING 1u
 
+/* Before a thread blocks (a futex, a condition variable): on a thread-pool
+ * worker, makes the tasks it keeps private stealable and wakes a sleeping
+ * worker for them (executor/deque.h), so that a task that blocks its
+ * thread never keeps its own children from the other workers. Elsewhere,
+ * nothing. Defined in executor/thread_pool.c. */
+void cf__thread_pool_before_block(void);
+
 #endif

@@ -22,16 +22,20 @@
  *     Chase-Lev's take does, by advancing top.
  *
  * top and split live in one 64-bit word (`ts`: top in the low half, split
- * in the high half, both counting modulo 2^32), changed only by CAS, so a
- * thief's CAS fails whenever the owner moved the split since the thief read it.
+ * in the high half, both counting modulo 2^32), changed only by CAS. (The owner
+ * may move the split down and back up to the same value between a thief's
+ * read and its CAS, taking half back then sharing it, so that CAS may
+ * succeed; harmless, since a take-back leaves index top shared.)
  * top only grows, and the owner never writes the slot of index top while top
  * stays put (its bottom is above the split, which is above top while there is a
  * shared item; taking back the last shared item advances top), so a thief may
  * read its slot before its CAS, as in Chase-Lev, and no ABA can hand it an item
  * already taken.
  *
- * Seizing (cf__deque_seize, for a shutdown that cancels queued tasks,
- * whose owner may be stuck in a long task): another thread makes every
+ * Seizing (cf__deque_seize, for a shutdown that cancels queued tasks;
+ * cf__deque_try_seize, for an idle thief whose request goes unanswered:
+ * in both the owner may be stuck in a long or blocked task): another
+ * thread makes every
  * item shared, private ones included, then steals them like a thief. The
  * owner's private take stays fence-free: it stores the new bottom, then
  * (a compiler barrier only) reads the seize generation `seize`; the
@@ -48,9 +52,9 @@
  *
  * Who may call: cf__deque_push, cf__deque_take, cf__deque_share,
  * cf__deque_share_all, cf__deque_asked: the owner thread only;
- * cf__deque_seize: one thread at a time (the owner too, between its
- * takes). cf__deque_steal, cf__deque_nonempty, cf__deque_stealable: any
- * thread.
+ * cf__deque_seize (the owner too, between its takes), cf__deque_try_seize
+ * (not the owner), cf__deque_steal, cf__deque_nonempty,
+ * cf__deque_stealable: any thread (seizes take turns: `seizing`).
  */
 #ifndef CF_EXECUTOR_DEQUE_H
 #define CF_EXECUTOR_DEQUE_H
@@ -59,6 +63,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+
+#include <sched.h>
+
+#include <ck_pr.h>
 
 #include "core/membarrier.h"
 
@@ -75,12 +83,13 @@ typedef struct cf__deque {
   _Alignas(CF__CACHE_LINE) _Atomic uint64_t ts;
   /* set by thieves, cleared by the owner: share some private items */
   _Alignas(CF__CACHE_LINE) _Atomic uint32_t splitreq;
-  _Atomic uint32_t seize; /* bumped twice by each seize: odd while one runs */
+  _Atomic bool seizing; /* a seizer holds the deque (seizes one at a time) */
   /* owner side */
   _Alignas(CF__CACHE_LINE) _Atomic uint32_t bottom; /* read by thieves as a
-                                                       hint only */
-  uint32_t split;      /* the owner's copy of ts's split */
-  uint32_t seize_seen; /* the owner's: the seize generation split matches */
+                                                       hint, by a seizer */
+  _Atomic uint32_t seize; /* bumped twice by each seize: odd while one runs */
+  uint32_t split;         /* the owner's copy of ts's split */
+  uint32_t seize_seen;    /* the owner's: the seize generation split matches */
   _Atomic(cf__deque_array *) array;
 } cf__deque;
 
@@ -121,6 +130,7 @@ static inline int cf__deque_init(cf__deque *d, uint32_t size) {
   atomic_init(&d->ts, 0);
   atomic_init(&d->splitreq, 0);
   atomic_init(&d->seize, 0);
+  atomic_init(&d->seizing, false);
   d->seize_seen = 0;
   atomic_init(&d->bottom, 0);
   d->split = 0;
@@ -162,15 +172,18 @@ static inline cf__deque_array *cf__deque_grow(cf__deque *d, cf__deque_array *a,
 static inline void cf__deque_resync(cf__deque *d) {
   uint32_t g;
   /* acquire: the seizer's split is visible once its generation is even */
-  while ((g = atomic_load_explicit(&d->seize, memory_order_acquire)) & 1)
-    ;
+  for (unsigned spins = 0;
+       (g = atomic_load_explicit(&d->seize, memory_order_acquire)) & 1; spins++)
+    spins < 64 ? ck_pr_stall() : (void)sched_yield(); /* seizer preempted */
   d->seize_seen = g;
   d->split = cf__ts_split(atomic_load_explicit(&d->ts, memory_order_acquire));
 }
 
 /* Owner: moves the split up to `to` (at most bottom), unless a seize moved
  * it there already. release: publishes the slots below `to` to thieves,
- * whose acquire load of ts sees them. */
+ * whose acquire load of ts sees them; seq_cst (the same instruction on
+ * x86): the store half of the Dekker pair with a sleeper's look at the
+ * deques, when the pool then reads its sleepers (kick). */
 static inline void cf__deque_move_split(cf__deque *d, uint32_t to) {
   uint64_t ts = atomic_load_explicit(&d->ts, memory_order_relaxed);
   for (;;) {
@@ -184,7 +197,7 @@ static inline void cf__deque_move_split(cf__deque *d, uint32_t to) {
       continue;
     }
     if (atomic_compare_exchange_weak_explicit(
-            &d->ts, &ts, cf__ts(cf__ts_top(ts), to), memory_order_release,
+            &d->ts, &ts, cf__ts(cf__ts_top(ts), to), memory_order_seq_cst,
             memory_order_relaxed)) {
       d->split = to;
       return;
@@ -235,11 +248,14 @@ static inline bool cf__deque_push(cf__deque *d, void *x) {
       return false;
   }
   /* release (a plain store on x86): for a seizer, who takes private slots
-   * without the owner's publication (see cf__deque_seize) */
+   * without the owner's publication through ts (see cf__deque_seize) */
   atomic_store_explicit(&a->slot[b & (a->size - 1)], x, memory_order_release);
-  /* relaxed: thieves see the slot through the release in
-   * cf__deque_move_split, a seizer through the membarrier */
-  atomic_store_explicit(&d->bottom, b + 1, memory_order_relaxed);
+  /* release (a plain store on x86): thieves see the slot through the
+   * release in cf__deque_move_split; a seizer, which reads bottom with
+   * acquire, sees the slot of every index below the bottom it read (a push
+   * during a seize orders its two stores no other way on a weakly ordered
+   * CPU) */
+  atomic_store_explicit(&d->bottom, b + 1, memory_order_release);
   return true;
 }
 
@@ -340,22 +356,51 @@ static inline void *cf__deque_steal(cf__deque *d) {
  * every item shared, private ones included, so that cf__deque_steal can
  * take them all, even while the owner is stuck in a long task. Costs a
  * process-wide barrier; only when cf__membarrier_usable(). */
-static inline void cf__deque_seize(cf__deque *d) {
+static inline void cf__deque_seize_held(cf__deque *d) {
   atomic_fetch_add_explicit(&d->seize, 1, memory_order_seq_cst); /* odd */
   cf__membarrier();
   /* The owner stores bottom before it reads `seize`: after the barrier,
    * this load sees every private take that missed the odd generation, and
    * every later take sees it. */
-  uint32_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
+  /* acquire: pairs with the push's release store of bottom: the slots
+   * below b (and the array they are in) are visible */
+  uint32_t b = atomic_load_explicit(&d->bottom, memory_order_acquire);
   uint64_t ts = atomic_load_explicit(&d->ts, memory_order_relaxed);
-  /* acq_rel: acquires the owner's slots (its release stores, read by the
-   * steals after), publishes the split to the owner's resync */
+  /* acq_rel: publishes the split to the owner's resync (with the release
+   * of the generation below) and to the steals that follow */
   while (cf__idx_diff(b, cf__ts_split(ts)) > 0 &&
          !atomic_compare_exchange_weak_explicit(
              &d->ts, &ts, cf__ts(cf__ts_top(ts), b), memory_order_acq_rel,
              memory_order_relaxed))
     ;
   atomic_fetch_add_explicit(&d->seize, 1, memory_order_release); /* even */
+}
+
+/* Any thread: seizes d, waiting for a seize by another thread to end. */
+static inline void cf__deque_seize(cf__deque *d) {
+  for (unsigned spins = 0;
+       atomic_exchange_explicit(&d->seizing, true, memory_order_acquire);
+       spins++)
+    spins < 64 ? ck_pr_stall() : (void)sched_yield();
+  cf__deque_seize_held(d);
+  atomic_store_explicit(&d->seizing, false, memory_order_release);
+}
+
+/* Any thread but the owner: seizes d if it holds private items and no
+ * other seize runs; true if it did. For an idle thief whose request the
+ * owner does not answer: the owner may be blocked in a task (a lock, a
+ * pipe, a wait that blocks its thread) with the children it pushed still
+ * private, which would otherwise wait for it, or for ever if the task
+ * waits for them. */
+static inline bool cf__deque_try_seize(cf__deque *d) {
+  uint64_t ts = atomic_load_explicit(&d->ts, memory_order_relaxed);
+  if (cf__idx_diff(atomic_load_explicit(&d->bottom, memory_order_relaxed),
+                   cf__ts_split(ts)) <= 0 ||
+      atomic_exchange_explicit(&d->seizing, true, memory_order_acquire))
+    return false;
+  cf__deque_seize_held(d);
+  atomic_store_explicit(&d->seizing, false, memory_order_release);
+  return true;
 }
 
 /* Any thread: a hint whether the deque holds items, shared or private (may

@@ -1,7 +1,7 @@
 /* The work-stealing thread pool.
  *
- * Wiring: each worker owns a Chase-Lev deque (deque.h). Submissions from
- * threads outside the pool go through the injection queue (inject.h); a
+ * Wiring: each worker owns a split work-stealing deque (deque.h). Submissions
+ * from threads outside the pool go through the injection queue (inject.h); a
  * worker that runs dry takes a batch of up to INJECT_BATCH from it into its
  * inbox (a small FIFO that other workers take from too), and runs the
  * oldest. A worker looks for outside work in the inboxes (oldest batch
@@ -45,8 +45,15 @@
  * counts / count then read queues) is ordered with seq_cst operations, so
  * either the waker sees the sleeper or the sleeper sees the work. Workers
  * pushing on their own deque check `nsleeping` with a relaxed load (no
- * fence on the fork-join fast path): a missed wake there costs parallelism,
- * never progress, since the owner runs its own deque. Sleepers wake at the
+ * fence on the fork-join fast path): a missed wake there costs parallelism
+ * while the owner runs, since it runs its own deque; before its thread
+ * blocks (a futex or condition variable: cf__thread_pool_before_block) it
+ * shares its tasks and kicks with seq_cst operations, and an idle worker
+ * seizes (deque.h) the private tasks of an owner that does not answer, so
+ * a task that blocks its thread does not keep its children from the
+ * others. (A task blocked in a system call while an idle worker parks in
+ * the same instant can leave its children until the next wake of that
+ * worker: a submit, a timer, the backstop.) Sleepers wake at the
  * earliest timer due; the backstop (CF_PARK_BACKSTOP_S, 0 = none, a build
  * option) only bounds the damage of a bug.
  *
@@ -338,8 +345,7 @@ static void kick(pool *p) {
  * stay private, fence-free, while every worker is busy. With a worker idle
  * (searching or asleep) they are all shared at once, and a sleeper is
  * woken if nobody searches; a thief's request (it found only private
- * tasks) gets half. Relaxed loads, no fence: a missed wake costs
- * parallelism, never progress, since the owner runs its own deque. Where
+ * tasks) gets half. Relaxed loads, no fence: see "Parking" at the top. Where
  * deques cannot be seized (no membarrier(2)), a shutdown that cancels
  * could not reach private tasks: every task is shared at once. */
 static inline void offer(worker *w) {
@@ -828,8 +834,10 @@ static bool fib_run_inline(cf__waiter *wt, cf_future *f) {
     run(t);
     return true;
   }
-  if (top)
+  if (top) {
     cf__deque_push(&w->dq, top); /* the slot it left: cannot fail */
+    offer(w); /* t may run long here: the rest is not kept from others */
+  }
   /* Elsewhere (another deque, the injection queue): claim it there; its
    * entry (and reference) is skipped when popped. */
   return execute(t, false);
@@ -842,6 +850,23 @@ static const cf__waiter_ops fib_ops = {
 };
 
 /* ---- parking ------------------------------------------------------------- */
+
+/* Seizes (deque.h) the deque of another worker that holds private tasks;
+ * true if one was seized. */
+static bool seize_stuck(worker *w) {
+  pool *p = w->p;
+  for (size_t i = 0; i < p->n; i++)
+    if (&p->workers[i] != w && cf__deque_try_seize(&p->workers[i].dq))
+      return true;
+  return false;
+}
+
+void cf__thread_pool_before_block(void) {
+  worker *w = tls_worker;
+  /* seq_cst inside (cf__deque_move_split): Dekker with park, as kick */
+  if (w && cf__deque_share_all(&w->dq))
+    kick(w->p);
+}
 
 static bool may_exit(pool *p) {
   /* seq_cst: see "Shutdown" at the top */
@@ -928,6 +953,10 @@ static void loop(fib *me) {
         }
       }
     }
+    /* Nothing shared anywhere: tasks another worker keeps private while it
+     * does not answer (blocked in its task) are seized, not waited for. */
+    if (!found && p->seizable)
+      found = seize_stuck(w) && find_work(w, &wk);
     uint32_t left =
         atomic_fetch_sub_explicit(&p->nsearching, 1, memory_order_seq_cst);
     if (found) {

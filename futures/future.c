@@ -119,6 +119,12 @@ cf_future *cf_future_ref(cf_future *f) {
     return f;
   for (;;) {
     uint32_t s = word_unlocked(f);
+    if (cf__refs(s) == UINT32_MAX / CF__REF_ONE) {
+      /* 2^29 - 1 references: one more would wrap to none */
+      fprintf(stderr, "cfutures: cf_future_ref(%p): too many references\n",
+              (void *)f);
+      abort();
+    }
     if (atomic_compare_exchange_weak_explicit(&f->state, &s, s + CF__REF_ONE,
                                               memory_order_relaxed,
                                               memory_order_relaxed))

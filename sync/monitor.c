@@ -1,3 +1,4 @@
+#include "core/waiter.h"
 #include "sync/monitor.h"
 
 #include <cfutures/common.h>
@@ -145,6 +146,7 @@ void cf__monitor_unlock(cf__monitor *m) {
 int cf__cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu,
                   const cf_deadline *d) {
   int rc;
+  cf__thread_pool_before_block();
   if (!d || d->forever) {
     rc = pthread_cond_wait(cv, mu);
   } else {

@@ -7,6 +7,7 @@
  * test instead of hanging it. */
 #include <dirent.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -930,6 +931,86 @@ static void test_submit_shutdown_race(void **state) {
   }
 }
 
+/* A task that blocks its thread waiting for a child it submitted while
+ * every worker was busy (so the child stayed private to its worker: see
+ * executor/deque.h) must not wait for ever: the child is made stealable
+ * before a cfutures wait blocks, and an idle worker seizes it from a
+ * worker blocked in a system call. 2 workers: one busy for 100 ms, the
+ * other runs the parent. */
+static cf_executor *blk_pool;
+static cf_sem *blk_sem;
+static int blk_pipe[2];
+static _Atomic bool blk_parent_started;
+
+static int busy_100ms(void *arg, void **out) {
+  (void)arg;
+  while (!atomic_load(&blk_parent_started))
+    ;
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  do /* busy, not blocked: the worker neither searches nor sleeps */
+    clock_gettime(CLOCK_MONOTONIC, &b);
+  while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) <
+         100000000L);
+  *out = NULL;
+  return 0;
+}
+
+static int child_posts(void *arg, void **out) {
+  if (arg) {
+    char c = 'x';
+    ssize_t n = write(blk_pipe[1], &c, 1); /* if not, the parent times out */
+    (void)n;
+  } else {
+    cf_sem_release(blk_sem, 1);
+  }
+  *out = NULL;
+  return 0;
+}
+
+static int parent_blocks(void *arg, void **out) {
+  cf_future *c;
+  int rc = cf_submit(blk_pool, child_posts, arg, &c);
+  atomic_store(&blk_parent_started, true);
+  if (rc == 0 && arg) { /* a system call: bounded by poll's 10 s */
+    struct pollfd pfd = {.fd = blk_pipe[0], .events = POLLIN};
+    char ch;
+    rc = poll(&pfd, 1, 10000) == 1 && read(blk_pipe[0], &ch, 1) == 1
+             ? 0
+             : CF_ETIMEDOUT;
+  } else if (rc == 0) {
+    rc = cf_sem_acquire(blk_sem, 10); /* blocks the thread */
+  }
+  if (c)
+    cf_future_unref(c);
+  *out = NULL;
+  return rc;
+}
+
+static void test_blocked_task_children(void **state) {
+  (void)state;
+  assert_int_equal(cf_sem_new(false, 0, &blk_sem), 0);
+  assert_int_equal(pipe(blk_pipe), 0);
+  for (int round = 0; round < 6; round++) {
+    blk_pool = new_pool(2);
+    atomic_store(&blk_parent_started, false);
+    cf_future *q, *par;
+    assert_int_equal(cf_submit(blk_pool, busy_100ms, NULL, &q), 0);
+    usleep(10000); /* q is running */
+    void *how = round % 2 ? (void *)1 : NULL; /* pipe, or semaphore */
+    assert_int_equal(cf_submit(blk_pool, parent_blocks, how, &par), 0);
+    assert_int_equal(cf_future_result(par, 20, NULL), 0);
+    assert_int_equal(cf_future_result(q, 20, NULL), 0);
+    cf_future_unref(par);
+    cf_future_unref(q);
+    cf_executor_free(blk_pool);
+  }
+  close(blk_pipe[0]);
+  close(blk_pipe[1]);
+  cf_sem_free(blk_sem);
+}
+
+
 static void test_result_timeout(void **state) {
   (void)state;
   cf_executor *ex = new_pool(2);
@@ -1740,6 +1821,7 @@ int main(void) {
       cmocka_unit_test(test_shutdown_from_worker),
       cmocka_unit_test(test_shutdown_twice),
       cmocka_unit_test(test_submit_shutdown_race),
+      cmocka_unit_test(test_blocked_task_children),
       cmocka_unit_test(test_result_timeout),
       cmocka_unit_test(test_cancel_races),
       cmocka_unit_test(test_callbacks_on_workers),
