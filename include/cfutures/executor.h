@@ -49,7 +49,10 @@ CF_API int cf_executor_shutdown(cf_executor *ex, bool wait,
 
 /* Shuts down (wait=true, cancel_futures=false) if not done yet, then frees
  * the executor. Futures stay valid: they are reference counted separately.
- * NULL is a no-op. Must not be called from the executor's own workers. */
+ * NULL is a no-op. Must not be called from the executor's own workers,
+ * nor while another thread is still inside a call on the executor (a
+ * cf_submit that has not returned, even one whose task already ran):
+ * like any object, the executor must outlive the calls made on it. */
 CF_API void cf_executor_free(cf_executor *ex);
 
 /* ---- map ---------------------------------------------------------------- */
