@@ -53,8 +53,8 @@
  * Who may call: cf__deque_push, cf__deque_take, cf__deque_share,
  * cf__deque_share_all, cf__deque_asked: the owner thread only;
  * cf__deque_seize (the owner too, between its takes), cf__deque_try_seize
- * (not the owner), cf__deque_steal, cf__deque_nonempty,
- * cf__deque_stealable: any thread (seizes take turns: `seizing`).
+ * (not the owner), cf__deque_steal, cf__deque_stealable: any thread (seizes
+ * take turns: `seizing`).
  */
 #ifndef CF_EXECUTOR_DEQUE_H
 #define CF_EXECUTOR_DEQUE_H
@@ -401,14 +401,6 @@ static inline bool cf__deque_try_seize(cf__deque *d) {
   cf__deque_seize_held(d);
   atomic_store_explicit(&d->seizing, false, memory_order_release);
   return true;
-}
-
-/* Any thread: a hint whether the deque holds items, shared or private (may
- * be stale). */
-static inline bool cf__deque_nonempty(cf__deque *d) {
-  uint32_t b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
-  uint32_t t = cf__ts_top(atomic_load_explicit(&d->ts, memory_order_relaxed));
-  return cf__idx_diff(b, t) > 0;
 }
 
 /* Any thread: a hint whether the deque holds shared items (may be stale). */

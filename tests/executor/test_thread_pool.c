@@ -944,9 +944,13 @@ static _Atomic bool blk_parent_started;
 
 static int busy_100ms(void *arg, void **out) {
   (void)arg;
-  while (!atomic_load(&blk_parent_started))
-    ;
   struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  /* until the parent runs (bounded: 10 s, so that a broken pool fails the
+   * test instead of hanging it) */
+  do
+    clock_gettime(CLOCK_MONOTONIC, &b);
+  while (!atomic_load(&blk_parent_started) && b.tv_sec - a.tv_sec < 10);
   clock_gettime(CLOCK_MONOTONIC, &a);
   do /* busy, not blocked: the worker neither searches nor sleeps */
     clock_gettime(CLOCK_MONOTONIC, &b);
@@ -996,7 +1000,7 @@ static void test_blocked_task_children(void **state) {
     atomic_store(&blk_parent_started, false);
     cf_future *q, *par;
     assert_int_equal(cf_submit(blk_pool, busy_100ms, NULL, &q), 0);
-    usleep(10000); /* q is running */
+    usleep(10000);                            /* q is running */
     void *how = round % 2 ? (void *)1 : NULL; /* pipe, or semaphore */
     assert_int_equal(cf_submit(blk_pool, parent_blocks, how, &par), 0);
     assert_int_equal(cf_future_result(par, 20, NULL), 0);
@@ -1009,7 +1013,6 @@ static void test_blocked_task_children(void **state) {
   close(blk_pipe[1]);
   cf_sem_free(blk_sem);
 }
-
 
 static void test_result_timeout(void **state) {
   (void)state;
