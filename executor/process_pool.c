@@ -85,6 +85,62 @@ static void pool_unregister(ppool *p) {
     cf__pp_warm_drop();
 }
 
+/* ---- the pool's futures ---------------------------------------------------
+ *
+ * A thread that waits for one of the pool's futures may do the manager's
+ * work itself (cf__pp_drive_wait), so the future must find its pool, and
+ * must not touch it once it is freed: each future holds a reference to
+ * the pool's link, whose `pool` goes NULL (under `mu`) when the pool is
+ * freed. A waiter holds `mu` while it drives. */
+typedef struct pp_link {
+  _Atomic uint32_t refs; /* the pool's, and one per future */
+  pthread_mutex_t mu;
+  ppool *pool; /* guarded by mu; NULL once freed */
+} pp_link;
+
+typedef struct pp_future {
+  cf_future f;
+  pp_link *link;
+} pp_future;
+
+static void link_unref(pp_link *l) {
+  if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1) {
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+  }
+}
+
+static void pp_future_dealloc(cf_future *f) {
+  pp_future *x = (pp_future *)f;
+  link_unref(x->link);
+  cf__free(x, sizeof *x);
+}
+
+static int pp_future_drive(cf_future *f, const cf_deadline *d) {
+  pp_link *l = ((pp_future *)f)->link;
+  if (pthread_mutex_trylock(&l->mu) != 0)
+    return CF_EBUSY; /* another waiter drives, or the pool is being freed */
+  int rc = l->pool && !cf_future_done(f) ? cf__pp_drive_wait(l->pool, f, d)
+           : l->pool                     ? 0
+                                         : CF_EBUSY;
+  pthread_mutex_unlock(&l->mu);
+  return rc;
+}
+
+static const cf__driver pp_driver = {.dealloc = pp_future_dealloc,
+                                     .drive = pp_future_drive};
+
+/* A future of p's, or NULL (no memory). */
+static cf_future *pp_future_new(ppool *p) {
+  pp_future *x = cf__alloc(sizeof *x);
+  if (!x)
+    return NULL;
+  cf__future_init(&x->f, pp_future_dealloc);
+  x->link = p->link;
+  atomic_fetch_add_explicit(&p->link->refs, 1, memory_order_relaxed);
+  return &x->f;
+}
+
 /* ---- the executor interface ---------------------------------------------- */
 
 /* Makes the region (see region_head) for p: a memfd, mapped. Returns 0
@@ -164,17 +220,17 @@ static int push_task(ppool *p, ptask *t) {
     cf__pp_task_free(t);
     return rc;
   }
-  /* see ppool.sleeping: a manager that is awake sees the push itself */
+  /* seq_cst: see drive_leave. The task goes to a worker now, from this
+   * thread, if nobody holds the drive; else its holder sees the push. */
   atomic_fetch_add(&p->pushes, 1);
-  if (atomic_load(&p->sleeping))
-    cf__pp_ring(p);
+  cf__pp_drive_submit(p);
   return 0;
 }
 
 static int enqueue(ppool *p, uint32_t kind, uint64_t fn, const void *data,
                    size_t len, cf_destroy_fn destroy, cf_future **out) {
   ptask *t = calloc(1, sizeof *t);
-  cf_future *f = cf__future_new_owned();
+  cf_future *f = pp_future_new(p);
   int mfd = t && f ? cf__pp_eager_memfd(data, len) : -1;
   void *copy = len && mfd < 0 ? malloc(len) : NULL;
   if (!t || !f || (len && mfd < 0 && !copy)) {
@@ -219,7 +275,7 @@ static int pp_submit_chunk(cf_executor *ex, cf_fn fn, cf_proc_fn bytes,
   ptask *t = calloc(1, sizeof *t);
   cf__chunk *acc = calloc(1, sizeof *acc);
   char *data = malloc(len);
-  cf_future *f = t && acc && data ? cf__future_new_owned() : NULL;
+  cf_future *f = t && acc && data ? pp_future_new(p) : NULL;
   if (!f) {
     free(t);
     free(acc);
@@ -284,7 +340,8 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
   pthread_mutex_lock(&p->mu);
   /* Done-callbacks run on the manager thread, which cannot wait for
    * itself: refuse, as the thread pool does from its workers. */
-  if (wait && pthread_equal(pthread_self(), p->manager_self)) {
+  if (wait && (pthread_equal(pthread_self(), p->manager_self) ||
+               cf__pp_driving(p))) {
     pthread_mutex_unlock(&p->mu);
     return CF_EDEADLK;
   }
@@ -315,6 +372,12 @@ static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
 
 static void pool_free(ppool *p) {
   pool_unregister(p);
+  if (p->link) { /* no waiter drives it from now on */
+    pthread_mutex_lock(&p->link->mu);
+    p->link->pool = NULL;
+    pthread_mutex_unlock(&p->link->mu);
+    link_unref(p->link);
+  }
   if (p->wake_fd >= 0)
     close(p->wake_fd);
   pthread_cond_destroy(&p->started_cv);
@@ -409,6 +472,7 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   p->ctl_peer = -1;
   p->region_fd = -1;
   p->exec_server = o.start_method == CF_START_FORKSERVER;
+  p->drive = 1; /* the manager thread's, from the start */
   pthread_mutex_init(&p->objs_mu, NULL);
   pthread_mutex_init(&p->mu, NULL);
   pthread_mutex_init(&p->fd_mu, NULL);
@@ -420,7 +484,14 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
   p->slot_of = calloc(n + 2, sizeof *p->slot_of);
   if (make_region(p, init_ref, arg_is_ref ? &arg_ref : NULL) != 0)
     p->shared = NULL;
-  if (!p->workers || !p->pfds || !p->slot_of || !p->shared || p->wake_fd < 0) {
+  p->link = calloc(1, sizeof *p->link);
+  if (p->link) {
+    atomic_init(&p->link->refs, 1);
+    pthread_mutex_init(&p->link->mu, NULL);
+    p->link->pool = p;
+  }
+  if (!p->workers || !p->pfds || !p->slot_of || !p->shared || !p->link ||
+      p->wake_fd < 0) {
     int rc = p->wake_fd < 0 ? CF_ESYS : CF_ENOMEM;
     pool_free(p);
     return CF__FAIL(rc, rc == CF_ESYS ? "eventfd failed"
@@ -435,6 +506,7 @@ int cf_process_pool_new(const cf_process_pool_opts *opts, cf_executor **out) {
       publish_object(p, arg_ref);
   }
   pool_register(p); /* for the fork handlers */
+  cf__future_set_driver(&pp_driver);
   /* The manager runs with every signal blocked: the host's signals go to
    * the host's threads, and the fork server it forks starts with no
    * handler able to run. */

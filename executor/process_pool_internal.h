@@ -123,7 +123,8 @@ enum {
   MSG_RESULT = 2,
   MSG_INIT_FAILED = 3,
   MSG_STARTED = 4,
-  MSG_SPARE = 5 /* manager -> worker: a memfd for its next big result */
+  MSG_SPARE = 5, /* manager -> worker: a memfd for its next big result */
+  MSG_BELL = 6   /* either way: look at your ring (seq 0: not a message) */
 };
 enum { CTL_SPAWN = 1, CTL_SPAWNED = 2, CTL_EXITED = 3, CTL_CONFIG = 4 };
 
@@ -138,9 +139,92 @@ typedef struct wire {
   uint32_t type, kind;
   int32_t code;
   uint64_t fn;
-  uint32_t flags, reserved;
+  uint32_t flags;
+  uint32_t seq; /* 1, 2, ... each way, per worker (see msg_ring) */
   uint64_t len;
 } wire;
+
+/* Small messages between the manager and a worker (a task or a result
+ * of up to RING_INLINE bytes, a start report) go through rings in shared
+ * memory, one each way, instead of the worker's socket: no system call on
+ * either side, and a reader that spins on the doorbell (slot_shared.sent,
+ * .posted) sees them without being woken by the socket. Anything else (a
+ * bigger or mapped payload, a descriptor, a ring that is full) goes on the
+ * socket. Both ways carry message numbers (wire.seq, from 1, per worker
+ * and direction), and the reader handles them in that order, whichever
+ * way each came: a message is in the ring before any later one is on the
+ * socket. A reader that sleeps (the worker blocked on its socket:
+ * slot_shared.asleep; the manager in poll: region_head.bell_wanted) is
+ * woken by a MSG_BELL frame on the socket after a ring message. Neither
+ * side trusts the other's entries blindly: a bad magic, flags or length,
+ * or a ring that claims more than RING_N entries, is a protocol error. */
+#define RING_N      32
+#define RING_INLINE 216
+typedef struct ring_entry {
+  wire h;
+  char data[RING_INLINE];
+} ring_entry;
+
+/* One writer, one reader: the writer fills an entry, then publishes
+ * `tail` (release); the reader takes it, then moves `head`. Both count
+ * entries from 0, reset by the fork server before each fork. */
+typedef struct msg_ring {
+  _Atomic uint64_t tail;
+  char pad_tail[64 - sizeof(uint64_t)];
+  _Atomic uint64_t head;
+  char pad_head[64 - sizeof(uint64_t)];
+  ring_entry e[RING_N];
+} msg_ring;
+
+/* Writer: puts h (magic and flags set here) and its payload in r, if it
+ * fits and there is room: true. */
+static inline bool ring_put(msg_ring *r, const wire *h, const void *data) {
+  uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+  /* acquire: the reader is done with the entry this reuses */
+  uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+  if (h->len > RING_INLINE || tail - head >= RING_N)
+    return false;
+  ring_entry *e = &r->e[tail % RING_N];
+  e->h = *h;
+  e->h.magic = WIRE_MAGIC;
+  e->h.flags = 0;
+  if (h->len)
+    memcpy(e->data, data, h->len);
+  atomic_store_explicit(&r->tail, tail + 1, memory_order_release);
+  return true;
+}
+
+/* Reader: if r's oldest entry is message `seq`, copies its header to *h
+ * and returns 1, with *data pointing at its payload (valid until
+ * ring_pop); 0 if it is not there (yet); -1 if the ring or the entry is
+ * not well formed (*bad says how). */
+static inline int ring_peek(msg_ring *r, uint32_t seq, wire *h,
+                            const char **data, const char **bad) {
+  uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+  /* acquire: pairs with the writer's release; the entry is written */
+  uint64_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
+  if (tail - head > RING_N) {
+    *bad = "a ring that claims more entries than it holds";
+    return -1;
+  }
+  if (tail == head)
+    return 0;
+  const ring_entry *e = &r->e[head % RING_N];
+  memcpy(h, &e->h, sizeof *h);
+  if (h->seq != seq)
+    return 0; /* an earlier message is on the socket */
+  if (h->magic != WIRE_MAGIC || h->flags || h->len > RING_INLINE) {
+    *bad = "a ring entry that is not a message";
+    return -1;
+  }
+  *data = e->data;
+  return 1;
+}
+
+static inline void ring_pop(msg_ring *r) {
+  uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+  atomic_store_explicit(&r->head, head + 1, memory_order_release);
+}
 
 typedef struct ctl {
   uint32_t op, slot;
@@ -189,12 +273,19 @@ typedef struct slot_shared {
   _Atomic uint64_t chunk_done; /* items of the running chunk finished */
   /* Doorbells, so that a warm worker or manager spins on memory instead
    * of polling its socket (a system call each time): `sent` counts the
-   * tasks the manager has sent the slot's worker, `posted` the messages
-   * the worker has sent back. Hints only: the sockets carry the data,
-   * and whoever stops spinning blocks on its socket as before. */
+   * messages the manager has sent the slot's worker, `posted` those the
+   * worker has sent back (by ring or socket: see msg_ring; bells do not
+   * count). Whoever stops spinning sleeps on its socket. */
   _Atomic uint64_t sent;
   _Atomic uint64_t posted;
   char pad[64 - 4 * sizeof(uint64_t)];
+  /* The worker is about to block, or blocks, on its socket: a task put
+   * in its ring needs a MSG_BELL after it (see msg_ring). Set by the
+   * worker, seq_cst against `sent` (a Dekker pair with the manager). */
+  _Atomic uint32_t asleep;
+  char pad_asleep[64 - sizeof(uint32_t)];
+  msg_ring tasks;   /* manager -> worker */
+  msg_ring results; /* worker -> manager */
 } slot_shared;
 
 /* The memory the manager shares with the fork server and every worker: a
@@ -211,12 +302,24 @@ typedef struct region_head {
   uint16_t has_init;       /* init_ref is set */
   uint16_t initarg_is_ref; /* initarg points into an object: a reference */
   _Atomic uint32_t nobjs;  /* paths published */
+  /* 1 while nobody in the parent watches the workers' doorbells: a
+   * worker rings MSG_BELL after a ring message (see msg_ring). Written
+   * by whoever holds the pool's drive (ppool.drive); seq_cst against the
+   * workers' `posted` (a Dekker pair). */
+  _Atomic uint32_t bell_wanted;
   uint64_t init_ref, initarg;
   uint64_t max_tasks_per_child;
   double task_timeout_s;
   int64_t ff_skip, ff_fail; /* see fork_faults */
-  char pad[128 - 4 * sizeof(uint32_t) - 5 * sizeof(uint64_t) - sizeof(double)];
+  char pad[128 - 6 * sizeof(uint32_t) - 5 * sizeof(uint64_t) - sizeof(double)];
 } region_head;
+
+_Static_assert(sizeof(region_head) == 128, "region_head: one size");
+
+/* The region of the slots `shared` (region_slots's inverse). */
+static inline region_head *slots_region(slot_shared *shared) {
+  return (region_head *)shared - 1;
+}
 
 static inline size_t region_size(size_t n, bool paths) {
   return sizeof(region_head) + n * sizeof(slot_shared) +
@@ -304,6 +407,8 @@ typedef struct pworker {
   /* Frames taken from it: when they match its doorbell (slot_shared.posted)
    * the manager does not read its socket again only to find it empty. */
   uint64_t heard;
+  uint32_t next_seq; /* the message number it sends next (wire.seq) */
+  uint32_t out_seq;  /* the number of the next message sent to it */
   /* How long its tasks take, a moving average of the gaps between its
    * results while it had the next task in hand (UINT64_MAX: not known),
    * when its last result came, and whether the task after that one had
@@ -338,11 +443,21 @@ typedef struct ppool {
   size_t region_len;
   slot_shared *shared;     /* the region's n slots */
   pthread_mutex_t objs_mu; /* publishing object paths into the region */
-  /* The manager is about to block, or blocks, in poll: a submitter must
-   * ring wake_fd; otherwise the manager sees `pushes` move while it spins
-   * (a Dekker pair: both seq_cst). */
-  _Atomic bool sleeping;
+  /* Tasks pushed so far: a holder of the drive that sees it move hands
+   * them out (see drive_leave). */
   _Atomic uint64_t pushes;
+  /* The drive: who runs the manager's work right now (0 free, 1 held, 2
+   * held with a thread blocked for it; a futex). The manager thread holds
+   * it except while it sleeps in poll; meanwhile a submitter hands its
+   * task to a worker itself, and a thread that waits for a result reads
+   * it itself (see cf__pp_drive_wait): on a warm pool neither wakes the
+   * manager thread. Everything the manager thread owns (the workers
+   * table, its buffers) belongs to whoever holds the drive. */
+  _Atomic uint32_t drive;
+  /* What the manager thread's poll watches (see poll_sig), as of its last
+   * poll: a driver that changes it rings wake_fd. Drive holder only. */
+  uint64_t poll_sig;
+  struct pp_link *link; /* see pp_link */
   unsigned early_deaths; /* manager only: see EARLY_DEATHS_MAX */
   char broken_why[200];  /* manager only: why `broken` was set */
   /* Failed forks (manager only; see FORK_BACKOFF_MAX_NS): */
@@ -466,7 +581,7 @@ ssize_t cf__pp_recv_ctl(int fd, ctl *c, int got[2], int flags);
 /* process_pool_worker.c: the worker process */
 _Noreturn void cf__pp_worker_main(int sock, int area_fd,
                                   const cf_process_pool_opts *o,
-                                  slot_shared *sh);
+                                  slot_shared *sh, region_head *region);
 uintptr_t cf__pp_task_fn(uint64_t fn);
 
 /* process_pool_server.c: the fork server */
@@ -481,5 +596,17 @@ int cf__pp_spawn_server(int peer, pid_t *pid);
 void cf__pp_ring(ppool *p);
 void cf__pp_task_free(ptask *t);
 void *cf__pp_manager_main(void *arg);
+/* A submitter's push: if the drive is free, hands the pool's pending
+ * tasks to idle workers on this thread (see ppool.drive). */
+void cf__pp_drive_submit(ppool *p);
+/* A thread waiting for f: if the drive is free, does the manager's work
+ * on this thread (hands out tasks, reads results, completes futures: so
+ * done-callbacks may run here) until f is done, d passes (CF_ETIMEDOUT),
+ * or nothing has come for a while (CF_EBUSY; also when the drive is
+ * taken): the caller then sleeps as usual. 0: f is done. */
+int cf__pp_drive_wait(ppool *p, cf_future *f, const cf_deadline *d);
+/* This thread drives p: the manager thread, or a driver (a done-callback
+ * runs in it). */
+bool cf__pp_driving(const ppool *p);
 
 #endif

@@ -3,6 +3,8 @@
  * enforces timeouts, replaces dead workers. See process_pool_internal.h. */
 #include "executor/process_pool_internal.h"
 
+#include "core/futex.h"
+
 /* ---- the manager thread (parent) ----------------------------------------- */
 
 void cf__pp_ring(ppool *p) {
@@ -462,6 +464,33 @@ static int tx_send(pworker *w, wire *h, const void *data, size_t len,
   return 0;
 }
 
+/* Sends w message h (numbered here) with data[0..len), or with
+ * descriptor pass_fd (-1: none): through its task ring if it fits (see
+ * msg_ring), with a bell if the worker sleeps on its socket; else on the
+ * socket (tx_send). Counts it in w's doorbell. Returns tx_send's codes. */
+static int send_to_worker(ppool *p, pworker *w, wire *h, const void *data,
+                          size_t len, int pass_fd) {
+  slot_shared *sh = &p->shared[w - p->workers];
+  h->seq = w->out_seq;
+  bool ringed = pass_fd < 0 && !tx_pending(w) && h->len == len &&
+                ring_put(&sh->tasks, h, data);
+  int rc = ringed ? 0 : tx_send(w, h, data, len, pass_fd);
+  if (rc != 0)
+    return rc;
+  w->out_seq++;
+  /* seq_cst, then the look at `asleep`: see next_input in the worker */
+  atomic_fetch_add(&sh->sent, 1);
+  if (ringed && atomic_load(&sh->asleep)) {
+    wire bell = {.type = MSG_BELL}; /* seq 0: not a message */
+    rc = tx_send(w, &bell, NULL, 0, -1);
+  }
+  /* A bell that cannot be sent (no memory to keep it) would leave the
+   * worker asleep with a task in its ring: it is let go instead (-1: the
+   * caller hangs up on it; it exits at end-of-file, and its exit report
+   * requeues the tasks it never started). */
+  return rc == 0 ? 0 : -1;
+}
+
 /* A big task went to w: lend it a warm buffer (see cf__pp_warm_spare) to
  * write its next big result into, instead of fresh memory. Optional: no
  * idle buffer, or no room in the socket, and it goes without. */
@@ -472,7 +501,7 @@ static void lend_spare(ppool *p, pworker *w, size_t len) {
   if (fd < 0)
     return;
   wire h = {.type = MSG_SPARE, .flags = FLAG_SPARE};
-  if (tx_send(w, &h, NULL, 0, fd) == 0)
+  if (send_to_worker(p, w, &h, NULL, 0, fd) == 0)
     w->spare = ino;
   else
     cf__pp_warm_release(ino); /* a failed send leaves w as it was */
@@ -502,7 +531,7 @@ static void worker_fault(ppool *p, pworker *w, const char *fault) {
     kill(w->pid, SIGKILL);
 }
 
-static void on_worker_ready(ppool *p, pworker *w);
+static void on_worker_ready(ppool *p, pworker *w, bool polled);
 
 /* Chunk t's worker (in `slot`) died while running it: completes the items
  * it finished, from its result area, and returns their count k (item k,
@@ -602,8 +631,7 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
      * will). End-of-file is not awaited: a process the task forked may
      * hold the socket open long after. */
     w->reaped = true; /* whatever it sent, it is not to be killed now */
-    if (w->fd >= 0)
-      on_worker_ready(p, w);
+    on_worker_ready(p, w, true);
     if (w->fd >= 0)
       worker_lost(p, w);
     /* Every result it sent has been read: the oldest task left ran iff the
@@ -678,15 +706,6 @@ static void on_exit_report(ppool *p, pid_t pid, int status) {
   }
 }
 
-/* The messages every worker has posted (slot_shared.posted): it moves
- * when one has sent something. */
-static uint64_t posted_sum(const ppool *p) {
-  uint64_t s = 0;
-  for (size_t i = 0; i < p->n; i++)
-    s += atomic_load_explicit(&p->shared[i].posted, memory_order_acquire);
-  return s;
-}
-
 static uint64_t task_deadline(const ppool *p) {
   return p->o.task_timeout_s > 0
              ? cf__now_ns() + (uint64_t)(p->o.task_timeout_s * 1e9)
@@ -752,12 +771,10 @@ static void dispatch(ppool *p) {
       }
       if (mfd >= 0)
         h.flags = FLAG_MAPPED;
-      src =
-          tx_send(w, &h, mfd >= 0 ? NULL : t->data, mfd >= 0 ? 0 : t->len, mfd);
+      src = send_to_worker(p, w, &h, mfd >= 0 ? NULL : t->data,
+                           mfd >= 0 ? 0 : t->len, mfd);
       if (mfd >= 0 && mfd != t->mfd)
         close(mfd);
-      if (src == 0) /* the worker's doorbell (see slot_shared) */
-        atomic_fetch_add_explicit(&p->shared[i].sent, 1, memory_order_release);
       if (src == 0 && h.flags == FLAG_MAPPED && !w->spare && !tx_pending(w))
         lend_spare(p, w, t->len);
       if (src == SEND_LOCAL) {
@@ -857,20 +874,87 @@ static void on_worker_msg(ppool *p, pworker *w, int rc, wire *r, void *payload,
     w->spare = 0;
 }
 
-/* Reads what w has sent, without waiting, and handles every complete
- * frame; stops when nothing more has arrived (a task's result often
- * follows its STARTED report at once: it is read in the same turn). A
- * worker that sends what is not a frame is killed as a protocol error. */
-static void on_worker_ready(ppool *p, pworker *w) {
+/* Takes w's next message (wire.seq: w->next_seq) from its result ring
+ * into *h and *data (a malloc'd copy of the payload, or NULL): 0, or
+ * RX_MORE if the ring's oldest entry is not that message (or there is
+ * none), or RECV_BAD (*bad says what) for an entry no worker of ours
+ * writes; RECV_LOCAL (*err) when there is no memory for the payload (the
+ * entry is skipped). */
+static int ring_take(ppool *p, pworker *w, wire *h, void **data, int *err,
+                     const char **bad) {
+  msg_ring *r = &p->shared[w - p->workers].results;
+  const char *src;
+  int k = ring_peek(r, w->next_seq, h, &src, bad);
+  if (k <= 0)
+    return k < 0 ? RECV_BAD : RX_MORE;
+  int rc = 0;
+  *data = NULL;
+  if (h->len && !(*data = malloc(h->len))) {
+    *err = ENOMEM;
+    rc = RECV_LOCAL;
+  } else if (h->len) {
+    memcpy(*data, src, h->len);
+  }
+  ring_pop(r);
+  w->next_seq++;
+  return rc;
+}
+
+/* Where w's next message is, by its number: in the ring, or as the next
+ * frame in the rx buffer (a MSG_BELL frame there is dropped). Returns
+ * ring_take's or rx_take's outcome; RX_MORE when neither holds it yet. */
+static int next_msg(ppool *p, pworker *w, wire *h, void **data, int *err,
+                    const char **bad) {
+  for (;;) {
+    int rc = ring_take(p, w, h, data, err, bad);
+    if (rc != RX_MORE)
+      return rc;
+    size_t have = w->rx_len - w->rx_off;
+    if (have == 0)
+      return RX_MORE;
+    if (have >= sizeof *h) {
+      wire peek;
+      memcpy(&peek, w->rx + w->rx_off, sizeof peek);
+      if (peek.magic == WIRE_MAGIC && peek.seq != w->next_seq &&
+          !(peek.seq == 0 && peek.type == MSG_BELL)) {
+        /* A frame sent after the message due: that one was in the ring
+         * before this frame was sent, so the ring shows it now. */
+        rc = ring_take(p, w, h, data, err, bad);
+        if (rc == RX_MORE) {
+          *bad = "messages out of order";
+          return RECV_BAD;
+        }
+        return rc;
+      }
+    }
+    rc = rx_take(w, h, data, err, bad);
+    if (rc == 0 && h->type == MSG_BELL) {
+      cf__pp_payload_free(h, *data);
+      continue;
+    }
+    if (rc == 0 || rc == RECV_LOCAL)
+      w->next_seq++;
+    return rc;
+  }
+}
+
+/* Handles every message w has sent, without waiting: those in its result
+ * ring, and those on its socket, read as far as they have arrived (a
+ * task's result often follows its STARTED report at once: it is read in
+ * the same turn). A worker that sends what is not a message is killed as
+ * a protocol error. `polled`: poll reported the socket readable (or the
+ * worker is gone: whatever it sent is there), so it is read at least
+ * once; otherwise it is read only while w's doorbell announces messages
+ * not yet handled that the ring does not hold. */
+static void on_worker_ready(ppool *p, pworker *w, bool polled) {
   const _Atomic uint64_t *posted = &p->shared[w - p->workers].posted;
-  bool did_read = false;
-  while (w->fd >= 0) {
+  bool did_read = !polled;
+  while (!w->fault) {
     wire r;
     void *payload;
     int err = 0;
     const char *bad = NULL;
-    int rc =
-        w->rx_len > w->rx_off ? rx_take(w, &r, &payload, &err, &bad) : RX_MORE;
+    int rc = next_msg(p, w, &r, &payload, &err, &bad);
     if (rc == RECV_BAD) {
       worker_fault(p, w, bad);
       return;
@@ -884,10 +968,12 @@ static void on_worker_ready(ppool *p, pworker *w) {
       }
       continue;
     }
+    if (w->fd < 0)
+      return;
     /* Every message the worker has announced is handled: a read now would
-     * find nothing (a system call for EAGAIN). Not before the first read,
-     * though: poll's POLLIN may be for bytes no doorbell announces (end
-     * of file, or bytes a task wrote on the socket). */
+     * find nothing (a system call for EAGAIN). Not before the first read
+     * when polled, though: poll's POLLIN may be for bytes no doorbell
+     * announces (end of file, or bytes a task wrote on the socket). */
     if (did_read && w->rx_off == w->rx_len &&
         atomic_load_explicit(posted, memory_order_acquire) <= w->heard)
       return;
@@ -950,10 +1036,224 @@ static bool all_quiet(ppool *p) {
   return true;
 }
 
+/* ---- the drive (see ppool.drive) ----------------------------------------- */
+
+/* The pool this thread drives (as the manager thread or as a driver), or
+ * NULL: a done-callback run meanwhile must not drive it again. */
+static _Thread_local ppool *driving;
+
+bool cf__pp_driving(const ppool *p) {
+  return driving == p;
+}
+
+/* Takes the drive if it is free: true. seq_cst: a submitter's push and its
+ * try, against a holder's release and its look at `pushes` (see
+ * drive_leave), form a Dekker pair. */
+static bool drive_try(ppool *p) {
+  uint32_t free_ = 0;
+  return atomic_compare_exchange_strong(&p->drive, &free_, 1);
+}
+
+/* Takes the drive, blocking while a driver has it (the manager thread). */
+static void drive_lock(ppool *p) {
+  uint32_t c = 0;
+  if (atomic_compare_exchange_strong(&p->drive, &c, 1))
+    return;
+  if (c != 2)
+    c = atomic_exchange(&p->drive, 2);
+  while (c != 0) {
+    cf__futex_wait(&p->drive, 2, NULL, false);
+    c = atomic_exchange(&p->drive, 2);
+  }
+}
+
+static void drive_unlock(ppool *p) {
+  if (atomic_exchange(&p->drive, 0) == 2)
+    cf__futex_wake(&p->drive, 1, false);
+}
+
+/* The manager thread's poll set (fds, their events) and its timeout (as
+ * an instant, wake_at; 0: none), for the state of the workers table now:
+ * filled into fds and slot_of if they are not NULL. Returns a digest of
+ * it, which a driver compares with the one the manager thread sleeps on
+ * (ppool.poll_sig). */
+static uint64_t poll_plan(ppool *p, uint64_t now, struct pollfd *fds,
+                          size_t *slot_of, size_t *nf_out, uint64_t *wake_at) {
+  size_t nf = 0;
+  uint64_t sig = 1469598103934665603ull, at = 0;
+#define PLAN(fd_, ev_, slot_)                                                  \
+  do {                                                                         \
+    if (fds) {                                                                 \
+      fds[nf] = (struct pollfd){.fd = (fd_), .events = (short)(ev_)};          \
+      slot_of[nf] = (slot_);                                                   \
+    }                                                                          \
+    nf++;                                                                      \
+    sig = (sig ^ ((uint64_t)(uint32_t)(fd_) << 16 ^ (uint64_t)(ev_))) *        \
+          1099511628211ull;                                                    \
+  } while (0)
+  PLAN(p->wake_fd, POLLIN, 0);
+  /* Room in the server's queue matters only to ask for a worker, which a
+   * broken pool never does, nor one waiting to retry a failed fork:
+   * polling for POLLOUT then would spin. */
+  pthread_mutex_lock(&p->mu);
+  bool broken = p->broken;
+  pthread_mutex_unlock(&p->mu);
+  bool want_spawn = false;
+  for (size_t i = 0; i < p->n && !broken; i++)
+    want_spawn |= p->workers[i].state == W_NONE;
+  if (want_spawn && now < p->spawn_at) {
+    want_spawn = false;
+    at = p->spawn_at;
+  }
+  PLAN(p->ctl_fd, POLLIN | (want_spawn ? POLLOUT : 0), 0);
+  for (size_t i = 0; i < p->n; i++) {
+    pworker *w = &p->workers[i];
+    if (w->fd >= 0 && w->state != W_NONE)
+      PLAN(w->fd, POLLIN | (tx_pending(w) ? POLLOUT : 0), i);
+    if (w->qn && w->deadline && !w->timed_out && (!at || w->deadline < at))
+      at = w->deadline;
+  }
+#undef PLAN
+  if (nf_out)
+    *nf_out = nf;
+  *wake_at = at;
+  return (sig ^ at) * 1099511628211ull;
+}
+
+/* Kills the workers whose task ran past its timeout. */
+static void enforce_timeouts(ppool *p, uint64_t now) {
+  for (size_t i = 0; i < p->n; i++) {
+    pworker *w = &p->workers[i];
+    if (w->qn && w->deadline && !w->timed_out && now >= w->deadline) {
+      /* The task may have ended and its result be on its way: it is
+       * still read and counts. But the worker gets nothing more (it
+       * would die with it): its exit report brings a replacement. */
+      w->timed_out = true;
+      w->state = W_DEAD;
+      kill(w->pid, SIGKILL);
+    }
+  }
+}
+
+/* w's doorbell is answered by reading its ring and socket: it is live (or
+ * dying: its results still count), and neither hung up nor faulted (then
+ * its exit report drains what it left: see on_exit_report). */
+static bool listening(const pworker *w) {
+  return (w->state == W_LIVE || w->state == W_DEAD) && w->fd >= 0 &&
+         !w->fault;
+}
+
+/* Handles what the workers have posted and not yet been heard (their
+ * doorbells: see slot_shared), without reading a socket the doorbells
+ * say nothing more is on. True if there was anything. */
+static bool hear_workers(ppool *p) {
+  bool any = false;
+  for (size_t i = 0; i < p->n; i++) {
+    pworker *w = &p->workers[i];
+    if (!listening(w) ||
+        atomic_load_explicit(&p->shared[i].posted, memory_order_acquire) <=
+            w->heard)
+      continue;
+    any = true;
+    on_worker_ready(p, w, false);
+  }
+  return any;
+}
+
+/* A worker has posted a message not yet heard. seq_cst loads: see
+ * drive_leave. */
+static bool unheard(ppool *p) {
+  for (size_t i = 0; i < p->n; i++) {
+    pworker *w = &p->workers[i];
+    if (listening(w) && atomic_load(&p->shared[i].posted) > w->heard)
+      return true;
+  }
+  return false;
+}
+
+/* A driver gives the drive back: to nobody watching the doorbells (the
+ * manager thread sleeps in poll, or is about to take the drive and look
+ * itself), so the workers ring from now on; a message posted before they
+ * could see that is handled here. The manager thread's poll set is
+ * rebuilt if the driver changed it (a worker with bytes to flush, a task
+ * timeout started). A task pushed while the drive was held is
+ * dispatched here, unless its submitter could take the drive itself. */
+static void drive_leave(ppool *p) {
+  for (;;) {
+    /* seq_cst, against the workers' posted increment and their look at
+     * bell_wanted: either this sees the message, or the worker rings. */
+    atomic_store(&p->region->bell_wanted, 1);
+    if (unheard(p)) {
+      atomic_store_explicit(&p->region->bell_wanted, 0, memory_order_relaxed);
+      hear_workers(p);
+      dispatch(p);
+      continue;
+    }
+    uint64_t wake_at, pu = atomic_load(&p->pushes);
+    if (poll_plan(p, cf__now_ns(), NULL, NULL, NULL, &wake_at) != p->poll_sig)
+      cf__pp_ring(p);
+    drive_unlock(p);
+    /* seq_cst, against a submitter's push then try (see drive_try): a
+     * submitter that found the drive held is seen here */
+    if (atomic_load(&p->pushes) == pu || !drive_try(p))
+      return;
+    dispatch(p);
+  }
+}
+
+void cf__pp_drive_submit(ppool *p) {
+  if (driving || !drive_try(p))
+    return; /* its holder dispatches the task (see drive_leave) */
+  driving = p;
+  dispatch(p);
+  drive_leave(p);
+  driving = NULL;
+}
+
+int cf__pp_drive_wait(ppool *p, cf_future *f, const cf_deadline *d) {
+  if (driving || !drive_try(p))
+    return CF_EBUSY;
+  driving = p;
+  /* This thread watches the doorbells now: the workers need not ring. */
+  atomic_store_explicit(&p->region->bell_wanted, 0, memory_order_relaxed);
+  int rc = CF_EBUSY;
+  uint64_t pushes = atomic_load_explicit(&p->pushes, memory_order_relaxed);
+  uint64_t quiet = cf__now_ns();
+  dispatch(p);
+  for (unsigned i = 1;; i++) {
+    if (cf_future_done(f)) {
+      rc = 0;
+      break;
+    }
+    uint64_t pu = atomic_load_explicit(&p->pushes, memory_order_relaxed);
+    bool heard = hear_workers(p);
+    if (heard || pu != pushes) {
+      pushes = pu;
+      dispatch(p);
+      quiet = cf__now_ns();
+      continue;
+    }
+    if ((i & 63) == 0) {
+      uint64_t now = cf__now_ns();
+      if (now - quiet > SPIN_NS)
+        break; /* a long task: the manager thread takes over */
+      if (cf__deadline_passed(d)) {
+        rc = CF_ETIMEDOUT;
+        break;
+      }
+    }
+    cf__cpu_relax();
+  }
+  drive_leave(p);
+  driving = NULL;
+  return rc == CF_ETIMEDOUT || !cf_future_done(f) ? rc : 0;
+}
+
 void *cf__pp_manager_main(void *arg) {
   ppool *p = arg;
   struct pollfd *fds = p->pfds;
   size_t *slot_of = p->slot_of;
+  driving = p; /* it holds the drive from the start (see ppool.drive) */
   int start_rc = cf__pp_start_server(p);
   int start_errno = errno;
   pthread_mutex_lock(&p->mu);
@@ -986,64 +1286,52 @@ void *cf__pp_manager_main(void *arg) {
     bool done = p->shutdown && p->head == NULL;
     pthread_mutex_unlock(&p->mu);
     if (done && all_quiet(p))
-      break;
-    size_t nf = 0;
-    fds[nf++] = (struct pollfd){.fd = p->wake_fd, .events = POLLIN};
-    /* Room in the server's queue matters only to ask for a worker, which
-     * a broken pool never does, nor one waiting to retry a failed fork:
-     * polling for POLLOUT then would spin. */
-    bool want_spawn = false;
-    for (size_t i = 0; i < p->n && !broken; i++)
-      want_spawn |= p->workers[i].state == W_NONE;
-    int timeout_ms = -1;
+      break; /* keeping the drive: nobody drives a pool that is gone */
     uint64_t now = cf__now_ns();
-    if (want_spawn && now < p->spawn_at) {
-      want_spawn = false;
-      timeout_ms = (int)((p->spawn_at - now) / 1000000) + 1;
-    }
-    fds[nf++] = (struct pollfd){.fd = p->ctl_fd,
-                                .events = POLLIN | (want_spawn ? POLLOUT : 0)};
-    for (size_t i = 0; i < p->n; i++) {
-      pworker *w = &p->workers[i];
-      if (w->fd >= 0 && w->state != W_NONE) {
-        slot_of[nf] = i;
-        fds[nf++] = (struct pollfd){
-            .fd = w->fd, .events = POLLIN | (tx_pending(w) ? POLLOUT : 0)};
-      }
-      if (w->qn && w->deadline && !w->timed_out) {
-        if (now >= w->deadline) {
-          /* The task may have ended and its result be on its way: it is
-           * still read and counts. But the worker gets nothing more (it
-           * would die with it): its exit report brings a replacement. */
-          w->timed_out = true;
-          w->state = W_DEAD;
-          kill(w->pid, SIGKILL);
-        } else {
-          int ms = (int)((w->deadline - now) / 1000000) + 1;
-          if (timeout_ms < 0 || ms < timeout_ms)
-            timeout_ms = ms;
-        }
-      }
-    }
+    enforce_timeouts(p, now);
     /* With tasks in flight, answers come soon: look for a while first,
      * at the workers' doorbells and at new pushes (memory, no system
      * call), then block in poll. */
+    bool moved = false;
     if (!all_quiet(p)) {
-      uint64_t posted = posted_sum(p), start = cf__now_ns();
-      bool moved = false;
+      uint64_t start = now;
       while (!moved && cf__now_ns() - start < SPIN_NS)
         for (int k = 0; k < 64 && !moved; k++) {
-          moved = posted_sum(p) != posted || atomic_load(&p->pushes) != pushes;
+          moved = unheard(p) || atomic_load(&p->pushes) != pushes;
           cf__cpu_relax();
         }
+      if (moved)
+        hear_workers(p); /* and a poll that does not wait, below: the
+                          * fork server's reports must not wait */
     }
-    /* see ppool.sleeping: from here a submitter rings */
-    atomic_store(&p->sleeping, true);
+    size_t nf;
+    uint64_t wake_at;
+    now = cf__now_ns();
+    p->poll_sig = poll_plan(p, now, fds, slot_of, &nf, &wake_at);
+    int timeout_ms =
+        !wake_at ? -1
+        : wake_at <= now
+            ? 0
+            : (int)((wake_at - now) / 1000000 > 86400000
+                        ? 86400000
+                        : (wake_at - now) / 1000000 + 1);
+    /* Nobody watches the doorbells from here: the workers ring; drivers
+     * may take the drive while this thread sleeps (see ppool.drive). */
+    atomic_store(&p->region->bell_wanted, 1);
+    if (unheard(p) || moved)
+      timeout_ms = 0;
+    drive_unlock(p);
+    driving = NULL;
+    /* a push since dispatch whose submitter found the drive held: go
+     * round again (see drive_leave) */
     if (atomic_load(&p->pushes) != pushes)
-      timeout_ms = 0; /* a push came since dispatch: go round again */
+      timeout_ms = 0;
     int prc = poll(fds, nf, timeout_ms);
-    atomic_store(&p->sleeping, false);
-    if (prc < 0 && errno != EINTR)
+    int poll_errno = errno;
+    drive_lock(p);
+    driving = p;
+    atomic_store_explicit(&p->region->bell_wanted, 0, memory_order_relaxed);
+    if (prc < 0 && poll_errno != EINTR)
       break;
     if (fds[0].revents & POLLIN) {
       uint64_t v;
@@ -1055,8 +1343,9 @@ void *cf__pp_manager_main(void *arg) {
       if ((fds[k].revents & POLLOUT) && w->fd >= 0 && tx_flush(w) != 0)
         worker_lost(p, w);
       if (w->fd >= 0 && (fds[k].revents & (POLLIN | POLLHUP | POLLERR)))
-        on_worker_ready(p, w);
+        on_worker_ready(p, w, true);
     }
+    hear_workers(p); /* messages in the rings (their bells were read) */
     /* Drain every message from the fork server (it blocks on a full
      * queue, so the queue must not stay full). */
     bool server_gone = false;
@@ -1089,7 +1378,8 @@ void *cf__pp_manager_main(void *arg) {
         if (keep) {
           w->pid = c.pid;
           w->done = 0;
-          w->heard = 0; /* the server reset its doorbells */
+          w->heard = 0; /* the server reset its doorbells and ring */
+          w->next_seq = w->out_seq = 1;
           w->task_ns_avg = UINT64_MAX; /* not known yet: see PIPE_DEPTH */
           w->next_in_hand = false;
           w->reaped = false;

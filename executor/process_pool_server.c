@@ -134,6 +134,12 @@ _Noreturn void cf__pp_server_main(int ctl_fd, pid_t parent,
     atomic_store_explicit(&shared[c.slot].chunk_done, 0, memory_order_relaxed);
     atomic_store_explicit(&shared[c.slot].sent, 0, memory_order_relaxed);
     atomic_store_explicit(&shared[c.slot].posted, 0, memory_order_relaxed);
+    atomic_store_explicit(&shared[c.slot].asleep, 0, memory_order_relaxed);
+    msg_ring *rings[] = {&shared[c.slot].tasks, &shared[c.slot].results};
+    for (size_t k = 0; k < 2; k++) {
+      atomic_store_explicit(&rings[k]->tail, 0, memory_order_relaxed);
+      atomic_store_explicit(&rings[k]->head, 0, memory_order_relaxed);
+    }
     int sv[2] = {-1, -1};
     /* the worker's result area: see run_chunk */
     int afd = memfd_create("cfutures-results", MFD_CLOEXEC);
@@ -162,7 +168,8 @@ _Noreturn void cf__pp_server_main(int ctl_fd, pid_t parent,
       close(sv[0]);
       sigprocmask(SIG_UNBLOCK, &chld, NULL);
       int sock = high_fd(sv[1]);
-      cf__pp_worker_main(sock, high_fd(afd), o, &shared[c.slot]);
+      cf__pp_worker_main(sock, high_fd(afd), o, &shared[c.slot],
+                         slots_region(shared));
     }
     close(sv[1]);
     ctl reply = {.op = CTL_SPAWNED,

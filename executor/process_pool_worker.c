@@ -1,6 +1,8 @@
 /* The process pool's worker process: runs tasks and chunks of map items
  * sent by the manager, reports each result. See process_pool_internal.h. */
+#include <linux/sockios.h>
 #include <malloc.h>
+#include <sys/ioctl.h>
 
 #include "executor/process_pool_internal.h"
 
@@ -118,22 +120,50 @@ static void spare_take(int fd) {
   spare.cap = (size_t)st.st_size;
 }
 
+/* This worker's message numbers (wire.seq): the next one to post. */
+static uint32_t next_seq = 1;
+/* region_head.bell_wanted: nobody in the parent watches the doorbells. */
+static _Atomic uint32_t *bell_wanted;
+
+/* Nothing this worker's process wrote on its socket waits unread by the
+ * manager. Else a message must follow it on the socket: bytes a task
+ * wrote there (a protocol error, blamed on that task) must reach the
+ * manager before the task's result does. */
+static bool socket_drained(int sock) {
+  int queued = 0;
+  return ioctl(sock, SIOCOUTQ, &queued) == 0 && queued == 0;
+}
+
 /* Sends a message, then rings the manager's doorbell (slot_shared.posted):
- * a manager spinning on it stops at once. A task's big byte result goes
+ * a manager spinning on it stops at once. A small one goes through the
+ * result ring (see ring_entry), followed by a MSG_BELL frame on the socket
+ * only if nobody in the parent is watching. A task's big byte result goes
  * in the spare if it fits: copied into pages that exist, mapped here
  * already, instead of a fresh memfd's. */
 static int post(int sock, wire *h, const void *data) {
   int rc;
+  h->seq = next_seq;
+  bool ringed = false;
   if (h->type == MSG_RESULT && !is_chunk(h->kind) && h->code == 0 &&
       h->len >= BIG_PAYLOAD && spare.fd >= 0 && spare.cap >= h->len) {
     memcpy(spare.map, data, h->len);
     rc = cf__pp_send_mapped(sock, h, spare.fd);
     spare_drop(); /* the result's now */
+  } else if ((ringed = socket_drained(sock) && ring_put(&my_slot->results, h, data))) {
+    rc = 0;
   } else {
     rc = cf__pp_send_msg(sock, h, data);
   }
-  if (rc == 0)
-    atomic_fetch_add_explicit(&my_slot->posted, 1, memory_order_release);
+  if (rc == 0) {
+    next_seq++;
+    /* seq_cst, then the look at bell_wanted: against the parent's store
+     * to it and its look at `posted` (see drive_leave) */
+    atomic_fetch_add(&my_slot->posted, 1);
+    if (ringed && atomic_load(bell_wanted)) {
+      wire bell = {.type = MSG_BELL}; /* seq 0: not a message */
+      rc = cf__pp_send_msg(sock, &bell, NULL);
+    }
+  }
   return rc;
 }
 
@@ -226,17 +256,16 @@ static void run_chunk(int sock, const wire *h, uintptr_t addr, const void *in,
   area_trim(a);
 }
 
-/* Waits up to `ns` for the manager to have sent more tasks than the
- * `received` so far (slot_shared.sent), on memory, before the caller
- * blocks in recv: a warm worker picks the next task up without a sleep
- * and a wake-up (tens of microseconds here), and without a system call
- * per look. Returns true if one was sent. */
-static bool spin_for_input(const slot_shared *sh, uint64_t received,
-                           uint64_t ns) {
+/* Waits up to `ns` for the manager to have sent message `seq`
+ * (slot_shared.sent), on memory, before the caller blocks in recv: a warm
+ * worker picks the next task up without a sleep and a wake-up (tens of
+ * microseconds here), and without a system call per look. Returns true if
+ * it was sent. */
+static bool spin_for_input(const slot_shared *sh, uint32_t seq, uint64_t ns) {
   uint64_t start = cf__now_ns();
   do {
     for (int k = 0; k < 64; k++) {
-      if (atomic_load_explicit(&sh->sent, memory_order_acquire) > received)
+      if (atomic_load_explicit(&sh->sent, memory_order_acquire) >= seq)
         return true;
       cf__cpu_relax();
     }
@@ -244,11 +273,96 @@ static bool spin_for_input(const slot_shared *sh, uint64_t received,
   return false;
 }
 
+/* The number of the next message from the manager (wire.seq), and a frame
+ * read from the socket ahead of its turn (a later message than one still
+ * in the ring), kept until then. */
+static uint32_t in_seq = 1;
+static struct {
+  bool full;
+  int rc, err, fd;
+  wire h;
+  void *data;
+} ahead;
+
+/* The next message from the manager, in order (see msg_ring): from the
+ * task ring, or from the socket, waiting for it. Returns
+ * cf__pp_recv_msg's codes (a bell is no message: never returned). */
+static int next_input(int sock, wire *h, void **data, int *spare_fd) {
+  for (;;) {
+    if (ahead.full && ahead.h.seq == in_seq) {
+      ahead.full = false;
+      in_seq++;
+      *h = ahead.h;
+      *data = ahead.data;
+      *spare_fd = ahead.fd;
+      errno = ahead.err;
+      return ahead.rc;
+    }
+    /* `sent` first: a message counted there is in the ring already, or
+     * on the socket (see send_to_worker) */
+    uint64_t sent = atomic_load_explicit(&my_slot->sent, memory_order_acquire);
+    const char *src, *bad;
+    int k = ring_peek(&my_slot->tasks, in_seq, h, &src, &bad);
+    if (k < 0)
+      return RECV_BAD; /* not from our manager: give up */
+    if (k > 0) {
+      int rc = 0;
+      *data = NULL;
+      if (h->len && !(*data = malloc(h->len))) {
+        errno = ENOMEM;
+        rc = RECV_LOCAL;
+      } else if (h->len) {
+        memcpy(*data, src, h->len);
+      }
+      ring_pop(&my_slot->tasks);
+      in_seq++;
+      return rc;
+    }
+    if (ahead.full)
+      return RECV_BAD; /* a later message came, and not this one */
+    if (sent < in_seq) { /* not sent yet: wait for it */
+      if (spin_for_input(my_slot, in_seq, SPIN_NS))
+        continue;
+      /* seq_cst, then the look at `sent`: against the manager's increment
+       * of `sent` and its look at `asleep` (see send_to_worker) */
+      atomic_store(&my_slot->asleep, 1);
+      if (atomic_load(&my_slot->sent) >= in_seq) {
+        atomic_store_explicit(&my_slot->asleep, 0, memory_order_relaxed);
+        continue;
+      }
+    }
+    /* Sent and not in the ring, or nothing sent: the socket. */
+    int rc = cf__pp_recv_msg(sock, h, data, true, spare_fd);
+    atomic_store_explicit(&my_slot->asleep, 0, memory_order_relaxed);
+    if (rc != 0 && rc != RECV_LOCAL)
+      return rc;
+    if (rc == 0 && h->type == MSG_BELL) {
+      cf__pp_payload_free(h, *data);
+      continue;
+    }
+    if (h->seq != in_seq) {
+      if (h->seq < in_seq)
+        return RECV_BAD;
+      ahead.full = true;
+      ahead.h = *h;
+      ahead.data = *data;
+      ahead.fd = *spare_fd;
+      ahead.err = errno;
+      ahead.rc = rc;
+      *spare_fd = -1;
+      continue;
+    }
+    in_seq++;
+    return rc;
+  }
+}
+
 _Noreturn void cf__pp_worker_main(int sock, int area_fd,
                                   const cf_process_pool_opts *o,
-                                  slot_shared *sh) {
+                                  slot_shared *sh, region_head *region) {
   area a = {.fd = area_fd};
   my_slot = sh;
+  bell_wanted = &region->bell_wanted;
   /* Large blocks from the heap, and kept there when freed: a task that
    * mallocs a 64 MiB result every time then reuses warm pages instead of
    * a fresh mapping whose every page faults (glibc's own threshold stops
@@ -261,20 +375,17 @@ _Noreturn void cf__pp_worker_main(int sock, int area_fd,
     _exit(0);
   }
   size_t done = 0;
-  uint64_t received = 0;
   for (;;) {
     wire h;
     void *in;
-    spin_for_input(sh, received, SPIN_NS);
     int spare_fd = -1;
-    int rrc = cf__pp_recv_msg(sock, &h, &in, true, &spare_fd);
+    int rrc = next_input(sock, &h, &in, &spare_fd);
     if (rrc != 0 && rrc != RECV_LOCAL)
       _exit(0); /* the parent hung up: shutdown */
     if (rrc == 0 && h.type == MSG_SPARE) {
       spare_take(spare_fd);
       continue;
     }
-    received++;
     /* see slot_shared */
     uint64_t k = atomic_load_explicit(&sh->started, memory_order_relaxed);
     atomic_store_explicit(&sh->chunk_done, 0, memory_order_relaxed);

@@ -598,6 +598,12 @@ static bool future_is_done(void *f) {
   return cf_future_done(f);
 }
 
+static const cf__driver *_Atomic driver;
+
+void cf__future_set_driver(const cf__driver *d) {
+  atomic_store_explicit(&driver, d, memory_order_release);
+}
+
 int cf__future_wait(cf_future *f, const cf_deadline *d) {
   if (cf_future_done(f))
     return 0;
@@ -606,6 +612,14 @@ int cf__future_wait(cf_future *f, const cf_deadline *d) {
   cf__waiter *w = cf__waiter_self();
   if (!w)
     return CF_ENOMEM;
+  /* A plain thread (not a pool's task nor a green task, which have better
+   * to do) may do the work that completes f itself. */
+  const cf__driver *dr = atomic_load_explicit(&driver, memory_order_acquire);
+  if (dr && !w->ops && f->dealloc == dr->dealloc) {
+    int rc = dr->drive(f, d);
+    if (rc != CF_EBUSY)
+      return rc;
+  }
   /* On a pool task, the awaited task is usually still queued (often on
    * top of our own deque): run it here before paying for a listener. */
   if (w->ops && w->ops->run_inline(w, f) && cf_future_done(f))

@@ -169,6 +169,19 @@ int cf__wait_until(bool (*cond)(void *ctx), void *ctx, cf_future *const *hints,
 /* Waits until f is done or the deadline; 0, CF_ETIMEDOUT or CF_ENOMEM. */
 int cf__future_wait(cf_future *f, const cf_deadline *d);
 
+/* An executor whose futures a waiting thread can bring to completion by
+ * doing the executor's own work meanwhile (the process pool: see
+ * cf__pp_drive_wait), known by their dealloc. `drive` returns 0 (f is
+ * done), CF_ETIMEDOUT (d passed) or CF_EBUSY (it could not, or not for
+ * long: the caller waits as usual). */
+typedef struct cf__driver {
+  void (*dealloc)(cf_future *f);
+  int (*drive)(cf_future *f, const cf_deadline *d);
+} cf__driver;
+
+/* Installs d (static; one at most, for the life of the process). */
+void cf__future_set_driver(const cf__driver *d);
+
 /* The outcome of a done future as cf_future_result reports it. */
 int cf__future_outcome(cf_future *f, void **out);
 
