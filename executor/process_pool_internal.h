@@ -409,6 +409,9 @@ typedef struct pworker {
   uint64_t heard;
   uint32_t next_seq; /* the message number it sends next (wire.seq) */
   uint32_t out_seq;  /* the number of the next message sent to it */
+  /* Its result ring's tail just before the last read of its socket: see
+   * next_msg. */
+  uint64_t ring_mark;
   /* How long its tasks take, a moving average of the gaps between its
    * results while it had the next task in hand (UINT64_MAX: not known),
    * when its last result came, and whether the task after that one had

@@ -905,11 +905,24 @@ static int ring_take(ppool *p, pworker *w, wire *h, void **data, int *err,
  * ring_take's or rx_take's outcome; RX_MORE when neither holds it yet. */
 static int next_msg(ppool *p, pworker *w, wire *h, void **data, int *err,
                     const char **bad) {
+  static const uint32_t magic = WIRE_MAGIC;
   for (;;) {
+    /* Bytes that are no frame, read from the socket: the ring's entries
+     * published before that read came before them (a worker puts nothing
+     * in the ring while bytes wait unread on its socket: see
+     * socket_drained), later ones maybe not (the task that wrote the
+     * bytes, answering after they were read): the fault comes first. */
+    size_t have = w->rx_len - w->rx_off;
+    if (have &&
+        memcmp(w->rx + w->rx_off, &magic, have < 4 ? have : 4) != 0 &&
+        atomic_load_explicit(&p->shared[w - p->workers].results.head,
+                             memory_order_relaxed) >= w->ring_mark) {
+      *bad = "bytes that are not a message (no magic number)";
+      return RECV_BAD;
+    }
     int rc = ring_take(p, w, h, data, err, bad);
     if (rc != RX_MORE)
       return rc;
-    size_t have = w->rx_len - w->rx_off;
     if (have == 0)
       return RX_MORE;
     if (have >= sizeof *h) {
@@ -978,6 +991,9 @@ static void on_worker_ready(ppool *p, pworker *w, bool polled) {
         atomic_load_explicit(posted, memory_order_acquire) <= w->heard)
       return;
     did_read = true;
+    /* the ring's entries so far came before what this read brings */
+    w->ring_mark = atomic_load_explicit(
+        &p->shared[w - p->workers].results.tail, memory_order_acquire);
     int n = rx_fill(w);
     if (n == RX_AGAIN)
       return;
@@ -1380,6 +1396,7 @@ void *cf__pp_manager_main(void *arg) {
           w->done = 0;
           w->heard = 0; /* the server reset its doorbells and ring */
           w->next_seq = w->out_seq = 1;
+          w->ring_mark = 0;
           w->task_ns_avg = UINT64_MAX; /* not known yet: see PIPE_DEPTH */
           w->next_in_hand = false;
           w->reaped = false;
