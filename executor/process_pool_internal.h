@@ -412,6 +412,7 @@ typedef struct pworker {
   /* Its result ring's tail just before the last read of its socket: see
    * next_msg. */
   uint64_t ring_mark;
+  unsigned phantoms; /* reads that found no message its doorbell announced */
   /* How long its tasks take, a moving average of the gaps between its
    * results while it had the next task in hand (UINT64_MAX: not known),
    * when its last result came, and whether the task after that one had

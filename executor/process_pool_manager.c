@@ -974,6 +974,7 @@ static void on_worker_ready(ppool *p, pworker *w, bool polled) {
     }
     if (rc != RX_MORE) {
       w->heard++;
+      w->phantoms = 0;
       on_worker_msg(p, w, rc, &r, payload, err);
       if (w->last_mfd >= 0) { /* not taken by a result */
         close(w->last_mfd);
@@ -995,8 +996,18 @@ static void on_worker_ready(ppool *p, pworker *w, bool polled) {
     w->ring_mark = atomic_load_explicit(
         &p->shared[w - p->workers].results.tail, memory_order_acquire);
     int n = rx_fill(w);
-    if (n == RX_AGAIN)
+    if (n == RX_AGAIN) {
+      /* A doorbell announces a message, and neither the ring nor the
+       * socket has it: once may be a message posted just now; twice in a
+       * row, with nothing heard between, is a worker (or a task of it)
+       * writing over the shared memory. Left alone, the manager would
+       * look for it for ever. */
+      if (w->rx_off == w->rx_len &&
+          atomic_load_explicit(posted, memory_order_acquire) > w->heard &&
+          ++w->phantoms >= 2)
+        worker_fault(p, w, "a doorbell rung for no message");
       return;
+    }
     if (n == RECV_BAD) {
       worker_fault(p, w, "descriptors that belong to no message");
       return;
@@ -1161,7 +1172,7 @@ static bool listening(const pworker *w) {
 
 /* Handles what the workers have posted and not yet been heard (their
  * doorbells: see slot_shared), without reading a socket the doorbells
- * say nothing more is on. True if there was anything. */
+ * say nothing more is on. True if a message was handled. */
 static bool hear_workers(ppool *p) {
   bool any = false;
   for (size_t i = 0; i < p->n; i++) {
@@ -1170,8 +1181,9 @@ static bool hear_workers(ppool *p) {
         atomic_load_explicit(&p->shared[i].posted, memory_order_acquire) <=
             w->heard)
       continue;
-    any = true;
+    uint64_t before = w->heard;
     on_worker_ready(p, w, false);
+    any |= w->heard != before;
   }
   return any;
 }
@@ -1192,27 +1204,36 @@ static bool unheard(ppool *p) {
  * itself), so the workers ring from now on; a message posted before they
  * could see that is handled here. The manager thread's poll set is
  * rebuilt if the driver changed it (a worker with bytes to flush, a task
- * timeout started). A task pushed while the drive was held is
- * dispatched here, unless its submitter could take the drive itself. */
-static void drive_leave(ppool *p) {
+ * timeout started). A task pushed since `seen` (the count of pushes read
+ * before the driver's last dispatch) whose submitter found the drive held
+ * is dispatched here. */
+static void drive_leave(ppool *p, uint64_t seen) {
   for (;;) {
     /* seq_cst, against the workers' posted increment and their look at
      * bell_wanted: either this sees the message, or the worker rings. */
     atomic_store(&p->region->bell_wanted, 1);
     if (unheard(p)) {
-      atomic_store_explicit(&p->region->bell_wanted, 0, memory_order_relaxed);
-      hear_workers(p);
+      if (hear_workers(p)) {
+        seen = atomic_load(&p->pushes);
+        dispatch(p);
+        continue;
+      }
+      cf__pp_ring(p); /* nothing came of it: the manager thread looks */
+    }
+    if (atomic_load(&p->pushes) != seen) {
+      seen = atomic_load(&p->pushes);
       dispatch(p);
       continue;
     }
-    uint64_t wake_at, pu = atomic_load(&p->pushes);
+    uint64_t wake_at;
     if (poll_plan(p, cf__now_ns(), NULL, NULL, NULL, &wake_at) != p->poll_sig)
       cf__pp_ring(p);
     drive_unlock(p);
     /* seq_cst, against a submitter's push then try (see drive_try): a
      * submitter that found the drive held is seen here */
-    if (atomic_load(&p->pushes) == pu || !drive_try(p))
+    if (atomic_load(&p->pushes) == seen || !drive_try(p))
       return;
+    seen = atomic_load(&p->pushes);
     dispatch(p);
   }
 }
@@ -1221,8 +1242,9 @@ void cf__pp_drive_submit(ppool *p) {
   if (driving || !drive_try(p))
     return; /* its holder dispatches the task (see drive_leave) */
   driving = p;
+  uint64_t seen = atomic_load(&p->pushes);
   dispatch(p);
-  drive_leave(p);
+  drive_leave(p, seen);
   driving = NULL;
 }
 
@@ -1233,7 +1255,7 @@ int cf__pp_drive_wait(ppool *p, cf_future *f, const cf_deadline *d) {
   /* This thread watches the doorbells now: the workers need not ring. */
   atomic_store_explicit(&p->region->bell_wanted, 0, memory_order_relaxed);
   int rc = CF_EBUSY;
-  uint64_t pushes = atomic_load_explicit(&p->pushes, memory_order_relaxed);
+  uint64_t pushes = atomic_load(&p->pushes);
   uint64_t quiet = cf__now_ns();
   dispatch(p);
   for (unsigned i = 1;; i++) {
@@ -1260,7 +1282,7 @@ int cf__pp_drive_wait(ppool *p, cf_future *f, const cf_deadline *d) {
     }
     cf__cpu_relax();
   }
-  drive_leave(p);
+  drive_leave(p, pushes);
   driving = NULL;
   return rc == CF_ETIMEDOUT || !cf_future_done(f) ? rc : 0;
 }
@@ -1397,6 +1419,7 @@ void *cf__pp_manager_main(void *arg) {
           w->heard = 0; /* the server reset its doorbells and ring */
           w->next_seq = w->out_seq = 1;
           w->ring_mark = 0;
+          w->phantoms = 0;
           w->task_ns_avg = UINT64_MAX; /* not known yet: see PIPE_DEPTH */
           w->next_in_hand = false;
           w->reaped = false;
