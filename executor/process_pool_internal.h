@@ -123,8 +123,7 @@ enum {
   MSG_RESULT = 2,
   MSG_INIT_FAILED = 3,
   MSG_STARTED = 4,
-  MSG_SPARE = 5, /* manager -> worker: a memfd for its next big result */
-  MSG_BELL = 6   /* either way: look at your ring (seq 0: not a message) */
+  MSG_SPARE = 5 /* manager -> worker: a memfd for its next big result */
 };
 enum { CTL_SPAWN = 1, CTL_SPAWNED = 2, CTL_EXITED = 3, CTL_CONFIG = 4 };
 
@@ -153,9 +152,10 @@ typedef struct wire {
  * socket. Both ways carry message numbers (wire.seq, from 1, per worker
  * and direction), and the reader handles them in that order, whichever
  * way each came: a message is in the ring before any later one is on the
- * socket. A reader that sleeps (the worker blocked on its socket:
- * slot_shared.asleep; the manager in poll: region_head.bell_wanted) is
- * woken by a MSG_BELL frame on the socket after a ring message. Neither
+ * socket. A reader that sleeps is woken after a ring message: the worker
+ * sleeps on a futex (slot_shared.asleep), the manager in poll, which the
+ * worker wakes through the pool's eventfd (region_head.bell_wanted and
+ * bell_rung: one bell per sleep of the manager). Neither
  * side trusts the other's entries blindly: a bad magic, flags or length,
  * or a ring that claims more than RING_N entries, is a protocol error. */
 #define RING_N      32
@@ -279,9 +279,10 @@ typedef struct slot_shared {
   _Atomic uint64_t sent;
   _Atomic uint64_t posted;
   char pad[64 - 4 * sizeof(uint64_t)];
-  /* The worker is about to block, or blocks, on its socket: a task put
-   * in its ring needs a MSG_BELL after it (see msg_ring). Set by the
-   * worker, seq_cst against `sent` (a Dekker pair with the manager). */
+  /* 1: the worker is about to sleep, or sleeps, on this word (a futex
+   * shared between processes): the manager wakes it after a message (see
+   * msg_ring). Set by the worker, seq_cst against `sent` (a Dekker pair
+   * with the manager). */
   _Atomic uint32_t asleep;
   char pad_asleep[64 - sizeof(uint32_t)];
   msg_ring tasks;   /* manager -> worker */
@@ -307,11 +308,19 @@ typedef struct region_head {
    * by whoever holds the pool's drive (ppool.drive); seq_cst against the
    * workers' `posted` (a Dekker pair). */
   _Atomic uint32_t bell_wanted;
+  /* A worker has rung since the manager last woke: the others need not
+   * (one bell per sleep). Set by the worker that rings, cleared by the
+   * manager thread when it wakes, before it reads the rings. */
+  _Atomic uint32_t bell_rung;
+  /* The manager is done with the workers: one asleep on its doorbell
+   * (slot_shared.asleep) exits instead (it would not see end-of-file). */
+  _Atomic uint32_t closing;
+  uint32_t pad32;
   uint64_t init_ref, initarg;
   uint64_t max_tasks_per_child;
   double task_timeout_s;
   int64_t ff_skip, ff_fail; /* see fork_faults */
-  char pad[128 - 6 * sizeof(uint32_t) - 5 * sizeof(uint64_t) - sizeof(double)];
+  char pad[128 - 9 * sizeof(uint32_t) - 5 * sizeof(uint64_t) - sizeof(double)];
 } region_head;
 
 _Static_assert(sizeof(region_head) == 128, "region_head: one size");
@@ -583,7 +592,7 @@ int cf__pp_send_ctl(int fd, const ctl *c, const int *pass, size_t npass,
 ssize_t cf__pp_recv_ctl(int fd, ctl *c, int got[2], int flags);
 
 /* process_pool_worker.c: the worker process */
-_Noreturn void cf__pp_worker_main(int sock, int area_fd,
+_Noreturn void cf__pp_worker_main(int sock, int area_fd, int bell_fd,
                                   const cf_process_pool_opts *o,
                                   slot_shared *sh, region_head *region);
 uintptr_t cf__pp_task_fn(uint64_t fn);
@@ -591,7 +600,7 @@ uintptr_t cf__pp_task_fn(uint64_t fn);
 /* process_pool_server.c: the fork server */
 fork_faults cf__pp_fork_faults_from_env(void);
 int cf__pp_start_server(ppool *p);
-_Noreturn void cf__pp_server_main(int ctl_fd, pid_t parent,
+_Noreturn void cf__pp_server_main(int ctl_fd, int bell_fd, pid_t parent,
                                   const cf_process_pool_opts *o, size_t n,
                                   slot_shared *shared, fork_faults ff);
 int cf__pp_spawn_server(int peer, pid_t *pid);

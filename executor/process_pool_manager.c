@@ -464,10 +464,18 @@ static int tx_send(pworker *w, wire *h, const void *data, size_t len,
   return 0;
 }
 
+/* Wakes the slot's worker if it sleeps on its doorbell (see msg_ring). */
+static void wake_worker(slot_shared *sh) {
+  uint32_t one = 1;
+  if (atomic_load(&sh->asleep) &&
+      atomic_compare_exchange_strong(&sh->asleep, &one, 0))
+    cf__futex_wake(&sh->asleep, 1, true);
+}
+
 /* Sends w message h (numbered here) with data[0..len), or with
  * descriptor pass_fd (-1: none): through its task ring if it fits (see
- * msg_ring), with a bell if the worker sleeps on its socket; else on the
- * socket (tx_send). Counts it in w's doorbell. Returns tx_send's codes. */
+ * msg_ring), else on the socket (tx_send); counts it in w's doorbell and
+ * wakes the worker if it sleeps there. Returns tx_send's codes. */
 static int send_to_worker(ppool *p, pworker *w, wire *h, const void *data,
                           size_t len, int pass_fd) {
   slot_shared *sh = &p->shared[w - p->workers];
@@ -480,15 +488,8 @@ static int send_to_worker(ppool *p, pworker *w, wire *h, const void *data,
   w->out_seq++;
   /* seq_cst, then the look at `asleep`: see next_input in the worker */
   atomic_fetch_add(&sh->sent, 1);
-  if (ringed && atomic_load(&sh->asleep)) {
-    wire bell = {.type = MSG_BELL}; /* seq 0: not a message */
-    rc = tx_send(w, &bell, NULL, 0, -1);
-  }
-  /* A bell that cannot be sent (no memory to keep it) would leave the
-   * worker asleep with a task in its ring: it is let go instead (-1: the
-   * caller hangs up on it; it exits at end-of-file, and its exit report
-   * requeues the tasks it never started). */
-  return rc == 0 ? 0 : -1;
+  wake_worker(sh);
+  return 0;
 }
 
 /* A big task went to w: lend it a warm buffer (see cf__pp_warm_spare) to
@@ -901,7 +902,7 @@ static int ring_take(ppool *p, pworker *w, wire *h, void **data, int *err,
 }
 
 /* Where w's next message is, by its number: in the ring, or as the next
- * frame in the rx buffer (a MSG_BELL frame there is dropped). Returns
+ * frame in the rx buffer. Returns
  * ring_take's or rx_take's outcome; RX_MORE when neither holds it yet. */
 static int next_msg(ppool *p, pworker *w, wire *h, void **data, int *err,
                     const char **bad) {
@@ -928,8 +929,7 @@ static int next_msg(ppool *p, pworker *w, wire *h, void **data, int *err,
     if (have >= sizeof *h) {
       wire peek;
       memcpy(&peek, w->rx + w->rx_off, sizeof peek);
-      if (peek.magic == WIRE_MAGIC && peek.seq != w->next_seq &&
-          !(peek.seq == 0 && peek.type == MSG_BELL)) {
+      if (peek.magic == WIRE_MAGIC && peek.seq != w->next_seq) {
         /* A frame sent after the message due: that one was in the ring
          * before this frame was sent, so the ring shows it now. */
         rc = ring_take(p, w, h, data, err, bad);
@@ -941,10 +941,6 @@ static int next_msg(ppool *p, pworker *w, wire *h, void **data, int *err,
       }
     }
     rc = rx_take(w, h, data, err, bad);
-    if (rc == 0 && h->type == MSG_BELL) {
-      cf__pp_payload_free(h, *data);
-      continue;
-    }
     if (rc == 0 || rc == RECV_LOCAL)
       w->next_seq++;
     return rc;
@@ -1369,6 +1365,9 @@ void *cf__pp_manager_main(void *arg) {
     drive_lock(p);
     driving = p;
     atomic_store_explicit(&p->region->bell_wanted, 0, memory_order_relaxed);
+    /* seq_cst, before the rings are read (hear_workers below): a worker
+     * that posts after this and sees bell_wanted rings again */
+    atomic_store(&p->region->bell_rung, 0);
     if (prc < 0 && poll_errno != EINTR)
       break;
     if (fds[0].revents & POLLIN) {
@@ -1451,6 +1450,11 @@ void *cf__pp_manager_main(void *arg) {
       if (p->workers[i].state == W_NONE)
         spawn(p, i);
   }
+  /* Workers asleep on their doorbells exit (seq_cst, against their store
+   * to `asleep` and their look at `closing`). */
+  atomic_store(&p->region->closing, 1);
+  for (size_t i = 0; i < p->n; i++)
+    wake_worker(&p->shared[i]);
   /* Tear down: workers see end-of-file and exit; the server reaps them
    * and exits when we hang up. This thread reaps the server before it
    * ends (its end would SIGKILL the server: PR_SET_PDEATHSIG). */

@@ -70,7 +70,7 @@ static int high_fd(int fd) {
   return hi;
 }
 
-_Noreturn void cf__pp_server_main(int ctl_fd, pid_t parent,
+_Noreturn void cf__pp_server_main(int ctl_fd, int bell_fd, pid_t parent,
                                   const cf_process_pool_opts *o, size_t n,
                                   slot_shared *shared, fork_faults ff) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -168,8 +168,8 @@ _Noreturn void cf__pp_server_main(int ctl_fd, pid_t parent,
       close(sv[0]);
       sigprocmask(SIG_UNBLOCK, &chld, NULL);
       int sock = high_fd(sv[1]);
-      cf__pp_worker_main(sock, high_fd(afd), o, &shared[c.slot],
-                         slots_region(shared));
+      cf__pp_worker_main(sock, high_fd(afd), high_fd(bell_fd), o,
+                         &shared[c.slot], slots_region(shared));
     }
     close(sv[1]);
     ctl reply = {.op = CTL_SPAWNED,
@@ -230,7 +230,7 @@ __attribute__((constructor)) static void server_entry(int argc, char **argv,
   ctl c;
   int got[2];
   if (cf__pp_recv_ctl(SERVER_CTL_FD, &c, got, 0) != (ssize_t)sizeof c ||
-      c.op != CTL_CONFIG || got[0] < 0)
+      c.op != CTL_CONFIG || got[0] < 0 || got[1] < 0)
     _exit(1); /* the manager sees the server go: the pool fails to start */
   struct stat st;
   region_head *r = MAP_FAILED;
@@ -240,7 +240,7 @@ __attribute__((constructor)) static void server_entry(int argc, char **argv,
   if (r == MAP_FAILED || r->magic != REGION_MAGIC ||
       (size_t)st.st_size < region_size(r->n, true))
     _exit(1);
-  cf__pp_close_other_fds(SERVER_CTL_FD, -1);
+  cf__pp_close_other_fds(SERVER_CTL_FD, got[1]);
   cf__pp_exec_region = r;
   /* the program's own bias, found once here: every worker inherits it */
   cf__fnref_resolve("", 0);
@@ -263,7 +263,8 @@ __attribute__((constructor)) static void server_entry(int argc, char **argv,
     }
   }
   fork_faults ff = {.skip = r->ff_skip, .fail = r->ff_fail};
-  cf__pp_server_main(SERVER_CTL_FD, parent, &o, r->n, region_slots(r), ff);
+  cf__pp_server_main(SERVER_CTL_FD, got[1], parent, &o, r->n,
+                     region_slots(r), ff);
 }
 
 /* The names (DT_NEEDED, DT_SONAME) of a loaded object's dynamic section. */
@@ -464,7 +465,8 @@ int cf__pp_start_server(ppool *p) {
       errno = err;
     } else {
       ctl c = {.op = CTL_CONFIG};
-      if (cf__pp_send_ctl(sv[0], &c, &p->region_fd, 1, 0) != 0) {
+      int pass[2] = {p->region_fd, p->wake_fd};
+      if (cf__pp_send_ctl(sv[0], &c, pass, 2, 0) != 0) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         pid = -1;
@@ -478,12 +480,13 @@ int cf__pp_start_server(ppool *p) {
     if (pid == 0) {
       cf__pp_atfork_off = true;
       close(sv[0]);
-      cf__pp_close_other_fds(sv[1], -1);
+      cf__pp_close_other_fds(sv[1], p->wake_fd);
       sigset_t keep;
       sigemptyset(&keep);
       sigaddset(&keep, SIGCHLD);
       sigprocmask(SIG_SETMASK, &keep, NULL);
-      cf__pp_server_main(sv[1], parent, &p->o, p->n, p->shared, ff);
+      cf__pp_server_main(sv[1], p->wake_fd, parent, &p->o, p->n, p->shared,
+                         ff);
     }
     cf__pp_forking_server = false;
   }

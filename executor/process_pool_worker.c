@@ -6,6 +6,8 @@
 
 #include "executor/process_pool_internal.h"
 
+#include "core/futex.h"
+
 /* ---- the worker process -------------------------------------------------- */
 
 /* In a fork server of CF_START_FORKSERVER and its workers: the region
@@ -122,8 +124,10 @@ static void spare_take(int fd) {
 
 /* This worker's message numbers (wire.seq): the next one to post. */
 static uint32_t next_seq = 1;
-/* region_head.bell_wanted: nobody in the parent watches the doorbells. */
-static _Atomic uint32_t *bell_wanted;
+/* The pool's region (its bell_wanted, bell_rung and closing flags) and
+ * the manager's eventfd, which wakes its poll. */
+static region_head *region;
+static int bell_fd = -1;
 
 /* Nothing this worker's process wrote on its socket waits unread by the
  * manager. Else a message must follow it on the socket: bytes a task
@@ -136,8 +140,9 @@ static bool socket_drained(int sock) {
 
 /* Sends a message, then rings the manager's doorbell (slot_shared.posted):
  * a manager spinning on it stops at once. A small one goes through the
- * result ring (see ring_entry), followed by a MSG_BELL frame on the socket
- * only if nobody in the parent is watching. A task's big byte result goes
+ * result ring (see msg_ring); if nobody in the parent watches the
+ * doorbells, the manager's eventfd wakes it (once per sleep of the
+ * manager: region_head.bell_rung). A task's big byte result goes
  * in the spare if it fits: copied into pages that exist, mapped here
  * already, instead of a fresh memfd's. */
 static int post(int sock, wire *h, const void *data) {
@@ -159,9 +164,11 @@ static int post(int sock, wire *h, const void *data) {
     /* seq_cst, then the look at bell_wanted: against the parent's store
      * to it and its look at `posted` (see drive_leave) */
     atomic_fetch_add(&my_slot->posted, 1);
-    if (ringed && atomic_load(bell_wanted)) {
-      wire bell = {.type = MSG_BELL}; /* seq 0: not a message */
-      rc = cf__pp_send_msg(sock, &bell, NULL);
+    if (ringed && atomic_load(&region->bell_wanted) &&
+        !atomic_exchange(&region->bell_rung, 1)) {
+      uint64_t one = 1;
+      if (write(bell_fd, &one, sizeof one) != sizeof one)
+        _exit(0); /* no way to wake the manager: the pool replaces us */
     }
   }
   return rc;
@@ -323,23 +330,22 @@ static int next_input(int sock, wire *h, void **data, int *spare_fd) {
     if (sent < in_seq) { /* not sent yet: wait for it */
       if (spin_for_input(my_slot, in_seq, SPIN_NS))
         continue;
-      /* seq_cst, then the look at `sent`: against the manager's increment
-       * of `sent` and its look at `asleep` (see send_to_worker) */
+      /* seq_cst, then the looks at `sent` and `closing`: against the
+       * manager's increment of `sent` (or its store to `closing`) and its
+       * look at `asleep` (see wake_worker) */
       atomic_store(&my_slot->asleep, 1);
-      if (atomic_load(&my_slot->sent) >= in_seq) {
-        atomic_store_explicit(&my_slot->asleep, 0, memory_order_relaxed);
-        continue;
+      if (atomic_load(&my_slot->sent) < in_seq) {
+        if (atomic_load(&region->closing))
+          _exit(0); /* the pool is done with us */
+        cf__futex_wait(&my_slot->asleep, 1, NULL, true);
       }
-    }
-    /* Sent and not in the ring, or nothing sent: the socket. */
-    int rc = cf__pp_recv_msg(sock, h, data, true, spare_fd);
-    atomic_store_explicit(&my_slot->asleep, 0, memory_order_relaxed);
-    if (rc != 0 && rc != RECV_LOCAL)
-      return rc;
-    if (rc == 0 && h->type == MSG_BELL) {
-      cf__pp_payload_free(h, *data);
+      atomic_store_explicit(&my_slot->asleep, 0, memory_order_relaxed);
       continue;
     }
+    /* Sent, and not in the ring: on the socket. */
+    int rc = cf__pp_recv_msg(sock, h, data, true, spare_fd);
+    if (rc != 0 && rc != RECV_LOCAL)
+      return rc;
     if (h->seq != in_seq) {
       if (h->seq < in_seq)
         return RECV_BAD;
@@ -357,12 +363,13 @@ static int next_input(int sock, wire *h, void **data, int *spare_fd) {
   }
 }
 
-_Noreturn void cf__pp_worker_main(int sock, int area_fd,
+_Noreturn void cf__pp_worker_main(int sock, int area_fd, int bell,
                                   const cf_process_pool_opts *o,
-                                  slot_shared *sh, region_head *region) {
+                                  slot_shared *sh, region_head *shared_region) {
   area a = {.fd = area_fd};
   my_slot = sh;
-  bell_wanted = &region->bell_wanted;
+  region = shared_region;
+  bell_fd = bell;
   /* Large blocks from the heap, and kept there when freed: a task that
    * mallocs a 64 MiB result every time then reuses warm pages instead of
    * a fresh mapping whose every page faults (glibc's own threshold stops
