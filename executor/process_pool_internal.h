@@ -76,6 +76,7 @@
 #include <fcntl.h>
 #include <link.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -459,6 +460,7 @@ typedef struct ppool {
   /* Tasks pushed so far: a holder of the drive that sees it move hands
    * them out (see drive_leave). */
   _Atomic uint64_t pushes;
+  uint64_t spin_pushes; /* the manager thread's: see news() */
   /* The drive: who runs the manager's work right now (0 free, 1 held, 2
    * held with a thread blocked for it; a futex). The manager thread holds
    * it except while it sleeps in poll; meanwhile a submitter hands its
@@ -530,6 +532,29 @@ static inline void cf__cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #endif
+}
+
+/* Spins until cond(ctx) holds (true) or `ns` have passed (false). Past
+ * SPIN_YIELD_NS it yields the CPU between rounds of looks: the pool's
+ * parties (submitters, the manager, the workers) often outnumber the
+ * cores, and a spinner that keeps its core holds up the one it waits
+ * for. cfutures_procs, 2 cores, 2 workers, medians of 3: submit 190 k ->
+ * 240 k tasks/s, map 14 M -> 21 M items/s, round trip 3.7 -> 3.8 us. */
+#define SPIN_YIELD_NS 5000u
+static inline bool pp_spin_until(bool (*cond)(void *ctx), void *ctx,
+                                 uint64_t ns) {
+  uint64_t start = cf__now_ns(), now;
+  do {
+    for (int k = 0; k < 64; k++) {
+      if (cond(ctx))
+        return true;
+      cf__cpu_relax();
+    }
+    now = cf__now_ns();
+    if (now - start > SPIN_YIELD_NS)
+      sched_yield();
+  } while (now - start < ns);
+  return false;
 }
 
 /* Test-only fault injection: CF__TEST_FAIL_FORK, read when a pool is

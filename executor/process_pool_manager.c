@@ -1283,6 +1283,12 @@ int cf__pp_drive_wait(ppool *p, cf_future *f, const cf_deadline *d) {
   return rc == CF_ETIMEDOUT || !cf_future_done(f) ? rc : 0;
 }
 
+/* Something for the manager: a message, or a push since spin_pushes. */
+static bool news(void *arg) {
+  ppool *p = arg;
+  return unheard(p) || atomic_load(&p->pushes) != p->spin_pushes;
+}
+
 void *cf__pp_manager_main(void *arg) {
   ppool *p = arg;
   struct pollfd *fds = p->pfds;
@@ -1328,12 +1334,8 @@ void *cf__pp_manager_main(void *arg) {
      * call), then block in poll. */
     bool moved = false;
     if (!all_quiet(p)) {
-      uint64_t start = now;
-      while (!moved && cf__now_ns() - start < SPIN_NS)
-        for (int k = 0; k < 64 && !moved; k++) {
-          moved = unheard(p) || atomic_load(&p->pushes) != pushes;
-          cf__cpu_relax();
-        }
+      p->spin_pushes = pushes;
+      moved = pp_spin_until(news, p, SPIN_NS);
       if (moved)
         hear_workers(p); /* and a poll that does not wait, below: the
                           * fork server's reports must not wait */

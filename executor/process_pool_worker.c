@@ -263,27 +263,17 @@ static void run_chunk(int sock, const wire *h, uintptr_t addr, const void *in,
   area_trim(a);
 }
 
-/* Waits up to `ns` for the manager to have sent message `seq`
- * (slot_shared.sent), on memory, before the caller blocks in recv: a warm
- * worker picks the next task up without a sleep and a wake-up (tens of
- * microseconds here), and without a system call per look. Returns true if
- * it was sent. */
-static bool spin_for_input(const slot_shared *sh, uint32_t seq, uint64_t ns) {
-  uint64_t start = cf__now_ns();
-  do {
-    for (int k = 0; k < 64; k++) {
-      if (atomic_load_explicit(&sh->sent, memory_order_acquire) >= seq)
-        return true;
-      cf__cpu_relax();
-    }
-  } while (cf__now_ns() - start < ns);
-  return false;
+/* The number of the next message from the manager (wire.seq). */
+static uint32_t in_seq = 1;
+
+/* The manager has sent message in_seq (slot_shared.sent). */
+static bool input_sent(void *ctx) {
+  (void)ctx;
+  return atomic_load_explicit(&my_slot->sent, memory_order_acquire) >= in_seq;
 }
 
-/* The number of the next message from the manager (wire.seq), and a frame
- * read from the socket ahead of its turn (a later message than one still
- * in the ring), kept until then. */
-static uint32_t in_seq = 1;
+/* A frame read from the socket ahead of its turn (a later message than
+ * one still in the ring), kept until then. */
 static struct {
   bool full;
   int rc, err, fd;
@@ -328,7 +318,9 @@ static int next_input(int sock, wire *h, void **data, int *spare_fd) {
     if (ahead.full)
       return RECV_BAD; /* a later message came, and not this one */
     if (sent < in_seq) { /* not sent yet: wait for it */
-      if (spin_for_input(my_slot, in_seq, SPIN_NS))
+      /* on memory first: a warm worker picks the next task up without a
+       * sleep and a wake-up, nor a system call per look */
+      if (pp_spin_until(input_sent, NULL, SPIN_NS))
         continue;
       /* seq_cst, then the looks at `sent` and `closing`: against the
        * manager's increment of `sent` (or its store to `closing`) and its
