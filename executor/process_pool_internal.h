@@ -26,37 +26,46 @@
  *     worker; SPAWNED(slot, pid) answers with the worker's socket and its
  *     result area (a memfd: see run_chunk) attached (SCM_RIGHTS);
  *     EXITED(pid, wait status) reports a death; CONFIG, first, hands an
- *     exec'd server the region (see region_head).
+ *     exec'd server the region (see region_head) and the manager's
+ *     eventfd, the workers' bell (a forked server inherits both).
  *   parent <-> worker: a SOCK_STREAM pair carrying framed messages: TASK
  *     (function, as an address or a reference: see region_head; input
- *     bytes) one way; STARTED (a header alone,
- *     sent as the worker starts a task, with a task timeout only: the
- *     timeout counts from it), RESULT (code, output bytes or failure
- *     message; for a chunk of map items, each item's) or INIT_FAILED the
- *     other. Every frame starts with a magic number and its length is
- *     bounded (below 64 KiB inline, larger ones in a memfd no shorter than
- *     it): bytes a task scribbles on the socket are a protocol error, not
- *     a length to wait for. In a worker the socket sits at descriptor 512
- *     or above (WORKER_FD_MIN), away from the low numbers that the host's
- *     own descriptors use in the parent.
+ *     bytes) and SPARE one way; STARTED (a header alone, sent as the
+ *     worker starts a task, with a task timeout only: the timeout counts
+ *     from it), RESULT (code, output bytes or failure message; for a
+ *     chunk of map items, each item's) or INIT_FAILED the other. Small
+ *     messages go through two rings in shared memory instead (see
+ *     msg_ring); both ways are numbered, and read in that order. Every
+ *     frame starts with a magic number and its length is bounded (below
+ *     64 KiB inline, larger ones in a memfd no shorter than it): bytes a
+ *     task scribbles on the socket are a protocol error, not a length to
+ *     wait for. In a worker the socket sits at descriptor 512 or above
+ *     (WORKER_FD_MIN), away from the low numbers that the host's own
+ *     descriptors use in the parent; so do its result area and its bell
+ *     (the manager's eventfd: see msg_ring).
  *
- * In the parent one manager thread owns every descriptor: it polls the
- * fork server, the workers and an eventfd that submitters and shutdown
- * ring, hands pending tasks to idle workers (one at a time each), completes
- * futures (so done-callbacks run on it), kills workers past the task
- * timeout and asks for replacements (after a failed fork, with a growing
- * delay: see FORK_BACKOFF_MAX_NS). It never waits on a worker's socket:
- * it reads what has arrived into a per-worker buffer, where partial frames
- * wait (see on_worker_ready). A worker is known dead from the fork
+ * In the parent the manager's work (the workers table, every worker's
+ * descriptors and buffers) belongs to whoever holds the pool's drive
+ * (ppool.drive): the manager thread, except while it sleeps in poll, when
+ * a submitter may hand its task out and a waiting thread may read its
+ * result itself (see cf__pp_drive_wait). The manager thread polls the
+ * fork server, the workers and an eventfd that shutdown, drivers and
+ * workers ring; it hands pending tasks to idle workers, completes futures
+ * (so done-callbacks run on it, or on a driver), kills workers past the
+ * task timeout and asks for replacements (after a failed fork, with a
+ * growing delay: see FORK_BACKOFF_MAX_NS). Nobody waits on a worker's
+ * socket: what has arrived is read into a per-worker buffer, where partial
+ * frames wait (see on_worker_ready). A worker is known dead from the fork
  * server's exit report, which settles its tasks; end-of-file is not
  * needed (a process forked by a task may keep the socket open).
  *
  * Locks: `mu` guards the pending list and the flags submitters and the
- * manager share; the workers table belongs to the manager thread alone,
- * except that the numbers of the manager's sockets (ctl_fd, ctl_peer,
- * each worker's fd) change only under `fd_mu`, for the fork handlers.
- * Order: `pools_mu` (the registry of pools) before any `fd_mu`; `mu`
- * and `fd_mu` are never held together.
+ * manager share; the workers table belongs to the drive's holder, except
+ * that the numbers of the manager's sockets (ctl_fd, ctl_peer, each
+ * worker's fd) change only under `fd_mu` (by the manager thread), for the
+ * fork handlers. Order: a pool link's `mu` (see pp_link), then the drive,
+ * then `mu` or `fd_mu` (never held together); `pools_mu` (the registry of
+ * pools) before any `fd_mu`.
  *
  * A host that forks without exec: its child would keep copies of the
  * manager's sockets, and the workers and the fork server would not see

@@ -73,13 +73,18 @@
  * CF_ESYS and "fork of a worker failed: <strerror(errno)>", and serves again
  * once a fork works.
  *
- * Done-callbacks of process-pool futures run in the parent, on the pool's
- * manager thread (a callback there must not block for long: it holds up
- * every other result, and it must never wait for another future of the same
- * pool, which only this thread can complete; it may submit,
- * cf_executor_shutdown(wait=true) from it returns CF_EDEADLK, and it must
- * not call cf_executor_free on its own pool). The futures mix freely with
- * thread-pool futures in cf_wait and cf_as_completed.
+ * A plain thread waiting in cf_future_result on a process-pool future
+ * does the manager's work itself while the manager thread sleeps (reads
+ * results, completes futures, hands out queued tasks), for up to ~50 us
+ * without news, then sleeps as usual; cf_submit likewise hands its task to
+ * an idle worker itself. So done-callbacks of process-pool futures run in
+ * the parent, on the pool's manager thread or on such a waiting thread (a
+ * callback there must not block for long: it holds up every other result,
+ * and it must never wait for another future of the same pool, which only
+ * that thread can complete; it may submit, cf_executor_shutdown(wait=true)
+ * from it returns CF_EDEADLK, and it must not call cf_executor_free on its
+ * own pool). The futures mix freely with thread-pool futures in cf_wait and
+ * cf_as_completed.
  *
  * A task's failure code reaches the future as is: cf_future_result returns
  * CF_EBROKEN for a dead worker and CF_EFAILED otherwise, and
