@@ -21,4 +21,13 @@ void cf__green_set_tag(void *tag);
 bool cf__green_fd_drained(int fd);
 void cf__green_fd_set_drained(int fd, bool drained);
 
+/* The loop's registrations of descriptors (see wait_fd_green in loop.c):
+ * cf__green_fd_new says fd was just made by cf_green_accept or
+ * cf_green_connect in the running task (its number is new: a wait on it
+ * may then trust its registration); cf__green_fd_ended, that a green
+ * read or write on fd saw end of file or an error (it is likely to be
+ * closed: the next wait re-registers). Nothing outside green tasks. */
+void cf__green_fd_new(int fd);
+void cf__green_fd_ended(int fd);
+
 #endif

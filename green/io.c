@@ -83,6 +83,8 @@ int cf_green_read(int fd, void *buf, size_t len, double timeout_s,
     if (n >= 0) {
       *got = (size_t)n;
       cf__green_fd_set_drained(fd, n > 0 && (size_t)n < len);
+      if (n == 0 && len > 0)
+        cf__green_fd_ended(fd);
       return 0;
     }
     if (errno == EINTR)
@@ -91,8 +93,10 @@ int cf_green_read(int fd, void *buf, size_t len, double timeout_s,
       rc = not_a_socket(__func__, fd, &sock);
       continue;
     }
-    if (errno != EAGAIN && errno != EWOULDBLOCK)
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      cf__green_fd_ended(fd);
       return CF__FAILF(CF_ESYS, "read: %s", strerror(errno));
+    }
     rc = wait_for(__func__, fd, CF_GREEN_READ, &d);
   }
   return rc;
@@ -119,8 +123,10 @@ int cf_green_write_all(int fd, const void *buf, size_t len, double timeout_s) {
     }
     if (n < 0 && errno == EINTR)
       continue;
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      cf__green_fd_ended(fd);
       return CF__FAILF(CF_ESYS, "write: %s", strerror(errno));
+    }
     rc = wait_for(__func__, fd, CF_GREEN_WRITE, &d);
   }
   return rc;
@@ -136,6 +142,7 @@ int cf_green_accept(int fd, double timeout_s, int *out) {
   while (rc == 0) {
     int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (c >= 0) {
+      cf__green_fd_new(c);
       *out = c;
       return 0;
     }
@@ -156,6 +163,7 @@ int cf_green_connect(int fd, const struct sockaddr *addr, unsigned int len,
   int rc = start(__func__, fd, timeout_s, &d, false);
   if (rc != 0)
     return rc;
+  cf__green_fd_new(fd); /* connected now: another file than any before */
   if (connect(fd, addr, len) == 0)
     return 0;
   if (errno != EINPROGRESS && errno != EINTR)

@@ -115,6 +115,7 @@ typedef struct gtask {
   bool timed_out; /* owner thread: the last suspension timed out */
   bool sleeping;  /* owner thread: in cf_green_sleep/yield/fd */
   int io_events;  /* owner thread: what the fd wait saw */
+  uint64_t id;    /* owner thread: this task's number in its loop (from 1) */
   void *tag;      /* owner thread: see cf__green_tag */
 } gtask;
 
@@ -147,6 +148,7 @@ struct cf_loop {
   _Atomic bool closing;
   bool running;          /* owner thread: inside cf_loop_run* */
   struct fdwatch *watch; /* owner thread: indexed by descriptor */
+  uint64_t task_ids;     /* owner thread: the last task's id */
   size_t nwatch;
   int epfd;       /* the descriptors' epoll instance */
   uv_poll_t ep_h; /* libuv's watch on epfd */
@@ -172,7 +174,13 @@ struct cf_loop {
 typedef struct fdwatch {
   gtask *reader, *writer;
   uint32_t gen;
-  bool added;   /* registered (as far as the loop knows) */
+  uint32_t mask; /* the events registered (EPOLLIN, EPOLLOUT; 0: none) */
+  /* The task that registered or last checked the registration (by id):
+   * its next waits trust it without a system call while `fresh` holds
+   * (see wait_fd_green). */
+  uint64_t owner;
+  bool fresh; /* made by cf_green_accept/connect, no end of file seen */
+  bool rd_ready, wr_ready; /* an event came while nobody waited for it */
   bool drained; /* a hint: the last green read of it was short (see
                  * cf__green_fd_drained) */
 } fdwatch;
@@ -767,6 +775,7 @@ static int spawn(const char *call, cf_loop *l, double delay_s, cf_fn fn,
   t->timed_out = false;
   t->sleeping = false;
   t->io_events = 0;
+  t->id = ++l->task_ids;
   t->tag = NULL;
   t->due = delay_s > 0 ? now_ns() + (uint64_t)(delay_s * 1e9) : 0;
   if (on_owner(l)) {
@@ -935,6 +944,28 @@ bool cf__green_fd_drained(int fd) {
   return t->loop->watch[fd].drained;
 }
 
+void cf__green_fd_new(int fd) {
+  gtask *t = running_task;
+  fdwatch *w = t && fd >= 0 ? watch_of(t->loop, fd) : NULL;
+  if (!w)
+    return; /* not in a green task, or no memory: it is not trusted */
+  /* A number the kernel just gave out: whatever the table says about it
+   * was another file (events from a registration of that one, should it
+   * still be open elsewhere, carry the old generation and are dropped). */
+  w->mask = 0;
+  w->gen++;
+  w->owner = 0;
+  w->fresh = true;
+  w->rd_ready = w->wr_ready = false;
+  w->drained = false;
+}
+
+void cf__green_fd_ended(int fd) {
+  gtask *t = running_task;
+  if (t && fd >= 0 && (size_t)fd < t->loop->nwatch)
+    t->loop->watch[fd].fresh = false;
+}
+
 void cf__green_fd_set_drained(int fd, bool drained) {
   gtask *t = running_task;
   if (!t || fd < 0)
@@ -982,27 +1013,31 @@ static int green_pause(gtask *t, uint64_t due) {
 /* ---- waiting for a descriptor ----------------------------------------------
  */
 
-/* (Re-)arms fd's one-shot registration for what its waiters want. 0 or an
- * errno value. */
-static int watch_arm(cf_loop *l, int fd, fdwatch *w) {
-  struct epoll_event ev = {.events = EPOLLONESHOT |
-                                     (w->reader ? EPOLLIN | EPOLLRDHUP : 0) |
-                                     (w->writer ? EPOLLOUT : 0)};
-  if (w->added) {
+/* Registers fd (edge-triggered, for good) for `want` (EPOLLIN, EPOLLOUT)
+ * besides what it has: on a number the loop has not seen, or whose file
+ * may have changed (closed, and the number reused by another file). 0 or
+ * an errno value. */
+static int watch_arm(cf_loop *l, int fd, fdwatch *w, uint32_t want) {
+  uint32_t mask = w->mask | want;
+  struct epoll_event ev = {.events = EPOLLET | EPOLLRDHUP | mask};
+  if (w->mask) {
     ev.data.u64 = (uint32_t)fd | (uint64_t)w->gen << 32;
-    if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
+    if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) == 0) {
+      w->mask = mask;
       return 0;
+    }
     if (errno != ENOENT)
       return errno;
     /* Closed since it was registered: this is another file. */
   }
-  w->added = false;
+  w->mask = 0;
   w->gen++;
+  w->rd_ready = w->wr_ready = false;
   ev.data.u64 = (uint32_t)fd | (uint64_t)w->gen << 32;
   if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 &&
       (errno != EEXIST || epoll_ctl(l->epfd, EPOLL_CTL_MOD, fd, &ev) != 0))
     return errno;
-  w->added = true;
+  w->mask = mask;
   return 0;
 }
 
@@ -1025,8 +1060,8 @@ static void on_epoll(uv_poll_t *h, int status, int events) {
   enum { BATCH = 256 };
   struct epoll_event evs[BATCH];
   int n;
-  /* Ends: a registration that fired is disarmed until a wait re-arms it,
-   * and no task runs in here. */
+  /* Ends: every event is taken (edge-triggered), and no task runs in
+   * here. */
   do {
     n = epoll_wait(l->epfd, evs, BATCH, 0);
     for (int i = 0; i < n; i++) {
@@ -1036,21 +1071,20 @@ static void on_epoll(uv_poll_t *h, int status, int events) {
         continue; /* a file closed since: not the one waited on now */
       fdwatch *w = &l->watch[fd];
       uint32_t e = evs[i].events;
-      /* An error or hang-up wakes both sides; they find out. */
+      /* An error or hang-up wakes both sides; they find out. An edge
+       * nobody waits for is kept for the next wait. */
       bool broken = e & (EPOLLERR | EPOLLHUP);
-      gtask *rd = e & (EPOLLIN | EPOLLRDHUP) || broken ? w->reader : NULL;
-      gtask *wr = e & EPOLLOUT || broken ? w->writer : NULL;
-      if (rd)
-        watch_wake(l, w, rd, e);
-      if (wr && wr != rd)
-        watch_wake(l, w, wr, e);
-      /* One-shot: disarmed now; re-armed for whoever still waits. */
-      if ((w->reader || w->writer) && watch_arm(l, (int)fd, w) != 0) {
-        /* Could not: wake them too; their retry finds out what is wrong. */
+      if (e & (EPOLLIN | EPOLLRDHUP) || broken) {
         if (w->reader)
-          watch_wake(l, w, w->reader, EPOLLERR);
+          watch_wake(l, w, w->reader, e);
+        else
+          w->rd_ready = true;
+      }
+      if (e & EPOLLOUT || broken) {
         if (w->writer)
-          watch_wake(l, w, w->writer, EPOLLERR);
+          watch_wake(l, w, w->writer, e);
+        else
+          w->wr_ready = true;
       }
     }
   } while (n == BATCH);
@@ -1073,6 +1107,24 @@ static fdwatch *watch_of(cf_loop *l, int fd) {
   return &l->watch[fd];
 }
 
+/* How long a wait that trusted its registration without a system call
+ * waits before it checks it anyway (see wait_fd_green). */
+#define TRUST_CHECK_NS 1000000000ull
+
+/* Registrations are edge-triggered and stay (no system call to re-arm
+ * each wait): an edge that comes while nobody waits is kept (rd_ready,
+ * wr_ready) for the next wait. The catch: a descriptor closed with close()
+ * leaves the epoll instance without a word to the loop, and its number may
+ * come back as another file, which the table would take for registered. So
+ * a wait trusts the registration without a system call only when its task
+ * registered or checked it itself, on a descriptor that cf_green_accept or
+ * cf_green_connect made (`fresh`: the loop saw the number come new) and
+ * that has not reported end of file or an error since (after which it is
+ * usually closed). Any other wait re-registers (one epoll_ctl, which also
+ * reports a descriptor that is ready already). What is left, a task that
+ * closes such a descriptor with close() and waits on another file given
+ * the same number, is bounded: a trusting wait checks its registration
+ * after TRUST_CHECK_NS (a delay, never a hang). */
 static int wait_fd_green(gtask *t, int fd, int events, const cf_deadline *d) {
   cf_loop *l = t->loop;
   if (atomic_load_explicit(&t->cancel, memory_order_acquire))
@@ -1083,41 +1135,71 @@ static int wait_fd_green(gtask *t, int fd, int events, const cf_deadline *d) {
   if (((events & CF_GREEN_READ) && w->reader) ||
       ((events & CF_GREEN_WRITE) && w->writer))
     return CF_EBUSY;
-  if (events & CF_GREEN_READ)
-    w->reader = t;
-  if (events & CF_GREEN_WRITE)
-    w->writer = t;
-  bool timed = !d->forever;
-  int e = timed && !heap_add(l, t, deadline_ns(d)) ? -1 : watch_arm(l, fd, w);
-  if (e != 0) {
-    heap_del(l, t);
-    if (w->reader == t)
-      w->reader = NULL;
-    if (w->writer == t)
-      w->writer = NULL;
-    if (e < 0)
-      return CF_ENOMEM;
-    errno = e;
-    return CF_ESYS;
+  uint32_t want = (events & CF_GREEN_READ ? EPOLLIN : 0) |
+                  (events & CF_GREEN_WRITE ? EPOLLOUT : 0);
+  bool trusted =
+      w->fresh && w->owner == t->id && (w->mask & want) == want;
+  /* An edge that came while nobody waited: ready now, no suspension. */
+  if (trusted && (((events & CF_GREEN_READ) && w->rd_ready) ||
+                  ((events & CF_GREEN_WRITE) && w->wr_ready))) {
+    if (events & CF_GREEN_READ)
+      w->rd_ready = false;
+    if (events & CF_GREEN_WRITE)
+      w->wr_ready = false;
+    return 0;
   }
-  t->io_events = 0;
-  t->timed_out = false;
-  t->sleeping = true; /* woken by the poll, the timer or a cancel only */
-  suspend(t);
-  t->sleeping = false;
-  heap_del(l, t);
-  w = &l->watch[fd]; /* the table may have grown meanwhile */
-  /* Woken by the timer or a cancel: no longer a waiter. The registration
-   * may stay armed; if it fires with nobody waiting, nothing happens. */
+  if (events & CF_GREEN_READ) {
+    w->reader = t;
+    w->rd_ready = false;
+  }
+  if (events & CF_GREEN_WRITE) {
+    w->writer = t;
+    w->wr_ready = false;
+  }
+  uint64_t until = d->forever ? UINT64_MAX : deadline_ns(d);
+  int rc = 0;
+  for (;;) {
+    int e = trusted ? 0 : watch_arm(l, fd, w, want);
+    if (e != 0) {
+      errno = e;
+      rc = CF_ESYS;
+      break;
+    }
+    w->owner = t->id;
+    uint64_t check = trusted ? now_ns() + TRUST_CHECK_NS : UINT64_MAX;
+    uint64_t due = check < until ? check : until;
+    if (due != UINT64_MAX && !heap_add(l, t, due)) {
+      rc = CF_ENOMEM;
+      break;
+    }
+    t->io_events = 0;
+    t->timed_out = false;
+    t->sleeping = true; /* woken by the poll, the timer or a cancel only */
+    suspend(t);
+    t->sleeping = false;
+    heap_del(l, t);
+    w = &l->watch[fd]; /* the table may have grown meanwhile */
+    if (t->io_events || atomic_load_explicit(&t->cancel, memory_order_acquire))
+      break;
+    if (!(trusted && due == check && now_ns() < until)) {
+      rc = CF_ETIMEDOUT;
+      break;
+    }
+    trusted = false; /* the check: re-register, and wait on */
+  }
+  /* No longer a waiter (woken by the timer, a cancel or a failure). The
+   * registration stays; an edge with nobody waiting is kept. */
   if (w->reader == t)
     w->reader = NULL;
   if (w->writer == t)
     w->writer = NULL;
+  if (rc)
+    return rc;
   if (t->io_events)
     return 0;
-  if (atomic_load_explicit(&t->cancel, memory_order_acquire))
-    return CF_ECANCELLED;
-  return CF_ETIMEDOUT;
+  return atomic_load_explicit(&t->cancel, memory_order_acquire)
+             ? CF_ECANCELLED
+             : CF_ETIMEDOUT;
 }
 
 int cf_green_wait_fd(int fd, int events, double timeout_s) {

@@ -1,7 +1,9 @@
 /* The green-task loop: spawn and run, concurrent sleeps, waits on pool
  * futures from green tasks, timeouts, cancels, spawns from other threads,
  * spawn_after, yields, misuse, and freeing a loop with suspended tasks. */
+#include <arpa/inet.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -550,6 +552,146 @@ static void test_wait_fd_reused(void **state) {
   close(pipefd[1]);
 }
 
+/* Registrations that stay (edge-triggered; green/loop.c, wait_fd_green):
+ * an edge that comes while the task does something else is kept for its
+ * next wait; a task that closes a connection made by cf_green_connect with
+ * close() and waits on another file given the same number is not left
+ * waiting for ever (its trusted registration is checked after a while);
+ * another task on a reused number registers it at once. A helper thread
+ * plays the peer over loopback TCP: it accepts, then writes each byte of
+ * `script` after its delay. */
+typedef struct {
+  int lfd;
+  const char *bytes;
+  const int *delays_ms;
+} peer_script;
+
+static void *peer(void *arg) {
+  peer_script *ps = arg;
+  int c = accept(ps->lfd, NULL, NULL);
+  if (c < 0)
+    return NULL;
+  for (size_t i = 0; ps->bytes[i]; i++) {
+    usleep((useconds_t)ps->delays_ms[i] * 1000);
+    if (write(c, &ps->bytes[i], 1) != 1)
+      break;
+  }
+  char sink;
+  while (read(c, &sink, 1) > 0) { /* until the task's side is closed */
+  }
+  close(c);
+  return NULL;
+}
+
+static int listener(struct sockaddr_in *addr) {
+  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  *addr = (struct sockaddr_in){.sin_family = AF_INET,
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof *addr;
+  assert_true(lfd >= 0);
+  assert_int_equal(bind(lfd, (struct sockaddr *)addr, sizeof *addr), 0);
+  assert_int_equal(listen(lfd, 4), 0);
+  assert_int_equal(getsockname(lfd, (struct sockaddr *)addr, &len), 0);
+  return lfd;
+}
+
+static struct sockaddr_in peer_addr;
+static int reuse_pipe[2];
+static double reuse_took, edge_took;
+
+static int connect_peer(int *fd) {
+  *fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (*fd < 0)
+    return CF_ESYS;
+  return cf_green_connect(*fd, (struct sockaddr *)&peer_addr,
+                          sizeof peer_addr, 5);
+}
+
+/* Reads one byte into a bigger buffer: a short read, after which the next
+ * read waits for readiness before it tries (green/io.c). */
+static int read_byte(int fd, double timeout_s, char *c) {
+  char buf[16];
+  size_t got = 0;
+  int rc = cf_green_read(fd, buf, sizeof buf, timeout_s, &got);
+  *c = buf[0];
+  return rc ? rc : got == 1 ? 0 : CF_EFAILED;
+}
+
+/* Peer writes 'a' at once, 'b' 30 ms later: the task reads 'a', sleeps
+ * 100 ms ('b' comes meanwhile), and its next read, after a short one,
+ * waits first: the kept edge must wake it at once (else nothing would:
+ * no more bytes come). Then the same task closes the connection and reads
+ * a pipe that got its number; the pipe's byte comes 50 ms later. */
+static int edges_then_reuse(void *arg, void **out) {
+  (void)arg;
+  *out = NULL;
+  int fd, rc;
+  char c = 0;
+  if ((rc = connect_peer(&fd)) != 0)
+    return rc;
+  if ((rc = read_byte(fd, 5, &c)) != 0 || c != 'a')
+    return rc ? rc : CF_EFAILED;
+  if ((rc = cf_green_sleep(0.1)) != 0)
+    return rc;
+  double t0 = now_s();
+  if ((rc = read_byte(fd, 5, &c)) != 0 || c != 'b')
+    return rc ? rc : CF_EFAILED;
+  edge_took = now_s() - t0;
+  close(fd); /* without a word to the loop */
+  if (pipe(reuse_pipe) != 0)
+    return CF_ESYS;
+  if (reuse_pipe[0] != fd)
+    return CF_EINVAL; /* the number was not reused: nothing to test */
+  t0 = now_s();
+  if ((rc = read_byte(reuse_pipe[0], 10, &c)) != 0 || c != 'p')
+    return rc ? rc : CF_EFAILED;
+  reuse_took = now_s() - t0;
+  *out = (void *)1;
+  return 0;
+}
+
+static void *write_pipe_in_50ms(void *arg) {
+  (void)arg;
+  usleep(50 * 1000);
+  while (!reuse_pipe[1]) /* made by the task: wait for it */
+    usleep(1000);
+  ssize_t w = write(reuse_pipe[1], "p", 1);
+  (void)w;
+  return NULL;
+}
+
+static void test_kept_edges_and_reused_numbers(void **state) {
+  (void)state;
+  alarm(60);
+  int lfd = listener(&peer_addr);
+  static const int delays[] = {0, 30};
+  peer_script ps = {.lfd = lfd, .bytes = "ab", .delays_ms = delays};
+  pthread_t pt, wt;
+  assert_int_equal(pthread_create(&pt, NULL, peer, &ps), 0);
+  reuse_pipe[0] = reuse_pipe[1] = 0;
+  cf_loop *l = new_loop();
+  cf_future *f;
+  assert_int_equal(cf_loop_spawn(l, edges_then_reuse, NULL, &f), 0);
+  assert_int_equal(pthread_create(&wt, NULL, write_pipe_in_50ms, NULL), 0);
+  assert_int_equal(cf_loop_run_until_complete(l, f, 30), 0);
+  void *v = NULL;
+  int rc = cf_future_result(f, 0, &v);
+  if (rc)
+    fail_msg("the task failed: %s", cf_last_error());
+  print_message("# a kept edge: %.4f s; a reused number, same task: %.3f s\n",
+                edge_took, reuse_took);
+  assert_true(edge_took < 1); /* the kept edge, not a 5 s timeout */
+  assert_true(reuse_took < 3); /* checked after 1 s, not a 10 s timeout */
+  cf_future_unref(f);
+  pthread_join(wt, NULL);
+  close(reuse_pipe[0]); /* the peer's read sees the task's side closed */
+  close(reuse_pipe[1]);
+  pthread_join(pt, NULL);
+  assert_int_equal(cf_loop_free(l), 0);
+  close(lfd);
+  alarm(0);
+}
+
 /* Reads after a short read (green/io.c waits first then, guessing the
  * socket drained): data that came meanwhile is still read at once, a read
  * that may not wait (timeout 0) still tries, one that finds nothing still
@@ -693,6 +835,7 @@ int main(void) {
       cmocka_unit_test(test_wait_fd),
       cmocka_unit_test(test_wait_fd_reused),
       cmocka_unit_test(test_read_after_short_read),
+      cmocka_unit_test(test_kept_edges_and_reused_numbers),
       cmocka_unit_test(test_many_sleepers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
