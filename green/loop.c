@@ -115,7 +115,8 @@ typedef struct gtask {
   bool timed_out; /* owner thread: the last suspension timed out */
   bool sleeping;  /* owner thread: in cf_green_sleep/yield/fd */
   int io_events;  /* owner thread: what the fd wait saw */
-  uint64_t id;    /* owner thread: this task's number in its loop (from 1) */
+  uint64_t id;    /* owner thread: its number in its loop (from 1), given
+                   * when it starts */
   void *tag;      /* owner thread: see cf__green_tag */
 } gtask;
 
@@ -485,6 +486,7 @@ static void run_task(cf_loop *l, gtask *t) {
       task_retire(l, t);
       return;
     }
+    t->id = ++l->task_ids; /* here, on the owner thread: spawns are not */
   }
   t->state = T_RUNNING;
   running_task = t;
@@ -775,7 +777,6 @@ static int spawn(const char *call, cf_loop *l, double delay_s, cf_fn fn,
   t->timed_out = false;
   t->sleeping = false;
   t->io_events = 0;
-  t->id = ++l->task_ids;
   t->tag = NULL;
   t->due = delay_s > 0 ? now_ns() + (uint64_t)(delay_s * 1e9) : 0;
   if (on_owner(l)) {

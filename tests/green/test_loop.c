@@ -596,7 +596,7 @@ static int listener(struct sockaddr_in *addr) {
 }
 
 static struct sockaddr_in peer_addr;
-static int reuse_pipe[2];
+static int reuse_pipe[2]; /* made before the task, read under a reused number */
 static double reuse_took, edge_took;
 
 static int connect_peer(int *fd) {
@@ -621,7 +621,7 @@ static int read_byte(int fd, double timeout_s, char *c) {
  * 100 ms ('b' comes meanwhile), and its next read, after a short one,
  * waits first: the kept edge must wake it at once (else nothing would:
  * no more bytes come). Then the same task closes the connection and reads
- * a pipe that got its number; the pipe's byte comes 50 ms later. */
+ * a pipe given its number; the pipe's byte comes a little later. */
 static int edges_then_reuse(void *arg, void **out) {
   (void)arg;
   *out = NULL;
@@ -638,23 +638,22 @@ static int edges_then_reuse(void *arg, void **out) {
     return rc ? rc : CF_EFAILED;
   edge_took = now_s() - t0;
   close(fd); /* without a word to the loop */
-  if (pipe(reuse_pipe) != 0)
+  /* the number, reused by another file (a pipe made before the task) */
+  if (dup2(reuse_pipe[0], fd) != fd)
     return CF_ESYS;
-  if (reuse_pipe[0] != fd)
-    return CF_EINVAL; /* the number was not reused: nothing to test */
   t0 = now_s();
-  if ((rc = read_byte(reuse_pipe[0], 10, &c)) != 0 || c != 'p')
+  rc = read_byte(fd, 10, &c);
+  close(fd);
+  if (rc != 0 || c != 'p')
     return rc ? rc : CF_EFAILED;
   reuse_took = now_s() - t0;
   *out = (void *)1;
   return 0;
 }
 
-static void *write_pipe_in_50ms(void *arg) {
+static void *write_pipe_later_on(void *arg) {
   (void)arg;
-  usleep(50 * 1000);
-  while (!reuse_pipe[1]) /* made by the task: wait for it */
-    usleep(1000);
+  usleep(200 * 1000); /* the task is waiting by then (it needs ~130 ms) */
   ssize_t w = write(reuse_pipe[1], "p", 1);
   (void)w;
   return NULL;
@@ -668,11 +667,11 @@ static void test_kept_edges_and_reused_numbers(void **state) {
   peer_script ps = {.lfd = lfd, .bytes = "ab", .delays_ms = delays};
   pthread_t pt, wt;
   assert_int_equal(pthread_create(&pt, NULL, peer, &ps), 0);
-  reuse_pipe[0] = reuse_pipe[1] = 0;
+  assert_int_equal(pipe(reuse_pipe), 0);
   cf_loop *l = new_loop();
   cf_future *f;
   assert_int_equal(cf_loop_spawn(l, edges_then_reuse, NULL, &f), 0);
-  assert_int_equal(pthread_create(&wt, NULL, write_pipe_in_50ms, NULL), 0);
+  assert_int_equal(pthread_create(&wt, NULL, write_pipe_later_on, NULL), 0);
   assert_int_equal(cf_loop_run_until_complete(l, f, 30), 0);
   void *v = NULL;
   int rc = cf_future_result(f, 0, &v);
@@ -684,7 +683,7 @@ static void test_kept_edges_and_reused_numbers(void **state) {
   assert_true(reuse_took < 3); /* checked after 1 s, not a 10 s timeout */
   cf_future_unref(f);
   pthread_join(wt, NULL);
-  close(reuse_pipe[0]); /* the peer's read sees the task's side closed */
+  close(reuse_pipe[0]);
   close(reuse_pipe[1]);
   pthread_join(pt, NULL);
   assert_int_equal(cf_loop_free(l), 0);
