@@ -24,10 +24,11 @@
  * tasks (sleeps, wait deadlines, spawn_after starts).
  *
  * Descriptors: the loop's own epoll instance (`epfd`, itself watched by
- * one uv_poll handle), where each descriptor a task waits on has a
- * one-shot registration: a wait re-arms it (one epoll_ctl), an event
- * disarms it. A libuv poll handle per wait, started and closed each time,
- * cost three epoll_ctl and an fcntl per wait.
+ * one uv_poll handle), where each descriptor a task waits on stays
+ * registered, edge-triggered, and a wait costs no system call when it can
+ * trust that registration (see wait_fd_green). A libuv poll handle per
+ * wait, started and closed each time, cost three epoll_ctl and an fcntl
+ * per wait; a one-shot registration re-armed per wait, one.
  *
  * Lifetime: a task's future holds the task (it is embedded); the caller
  * holds one reference and the loop another until the task has ended (or
@@ -165,13 +166,14 @@ struct cf_loop {
 
 /* What the loop knows of a descriptor green tasks have waited on: its
  * waiters (at most one reader and one writer) and its registration in
- * epfd, one-shot (EPOLLONESHOT), whose data is the descriptor and `gen`.
- * The program may close the descriptor and reuse its number at any time
+ * epfd, edge-triggered, whose data is the descriptor and `gen`. The
+ * program may close the descriptor and reuse its number at any time
  * without telling the loop: the kernel then drops the registration (or,
  * when another process still holds the old file, keeps it under the old
- * file), so re-arming fails with ENOENT and the loop registers the new
- * file under a new `gen`; events that still come for the old one carry the
- * old `gen` and are ignored. */
+ * file), so re-registering fails with ENOENT and the loop registers the
+ * new file under a new `gen`; events that still come for the old one
+ * carry the old `gen` and are ignored. When a wait may skip
+ * re-registering: see wait_fd_green. */
 typedef struct fdwatch {
   gtask *reader, *writer;
   uint32_t gen;
