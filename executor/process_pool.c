@@ -338,8 +338,9 @@ int cf_process_pool_submit(cf_executor *ex, cf_proc_fn fn, const void *data,
 static int pp_shutdown(cf_executor *ex, bool wait, bool cancel_futures) {
   ppool *p = (ppool *)ex;
   pthread_mutex_lock(&p->mu);
-  /* Done-callbacks run on the manager thread, which cannot wait for
-   * itself: refuse, as the thread pool does from its workers. */
+  /* Done-callbacks run on the manager thread, or on a thread that holds
+   * the drive (see ppool.drive), neither of which can wait for the
+   * manager: refuse, as the thread pool does from its workers. */
   if (wait && (pthread_equal(pthread_self(), p->manager_self) ||
                cf__pp_driving(p))) {
     pthread_mutex_unlock(&p->mu);
