@@ -1367,9 +1367,6 @@ void *cf__pp_manager_main(void *arg) {
     drive_lock(p);
     driving = p;
     atomic_store_explicit(&p->region->bell_wanted, 0, memory_order_relaxed);
-    /* seq_cst, before the rings are read (hear_workers below): a worker
-     * that posts after this and sees bell_wanted rings again */
-    atomic_store(&p->region->bell_rung, 0);
     if (prc < 0 && poll_errno != EINTR)
       break;
     if (fds[0].revents & POLLIN) {
@@ -1377,6 +1374,11 @@ void *cf__pp_manager_main(void *arg) {
       ssize_t r = read(p->wake_fd, &v, sizeof v);
       (void)r;
     }
+    /* After the eventfd is read (a bell rung before this must not be
+     * read away with bell_rung left set: the next bell would never
+     * come), before the rings are (hear_workers below): a worker that
+     * posts after this and sees bell_wanted rings again. seq_cst. */
+    atomic_store(&p->region->bell_rung, 0);
     for (size_t k = 2; k < nf; k++) {
       pworker *w = &p->workers[slot_of[k]];
       if ((fds[k].revents & POLLOUT) && w->fd >= 0 && tx_flush(w) != 0)
