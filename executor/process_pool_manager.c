@@ -1235,7 +1235,13 @@ static void drive_leave(ppool *p, uint64_t seen) {
 }
 
 void cf__pp_drive_submit(ppool *p) {
-  if (driving || !drive_try(p))
+  if (driving == p)
+    return; /* this thread holds p's drive: drive_leave dispatches it */
+  if (driving) { /* driving another pool (a callback): p's manager must look */
+    cf__pp_ring(p);
+    return;
+  }
+  if (!drive_try(p))
     return; /* its holder dispatches the task (see drive_leave) */
   driving = p;
   uint64_t seen = atomic_load(&p->pushes);
@@ -1280,7 +1286,7 @@ int cf__pp_drive_wait(ppool *p, cf_future *f, const cf_deadline *d) {
   }
   drive_leave(p, pushes);
   driving = NULL;
-  return rc == CF_ETIMEDOUT || !cf_future_done(f) ? rc : 0;
+  return cf_future_done(f) ? 0 : rc;
 }
 
 /* Something for the manager: a message, or a push since spin_pushes. */
