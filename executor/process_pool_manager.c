@@ -1198,31 +1198,39 @@ static bool unheard(ppool *p) {
 /* A driver gives the drive back: to nobody watching the doorbells (the
  * manager thread sleeps in poll, or is about to take the drive and look
  * itself), so the workers ring from now on; a message posted before they
- * could see that is handled here. The manager thread's poll set is
- * rebuilt if the driver changed it (a worker with bytes to flush, a task
- * timeout started). A task pushed since `seen` (the count of pushes read
- * before the driver's last dispatch) whose submitter found the drive held
- * is dispatched here. */
-static void drive_leave(ppool *p, uint64_t seen) {
+ * could see that is handled here (`hear`: a waiting driver), or left to
+ * the manager thread, rung once as a worker would (a submitting one:
+ * results, and their done-callbacks, are no business of cf_submit). The
+ * manager thread's poll set is rebuilt if the driver changed it (a worker
+ * with bytes to flush, a task timeout started). A task pushed since
+ * `seen` (the count of pushes read before the driver's last dispatch)
+ * whose submitter found the drive held is dispatched here. When the
+ * manager thread waits for the drive (an exit report, a timeout), it is
+ * given over at once: it looks at everything itself. */
+static void drive_leave(ppool *p, uint64_t seen, bool hear) {
   for (;;) {
     /* seq_cst, against the workers' posted increment and their look at
      * bell_wanted: either this sees the message, or the worker rings. */
     atomic_store(&p->region->bell_wanted, 1);
-    if (unheard(p)) {
-      if (hear_workers(p)) {
+    bool wanted = atomic_load_explicit(&p->drive, memory_order_relaxed) == 2;
+    if (!wanted && unheard(p)) {
+      if (hear && hear_workers(p)) {
         seen = atomic_load(&p->pushes);
         dispatch(p);
         continue;
       }
-      cf__pp_ring(p); /* nothing came of it: the manager thread looks */
+      /* for the manager thread (also when hearing found nothing) */
+      if (!atomic_exchange(&p->region->bell_rung, 1))
+        cf__pp_ring(p);
     }
-    if (atomic_load(&p->pushes) != seen) {
+    if (!wanted && atomic_load(&p->pushes) != seen) {
       seen = atomic_load(&p->pushes);
       dispatch(p);
       continue;
     }
     uint64_t wake_at;
-    if (poll_plan(p, cf__now_ns(), NULL, NULL, NULL, &wake_at) != p->poll_sig)
+    if (!wanted &&
+        poll_plan(p, cf__now_ns(), NULL, NULL, NULL, &wake_at) != p->poll_sig)
       cf__pp_ring(p);
     drive_unlock(p);
     /* seq_cst, against a submitter's push then try (see drive_try): a
@@ -1246,7 +1254,7 @@ void cf__pp_drive_submit(ppool *p) {
   driving = p;
   uint64_t seen = atomic_load(&p->pushes);
   dispatch(p);
-  drive_leave(p, seen);
+  drive_leave(p, seen, false);
   driving = NULL;
 }
 
@@ -1258,7 +1266,7 @@ int cf__pp_drive_wait(ppool *p, cf_future *f, const cf_deadline *d) {
   atomic_store_explicit(&p->region->bell_wanted, 0, memory_order_relaxed);
   int rc = CF_EBUSY;
   uint64_t pushes = atomic_load(&p->pushes);
-  uint64_t quiet = cf__now_ns();
+  uint64_t quiet = cf__now_ns(); /* since then no news; 0: news, restart */
   dispatch(p);
   for (unsigned i = 1;; i++) {
     if (cf_future_done(f)) {
@@ -1266,25 +1274,31 @@ int cf__pp_drive_wait(ppool *p, cf_future *f, const cf_deadline *d) {
       break;
     }
     uint64_t pu = atomic_load_explicit(&p->pushes, memory_order_relaxed);
-    bool heard = hear_workers(p);
-    if (heard || pu != pushes) {
+    if (hear_workers(p) || pu != pushes) {
       pushes = pu;
       dispatch(p);
-      quiet = cf__now_ns();
-      continue;
+      quiet = 0;
     }
     if ((i & 63) == 0) {
       uint64_t now = cf__now_ns();
+      if (!quiet)
+        quiet = now;
       if (now - quiet > SPIN_NS)
         break; /* a long task: the manager thread takes over */
+      /* The manager thread waits for the drive: a worker's exit report or
+       * a task timeout only it handles. Never held up by a busy pool. */
+      if (atomic_load_explicit(&p->drive, memory_order_relaxed) == 2)
+        break;
       if (cf__deadline_passed(d)) {
         rc = CF_ETIMEDOUT;
         break;
       }
+      if (now - quiet > SPIN_YIELD_NS)
+        sched_yield(); /* see pp_spin_until */
     }
     cf__cpu_relax();
   }
-  drive_leave(p, pushes);
+  drive_leave(p, pushes, true);
   driving = NULL;
   return cf_future_done(f) ? 0 : rc;
 }

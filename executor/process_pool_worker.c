@@ -263,8 +263,9 @@ static void run_chunk(int sock, const wire *h, uintptr_t addr, const void *in,
   area_trim(a);
 }
 
-/* The number of the next message from the manager (wire.seq). */
-static uint32_t in_seq = 1;
+/* The number of the next message from the manager, counted in 64 bits as
+ * slot_shared.sent is (wire.seq carries its low 32 bits). */
+static uint64_t in_seq = 1;
 
 /* The manager has sent message in_seq (slot_shared.sent). */
 static bool input_sent(void *ctx) {
@@ -286,7 +287,7 @@ static struct {
  * cf__pp_recv_msg's codes (a bell is no message: never returned). */
 static int next_input(int sock, wire *h, void **data, int *spare_fd) {
   for (;;) {
-    if (ahead.full && ahead.h.seq == in_seq) {
+    if (ahead.full && ahead.h.seq == (uint32_t)in_seq) {
       ahead.full = false;
       in_seq++;
       *h = ahead.h;
@@ -299,7 +300,7 @@ static int next_input(int sock, wire *h, void **data, int *spare_fd) {
      * on the socket (see send_to_worker) */
     uint64_t sent = atomic_load_explicit(&my_slot->sent, memory_order_acquire);
     const char *src, *bad;
-    int k = ring_peek(&my_slot->tasks, in_seq, h, &src, &bad);
+    int k = ring_peek(&my_slot->tasks, (uint32_t)in_seq, h, &src, &bad);
     if (k < 0)
       return RECV_BAD; /* not from our manager: give up */
     if (k > 0) {
@@ -338,8 +339,8 @@ static int next_input(int sock, wire *h, void **data, int *spare_fd) {
     int rc = cf__pp_recv_msg(sock, h, data, true, spare_fd);
     if (rc != 0 && rc != RECV_LOCAL)
       return rc;
-    if (h->seq != in_seq) {
-      if (h->seq < in_seq)
+    if (h->seq != (uint32_t)in_seq) {
+      if ((int32_t)(h->seq - (uint32_t)in_seq) < 0) /* one passed */
         return RECV_BAD;
       ahead.full = true;
       ahead.h = *h;

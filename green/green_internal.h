@@ -30,4 +30,12 @@ void cf__green_fd_set_drained(int fd, bool drained);
 void cf__green_fd_new(int fd);
 void cf__green_fd_ended(int fd);
 
+/* cf_green_wait_fd for green I/O (failing as `call`): after a short read
+ * (after_eagain false) an edge that came meanwhile ends the wait at once;
+ * after EAGAIN none can have. Unlike cf_green_wait_fd, a registration the
+ * task may trust is not renewed (see wait_fd_green): the caller retries
+ * its call, so a wake that finds nothing only costs a turn. */
+int cf__green_wait_io(const char *call, int fd, int events, double timeout_s,
+                      bool after_eagain);
+
 #endif

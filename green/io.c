@@ -33,10 +33,11 @@ static double left_of(const cf_deadline *d) {
   return s > 0 ? s : 0;
 }
 
-/* Waits for fd on behalf of `call`, keeping its message. */
-static int wait_for(const char *call, int fd, int ev, const cf_deadline *d) {
-  int rc = cf_green_wait_fd(fd, ev, left_of(d));
-  return rc ? cf__fail_retag(call, rc) : 0;
+/* Waits for fd on behalf of `call` (after EAGAIN, or after a short read:
+ * see cf__green_wait_io). */
+static int wait_for(const char *call, int fd, int ev, const cf_deadline *d,
+                    bool after_eagain) {
+  return cf__green_wait_io(call, fd, ev, left_of(d), after_eagain);
 }
 
 /* Checks fd and the timeout, starts the deadline and, unless `sock_io`
@@ -74,7 +75,7 @@ int cf_green_read(int fd, void *buf, size_t len, double timeout_s,
    * wait first (not when the call may not wait at all). */
   if (rc == 0 && len > 0 && !(!d.forever && timeout_s <= 0) &&
       cf__green_fd_drained(fd)) {
-    rc = wait_for(__func__, fd, CF_GREEN_READ, &d);
+    rc = wait_for(__func__, fd, CF_GREEN_READ, &d, false);
     if (rc == CF_ETIMEDOUT) /* never time out without one try */
       rc = 0;
   }
@@ -97,7 +98,7 @@ int cf_green_read(int fd, void *buf, size_t len, double timeout_s,
       cf__green_fd_ended(fd);
       return CF__FAILF(CF_ESYS, "read: %s", strerror(errno));
     }
-    rc = wait_for(__func__, fd, CF_GREEN_READ, &d);
+    rc = wait_for(__func__, fd, CF_GREEN_READ, &d, true);
   }
   return rc;
 }
@@ -127,7 +128,7 @@ int cf_green_write_all(int fd, const void *buf, size_t len, double timeout_s) {
       cf__green_fd_ended(fd);
       return CF__FAILF(CF_ESYS, "write: %s", strerror(errno));
     }
-    rc = wait_for(__func__, fd, CF_GREEN_WRITE, &d);
+    rc = wait_for(__func__, fd, CF_GREEN_WRITE, &d, true);
   }
   return rc;
 }
@@ -150,7 +151,7 @@ int cf_green_accept(int fd, double timeout_s, int *out) {
       continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK)
       return CF__FAILF(CF_ESYS, "accept: %s", strerror(errno));
-    rc = wait_for(__func__, fd, CF_GREEN_READ, &d);
+    rc = wait_for(__func__, fd, CF_GREEN_READ, &d, true);
   }
   return rc;
 }
@@ -168,7 +169,7 @@ int cf_green_connect(int fd, const struct sockaddr *addr, unsigned int len,
     return 0;
   if (errno != EINPROGRESS && errno != EINTR)
     return CF__FAILF(CF_ESYS, "connect: %s", strerror(errno));
-  rc = wait_for(__func__, fd, CF_GREEN_WRITE, &d);
+  rc = wait_for(__func__, fd, CF_GREEN_WRITE, &d, true);
   if (rc != 0)
     return rc;
   int err = 0;

@@ -1128,7 +1128,18 @@ static fdwatch *watch_of(cf_loop *l, int fd) {
  * closes such a descriptor with close() and waits on another file given
  * the same number, is bounded: a trusting wait checks its registration
  * after TRUST_CHECK_NS (a delay, never a hang). */
-static int wait_fd_green(gtask *t, int fd, int events, const cf_deadline *d) {
+/* What a wait knows of the descriptor's state (see wait_fd_green). */
+typedef enum {
+  WAIT_READY,        /* cf_green_wait_fd: until it is ready, whatever came
+                      * before (level: always registers) */
+  WAIT_AFTER_SHORT,  /* green I/O after a short read: an edge kept since
+                      * counts */
+  WAIT_AFTER_EAGAIN, /* green I/O after EAGAIN: an edge kept came before
+                      * the call that found nothing, so it does not */
+} wait_how;
+
+static int wait_fd_green(gtask *t, int fd, int events, const cf_deadline *d,
+                         wait_how how) {
   cf_loop *l = t->loop;
   if (atomic_load_explicit(&t->cancel, memory_order_acquire))
     return CF_ECANCELLED;
@@ -1140,8 +1151,14 @@ static int wait_fd_green(gtask *t, int fd, int events, const cf_deadline *d) {
     return CF_EBUSY;
   uint32_t want = (events & CF_GREEN_READ ? EPOLLIN : 0) |
                   (events & CF_GREEN_WRITE ? EPOLLOUT : 0);
-  bool trusted =
-      w->fresh && w->owner == t->id && (w->mask & want) == want;
+  bool trusted = how != WAIT_READY && w->fresh && w->owner == t->id &&
+                 (w->mask & want) == want;
+  if (how == WAIT_AFTER_EAGAIN) { /* the task ran since: no event came */
+    if (events & CF_GREEN_READ)
+      w->rd_ready = false;
+    if (events & CF_GREEN_WRITE)
+      w->wr_ready = false;
+  }
   /* An edge that came while nobody waited: ready now, no suspension. */
   if (trusted && (((events & CF_GREEN_READ) && w->rd_ready) ||
                   ((events & CF_GREEN_WRITE) && w->wr_ready))) {
@@ -1205,15 +1222,18 @@ static int wait_fd_green(gtask *t, int fd, int events, const cf_deadline *d) {
              : CF_ETIMEDOUT;
 }
 
-int cf_green_wait_fd(int fd, int events, double timeout_s) {
+/* cf_green_wait_fd, and the waits of green I/O (`how`: see wait_how),
+ * failing as `call`. */
+static int wait_fd(const char *call, int fd, int events, double timeout_s,
+                   wait_how how) {
   if (fd < 0 || !(events & (CF_GREEN_READ | CF_GREEN_WRITE)) ||
       (events & ~(CF_GREEN_READ | CF_GREEN_WRITE)))
-    return CF__FAIL(CF_EINVAL, fd < 0 ? "negative descriptor"
+    return cf__fail_at(call, CF_EINVAL, fd < 0 ? "negative descriptor"
                                       : "events must be CF_GREEN_READ "
                                         "and/or CF_GREEN_WRITE");
   cf_deadline d;
   if (cf__deadline_from_timeout(timeout_s, &d) != 0)
-    return CF__FAIL(CF_EINVAL, "the timeout is NaN");
+    return cf__fail_at(call, CF_EINVAL, "the timeout is NaN");
   gtask *t = running_task;
   if (!t) { /* a plain thread: poll(2) */
     struct pollfd p = {.fd = fd,
@@ -1227,27 +1247,37 @@ int cf_green_wait_fd(int fd, int events, double timeout_s) {
       if (r > 0)
         return 0;
       if (r == 0)
-        return CF__FAIL(CF_ETIMEDOUT, "the descriptor is not ready");
+        return cf__fail_at(call, CF_ETIMEDOUT, "the descriptor is not ready");
       if (errno != EINTR)
-        return CF__FAILF(CF_ESYS, "poll: %s", strerror(errno));
+        return cf__fail_fmt(call, CF_ESYS, "poll: %s", strerror(errno));
     }
   }
-  int rc = wait_fd_green(t, fd, events, &d);
+  int rc = wait_fd_green(t, fd, events, &d, how);
   switch (rc) {
   case 0:
     return 0;
   case CF_ETIMEDOUT:
-    return CF__FAIL(rc, "the descriptor is not ready");
+    return cf__fail_at(call, rc, "the descriptor is not ready");
   case CF_ECANCELLED:
-    return CF__FAIL(rc, "the green task was cancelled");
+    return cf__fail_at(call, rc, "the green task was cancelled");
   case CF_EBUSY:
-    return CF__FAIL(rc, "another green task already waits for the same "
+    return cf__fail_at(call, rc, "another green task already waits for the same "
                         "event on this descriptor");
   case CF_ESYS:
-    return CF__FAILF(rc, "epoll: %s", strerror(errno));
+    return cf__fail_fmt(call, rc, "epoll: %s", strerror(errno));
   default:
-    return CF__FAIL(rc, NULL);
+    return cf__fail_at(call, rc, NULL);
   }
+}
+
+int cf_green_wait_fd(int fd, int events, double timeout_s) {
+  return wait_fd(__func__, fd, events, timeout_s, WAIT_READY);
+}
+
+int cf__green_wait_io(const char *call, int fd, int events, double timeout_s,
+                      bool after_eagain) {
+  return wait_fd(call, fd, events, timeout_s,
+                 after_eagain ? WAIT_AFTER_EAGAIN : WAIT_AFTER_SHORT);
 }
 
 int cf_green_sleep(double seconds) {

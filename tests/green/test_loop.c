@@ -691,6 +691,53 @@ static void test_kept_edges_and_reused_numbers(void **state) {
   alarm(0);
 }
 
+/* cf_green_wait_fd is level-triggered whatever the loop keeps: on a
+ * connection made by cf_green_connect (whose registration a task may
+ * otherwise trust), a second wait for a writable socket and a wait after a
+ * read that left bytes behind return at once, not at their timeout. */
+static int level_waits(void *arg, void **out) {
+  (void)arg;
+  *out = NULL;
+  int fd, rc;
+  if ((rc = connect_peer(&fd)) != 0)
+    return rc;
+  for (int k = 0; k < 2 && rc == 0; k++)
+    rc = cf_green_wait_fd(fd, CF_GREEN_WRITE, 0.5);
+  if (rc == 0)
+    rc = cf_green_wait_fd(fd, CF_GREEN_READ, 5); /* "xy" arrives */
+  char c;
+  if (rc == 0 && recv(fd, &c, 1, 0) != 1) /* 'y' stays */
+    rc = CF_ESYS;
+  if (rc == 0)
+    rc = cf_green_wait_fd(fd, CF_GREEN_READ, 0.5);
+  if (rc == 0 && (recv(fd, &c, 1, 0) != 1 || c != 'y'))
+    rc = CF_EFAILED;
+  close(fd);
+  *out = (void *)(intptr_t)(rc == 0);
+  return rc;
+}
+
+static void test_wait_fd_is_level_triggered(void **state) {
+  (void)state;
+  alarm(60);
+  int lfd = listener(&peer_addr);
+  static const int delays[] = {20, 0};
+  peer_script ps = {.lfd = lfd, .bytes = "xy", .delays_ms = delays};
+  pthread_t pt;
+  assert_int_equal(pthread_create(&pt, NULL, peer, &ps), 0);
+  cf_loop *l = new_loop();
+  cf_future *f;
+  assert_int_equal(cf_loop_spawn(l, level_waits, NULL, &f), 0);
+  assert_int_equal(cf_loop_run_until_complete(l, f, 30), 0);
+  if (cf_future_result(f, 0, NULL) != 0)
+    fail_msg("a wait failed: %s", cf_last_error());
+  cf_future_unref(f);
+  pthread_join(pt, NULL);
+  assert_int_equal(cf_loop_free(l), 0);
+  close(lfd);
+  alarm(0);
+}
+
 /* Reads after a short read (green/io.c waits first then, guessing the
  * socket drained): data that came meanwhile is still read at once, a read
  * that may not wait (timeout 0) still tries, one that finds nothing still
@@ -835,6 +882,7 @@ int main(void) {
       cmocka_unit_test(test_wait_fd_reused),
       cmocka_unit_test(test_read_after_short_read),
       cmocka_unit_test(test_kept_edges_and_reused_numbers),
+      cmocka_unit_test(test_wait_fd_is_level_triggered),
       cmocka_unit_test(test_many_sleepers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

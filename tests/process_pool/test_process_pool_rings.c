@@ -347,6 +347,106 @@ static void test_callback_on_the_waiting_thread(void **state) {
   cf_executor_free(ex);
 }
 
+/* A done-callback of pool A that submits to pool B, idle (its manager
+ * asleep in poll): the task must run, though the callback's thread drives
+ * A and cannot drive B. Nobody waits in a way that drives B (cf_wait). */
+static cf_executor *pool_b;
+static cf_future *_Atomic b_future;
+
+static int submit_to_b(cf_future *f, void *arg) {
+  (void)f;
+  (void)arg;
+  cf_future *g = NULL;
+  if (cf_submit(pool_b, square, (void *)(intptr_t)7, &g) == 0)
+    atomic_store(&b_future, g);
+  return 0;
+}
+
+static void test_callback_submits_to_another_pool(void **state) {
+  (void)state;
+  cf_process_pool_opts o = {.max_workers = 1};
+  cf_executor *a;
+  assert_int_equal(cf_process_pool_new(&o, &a), 0);
+  assert_int_equal(cf_process_pool_new(&o, &pool_b), 0);
+  for (int round = 0; round < 20; round++) {
+    usleep(2000); /* B's manager and worker asleep */
+    atomic_store(&b_future, NULL);
+    cf_future *f;
+    assert_int_equal(cf_submit(a, square, (void *)(intptr_t)2, &f), 0);
+    assert_int_equal(cf_future_add_done_callback(f, submit_to_b, NULL), 0);
+    assert_int_equal(cf_future_result(f, 10, NULL), 0);
+    double t0 = now_s();
+    while (!atomic_load(&b_future) && now_s() - t0 < 10)
+      usleep(100);
+    cf_future *g = atomic_load(&b_future);
+    assert_non_null(g);
+    cf_future *fs[1] = {g};
+    if (cf_wait(fs, 1, 10, CF_ALL_COMPLETED, NULL) != 0 || !cf_future_done(g))
+      fail_msg("round %d: B's task, submitted from A's callback, never ran",
+               round);
+    void *v;
+    assert_int_equal(cf_future_result(g, 0, &v), 0);
+    assert_int_equal((intptr_t)v, 49);
+    cf_future_unref(g);
+    cf_future_unref(f);
+  }
+  cf_executor_free(pool_b);
+  cf_executor_free(a);
+}
+
+/* A thread that waits (and drives) while other threads keep the pool busy
+ * must still learn of its worker's death: only the manager thread reads
+ * the fork server's exit reports, and it needs the drive for that. */
+static int crash(void *arg, void **out) {
+  (void)arg;
+  (void)out;
+  abort();
+}
+
+static _Atomic bool streaming;
+
+static void *stream(void *arg) {
+  cf_executor *ex = arg;
+  while (atomic_load(&streaming)) {
+    cf_future *f;
+    if (cf_submit(ex, square, (void *)(intptr_t)3, &f) != 0)
+      break;
+    cf_future_result(f, 30, NULL);
+    cf_future_unref(f);
+  }
+  return NULL;
+}
+
+static void test_death_seen_while_the_pool_is_busy(void **state) {
+  (void)state;
+  cf_process_pool_opts o = {.max_workers = 2};
+  cf_executor *ex;
+  assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+  atomic_store(&streaming, true);
+  pthread_t th[2];
+  for (int k = 0; k < 2; k++)
+    assert_int_equal(pthread_create(&th[k], NULL, stream, ex), 0);
+  usleep(50 * 1000);
+  double worst = 0;
+  for (int round = 0; round < 5; round++) {
+    cf_future *f;
+    assert_int_equal(cf_submit(ex, crash, NULL, &f), 0);
+    double t0 = now_s();
+    /* bounded by its timeout; a waiter that kept the drive while the
+     * others' results kept coming took until the stream stopped */
+    assert_int_equal(cf_future_result(f, 20, NULL), CF_EBROKEN);
+    double took = now_s() - t0;
+    if (took > worst)
+      worst = took;
+    cf_future_unref(f);
+  }
+  atomic_store(&streaming, false);
+  for (int k = 0; k < 2; k++)
+    pthread_join(th[k], NULL);
+  print_message("# slowest death report under load: %.3f s\n", worst);
+  cf_executor_free(ex);
+}
+
 /* Freeing the pool while other threads still hold (done) futures of it,
  * then waiting on them: nothing reaches the freed pool. */
 static void test_futures_outlive_the_pool(void **state) {
@@ -376,6 +476,8 @@ int main(void) {
       T(test_unwaited_futures_complete),
       T(test_callback_on_the_waiting_thread),
       T(test_futures_outlive_the_pool),
+      T(test_callback_submits_to_another_pool),
+      T(test_death_seen_while_the_pool_is_busy),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
