@@ -314,7 +314,8 @@ typedef struct region_head {
   uint16_t initarg_is_ref; /* initarg points into an object: a reference */
   _Atomic uint32_t nobjs;  /* paths published */
   /* 1 while nobody in the parent watches the workers' doorbells: a
-   * worker rings MSG_BELL after a ring message (see msg_ring). Written
+   * worker rings the manager's eventfd after a ring message (see
+   * msg_ring; bell_rung). Written
    * by whoever holds the pool's drive (ppool.drive); seq_cst against the
    * workers' `posted` (a Dekker pair). */
   _Atomic uint32_t bell_wanted;
