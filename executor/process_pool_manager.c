@@ -1120,7 +1120,13 @@ static uint64_t poll_plan(ppool *p, uint64_t now, struct pollfd *fds,
    * polling for POLLOUT then would spin. */
   pthread_mutex_lock(&p->mu);
   bool broken = p->broken;
+  bool ending = p->shutdown && p->head == NULL;
   pthread_mutex_unlock(&p->mu);
+  /* The manager thread's way out (see cf__pp_manager_main): a driver that
+   * reads the last result of a pool shut down, while the manager thread
+   * sleeps, wakes it to end. */
+  if (ending && all_quiet(p))
+    sig = (sig ^ 0xe7d) * 1099511628211ull;
   bool want_spawn = false;
   for (size_t i = 0; i < p->n && !broken; i++)
     want_spawn |= p->workers[i].state == W_NONE;

@@ -447,6 +447,70 @@ static void test_death_seen_while_the_pool_is_busy(void **state) {
   cf_executor_free(ex);
 }
 
+/* A task that naps 5 ms, then returns its argument. */
+static int nap_value(void *arg, void **out) {
+  struct timespec ts = {0, 5 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  *out = arg;
+  return 0;
+}
+
+typedef struct {
+  cf_future *f;
+  int rc;
+} poll_args;
+
+/* Waits for a's future in short waits, each of which may take the drive
+ * and read the result itself. */
+static void *poll_result(void *arg) {
+  poll_args *a = arg;
+  double until = now_s() + 10;
+  do
+    a->rc = cf_future_result(a->f, 1e-4, NULL);
+  while (a->rc == CF_ETIMEDOUT && now_s() < until);
+  return NULL;
+}
+
+static void *shut_down(void *arg) {
+  cf_executor_shutdown(arg, true, false);
+  return NULL;
+}
+
+/* A shutdown that waits, with a task in flight whose result a waiting
+ * thread (driving the pool) reads: the manager thread, asleep by then
+ * with nothing left to wait for, still ends. It slept on until the pool
+ * was freed by hand (never, in a shutdown that waits) when the waiter
+ * did not ring it. */
+static void test_shutdown_while_a_waiter_drives(void **state) {
+  (void)state;
+  int hung = 0;
+  for (int trial = 0; trial < 30 && !hung; trial++) {
+    cf_process_pool_opts o = {.max_workers = 1};
+    cf_executor *ex;
+    assert_int_equal(cf_process_pool_new(&o, &ex), 0);
+    poll_args a = {.rc = -1};
+    assert_int_equal(cf_submit(ex, nap_value, (void *)(intptr_t)trial, &a.f),
+                     0);
+    pthread_t waiter, closer;
+    assert_int_equal(pthread_create(&waiter, NULL, poll_result, &a), 0);
+    usleep(1000); /* the task runs: the shutdown finds it in flight */
+    assert_int_equal(pthread_create(&closer, NULL, shut_down, ex), 0);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    if (pthread_timedjoin_np(closer, NULL, &until) != 0) {
+      hung = trial + 1;
+      break; /* the pool and its threads are left as they are */
+    }
+    pthread_join(waiter, NULL);
+    assert_int_equal(a.rc, 0);
+    cf_future_unref(a.f);
+    cf_executor_free(ex);
+  }
+  if (hung)
+    fail_msg("trial %d: shutdown(wait) still waits after 10 s", hung);
+}
+
 /* Freeing the pool while other threads still hold (done) futures of it,
  * then waiting on them: nothing reaches the freed pool. */
 static void test_futures_outlive_the_pool(void **state) {
@@ -478,6 +542,7 @@ int main(void) {
       T(test_futures_outlive_the_pool),
       T(test_callback_submits_to_another_pool),
       T(test_death_seen_while_the_pool_is_busy),
+      T(test_shutdown_while_a_waiter_drives),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
