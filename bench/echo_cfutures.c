@@ -2,16 +2,21 @@
  * one thread, one green task per connection, each echoing whatever it reads
  * (cf_green_read, cf_green_write_all) until the client hangs up. Listens
  * on 127.0.0.1:PORT until killed; bench/echo_client is its load.
+ * With --pool, the same code runs as thread-pool tasks on one worker
+ * instead (M:N: each wait suspends the task's fiber, the poller thread
+ * wakes it; see docs/green.md), as Go runs goroutines with GOMAXPROCS=1.
  *
- *   echo_cfutures PORT */
+ *   echo_cfutures [--pool] PORT */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -33,9 +38,11 @@ static int serve(void *arg, void **out) {
   return 0; /* a reset by the client is how a run ends, not a failure */
 }
 
+static cf_executor *pool; /* --pool */
+
 static int acceptor(void *arg, void **out) {
   int lfd = (int)(intptr_t)arg;
-  cf_loop *l = cf_loop_current();
+  cf_loop *l = pool ? NULL : cf_loop_current();
   *out = NULL;
   for (;;) {
     int c;
@@ -45,7 +52,8 @@ static int acceptor(void *arg, void **out) {
       return rc;
     }
     cf_future *f;
-    if (cf_loop_spawn(l, serve, (void *)(intptr_t)c, &f) != 0) {
+    if ((pool ? cf_submit(pool, serve, (void *)(intptr_t)c, &f)
+              : cf_loop_spawn(l, serve, (void *)(intptr_t)c, &f)) != 0) {
       close(c);
       continue;
     }
@@ -54,16 +62,18 @@ static int acceptor(void *arg, void **out) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: echo_cfutures PORT\n");
+  bool use_pool = argc == 3 && strcmp(argv[1], "--pool") == 0;
+  if (argc != 2 && !use_pool) {
+    fprintf(stderr, "usage: echo_cfutures [--pool] PORT\n");
     return 2;
   }
+  const char *port = argv[argc - 1];
   struct rlimit rl;
   getrlimit(RLIMIT_NOFILE, &rl);
   rl.rlim_cur = rl.rlim_max;
   setrlimit(RLIMIT_NOFILE, &rl);
   struct sockaddr_in addr = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)atoi(argv[1])),
+                             .sin_port = htons((uint16_t)atoi(port)),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   int one = 1;
   int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -73,8 +83,18 @@ int main(int argc, char **argv) {
     perror("echo_cfutures: listen");
     return 1;
   }
-  cf_loop *l;
   cf_future *acc;
+  if (use_pool) {
+    cf_thread_pool_opts o = {.max_workers = 1};
+    if (cf_thread_pool_new(&o, &pool) != 0 ||
+        cf_submit(pool, acceptor, (void *)(intptr_t)lfd, &acc) != 0) {
+      fprintf(stderr, "echo_cfutures: %s\n", cf_last_error());
+      return 1;
+    }
+    cf_future_result(acc, CF_FOREVER, NULL);
+    return 1;
+  }
+  cf_loop *l;
   if (cf_loop_new(NULL, &l) != 0 ||
       cf_loop_spawn(l, acceptor, (void *)(intptr_t)lfd, &acc) != 0) {
     fprintf(stderr, "echo_cfutures: %s\n", cf_last_error());

@@ -44,6 +44,11 @@ typedef struct cf__waiter_ops {
   /* Runs the task behind `f` right here, on the waiting fiber, if it has
    * not started and that is safe; returns true if it ran. */
   bool (*run_inline)(struct cf__waiter *w, cf_future *f);
+  /* The fiber's thread runs other work while it sleeps (a thread-pool
+   * task): a wait for a descriptor goes through the poller
+   * (core/netpoll.h) and a green sleep through `sleep`, instead of
+   * blocking the thread. */
+  bool fiber_io;
 } cf__waiter_ops;
 
 typedef struct cf__waiter {

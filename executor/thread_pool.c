@@ -847,6 +847,7 @@ static const cf__waiter_ops fib_ops = {
     .sleep = fib_sleep,
     .wake = fib_wake,
     .run_inline = fib_run_inline,
+    .fiber_io = true,
 };
 
 /* ---- parking ------------------------------------------------------------- */

@@ -82,6 +82,7 @@
 
 #include "core/alloc.h"
 #include "core/fiber.h"
+#include "core/netpoll.h"
 #include "core/report.h"
 #include "core/waiter.h"
 #include "executor/executor_internal.h"
@@ -1222,6 +1223,14 @@ static int wait_fd_green(gtask *t, int fd, int events, const cf_deadline *d,
              : CF_ETIMEDOUT;
 }
 
+/* The current waiter if it is a thread-pool task's fiber, whose waits on
+ * descriptors and sleeps suspend only the task (M:N: the poller thread,
+ * core/netpoll.h, and the pool's timers wake it), else NULL. */
+static cf__waiter *fiber_io_waiter(void) {
+  cf__waiter *w = cf__waiter_self();
+  return w && w->ops && w->ops->fiber_io ? w : NULL;
+}
+
 /* cf_green_wait_fd, and the waits of green I/O (`how`: see wait_how),
  * failing as `call`. */
 static int wait_fd(const char *call, int fd, int events, double timeout_s,
@@ -1235,7 +1244,8 @@ static int wait_fd(const char *call, int fd, int events, double timeout_s,
   if (cf__deadline_from_timeout(timeout_s, &d) != 0)
     return cf__fail_at(call, CF_EINVAL, "the timeout is NaN");
   gtask *t = running_task;
-  if (!t) { /* a plain thread: poll(2) */
+  cf__waiter *fw = t ? NULL : fiber_io_waiter();
+  if (!t && !fw) { /* a plain thread: poll(2) */
     struct pollfd p = {.fd = fd,
                        .events =
                            (short)((events & CF_GREEN_READ ? POLLIN : 0) |
@@ -1252,7 +1262,13 @@ static int wait_fd(const char *call, int fd, int events, double timeout_s,
         return cf__fail_fmt(call, CF_ESYS, "poll: %s", strerror(errno));
     }
   }
-  int rc = wait_fd_green(t, fd, events, &d, how);
+  /* a green task, or a thread-pool task (M:N: its fiber waits through
+   * the poller, core/netpoll.h, while its worker goes on) */
+  int rc = t ? wait_fd_green(t, fd, events, &d, how)
+             : cf__netpoll_wait(fw, fd,
+                                (events & CF_GREEN_READ ? EPOLLIN : 0) |
+                                    (events & CF_GREEN_WRITE ? EPOLLOUT : 0),
+                                &d);
   switch (rc) {
   case 0:
     return 0;
@@ -1284,6 +1300,16 @@ int cf_green_sleep(double seconds) {
   if (isnan(seconds) || seconds < 0)
     return CF__FAIL(CF_EINVAL, "the duration is NaN or negative");
   gtask *t = running_task;
+  cf__waiter *fw = t ? NULL : fiber_io_waiter();
+  if (fw) { /* a thread-pool task: its fiber sleeps on the pool's timers */
+    cf_deadline d;
+    cf__deadline_from_timeout(seconds, &d);
+    while (!cf__deadline_passed(&d)) {
+      uint32_t seen = cf__waiter_seq(fw);
+      cf__waiter_sleep(fw, seen, &d); /* returns early on a stray wake */
+    }
+    return 0;
+  }
   if (!t) {
     struct timespec ts = {(time_t)seconds,
                           (long)((seconds - floor(seconds)) * 1e9)};

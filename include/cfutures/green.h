@@ -15,6 +15,10 @@
  * and plain blocking calls (read, sleep) block the loop's whole thread, as
  * they would under gevent without monkey-patching.
  *
+ * Thread-pool tasks run on fibers too (M:N): in a pool task, cf_green_sleep,
+ * cf_green_wait_fd and the green I/O calls suspend the task, and the
+ * pool's workers run other tasks meanwhile.
+ *
  * See docs/green.md for the model and the Python names.
  */
 #ifndef CFUTURES_GREEN_H
@@ -167,8 +171,10 @@ CF_API size_t cf_green_pool_running(const cf_executor *ex);
 CF_API cf_loop *cf_loop_current(void);
 
 /* Suspends the calling green task for `seconds` while the loop goes on
- * (gevent.sleep, asyncio.sleep); outside green tasks it sleeps the thread.
- * Returns 0, CF_EINVAL (NaN or negative), CF_ECANCELLED (the task was
+ * (gevent.sleep, asyncio.sleep). In a thread-pool task it suspends the
+ * task, and its worker runs other tasks meanwhile (M:N, see docs/green.md);
+ * elsewhere it sleeps the thread. CF_FOREVER sleeps for ever. Returns 0,
+ * CF_EINVAL (NaN or negative), CF_ECANCELLED (the green task was
  * cancelled: it should return). */
 CF_API int cf_green_sleep(double seconds);
 
@@ -179,18 +185,25 @@ CF_API int cf_green_sleep(double seconds);
 /* Waits until descriptor fd is ready for `events` (CF_GREEN_READ and/or
  * CF_GREEN_WRITE; an error or hang-up counts as ready: the next read or
  * write says what happened). In a green task it suspends only the task
- * (the loop polls the descriptor with epoll); elsewhere it is poll(2). At
- * most one green task may wait to read, and one to write, per descriptor.
- * A descriptor may be closed and its number reused without telling the
- * loop, as long as no task waits on it then.
- * Returns 0, CF_ETIMEDOUT, CF_ECANCELLED (the task was cancelled),
- * CF_EBUSY (another task already waits for that event on fd), CF_EINVAL
- * (negative fd, bad events, NaN timeout), CF_ENOMEM, CF_ESYS. */
+ * (the loop polls the descriptor with epoll). In a thread-pool task it
+ * suspends only the task too: the process's poller thread watches fd and
+ * the task resumes on any worker of its pool (M:N, as Go's netpoller; a
+ * regular file is ready at once). Elsewhere it is poll(2). At most one
+ * green task of a loop may wait to read, and one to write, per descriptor
+ * (pool tasks have no such limit). A descriptor may be closed and its
+ * number reused without telling the loop, as long as no task waits on it
+ * then; one closed while a task waits on it is not noticed (the wait ends
+ * at its timeout).
+ * Returns 0, CF_ETIMEDOUT, CF_ECANCELLED (the green task was cancelled),
+ * CF_EBUSY (another green task already waits for that event on fd),
+ * CF_EINVAL (negative fd, bad events, NaN timeout), CF_ENOMEM, CF_ESYS
+ * (epoll refused fd: cf_last_error says why, "Bad file descriptor" for a
+ * closed one in a green or pool task). */
 CF_API int cf_green_wait_fd(int fd, int events, double timeout_s);
 
-/* Green I/O: like read/write/accept/connect, but a green task is only
- * suspended (cf_green_wait_fd) while the descriptor is not ready; outside
- * green tasks they wait with poll(2). cf_green_read and cf_green_write_all
+/* Green I/O: like read/write/accept/connect, but a green task or a
+ * thread-pool task is only suspended (cf_green_wait_fd) while the
+ * descriptor is not ready; on other threads they wait with poll(2). cf_green_read and cf_green_write_all
  * try a socket with MSG_DONTWAIT and leave its mode alone; they make any
  * other descriptor non-blocking, as accept and connect do (as gevent
  * does). The timeout covers the whole call. Errors: CF_EINVAL (bad

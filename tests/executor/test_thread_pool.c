@@ -9,6 +9,7 @@
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -1805,12 +1806,53 @@ static void test_outside_fifo_order(void **state) {
   }
 }
 
+/* ---- a wake from outside, then the pool freed at once ------------------ */
+
+static int await_promise(void *arg, void **out) {
+  return cf_future_result(arg, 10, out);
+}
+
+static void *complete_promise(void *arg) {
+  cf_future_set_result(arg, (void *)(intptr_t)7, NULL);
+  return NULL;
+}
+
+/* A task waits for a future that a plain thread completes; the main
+ * thread frees the pool as soon as the task's result is in. The thread
+ * that completed the future made the task's fiber ready and may still be
+ * looking at the pool (for a worker to wake) when the fiber has run to
+ * its end: the pool must not be freed under it (ASan: a use after free,
+ * TSan: a race with free). The waiting side waits for its waker to be
+ * done (cf__node_settle), as core/netpoll.c's waits do for the poller. */
+static void test_free_right_after_an_outside_wake(void **state) {
+  (void)state;
+  for (int round = 0; round < 500; round++) {
+    cf_executor *ex = new_pool(1);
+    cf_future *promise = cf_future_new();
+    assert_non_null(promise);
+    cf_future *f;
+    assert_int_equal(cf_submit(ex, await_promise, promise, &f), 0);
+    if (round % 2)
+      sched_yield(); /* sometimes the task waits first */
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, complete_promise, promise), 0);
+    void *v;
+    assert_int_equal(cf_future_result(f, 10, &v), 0);
+    assert_int_equal((intptr_t)v, 7);
+    cf_executor_free(ex);
+    pthread_join(th, NULL);
+    cf_future_unref(f);
+    cf_future_unref(promise);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_args),
       cmocka_unit_test(test_default_size),
       cmocka_unit_test(test_many_tasks),
       cmocka_unit_test(test_outside_fifo_order),
+      cmocka_unit_test(test_free_right_after_an_outside_wake),
       cmocka_unit_test(test_failures),
       cmocka_unit_test(test_result_destroy),
       cmocka_unit_test(test_thread_names),
