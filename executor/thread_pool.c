@@ -169,6 +169,7 @@ struct worker {
   fib *first;       /* the first loop fiber, made by cf_thread_pool_new */
   fib *spare;       /* worker thread only: fibers ready for reuse */
   unsigned nspare;  /* worker thread only */
+  unsigned resumes_in_row; /* worker thread only: see FAIR_RESUMES */
   cf__spin search;  /* worker thread only: its searches' back-off */
   struct cached_task *cache; /* worker thread only: see task_dealloc */
   unsigned ncache;
@@ -532,18 +533,39 @@ typedef struct work {
   task *t;
 } work;
 
+/* Resumed fibers come first, but not for ever: after FAIR_RESUMES of them
+ * in a row a task not started yet gets a turn, so a steady stream of
+ * wake-ups (tasks waiting on busy sockets, M:N) cannot starve the tasks
+ * behind them (a new connection's), as Go's scheduler gives its global
+ * queue a turn every 61 ticks. */
+#define FAIR_RESUMES 32
+
+static task *take_task(worker *w) {
+  task *t = take_own(w);
+  if (!t)
+    t = take_inboxed(w);
+  if (!t)
+    t = grab_injected(w);
+  if (!t)
+    t = steal_any(w);
+  return t;
+}
+
 static bool find_work(worker *w, work *out) {
-  out->resume = pop_ready(w->p);
-  if (out->resume)
-    return true;
-  out->t = take_own(w);
+  out->t = NULL;
+  out->resume = NULL;
+  if (w->resumes_in_row < FAIR_RESUMES) {
+    out->resume = pop_ready(w->p);
+    if (out->resume) {
+      w->resumes_in_row++;
+      return true;
+    }
+  }
+  w->resumes_in_row = 0;
+  out->t = take_task(w);
   if (!out->t)
-    out->t = take_inboxed(w);
-  if (!out->t)
-    out->t = grab_injected(w);
-  if (!out->t)
-    out->t = steal_any(w);
-  return out->t != NULL;
+    out->resume = pop_ready(w->p);
+  return out->t || out->resume;
 }
 
 /* ---- fibers -------------------------------------------------------------- */

@@ -1846,6 +1846,89 @@ static void test_free_right_after_an_outside_wake(void **state) {
   }
 }
 
+/* ---- resumed fibers do not starve new tasks ----------------------------- */
+
+#define PP_ROUNDS 100000
+static cf_future **pp; /* pp[2k]: A waits, B completes; pp[2k+1]: B waits */
+static _Atomic long pp_rounds;
+static _Atomic bool pp_stop;
+static _Atomic long marker_saw = -1;
+
+static int ping(void *arg, void **out) {
+  (void)arg;
+  (void)out;
+  for (long k = 0; k < PP_ROUNDS / 2; k++) {
+    if (cf_future_result(pp[2 * k], 30, NULL) != 0)
+      return CF_ETIMEDOUT;
+    atomic_fetch_add(&pp_rounds, 1);
+    cf_future_set_result(pp[2 * k + 1], NULL, NULL);
+    if (atomic_load(&pp_stop))
+      break;
+  }
+  return 0;
+}
+
+static int pong(void *arg, void **out) {
+  (void)arg;
+  (void)out;
+  for (long k = 0; k < PP_ROUNDS / 2; k++) {
+    cf_future_set_result(pp[2 * k], NULL, NULL);
+    if (atomic_load(&pp_stop))
+      break;
+    if (cf_future_result(pp[2 * k + 1], 30, NULL) != 0)
+      return CF_ETIMEDOUT;
+    if (atomic_load(&pp_stop))
+      break;
+  }
+  return 0;
+}
+
+static int marker(void *arg, void **out) {
+  (void)arg;
+  (void)out;
+  atomic_store(&marker_saw, atomic_load(&pp_rounds));
+  atomic_store(&pp_stop, true);
+  return 0;
+}
+
+/* One worker, two tasks that wake each other without end (each wake puts
+ * the other's fiber on the ready queue, so the queue is never empty when
+ * the worker looks), and a task submitted meanwhile: it runs while they
+ * go on, not once they are done (see FAIR_RESUMES). */
+static void test_resumes_do_not_starve_new_tasks(void **state) {
+  (void)state;
+  pp = calloc(PP_ROUNDS, sizeof *pp);
+  assert_non_null(pp);
+  for (long i = 0; i < PP_ROUNDS; i++)
+    assert_non_null(pp[i] = cf_future_new());
+  atomic_store(&pp_rounds, 0);
+  atomic_store(&pp_stop, false);
+  atomic_store(&marker_saw, -1);
+  cf_executor *ex = new_pool(1);
+  cf_future *a, *b, *m;
+  assert_int_equal(cf_submit(ex, ping, NULL, &a), 0);
+  assert_int_equal(cf_submit(ex, pong, NULL, &b), 0);
+  double until = now_s() + 20;
+  while (atomic_load(&pp_rounds) < 100 && now_s() < until)
+    usleep(100);
+  assert_true(atomic_load(&pp_rounds) >= 100);
+  assert_int_equal(cf_submit(ex, marker, NULL, &m), 0);
+  assert_int_equal(cf_future_result(m, 30, NULL), 0);
+  assert_int_equal(cf_future_result(a, 30, NULL), 0);
+  assert_int_equal(cf_future_result(b, 30, NULL), 0);
+  long saw = atomic_load(&marker_saw);
+  print_message("# the new task ran after %ld of %d rounds\n", saw,
+                PP_ROUNDS / 2);
+  assert_true(saw < PP_ROUNDS / 2);
+  cf_future_unref(a);
+  cf_future_unref(b);
+  cf_future_unref(m);
+  cf_executor_free(ex);
+  for (long i = 0; i < PP_ROUNDS; i++)
+    cf_future_unref(pp[i]);
+  free(pp);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_args),
@@ -1853,6 +1936,7 @@ int main(void) {
       cmocka_unit_test(test_many_tasks),
       cmocka_unit_test(test_outside_fifo_order),
       cmocka_unit_test(test_free_right_after_an_outside_wake),
+      cmocka_unit_test(test_resumes_do_not_starve_new_tasks),
       cmocka_unit_test(test_failures),
       cmocka_unit_test(test_result_destroy),
       cmocka_unit_test(test_thread_names),
