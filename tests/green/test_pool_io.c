@@ -215,6 +215,32 @@ static void test_timeouts(void **state) {
   cf_executor_free(ex);
 }
 
+/* A zero timeout asks whether the descriptor is ready now. */
+static int ready_now(void *arg, void **out) {
+  (void)arg;
+  (void)out;
+  if (cf_green_wait_fd(quiet[1], CF_GREEN_READ, 0) != CF_ETIMEDOUT ||
+      cf_green_wait_fd(quiet[1], CF_GREEN_WRITE, 0) != 0)
+    return CF_EINVALSTATE;
+  if (write(quiet[0], "x", 1) != 1)
+    return CF_ESYS;
+  return cf_green_wait_fd(quiet[1], CF_GREEN_READ, 0) == 0 ? 0
+                                                           : CF_EINVALSTATE;
+}
+
+static void test_zero_timeout(void **state) {
+  (void)state;
+  cf_executor *ex = new_pool(1);
+  assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, quiet), 0);
+  cf_future *f;
+  assert_int_equal(cf_submit(ex, ready_now, NULL, &f), 0);
+  assert_int_equal(cf_future_result(f, 30, NULL), 0);
+  cf_future_unref(f);
+  close(quiet[0]);
+  close(quiet[1]);
+  cf_executor_free(ex);
+}
+
 /* ---- a reader and a writer on one socket -------------------------------- */
 
 static int duplex[2];
@@ -552,6 +578,7 @@ int main(void) {
       T(test_sleeps_suspend_the_task),
       T(test_sleep_bad_input),
       T(test_timeouts),
+      T(test_zero_timeout),
       T(test_reader_and_writer_on_one_socket),
       T(test_files_and_bad_descriptors),
       T(test_tcp_echo_in_pool_tasks),
