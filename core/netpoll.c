@@ -5,7 +5,6 @@
 #include <ck_pr.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -182,18 +181,6 @@ static int start(void) {
 
 int cf__netpoll_wait(cf__waiter *w, int fd, uint32_t events,
                      const cf_deadline *d) {
-  if (!d->forever && cf__deadline_passed(d)) {
-    /* No time to wait (a zero timeout): whether it is ready now. */
-    struct pollfd pf = {.fd = fd,
-                        .events = (short)((events & EPOLLIN ? POLLIN : 0) |
-                                          (events & EPOLLOUT ? POLLOUT : 0))};
-    int n = poll(&pf, 1, 0);
-    if (n > 0 && (pf.revents & POLLNVAL)) {
-      errno = EBADF;
-      return CF_ESYS;
-    }
-    return n > 0 ? 0 : CF_ETIMEDOUT;
-  }
   int ep = start();
   if (ep < 0)
     return CF_ESYS;

@@ -27,9 +27,9 @@
 /* Waits until fd is ready for `events` (EPOLLIN and/or EPOLLOUT; an error
  * or hang-up counts as ready), sleeping on w (cf__waiter_sleep: the
  * owner's) until the poller wakes it or the deadline d passes. A file that
- * epoll cannot watch (a regular file, always ready) is ready at once; a
- * deadline already passed (a zero timeout) asks poll(2) whether fd is
- * ready now.
+ * epoll cannot watch (a regular file, always ready) is ready at once. A
+ * deadline already passed (a zero timeout) may miss a descriptor that is
+ * ready: callers ask poll(2) instead.
  * Returns 0, CF_ETIMEDOUT, CF_ENOMEM, or CF_ESYS (errno says why: the
  * poller could not start, or epoll_ctl refused fd, EBADF for a closed
  * one). A descriptor closed during the wait is not noticed: the wait ends

@@ -1245,7 +1245,9 @@ static int wait_fd(const char *call, int fd, int events, double timeout_s,
     return cf__fail_at(call, CF_EINVAL, "the timeout is NaN");
   gtask *t = running_task;
   cf__waiter *fw = t ? NULL : fiber_io_waiter();
-  if (!t && !fw) { /* a plain thread: poll(2) */
+  /* A plain thread, or a pool task with no time to wait (a zero timeout:
+   * is it ready now?): poll(2). */
+  if (!t && (!fw || cf__deadline_passed(&d))) {
     struct pollfd p = {.fd = fd,
                        .events =
                            (short)((events & CF_GREEN_READ ? POLLIN : 0) |
